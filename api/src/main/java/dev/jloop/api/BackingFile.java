@@ -1,0 +1,75 @@
+package dev.jloop.api;
+
+import java.io.Closeable;
+import java.io.IOException;
+
+/**
+ * The file behind a block device, after the seed's {@code file_operations} with {@code read_iter} and
+ * {@code write_iter}. A backend (sync, nio, io_uring, or a third party's) implements this and is
+ * found through its {@link BackendFactory}.
+ *
+ * <p>Every operation takes a {@link Kiocb} and returns either a result ({@code >= 0}, or
+ * {@code -errno}) or {@link Kiocb#QUEUED}. A returned result is delivered to the kiocb's callback by
+ * the submitter; after returning {@code QUEUED} the backend must call {@link Kiocb#complete(long)}
+ * exactly once, from any thread, without holding locks the callback might need. Operations must not
+ * throw for I/O failures: they report {@code -errno}.
+ *
+ * <p>Reads and writes transfer from/to the iterator, starting at {@code pos}, and advance the
+ * iterator by the bytes transferred. A result shorter than the iterator's count is allowed (the
+ * caller resubmits the rest); a read at or past end of file returns 0.
+ *
+ * <p>Threading: what may call concurrently is declared by {@link Capabilities#threadModel()}.
+ */
+public interface BackingFile extends Closeable
+{
+    /** Reads into {@code iter} from {@code pos}. Returns bytes read, {@code -errno} or {@link Kiocb#QUEUED}. */
+    long readIter(Kiocb kiocb, IovIter iter, long pos);
+
+    /**
+     * Writes {@code iter} at {@code pos}; with {@link Kiocb#IOCB_DSYNC} in the kiocb's flags the data
+     * is durable before completion (only asked of backends whose capabilities declare native FUA).
+     * Returns bytes written, {@code -errno} or {@link Kiocb#QUEUED}.
+     */
+    long writeIter(Kiocb kiocb, IovIter iter, long pos);
+
+    /**
+     * Makes every write that completed before this call durable ({@code fsync(2)}, or
+     * {@code fdatasync(2)} when {@code datasync}). Need not cover writes still in flight.
+     */
+    long fsync(Kiocb kiocb, boolean datasync);
+
+    /**
+     * {@code fallocate(2)} with {@link Fallocate} mode bits over {@code [offset, offset + length)}.
+     * Returns 0, {@code -EOPNOTSUPP} where the file system cannot, another {@code -errno}, or
+     * {@link Kiocb#QUEUED}.
+     */
+    long fallocate(Kiocb kiocb, int mode, long offset, long length);
+
+    /**
+     * Reports the data and hole ranges of {@code [offset, offset + length)} in ascending, contiguous
+     * order, starting at {@code offset} (as {@code lseek(SEEK_DATA/SEEK_HOLE)} does); the caller may
+     * stop early by returning {@code false} from the sink. Synchronous. Returns 0 or {@code -errno}.
+     */
+    long extents(long offset, long length, ExtentSink sink);
+
+    /** Current size in bytes. */
+    long size();
+
+    Capabilities capabilities();
+
+    /**
+     * Submissions from this thread that follow may be held back until {@link #unplug()} (the
+     * kernel's {@code blk_start_plug}), so that a backend can submit them as one batch. Plugs nest.
+     */
+    default void plug() {}
+
+    /** Submits whatever this thread held back since the matching {@link #plug()}. */
+    default void unplug() {}
+
+    /**
+     * Releases the file. Called once, after every submitted operation has completed.
+     */
+    @Override
+    void close()
+            throws IOException;
+}

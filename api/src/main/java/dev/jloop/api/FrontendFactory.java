@@ -1,0 +1,23 @@
+package dev.jloop.api;
+
+import java.io.IOException;
+import java.util.List;
+
+/**
+ * Creates frontends of one protocol ({@code nbd}, {@code ublk}). Found with
+ * {@link java.util.ServiceLoader} ({@code META-INF/services/dev.jloop.api.FrontendFactory}); selected
+ * with {@code --frontend NAME}.
+ */
+public interface FrontendFactory
+{
+    String name();
+
+    String description();
+
+    /**
+     * Binds and starts serving. Fails with an {@link IOException} whose message a user can act on
+     * (address in use, socket path not writable, kernel module missing).
+     */
+    Frontend create(FrontendConfig config, List<Export> exports)
+            throws IOException;
+}

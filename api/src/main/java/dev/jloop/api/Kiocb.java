@@ -1,0 +1,234 @@
+package dev.jloop.api;
+
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+
+/**
+ * One asynchronous operation on a {@link BackingFile}, after the kernel's {@code struct kiocb}: the
+ * file, the position, flags, the memory ({@link IovIter}) and a completion callback.
+ *
+ * <p>Life cycle (the seed's {@code aio_kernel_*} calls): a kiocb is allocated from a pool
+ * ({@code AioKernel.alloc()}), prepared with {@link #initRw} / {@link #initFsync} /
+ * {@link #initFallocate} and {@link #initCallback}, and submitted. The backend operation either
+ * returns a result at once, which the submitter completes, or returns {@link #QUEUED} and calls
+ * {@link #complete(long)} later from any thread. Each submission completes exactly once; a second
+ * completion throws {@link IllegalStateException}, since it is always a backend bug.
+ *
+ * <p>Ownership: from submission to completion the kiocb, its iterator and the iterator's memory
+ * belong to the backend; nobody else may touch them. After completion they belong to the completion
+ * callback.
+ */
+public final class Kiocb
+{
+    /**
+     * Returned by a {@link BackingFile} operation that will complete later through
+     * {@link #complete(long)}; the kernel's {@code -EIOCBQUEUED}.
+     */
+    public static final long QUEUED = -529;
+
+    /** Write durably before completing (the kernel's {@code IOCB_DSYNC}); set for FUA writes. */
+    public static final int IOCB_DSYNC = 1 << 4;
+
+    /** What a kiocb asks the backing file to do. */
+    public enum Op
+    {
+        READ, WRITE, FSYNC, FALLOCATE,
+    }
+
+    /** Hook through which the owning pool learns about completions (for in-flight accounting). */
+    public interface Owner
+    {
+        void completed(Kiocb kiocb, long res);
+    }
+
+    private static final int IDLE = 0;
+    private static final int SUBMITTED = 1;
+    private static final VarHandle STATE;
+
+    static {
+        try {
+            STATE = MethodHandles.lookup().findVarHandle(Kiocb.class, "state", int.class);
+        }
+        catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
+
+    private final Owner owner;
+    @SuppressWarnings("unused") // accessed through STATE
+    private volatile int state;
+
+    private Op op;
+    private BackingFile file;
+    private long pos;
+    private int flags;
+    private IovIter iter;
+    private int mode;
+    private long length;
+    private KiocbCompletion completion;
+    private Object privateData;
+
+    /** @param owner told of every completion, before the callback; may be {@code null} */
+    public Kiocb(Owner owner)
+    {
+        this.owner = owner;
+    }
+
+    /** Prepares a READ or WRITE of {@code iter.count()} bytes at {@code pos} ({@code aio_kernel_init_rw}). */
+    public Kiocb initRw(Op op, BackingFile file, IovIter iter, long pos, int flags)
+    {
+        if (op != Op.READ && op != Op.WRITE) {
+            throw new IllegalArgumentException("not a read or write: " + op);
+        }
+        this.op = op;
+        this.file = file;
+        this.iter = iter;
+        this.pos = pos;
+        this.flags = flags;
+        return this;
+    }
+
+    /** Prepares an fsync; {@code datasync} as {@code fdatasync(2)}. */
+    public Kiocb initFsync(BackingFile file, boolean datasync)
+    {
+        this.op = Op.FSYNC;
+        this.file = file;
+        this.iter = null;
+        this.pos = 0;
+        this.length = 0;
+        this.mode = datasync ? 1 : 0;
+        this.flags = 0;
+        return this;
+    }
+
+    /** Prepares an {@code fallocate(2)} with a {@link Fallocate} mode over {@code [offset, offset + length)}. */
+    public Kiocb initFallocate(BackingFile file, int mode, long offset, long length)
+    {
+        this.op = Op.FALLOCATE;
+        this.file = file;
+        this.iter = null;
+        this.mode = mode;
+        this.pos = offset;
+        this.length = length;
+        this.flags = 0;
+        return this;
+    }
+
+    /** Sets the completion and a private value for it ({@code aio_kernel_init_callback}). */
+    public Kiocb initCallback(KiocbCompletion completion, Object privateData)
+    {
+        this.completion = completion;
+        this.privateData = privateData;
+        return this;
+    }
+
+    /**
+     * Marks the kiocb in flight. Called by the submitter (the AioKernel) just before handing it to
+     * the backend; throws if it already is.
+     */
+    public void markSubmitted()
+    {
+        if (!STATE.compareAndSet(this, IDLE, SUBMITTED)) {
+            throw new IllegalStateException("kiocb submitted while in flight");
+        }
+    }
+
+    /**
+     * Completes the operation: tells the owner, then the callback. Exactly once per submission.
+     *
+     * @param res bytes transferred (&gt;= 0) or {@code -errno}; never {@link #QUEUED}
+     * @throws IllegalStateException on a second completion, or one without submission
+     */
+    public void complete(long res)
+    {
+        if (res == QUEUED) {
+            throw new IllegalArgumentException("QUEUED is not a result");
+        }
+        if (!STATE.compareAndSet(this, SUBMITTED, IDLE)) {
+            throw new IllegalStateException("kiocb completed twice (or never submitted): " + this);
+        }
+        if (owner != null) {
+            owner.completed(this, res);
+        }
+        completion.complete(this, res);
+    }
+
+    /** Whether the kiocb is between submission and completion. */
+    public boolean inFlight()
+    {
+        return state == SUBMITTED;
+    }
+
+    /** Clears every reference so a pooled kiocb keeps nothing alive. */
+    public void reset()
+    {
+        if (inFlight()) {
+            throw new IllegalStateException("kiocb reset while in flight");
+        }
+        op = null;
+        file = null;
+        iter = null;
+        completion = null;
+        privateData = null;
+        pos = 0;
+        length = 0;
+        flags = 0;
+        mode = 0;
+    }
+
+    public Op op()
+    {
+        return op;
+    }
+
+    public BackingFile file()
+    {
+        return file;
+    }
+
+    /** File position of a read or write; start offset of an fallocate. Backends may move it along a partial transfer. */
+    public long pos()
+    {
+        return pos;
+    }
+
+    public void setPos(long pos)
+    {
+        this.pos = pos;
+    }
+
+    /** {@link #IOCB_DSYNC} and friends. */
+    public int flags()
+    {
+        return flags;
+    }
+
+    public IovIter iter()
+    {
+        return iter;
+    }
+
+    /** The {@link Fallocate} mode of an fallocate; 1 for a datasync fsync. */
+    public int mode()
+    {
+        return mode;
+    }
+
+    /** Length of an fallocate. */
+    public long length()
+    {
+        return length;
+    }
+
+    /** Value set with {@link #initCallback}; for the completion callback's use. */
+    public Object privateData()
+    {
+        return privateData;
+    }
+
+    @Override
+    public String toString()
+    {
+        return "Kiocb{" + op + " pos=" + pos + " count=" + (iter == null ? length : iter.count()) + " flags=" + flags + "}";
+    }
+}

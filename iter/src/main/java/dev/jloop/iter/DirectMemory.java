@@ -1,0 +1,33 @@
+package dev.jloop.iter;
+
+import jnr.ffi.provider.MemoryManager;
+
+import java.nio.ByteBuffer;
+
+/** Native addresses of direct buffers, and page-aligned direct allocation. */
+public final class DirectMemory
+{
+    public static final int PAGE_SIZE = 4096;
+
+    private static final MemoryManager MEMORY = jnr.ffi.Runtime.getSystemRuntime().getMemoryManager();
+
+    private DirectMemory() {}
+
+    /** Native address of {@code buffer}'s index 0; the buffer must be direct. */
+    public static long address(ByteBuffer buffer)
+    {
+        if (!buffer.isDirect()) {
+            throw new IllegalArgumentException("not a direct buffer");
+        }
+        return MEMORY.newPointer(buffer).address();
+    }
+
+    /**
+     * A direct buffer of {@code size} bytes whose start is aligned to {@link #PAGE_SIZE}, as O_DIRECT
+     * needs. Its memory is freed when the buffer becomes unreachable.
+     */
+    public static ByteBuffer allocateAligned(int size)
+    {
+        return ByteBuffer.allocateDirect(size + PAGE_SIZE).alignedSlice(PAGE_SIZE).limit(size).slice();
+    }
+}

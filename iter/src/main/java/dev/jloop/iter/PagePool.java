@@ -1,0 +1,214 @@
+package dev.jloop.iter;
+
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Aligned direct pages for request data, carved from large slabs and recycled, so the data path
+ * allocates no buffers in steady state.
+ *
+ * <p>Pages come in orders 0 ({@value DirectMemory#PAGE_SIZE} bytes) to {@link #MAX_ORDER}; a request
+ * of N bytes gets the largest pages that fit, so a 1 MiB read is one segment, not 256. When an order
+ * runs out, a larger free page is split; when none is left a new slab is carved, up to the pool's
+ * capacity. Split pages are not merged again: in steady state the same mix of orders is reused.
+ *
+ * <p>Bounded: at most {@link #capacity()} bytes are ever allocated from the JVM. Leak accounting:
+ * {@link #usedBytes()} is 0 again once every page has been freed, which tests check.
+ *
+ * <p>Thread-safe. One short critical section per allocate/free call, never around I/O.
+ */
+public final class PagePool
+        implements AutoCloseable
+{
+    public static final int MAX_ORDER = 8;
+    public static final int SLAB_SIZE = 4 << 20;
+
+    private final long capacity;
+    private final List<ByteBuffer> slabs = new ArrayList<>();
+    private final Page[][] free = new Page[MAX_ORDER + 1][];
+    private final int[] nrFree = new int[MAX_ORDER + 1];
+    private long slabBytes;
+    private long usedBytes;
+
+    /** @param capacity upper bound on the slab memory, in bytes; rounded up to whole slabs */
+    public PagePool(long capacity)
+    {
+        if (capacity <= 0) {
+            throw new IllegalArgumentException("capacity must be positive: " + capacity);
+        }
+        this.capacity = capacity;
+        for (int order = 0; order <= MAX_ORDER; order++) {
+            free[order] = new Page[16];
+        }
+    }
+
+    /** The most pages {@link #allocate} may need for {@code length} bytes (all of order 0). */
+    public static int maxPages(long length)
+    {
+        return (int) ((length + DirectMemory.PAGE_SIZE - 1) / DirectMemory.PAGE_SIZE);
+    }
+
+    /**
+     * Allocates pages covering {@code length} bytes into {@code out}, waiting while the pool is
+     * exhausted. Returns the number of pages.
+     *
+     * @throws IllegalArgumentException if {@code length} can never fit in the pool
+     */
+    public synchronized int allocate(long length, Page[] out)
+            throws InterruptedException
+    {
+        if (length > capacity) {
+            throw new IllegalArgumentException("request of " + length + " bytes exceeds the page pool (" + capacity + " bytes)");
+        }
+        int n;
+        while ((n = tryAllocate(length, out)) < 0) {
+            wait();
+        }
+        return n;
+    }
+
+    /**
+     * Allocates pages covering {@code length} bytes into {@code out}, all or nothing. Returns the
+     * number of pages, or -1 when the pool cannot supply them now.
+     */
+    public synchronized int tryAllocate(long length, Page[] out)
+    {
+        if (length < 0) {
+            throw new IllegalArgumentException("negative length: " + length);
+        }
+        int n = 0;
+        long left = length;
+        while (left > 0) {
+            int order = orderFor(left);
+            Page page = null;
+            for (; order >= 0 && page == null; order--) {
+                page = take(order);
+            }
+            if (page == null) {
+                free(out, n);
+                return -1;
+            }
+            if (n == out.length) {
+                free(out, n);
+                throw new IllegalArgumentException("page array too small for " + length + " bytes; use maxPages()");
+            }
+            page.setFree(false);
+            usedBytes += page.size();
+            out[n++] = page;
+            left -= Math.min(left, page.size());
+        }
+        return n;
+    }
+
+    /** Returns {@code pages[0, n)} to the pool. Freeing a page twice throws. */
+    public synchronized void free(Page[] pages, int n)
+    {
+        for (int i = 0; i < n; i++) {
+            Page page = pages[i];
+            if (page.isFree()) {
+                throw new IllegalStateException("page freed twice");
+            }
+            usedBytes -= page.size();
+            push(page);
+            pages[i] = null;
+        }
+        if (n > 0) {
+            notifyAll();
+        }
+    }
+
+    /** Bytes in pages handed out and not yet freed. */
+    public synchronized long usedBytes()
+    {
+        return usedBytes;
+    }
+
+    /** Bytes of slab memory taken from the JVM so far. */
+    public synchronized long slabBytes()
+    {
+        return slabBytes;
+    }
+
+    public long capacity()
+    {
+        return capacity;
+    }
+
+    /** The slabs carved so far, for registering them with the kernel (io_uring fixed buffers). */
+    public synchronized List<ByteBuffer> slabs()
+    {
+        return List.copyOf(slabs);
+    }
+
+    /** Drops the free lists; slab memory is released when unreachable. Pages still in use stay valid until then. */
+    @Override
+    public synchronized void close()
+    {
+        for (int order = 0; order <= MAX_ORDER; order++) {
+            java.util.Arrays.fill(free[order], null);
+            nrFree[order] = 0;
+        }
+        slabs.clear();
+    }
+
+    private static int orderFor(long length)
+    {
+        int order = 0;
+        while (order < MAX_ORDER && (long) DirectMemory.PAGE_SIZE << (order + 1) <= length) {
+            order++;
+        }
+        return order;
+    }
+
+    private Page take(int order)
+    {
+        if (nrFree[order] > 0) {
+            Page page = free[order][--nrFree[order]];
+            free[order][nrFree[order]] = null;
+            return page;
+        }
+        if (order == MAX_ORDER) {
+            return carveSlab() ? take(order) : null;
+        }
+        Page bigger = take(order + 1);
+        if (bigger == null) {
+            return null;
+        }
+        int half = bigger.size() / 2;
+        ByteBuffer buffer = bigger.buffer();
+        push(new Page(buffer.slice(half, half), bigger.address() + half, order));
+        return new Page(buffer.slice(0, half), bigger.address(), order);
+    }
+
+    private boolean carveSlab()
+    {
+        if (slabBytes + SLAB_SIZE > roundUpToSlab(capacity)) {
+            return false;
+        }
+        ByteBuffer slab = DirectMemory.allocateAligned(SLAB_SIZE);
+        long address = DirectMemory.address(slab);
+        slabs.add(slab);
+        slabBytes += SLAB_SIZE;
+        int size = DirectMemory.PAGE_SIZE << MAX_ORDER;
+        for (int offset = 0; offset < SLAB_SIZE; offset += size) {
+            push(new Page(slab.slice(offset, size), address + offset, MAX_ORDER));
+        }
+        return true;
+    }
+
+    private static long roundUpToSlab(long bytes)
+    {
+        return (bytes + SLAB_SIZE - 1) / SLAB_SIZE * SLAB_SIZE;
+    }
+
+    private void push(Page page)
+    {
+        int order = page.order();
+        if (nrFree[order] == free[order].length) {
+            free[order] = java.util.Arrays.copyOf(free[order], free[order].length * 2);
+        }
+        page.setFree(true);
+        free[order][nrFree[order]++] = page;
+    }
+}
