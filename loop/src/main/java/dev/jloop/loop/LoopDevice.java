@@ -1,0 +1,423 @@
+package dev.jloop.loop;
+
+import dev.jloop.aio.AioKernel;
+import dev.jloop.api.BackingFile;
+import dev.jloop.api.Bio;
+import dev.jloop.api.BlockDevice;
+import dev.jloop.api.Capabilities;
+import dev.jloop.api.Errno;
+import dev.jloop.api.Fallocate;
+import dev.jloop.api.IovIter;
+import dev.jloop.api.Kiocb;
+import dev.jloop.api.KiocbCompletion;
+import dev.jloop.api.ThreadModel;
+import dev.jloop.iter.DirectMemory;
+import dev.jloop.iter.KvecIter;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.io.InterruptedIOException;
+import java.nio.ByteBuffer;
+import java.util.ArrayDeque;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+import static java.util.Objects.requireNonNull;
+
+/**
+ * A block device over a {@link BackingFile}: the loop driver with the seed's change. Each {@link Bio}
+ * becomes a {@link Kiocb} submitted through {@link AioKernel}; many run at once when the backend is
+ * {@link ThreadModel#PARALLEL}.
+ *
+ * <p>With a {@link ThreadModel#SERIALIZE_REQUESTS} backend (the sync backend) the device runs one
+ * worker thread that takes one request at a time and finishes it before taking the next: the loop
+ * driver before asynchronous I/O, kept as the baseline.
+ *
+ * <p>Semantics on top of the backend:
+ * <ul>
+ * <li>FLUSH is an fdatasync: it covers every write completed before it (the only ones a client may
+ *     count on, since requests in flight together are unordered).</li>
+ * <li>FUA: a write with {@link Kiocb#IOCB_DSYNC} where the backend declares native FUA, else the
+ *     write followed by an fdatasync before completion.</li>
+ * <li>DISCARD punches a hole (size kept) where the backend can; it is advisory, so a file system
+ *     that cannot punch holes still completes it successfully.</li>
+ * <li>WRITE_ZEROES punches a hole, or with {@link Bio#REQ_NOUNMAP} zeroes the range in place
+ *     ({@code FALLOC_FL_ZERO_RANGE}); where fallocate is unsupported it writes zeros.</li>
+ * <li>Short reads and writes are resubmitted for the rest; a read past end of file reads zeros.</li>
+ * </ul>
+ *
+ * <p>Resubmissions from a completion run through a per-thread trampoline, so a backend that
+ * completes synchronously never recurses deeper than one level.
+ */
+public final class LoopDevice
+        implements BlockDevice, KiocbCompletion
+{
+    private static final Logger log = LoggerFactory.getLogger(LoopDevice.class);
+
+    /** Zeros written where fallocate cannot zero; aligned so that O_DIRECT backends take it as is. */
+    private static final int ZERO_CHUNK = 1 << 20;
+    private static final ByteBuffer ZEROS = DirectMemory.allocateAligned(ZERO_CHUNK).asReadOnlyBuffer();
+    private static final long CLOSE_TIMEOUT_SECONDS = 60;
+
+    private final BackingFile file;
+    private final AioKernel aio;
+    private final Capabilities capabilities;
+    private final long size;
+    private final ThreadLocal<Trampoline> trampoline = ThreadLocal.withInitial(Trampoline::new);
+    private final AtomicInteger inFlight = new AtomicInteger();
+    private volatile boolean closed;
+
+    // Serialised mode only: the queue of the single worker, and its "request finished" signal.
+    private final BlockingQueue<Bio> queue;
+    private final Semaphore finished;
+    private final Thread worker;
+
+    public LoopDevice(BackingFile file, AioKernel aio, String name)
+    {
+        this.file = requireNonNull(file, "file is null");
+        this.aio = requireNonNull(aio, "aio is null");
+        this.capabilities = file.capabilities();
+        this.size = file.size();
+        if (capabilities.threadModel() == ThreadModel.SERIALIZE_REQUESTS) {
+            queue = new ArrayBlockingQueue<>(4096);
+            finished = new Semaphore(0);
+            worker = new Thread(this::serve, "loop-" + name);
+            worker.setDaemon(true);
+            worker.start();
+        }
+        else {
+            queue = null;
+            finished = null;
+            worker = null;
+        }
+    }
+
+    @Override
+    public long size()
+    {
+        return size;
+    }
+
+    @Override
+    public Capabilities capabilities()
+    {
+        return capabilities;
+    }
+
+    /** Bios submitted and not yet ended. */
+    public int inFlight()
+    {
+        return inFlight.get();
+    }
+
+    @Override
+    public void submit(Bio bio)
+    {
+        inFlight.incrementAndGet();
+        int error = validate(bio);
+        if (error != 0) {
+            end(bio, error);
+            return;
+        }
+        if (queue == null) {
+            start(bio);
+            return;
+        }
+        try {
+            queue.put(bio);
+        }
+        catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            end(bio, -Errno.EINTR);
+        }
+    }
+
+    @Override
+    public void plug()
+    {
+        aio.plug(file);
+    }
+
+    @Override
+    public void unplug()
+    {
+        aio.unplug(file);
+    }
+
+    private int validate(Bio bio)
+    {
+        if (closed) {
+            return -Errno.ESHUTDOWN;
+        }
+        Bio.Op op = bio.op();
+        if (op == null) {
+            return -Errno.EINVAL;
+        }
+        if (op == Bio.Op.FLUSH) {
+            return 0;
+        }
+        long offset = bio.offset();
+        long length = bio.length();
+        if (offset < 0 || length < 0 || offset > size || length > size - offset) {
+            return -Errno.EINVAL;
+        }
+        if ((op == Bio.Op.READ || op == Bio.Op.WRITE) && (bio.iter() == null || bio.iter().count() != length)) {
+            return -Errno.EINVAL;
+        }
+        if (op != Bio.Op.READ && capabilities.readOnly()) {
+            return -Errno.EPERM;
+        }
+        return 0;
+    }
+
+    private void serve()
+    {
+        while (true) {
+            Bio bio;
+            try {
+                bio = queue.take();
+            }
+            catch (InterruptedException e) {
+                return;
+            }
+            start(bio);
+            finished.acquireUninterruptibly();
+        }
+    }
+
+    private void start(Bio bio)
+    {
+        Kiocb kiocb = aio.alloc().initCallback(this, bio);
+        switch (bio.op()) {
+            case READ:
+            case WRITE:
+                if (bio.length() == 0) {
+                    finish(kiocb, bio, 0);
+                    return;
+                }
+                kiocb.initRw(bio.op() == Bio.Op.READ ? Kiocb.Op.READ : Kiocb.Op.WRITE, file, bio.iter(), bio.offset(),
+                        bio.fua() && capabilities.nativeFua() ? Kiocb.IOCB_DSYNC : 0);
+                break;
+            case FLUSH:
+                kiocb.initFsync(file, true);
+                break;
+            case DISCARD:
+                if (!capabilities.trim() || bio.length() == 0) {
+                    afterDataOp(kiocb, bio);
+                    return;
+                }
+                kiocb.initFallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, bio.offset(), bio.length());
+                break;
+            case WRITE_ZEROES:
+                if (bio.length() == 0) {
+                    afterDataOp(kiocb, bio);
+                    return;
+                }
+                if (!capabilities.zero()) {
+                    writeZeros(kiocb, bio, bio.offset());
+                    return;
+                }
+                int mode = bio.noUnmap() ? Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE : Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE;
+                kiocb.initFallocate(file, mode, bio.offset(), bio.length());
+                break;
+            default:
+                finish(kiocb, bio, -Errno.EINVAL);
+                return;
+        }
+        submit(kiocb);
+    }
+
+    @Override
+    public void complete(Kiocb kiocb, long res)
+    {
+        Bio bio = (Bio) kiocb.privateData();
+        if (res < 0 && !(res == -Errno.EOPNOTSUPP && kiocb.op() == Kiocb.Op.FALLOCATE)) {
+            finish(kiocb, bio, (int) res);
+            return;
+        }
+        switch (kiocb.op()) {
+            case READ:
+                IovIter iter = kiocb.iter();
+                if (iter.count() > 0) {
+                    if (res == 0) {
+                        // Past end of file (the file shrank under us): the device reads zeros there.
+                        iter.zero(iter.count());
+                    }
+                    else {
+                        resubmitRw(kiocb, res);
+                        return;
+                    }
+                }
+                finish(kiocb, bio, 0);
+                return;
+            case WRITE:
+                if (kiocb.iter().count() > 0) {
+                    if (res == 0) {
+                        finish(kiocb, bio, -Errno.EIO);
+                    }
+                    else {
+                        resubmitRw(kiocb, res);
+                    }
+                    return;
+                }
+                if (bio.op() == Bio.Op.WRITE_ZEROES) {
+                    long next = kiocb.pos() + res;
+                    if (next < bio.offset() + bio.length()) {
+                        writeZeros(kiocb, bio, next);
+                        return;
+                    }
+                }
+                afterDataOp(kiocb, bio);
+                return;
+            case FALLOCATE:
+                if (res == -Errno.EOPNOTSUPP) {
+                    if (bio.op() == Bio.Op.WRITE_ZEROES) {
+                        writeZeros(kiocb, bio, bio.offset());
+                        return;
+                    }
+                    // DISCARD is a hint: a file system that cannot punch holes just keeps the data.
+                }
+                afterDataOp(kiocb, bio);
+                return;
+            case FSYNC:
+            default:
+                finish(kiocb, bio, 0);
+        }
+    }
+
+    /** After a write, zeroing or discard: FUA needs an fsync unless the write itself was durable. */
+    private void afterDataOp(Kiocb kiocb, Bio bio)
+    {
+        boolean wroteDurably = bio.op() == Bio.Op.WRITE && capabilities.nativeFua();
+        if (bio.fua() && !wroteDurably && capabilities.flush()) {
+            kiocb.initFsync(file, true);
+            submit(kiocb);
+            return;
+        }
+        finish(kiocb, bio, 0);
+    }
+
+    private void resubmitRw(Kiocb kiocb, long res)
+    {
+        kiocb.initRw(kiocb.op(), file, kiocb.iter(), kiocb.pos() + res, kiocb.flags());
+        submit(kiocb);
+    }
+
+    /** Writes the zeros of {@code [from, bio end)} one chunk at a time (the fallocate fallback). */
+    private void writeZeros(Kiocb kiocb, Bio bio, long from)
+    {
+        long length = Math.min(ZERO_CHUNK, bio.offset() + bio.length() - from);
+        IovIter zeros = KvecIter.of(IovIter.Direction.SOURCE, ZEROS.duplicate().limit((int) length));
+        kiocb.initRw(Kiocb.Op.WRITE, file, zeros, from, 0);
+        submit(kiocb);
+    }
+
+    private void finish(Kiocb kiocb, Bio bio, int error)
+    {
+        aio.free(kiocb);
+        end(bio, error);
+        if (finished != null) {
+            finished.release();
+        }
+    }
+
+    private void end(Bio bio, int error)
+    {
+        inFlight.decrementAndGet();
+        try {
+            bio.endIo(error);
+        }
+        catch (RuntimeException e) {
+            log.error("end-io callback failed for {}", bio, e);
+        }
+    }
+
+    /** Submits through this thread's trampoline: a submission made from a completion running inside a submission waits for it to return. */
+    private void submit(Kiocb kiocb)
+    {
+        Trampoline t = trampoline.get();
+        if (t.active) {
+            t.pending.add(kiocb);
+            return;
+        }
+        t.active = true;
+        try {
+            aio.submit(kiocb);
+            Kiocb next;
+            while ((next = t.pending.poll()) != null) {
+                aio.submit(next);
+            }
+        }
+        finally {
+            t.active = false;
+        }
+    }
+
+    /**
+     * Refuses new requests, waits for those in flight, flushes and closes the backing file.
+     */
+    @Override
+    public void close()
+            throws IOException
+    {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        try {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(CLOSE_TIMEOUT_SECONDS);
+            while (inFlight.get() > 0 && System.nanoTime() < deadline) {
+                Thread.sleep(1);
+            }
+            if (worker != null) {
+                worker.interrupt();
+                worker.join(TimeUnit.SECONDS.toMillis(CLOSE_TIMEOUT_SECONDS));
+            }
+            if (!aio.awaitIdle(CLOSE_TIMEOUT_SECONDS, TimeUnit.SECONDS)) {
+                throw new IOException("requests still in flight after " + CLOSE_TIMEOUT_SECONDS + " s");
+            }
+            if (!capabilities.readOnly() && capabilities.flush()) {
+                long res = fsyncNow();
+                if (res < 0) {
+                    throw new IOException("flush on close failed: " + Errno.name(res));
+                }
+            }
+        }
+        catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new InterruptedIOException("interrupted while closing");
+        }
+        finally {
+            file.close();
+        }
+    }
+
+    private long fsyncNow()
+            throws InterruptedException
+    {
+        CompletableFuture<Long> result = new CompletableFuture<>();
+        Kiocb kiocb = aio.alloc().initFsync(file, true).initCallback((k, res) -> result.complete(res), null);
+        aio.submit(kiocb);
+        try {
+            return result.get();
+        }
+        catch (ExecutionException e) {
+            throw new IllegalStateException(e.getCause());
+        }
+        finally {
+            aio.free(kiocb);
+        }
+    }
+
+    private static final class Trampoline
+    {
+        private final ArrayDeque<Kiocb> pending = new ArrayDeque<>();
+        private boolean active;
+    }
+}
