@@ -1,0 +1,92 @@
+package dev.jloop.dist;
+
+import com.google.inject.AbstractModule;
+import com.google.inject.Provides;
+import com.google.inject.Scopes;
+import com.google.inject.Singleton;
+import dev.jloop.api.BackendFactory;
+import dev.jloop.api.FrontendFactory;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.util.Comparator;
+
+import static java.util.Objects.requireNonNull;
+
+/**
+ * The one place where the backend and the frontend are chosen, by name, from the factories the
+ * class path offers.
+ */
+final class ServeModule
+        extends AbstractModule
+{
+    private static final Logger log = LoggerFactory.getLogger(ServeModule.class);
+
+    private final ServeOptions options;
+
+    ServeModule(ServeOptions options)
+    {
+        this.options = requireNonNull(options, "options is null");
+    }
+
+    @Override
+    protected void configure()
+    {
+        bind(ServeOptions.class).toInstance(options);
+        bind(JloopServer.class).in(Scopes.SINGLETON);
+    }
+
+    @Provides
+    @Singleton
+    static Registry<BackendFactory> backends()
+    {
+        return Registry.load("backend", BackendFactory.class, BackendFactory::name);
+    }
+
+    @Provides
+    @Singleton
+    static Registry<FrontendFactory> frontends()
+    {
+        return Registry.load("frontend", FrontendFactory.class, FrontendFactory::name);
+    }
+
+    @Provides
+    @Singleton
+    static BackendFactory backend(Registry<BackendFactory> backends, ServeOptions options)
+    {
+        if (!options.backend.equals("auto")) {
+            BackendFactory factory = backends.get(options.backend);
+            String cause = factory.unavailabilityCause();
+            if (cause != null) {
+                throw new UserException("backend '" + factory.name() + "' is not available here: " + cause);
+            }
+            return factory;
+        }
+        return auto(backends);
+    }
+
+    /** The available backend with the highest priority; says why faster ones were passed over. */
+    static BackendFactory auto(Registry<BackendFactory> backends)
+    {
+        BackendFactory chosen = null;
+        for (BackendFactory factory : backends.all().stream().sorted(Comparator.comparingInt(BackendFactory::autoPriority).reversed()).toList()) {
+            String cause = factory.unavailabilityCause();
+            if (cause == null) {
+                chosen = factory;
+                break;
+            }
+            log.info("backend {} is not available, falling back: {}", factory.name(), cause);
+        }
+        if (chosen == null) {
+            throw new UserException("no backend is available; known backends: " + String.join(", ", backends.names()));
+        }
+        return chosen;
+    }
+
+    @Provides
+    @Singleton
+    static FrontendFactory frontend(Registry<FrontendFactory> frontends, ServeOptions options)
+    {
+        return frontends.get(options.frontend);
+    }
+}

@@ -1,0 +1,49 @@
+package dev.jloop.dist;
+
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+import java.nio.file.Path;
+
+/** The options of {@code jloop serve}, as picocli fills them in; checked by {@link JloopServer}. */
+public final class ServeOptions
+{
+    @Option(names = "--frontend", paramLabel = "NAME", defaultValue = "nbd",
+            description = "How the device is offered: nbd (default: ${DEFAULT-VALUE}).")
+    String frontend;
+
+    @Option(names = "--backend", paramLabel = "NAME", defaultValue = "auto",
+            description = "How the file is accessed: auto, sync, nio (default: ${DEFAULT-VALUE}; auto picks the fastest that works here).")
+    String backend;
+
+    @Option(names = "--listen", paramLabel = "HOST:PORT", defaultValue = "127.0.0.1:10809",
+            description = "TCP address to serve on (default: ${DEFAULT-VALUE}). Port 0 picks a free port.")
+    String listen;
+
+    @Option(names = "--socket", paramLabel = "PATH",
+            description = "Serve on this Unix socket instead of TCP.")
+    Path socket;
+
+    @Option(names = "--export", paramLabel = "NAME", defaultValue = "",
+            description = "Export name clients ask for (default: the empty name).")
+    String export;
+
+    @Option(names = {"--read-only", "-r"},
+            description = "Refuse writes, trims and zeroing (clients get EPERM).")
+    boolean readOnly;
+
+    @Option(names = "--direct",
+            description = "Bypass the host page cache (O_DIRECT); unaligned requests are bounced.")
+    boolean direct;
+
+    @Option(names = "--size", paramLabel = "SIZE",
+            description = "Create FILE sparse with this size if it is missing, or grow it (e.g. 1G, 512M).")
+    String size;
+
+    @Option(names = "--queue-depth", paramLabel = "N", defaultValue = "64",
+            description = "Operations in flight on the backing file at most (default: ${DEFAULT-VALUE}).")
+    int queueDepth;
+
+    @Parameters(index = "0", paramLabel = "FILE", description = "The disk image (or any file) to serve.")
+    Path file;
+}
