@@ -1,0 +1,76 @@
+package dev.jloop.posix;
+
+import java.io.IOException;
+import java.nio.file.Path;
+
+import static java.util.Objects.requireNonNull;
+
+/**
+ * An open file descriptor and the path it was opened from (for messages). Closing is idempotent;
+ * the descriptor number must not be used after {@link #close()}, since the kernel reuses numbers.
+ */
+public final class FileDescriptor
+        implements AutoCloseable
+{
+    private final int fd;
+    private final String path;
+    private volatile boolean closed;
+
+    private FileDescriptor(int fd, String path)
+    {
+        this.fd = fd;
+        this.path = requireNonNull(path, "path is null");
+    }
+
+    /**
+     * Opens {@code path} with {@link Posix} {@code O_*} flags ({@code O_CLOEXEC} is always added).
+     *
+     * @throws IOException naming the file and the reason (ENOENT, EACCES, EISDIR, EINVAL for
+     * O_DIRECT on a file system that refuses it, ...)
+     */
+    public static FileDescriptor open(Path path, int flags, int mode)
+            throws IOException
+    {
+        String name = path.toString();
+        int fd = Posix.open(name, flags | Posix.O_CLOEXEC, mode);
+        if (fd < 0) {
+            throw Errors.newIOException((flags & Posix.O_DIRECT) != 0 ? "open O_DIRECT" : "open", name, fd);
+        }
+        return new FileDescriptor(fd, name);
+    }
+
+    /** The descriptor number, for {@link Posix} calls. */
+    public int intValue()
+    {
+        return fd;
+    }
+
+    public String path()
+    {
+        return path;
+    }
+
+    public boolean isOpen()
+    {
+        return !closed;
+    }
+
+    @Override
+    public void close()
+            throws IOException
+    {
+        synchronized (this) {
+            if (closed) {
+                return;
+            }
+            closed = true;
+        }
+        Errors.check("close", path, Posix.close(fd));
+    }
+
+    @Override
+    public String toString()
+    {
+        return "FileDescriptor{fd=" + fd + ", path=" + path + (closed ? ", closed" : "") + "}";
+    }
+}

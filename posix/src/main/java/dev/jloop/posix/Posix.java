@@ -1,0 +1,165 @@
+package dev.jloop.posix;
+
+import jnr.ffi.LibraryLoader;
+import jnr.ffi.Runtime;
+
+/**
+ * The libc calls the JDK lacks, for every backend: {@code open} with {@code O_DIRECT},
+ * {@code pread}/{@code pwrite} on native addresses, {@code fdatasync}, {@code fallocate},
+ * {@code lseek} with {@code SEEK_DATA}/{@code SEEK_HOLE}.
+ *
+ * <p>Every call returns a result {@code >= 0} or {@code -errno}: no exception and no allocation on
+ * the I/O path. {@link Errors} turns a {@code -errno} into an {@link java.io.IOException} where one is
+ * wanted. Calls interrupted by a signal ({@code EINTR}) are retried here. Constants are the Linux
+ * x86-64 values ({@code asm-generic/fcntl.h}, {@code linux/fs.h}).
+ */
+public final class Posix
+{
+    public static final int O_RDONLY = 0;
+    public static final int O_WRONLY = 1;
+    public static final int O_RDWR = 2;
+    public static final int O_CREAT = 0100;
+    public static final int O_EXCL = 0200;
+    public static final int O_TRUNC = 01000;
+    public static final int O_DIRECT = 040000;
+    public static final int O_CLOEXEC = 02000000;
+
+    public static final int SEEK_SET = 0;
+    public static final int SEEK_CUR = 1;
+    public static final int SEEK_END = 2;
+    public static final int SEEK_DATA = 3;
+    public static final int SEEK_HOLE = 4;
+
+    public static final int POSIX_FADV_NORMAL = 0;
+    public static final int POSIX_FADV_RANDOM = 1;
+    public static final int POSIX_FADV_SEQUENTIAL = 2;
+    public static final int POSIX_FADV_DONTNEED = 4;
+
+    /** Errno values the backends test for that {@link dev.jloop.api.Errno} does not name. */
+    public static final int ENXIO = 6;
+    public static final int EACCES = 13;
+    public static final int EISDIR = 21;
+
+    private static final int EINTR = 4;
+
+    private static final LibC LIBC = LibraryLoader.create(LibC.class).load("c");
+    private static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
+
+    private Posix() {}
+
+    /** {@code open(2)}; returns the descriptor or {@code -errno}. See {@link FileDescriptor#open} for the checked form. */
+    public static int open(String path, int flags, int mode)
+    {
+        int fd;
+        do {
+            fd = LIBC.open(path, flags, mode);
+        }
+        while (fd < 0 && lastError() == EINTR);
+        return fd < 0 ? -lastError() : fd;
+    }
+
+    /** {@code close(2)}; never retried (Linux releases the descriptor even when close fails with EINTR). */
+    public static int close(int fd)
+    {
+        return LIBC.close(fd) < 0 ? -lastError() : 0;
+    }
+
+    /**
+     * {@code pread(2)} of {@code count} bytes into native memory at {@code address}. One call: a short
+     * count from a regular file means end of file.
+     */
+    public static long pread(int fd, long address, long count, long offset)
+    {
+        long n;
+        do {
+            n = LIBC.pread(fd, address, count, offset);
+        }
+        while (n < 0 && lastError() == EINTR);
+        return n < 0 ? -lastError() : n;
+    }
+
+    /** {@code pwrite(2)} of {@code count} bytes from native memory at {@code address}. One call; may be short. */
+    public static long pwrite(int fd, long address, long count, long offset)
+    {
+        long n;
+        do {
+            n = LIBC.pwrite(fd, address, count, offset);
+        }
+        while (n < 0 && lastError() == EINTR);
+        return n < 0 ? -lastError() : n;
+    }
+
+    public static int fsync(int fd)
+    {
+        int res;
+        do {
+            res = LIBC.fsync(fd) < 0 ? -lastError() : 0;
+        }
+        while (res == -EINTR);
+        return res;
+    }
+
+    public static int fdatasync(int fd)
+    {
+        int res;
+        do {
+            res = LIBC.fdatasync(fd) < 0 ? -lastError() : 0;
+        }
+        while (res == -EINTR);
+        return res;
+    }
+
+    /** {@code fallocate(2)} with {@link dev.jloop.api.Fallocate} mode bits. */
+    public static int fallocate(int fd, int mode, long offset, long length)
+    {
+        int res;
+        do {
+            res = LIBC.fallocate(fd, mode, offset, length) < 0 ? -lastError() : 0;
+        }
+        while (res == -EINTR);
+        return res;
+    }
+
+    /**
+     * {@code lseek(2)}; with {@link #SEEK_DATA}/{@link #SEEK_HOLE} it finds the next data or hole
+     * ({@code -ENXIO} when there is no data at or after {@code offset}).
+     */
+    public static long lseek(int fd, long offset, int whence)
+    {
+        long res = LIBC.lseek(fd, offset, whence);
+        return res < 0 ? -lastError() : res;
+    }
+
+    /** Size of the file or block device behind {@code fd} ({@code lseek(fd, 0, SEEK_END)}); or {@code -errno}. */
+    public static long size(int fd)
+    {
+        return lseek(fd, 0, SEEK_END);
+    }
+
+    public static int ftruncate(int fd, long length)
+    {
+        int res;
+        do {
+            res = LIBC.ftruncate(fd, length) < 0 ? -lastError() : 0;
+        }
+        while (res == -EINTR);
+        return res;
+    }
+
+    /** {@code posix_fadvise(2)}; a hint, so callers may ignore the result. */
+    public static int fadvise(int fd, long offset, long length, int advice)
+    {
+        return -LIBC.posix_fadvise(fd, offset, length, advice);
+    }
+
+    /** The C library's message for a positive or negative errno, e.g. "No such file or directory". */
+    public static String strerror(long errno)
+    {
+        return LIBC.strerror((int) Math.abs(errno));
+    }
+
+    private static int lastError()
+    {
+        return RUNTIME.getLastError();
+    }
+}
