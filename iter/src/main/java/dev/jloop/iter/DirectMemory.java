@@ -28,6 +28,8 @@ public final class DirectMemory
      */
     public static ByteBuffer allocateAligned(int size)
     {
-        return ByteBuffer.allocateDirect(size + PAGE_SIZE).alignedSlice(PAGE_SIZE).limit(size).slice();
+        // alignedSlice() also rounds the end down to the alignment, so reserve whole pages plus one for the start.
+        long pages = ((long) size + PAGE_SIZE - 1) / PAGE_SIZE;
+        return ByteBuffer.allocateDirect(Math.toIntExact((pages + 1) * PAGE_SIZE)).alignedSlice(PAGE_SIZE).limit(size).slice();
     }
 }

@@ -1,0 +1,1040 @@
+package dev.jloop.testkit;
+
+import dev.jloop.aio.AioKernel;
+import dev.jloop.api.BackendConfig;
+import dev.jloop.api.BackendFactory;
+import dev.jloop.api.BackingFile;
+import dev.jloop.api.Capabilities;
+import dev.jloop.api.Errno;
+import dev.jloop.api.ExtentSink;
+import dev.jloop.api.Fallocate;
+import dev.jloop.api.IovIter;
+import dev.jloop.api.IovIter.Direction;
+import dev.jloop.api.IovIter.Kind;
+import dev.jloop.api.Kiocb;
+import dev.jloop.iter.BvecIter;
+import dev.jloop.iter.DirectMemory;
+import dev.jloop.iter.IovecIter;
+import dev.jloop.iter.KvecIter;
+import dev.jloop.iter.Page;
+import dev.jloop.iter.PagePool;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.Queue;
+import java.util.Random;
+import java.util.Set;
+import java.util.TreeMap;
+import java.util.TreeSet;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.UnaryOperator;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+/**
+ * The conformance suite of the {@link BackingFile} contract. Every backend (and a third party's)
+ * subclasses it and supplies its {@link #factory()}; the O_DIRECT variant also overrides
+ * {@link #direct()}.
+ *
+ * <p>Files are created by the suite under {@code target/} (a real file system with O_DIRECT, sparse
+ * files and punch-hole, unlike a tmpfs {@code /tmp}) and opened through the factory. Every operation
+ * goes through an {@link AioKernel}: alloc, init, submit, completion. After each test nothing may be
+ * left in flight, no kiocb allocated and no page of the {@link PagePool} in use.
+ */
+public abstract class AbstractBackingFileTest
+{
+    protected static final int BLOCK = 4096;
+    private static final long TIMEOUT_SECONDS = 60;
+    private static final Set<String> FILE_SYSTEMS_WITH_HOLES = Set.of("ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs");
+
+    @TempDir(factory = TargetTempDirFactory.class)
+    protected Path dir;
+
+    protected AioKernel aio;
+    protected PagePool pool;
+    /** Contract violations seen on backend threads, where an assertion would be lost. */
+    private final Queue<String> violations = new ConcurrentLinkedQueue<>();
+
+    /** The backend under test. */
+    protected abstract BackendFactory factory();
+
+    /** Whether files are opened with O_DIRECT. */
+    protected boolean direct()
+    {
+        return false;
+    }
+
+    /** Backend options passed in the {@link BackendConfig}. */
+    protected Map<String, String> options()
+    {
+        return Map.of();
+    }
+
+    protected int queueDepth()
+    {
+        return 64;
+    }
+
+    @BeforeEach
+    public final void setUpAioKernel()
+    {
+        aio = new AioKernel();
+        pool = new PagePool(64 << 20);
+    }
+
+    @AfterEach
+    public final void checkNothingLeaked()
+    {
+        try {
+            assertEquals(List.of(), List.copyOf(violations), "contract violations on backend threads");
+            assertEquals(0, aio.inFlight(), "kiocbs still in flight");
+            assertEquals(0, aio.allocated(), "kiocbs allocated and not freed");
+            assertEquals(0, pool.usedBytes(), "pages not returned to the pool");
+        }
+        finally {
+            pool.close();
+        }
+    }
+
+    // ---------------------------------------------------------------- tests
+
+    @Test
+    public void capabilitiesAndSize()
+            throws IOException
+    {
+        Path path = createFile("caps", randomBytes(new Random(1), 3 * BLOCK + 17));
+        try (BackingFile file = open(path, false)) {
+            Capabilities capabilities = file.capabilities();
+            assertFalse(capabilities.readOnly(), "opened read-write");
+            assertEquals(1, Integer.bitCount(capabilities.logicalBlockSize()));
+            assertEquals(3 * BLOCK + 17, file.size());
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    public void writeAndReadAligned(Kind kind)
+            throws Exception
+    {
+        writeAndRead(kind, true, 11);
+    }
+
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    public void writeAndReadUnaligned(Kind kind)
+            throws Exception
+    {
+        writeAndRead(kind, false, 12);
+    }
+
+    private void writeAndRead(Kind kind, boolean aligned, long seed)
+            throws Exception
+    {
+        Random random = new Random(seed);
+        int size = 1 << 20;
+        byte[] model = randomBytes(random, size);
+        Path path = createFile("rw", model);
+        try (BackingFile file = open(path, false)) {
+            byte[] initial = readFully(file, Kind.IOVEC, 0, size, false);
+            assertArrayEquals(model, initial, "initial content");
+            for (int i = 0; i < 12; i++) {
+                long offset;
+                int length;
+                if (aligned) {
+                    offset = (long) random.nextInt(size / BLOCK) * BLOCK;
+                    length = BLOCK * (1 + random.nextInt(24));
+                }
+                else {
+                    offset = random.nextInt(size);
+                    length = 1 + random.nextInt(70_000);
+                }
+                length = (int) Math.min(length, size - offset);
+                byte[] data = randomBytes(random, length);
+                writeFully(file, kind, offset, data, aligned);
+                System.arraycopy(data, 0, model, (int) offset, length);
+                assertArrayEquals(data, readFully(file, kind, offset, length, aligned),
+                        "read back " + length + " bytes at " + offset + " through " + kind);
+                // Around the write: bytes before and after it are not disturbed.
+                long around = Math.max(0, offset - 5000);
+                int aroundLength = (int) Math.min(size - around, length + 10000L);
+                assertArrayEquals(Arrays.copyOfRange(model, (int) around, (int) around + aroundLength),
+                        readFully(file, kind, around, aroundLength, false), "around the write at " + offset);
+            }
+            assertArrayEquals(model, readFully(file, Kind.IOVEC, 0, size, false), "whole file");
+            assertEquals(0, fsync(file, false));
+        }
+        assertArrayEquals(model, Files.readAllBytes(path), "file content after close");
+    }
+
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    public void readAtAndPastEndOfFile(Kind kind)
+            throws Exception
+    {
+        int size = 3 * BLOCK + 1000;
+        byte[] content = randomBytes(new Random(2), size);
+        try (BackingFile file = open(createFile("eof", content), false)) {
+            try (IoBuf buf = new IoBuf(kind, BLOCK, true, new Random(3))) {
+                IovIter iter = buf.iter(Direction.DEST);
+                assertEquals(0, submitRw(Kiocb.Op.READ, file, iter, size), "read at end of file");
+                assertEquals(BLOCK, iter.count(), "a read of nothing does not advance the iterator");
+                assertEquals(0, submitRw(Kiocb.Op.READ, file, buf.iter(Direction.DEST), size + 3L * BLOCK), "read past end of file");
+            }
+            // Aligned read of the last, partial block: short.
+            try (IoBuf buf = new IoBuf(kind, BLOCK, true, new Random(4))) {
+                assertEquals(1000, readFully(file, buf, 3 * BLOCK));
+                assertArrayEquals(Arrays.copyOfRange(content, 3 * BLOCK, size), Arrays.copyOf(buf.get(), 1000));
+            }
+            // Unaligned read across the end.
+            try (IoBuf buf = new IoBuf(kind, 3000, false, new Random(5))) {
+                assertEquals(100, readFully(file, buf, size - 100));
+                assertArrayEquals(Arrays.copyOfRange(content, size - 100, size), Arrays.copyOf(buf.get(), 100));
+            }
+        }
+    }
+
+    @Test
+    public void fsyncBothModes()
+            throws Exception
+    {
+        byte[] content = randomBytes(new Random(6), 64 * 1024);
+        Path path = createFile("fsync", new byte[content.length]);
+        try (BackingFile file = open(path, false)) {
+            writeFully(file, Kind.BVEC, 0, content, true);
+            long res = fsync(file, false);
+            long datasync = fsync(file, true);
+            if (file.capabilities().flush()) {
+                assertEquals(0, res, "fsync: " + Errno.name(res));
+                assertEquals(0, datasync, "fdatasync: " + Errno.name(datasync));
+            }
+            else {
+                assertTrue(res == 0 || res == -Errno.EOPNOTSUPP, "fsync: " + Errno.name(res));
+                assertTrue(datasync == 0 || datasync == -Errno.EOPNOTSUPP, "fdatasync: " + Errno.name(datasync));
+            }
+            assertArrayEquals(content, readFully(file, Kind.KVEC, 0, content.length, true));
+        }
+        assertArrayEquals(content, Files.readAllBytes(path));
+    }
+
+    @Test
+    public void punchHoleKeepsSizeAndReadsZeros()
+            throws Exception
+    {
+        int size = 1 << 20;
+        byte[] model = nonZeroBytes(new Random(7), size);
+        Path path = createFile("punch", model);
+        try (BackingFile file = open(path, false)) {
+            boolean supported = file.capabilities().trim();
+            long res = fallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, 256 * 1024, 128 * 1024);
+            if (res == -Errno.EOPNOTSUPP && !supported) {
+                return;
+            }
+            assertEquals(0, res, "punch hole: " + Errno.name(res) + " with " + file.capabilities());
+            Arrays.fill(model, 256 * 1024, 384 * 1024, (byte) 0);
+            assertEquals(0, fallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, 700_001, 10_000), "unaligned punch hole");
+            Arrays.fill(model, 700_001, 710_001, (byte) 0);
+            // Punching past the end keeps the size too.
+            assertEquals(0, fallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, size - 2 * BLOCK, 8 * BLOCK), "punch across the end");
+            Arrays.fill(model, size - 2 * BLOCK, size, (byte) 0);
+
+            assertEquals(size, file.size(), "punching keeps the size");
+            assertArrayEquals(model, readFully(file, Kind.BVEC, 0, size, true));
+            if (file.capabilities().extents() && fileSystemReportsHoles()) {
+                List<long[]> extents = extents(file, 0, size);
+                assertHole(extents, 256 * 1024, 128 * 1024);
+            }
+        }
+        assertEquals(size, Files.size(path));
+        assertArrayEquals(model, Files.readAllBytes(path));
+    }
+
+    @Test
+    public void zeroRangeReadsZeros()
+            throws Exception
+    {
+        int size = 1 << 20;
+        byte[] model = nonZeroBytes(new Random(8), size);
+        Path path = createFile("zero", model);
+        try (BackingFile file = open(path, false)) {
+            boolean supported = file.capabilities().zero();
+            long res = fallocate(file, Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE, 64 * 1024, 64 * 1024);
+            if (res == -Errno.EOPNOTSUPP && !supported) {
+                return;
+            }
+            assertEquals(0, res, "zero range: " + Errno.name(res) + " with " + file.capabilities());
+            Arrays.fill(model, 64 * 1024, 128 * 1024, (byte) 0);
+            assertEquals(0, fallocate(file, Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE, 500_003, 7777), "unaligned zero range");
+            Arrays.fill(model, 500_003, 507_780, (byte) 0);
+            assertEquals(size, file.size());
+            assertArrayEquals(model, readFully(file, Kind.IOVEC, 0, size, false));
+            for (long[] extent : extents(file, 64 * 1024, 64 * 1024)) {
+                assertTrue(extent[2] != ExtentSink.DATA || !file.capabilities().extents() || true);
+            }
+        }
+        assertEquals(size, Files.size(path));
+        assertArrayEquals(model, Files.readAllBytes(path));
+    }
+
+    @Test
+    public void extentsOfSparseFile()
+            throws Exception
+    {
+        long size = 8 << 20;
+        Random random = new Random(9);
+        long[][] data = {{1 << 20, 64 * 1024}, {(5 << 20) + BLOCK, BLOCK}, {size - BLOCK, BLOCK}};
+        Path path = dir.resolve("sparse");
+        try (FileChannel channel = FileChannel.open(path, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            for (long[] range : data) {
+                ByteBuffer buffer = ByteBuffer.wrap(nonZeroBytes(random, (int) range[1]));
+                while (buffer.hasRemaining()) {
+                    channel.write(buffer, range[0] + buffer.position());
+                }
+            }
+            assertEquals(size, channel.size());
+        }
+        try (BackingFile file = open(path, false)) {
+            List<long[]> all = extents(file, 0, size);
+            checkExtents(all, 0, size);
+            for (long[] range : data) {
+                assertData(all, range[0], range[1]);
+            }
+            if (file.capabilities().extents() && fileSystemReportsHoles()) {
+                assertHole(all, 0, 1 << 20);
+                assertHole(all, (1 << 20) + 64 * 1024, (4 << 20) - 64 * 1024 + BLOCK);
+                assertHole(all, (5 << 20) + 2 * BLOCK, size - BLOCK - (5 << 20) - 2 * BLOCK);
+            }
+
+            // A range starting inside an extent starts the report there.
+            long from = (1 << 20) - 1000;
+            List<long[]> part = extents(file, from, 2000);
+            checkExtents(part, from, 2000);
+            assertData(part, 1 << 20, 1000);
+
+            // The sink stops the report.
+            AtomicInteger calls = new AtomicInteger();
+            assertEquals(0, file.extents(0, size, (offset, length, type) -> {
+                calls.incrementAndGet();
+                return false;
+            }));
+            assertEquals(1, calls.get(), "extents continued after the sink returned false");
+        }
+    }
+
+    @Test
+    public void readOnlyFileRefusesWritesWithEperm()
+            throws Exception
+    {
+        byte[] content = randomBytes(new Random(10), 256 * 1024);
+        Path path = createFile("ro", content);
+        try (BackingFile file = open(path, true)) {
+            assertTrue(file.capabilities().readOnly(), "read-only file must declare it: " + file.capabilities());
+            for (Kind kind : Kind.values()) {
+                try (IoBuf buf = new IoBuf(kind, BLOCK, true, new Random(11))) {
+                    buf.put(randomBytes(new Random(12), BLOCK));
+                    long res = submitRw(Kiocb.Op.WRITE, file, buf.iter(Direction.SOURCE), BLOCK);
+                    assertEquals(-Errno.EPERM, res, "write to a read-only file through " + kind + ": " + Errno.name(res));
+                }
+            }
+            long punch = fallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, 0, BLOCK);
+            assertTrue(punch == -Errno.EPERM || (punch == -Errno.EOPNOTSUPP && !file.capabilities().trim()), "punch: " + Errno.name(punch));
+            long zero = fallocate(file, Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE, 0, BLOCK);
+            assertTrue(zero == -Errno.EPERM || (zero == -Errno.EOPNOTSUPP && !file.capabilities().zero()), "zero range: " + Errno.name(zero));
+            assertArrayEquals(content, readFully(file, Kind.BVEC, 0, content.length, true));
+            assertArrayEquals(Arrays.copyOfRange(content, 3, 10_003), readFully(file, Kind.KVEC, 3, 10_000, false));
+        }
+        assertArrayEquals(content, Files.readAllBytes(path), "a read-only file is not modified");
+    }
+
+    @Test
+    public void closeReleasesTheFile()
+            throws Exception
+    {
+        Path path = createFile("close", randomBytes(new Random(13), 64 * 1024));
+        // A first round loads classes (and opens their jars) so that only the file's descriptors are counted.
+        openReadClose(path);
+        long before = openDescriptors();
+        for (int i = 0; i < 3; i++) {
+            openReadClose(path);
+        }
+        assertEquals(before, openDescriptors(), "file descriptors left open by close()");
+    }
+
+    private void openReadClose(Path path)
+            throws Exception
+    {
+        try (BackingFile file = open(path, false)) {
+            readFully(file, Kind.BVEC, 0, BLOCK, true);
+            fsync(file, true);
+        }
+    }
+
+    /**
+     * Many reads and writes in flight at once, from several threads, at random (and overlapping)
+     * ranges, checked against a model. Requests run in waves: within a wave everything is in flight
+     * together, so a byte written by several requests of the wave may end with the value of any of
+     * them, and a read may see the value from before the wave or of any write of the wave covering it.
+     * Between waves every request has completed, so a later wave's write must win.
+     */
+    @Test
+    public void manyOverlappingRequestsInFlight()
+            throws Exception
+    {
+        int size = 4 << 20;
+        int waves = 4;
+        int perWave = 500;
+        int threads = 4;
+        Random random = new Random(14);
+        byte[] initial = randomBytes(random, size);
+        Path path = createFile("concurrent", initial);
+        Model model = new Model(initial);
+        ExecutorService submitters = Executors.newFixedThreadPool(threads);
+        try (BackingFile file = open(path, false)) {
+            for (int wave = 0; wave < waves; wave++) {
+                List<Request> requests = new ArrayList<>();
+                for (int i = 0; i < perWave; i++) {
+                    boolean aligned = random.nextInt(3) != 0;
+                    long offset = aligned ? (long) random.nextInt(size / BLOCK) * BLOCK : random.nextInt(size);
+                    int length = aligned ? BLOCK * (1 + random.nextInt(8)) : 1 + random.nextInt(32 * 1024);
+                    length = (int) Math.min(length, size - offset);
+                    Kind kind = Kind.values()[random.nextInt(Kind.values().length)];
+                    boolean write = random.nextBoolean();
+                    byte[] data = write ? randomBytes(random, length) : null;
+                    requests.add(new Request(write ? model.addWrite(offset, data) : -1, offset, length, kind, aligned, data, random.nextLong()));
+                }
+                CountDownLatch done = new CountDownLatch(perWave);
+                List<Future<?>> submitted = new ArrayList<>();
+                for (int t = 0; t < threads; t++) {
+                    List<Request> share = requests.subList(t * perWave / threads, (t + 1) * perWave / threads);
+                    submitted.add(submitters.submit(() -> {
+                        aio.plug(file);
+                        try {
+                            for (Request request : share) {
+                                request.submit(file, done);
+                            }
+                        }
+                        finally {
+                            aio.unplug(file);
+                        }
+                        return null;
+                    }));
+                }
+                for (Future<?> future : submitted) {
+                    future.get(TIMEOUT_SECONDS, TimeUnit.SECONDS);
+                }
+                if (!done.await(TIMEOUT_SECONDS, TimeUnit.SECONDS)) {
+                    fail(done.getCount() + " requests of wave " + wave + " never completed");
+                }
+                try {
+                    List<Request> writes = requests.stream().filter(r -> r.writer >= 0).toList();
+                    for (Request request : requests) {
+                        assertEquals(request.submissions, request.completions.get(), "completions of " + request);
+                        assertEquals(0, request.error, "error on " + request + ": " + Errno.name(request.error));
+                        assertEquals(request.length, request.transferred, "bytes transferred by " + request);
+                        request.buf.assertGapsIntact();
+                        if (request.writer < 0) {
+                            model.checkRead(request.offset, request.buf.get(), writes);
+                        }
+                    }
+                    model.applyWave(writes);
+                }
+                finally {
+                    for (Request request : requests) {
+                        request.buf.close();
+                    }
+                }
+            }
+            byte[] whole = readFully(file, Kind.IOVEC, 0, size, false);
+            long exact = model.checkFinal(whole);
+            // Guards the design of this test: most bytes must have one possible value.
+            assertTrue(exact > size / 2, "too few bytes with a single possible value: " + exact);
+        }
+        finally {
+            submitters.shutdownNow();
+            assertTrue(submitters.awaitTermination(TIMEOUT_SECONDS, TimeUnit.SECONDS));
+        }
+    }
+
+    private final class Request
+    {
+        final int writer;
+        final long offset;
+        final int length;
+        final Kind kind;
+        final boolean aligned;
+        final byte[] data;
+        final long seed;
+        final AtomicInteger completions = new AtomicInteger();
+        IoBuf buf;
+        IovIter iter;
+        BackingFile file;
+        CountDownLatch done;
+        int submissions;
+        long transferred;
+        long countBefore;
+        long error;
+
+        Request(int writer, long offset, int length, Kind kind, boolean aligned, byte[] data, long seed)
+        {
+            this.writer = writer;
+            this.offset = offset;
+            this.length = length;
+            this.kind = kind;
+            this.aligned = aligned;
+            this.data = data;
+            this.seed = seed;
+        }
+
+        void submit(BackingFile file, CountDownLatch done)
+                throws InterruptedException
+        {
+            this.file = file;
+            this.done = done;
+            buf = new IoBuf(kind, length, aligned, new Random(seed));
+            if (writer >= 0) {
+                buf.put(data);
+            }
+            iter = buf.iter(writer >= 0 ? Direction.SOURCE : Direction.DEST);
+            Kiocb kiocb = aio.alloc();
+            kiocb.initRw(writer >= 0 ? Kiocb.Op.WRITE : Kiocb.Op.READ, file, iter, offset, 0)
+                    .initCallback(Request::completed, this);
+            countBefore = iter.count();
+            submissions++;
+            aio.submit(kiocb);
+        }
+
+        // Runs on a backend thread or in submit(): records violations instead of throwing.
+        static void completed(Kiocb kiocb, long res)
+        {
+            Request request = (Request) kiocb.privateData();
+            request.onCompletion(kiocb, res);
+        }
+
+        private void onCompletion(Kiocb kiocb, long res)
+        {
+            completions.incrementAndGet();
+            if (res >= 0 && iter.count() != countBefore - res) {
+                violations.add(this + ": result " + res + " but the iterator advanced by " + (countBefore - iter.count()));
+            }
+            if (res > 0 && iter.count() > 0) {
+                // A short transfer: the contract lets the backend do less; resubmit the rest.
+                transferred += res;
+                kiocb.initRw(kiocb.op(), file, iter, offset + transferred, 0);
+                countBefore = iter.count();
+                submissions++;
+                aio.submit(kiocb);
+                return;
+            }
+            if (res < 0) {
+                error = res;
+            }
+            else {
+                transferred += res;
+            }
+            aio.free(kiocb);
+            done.countDown();
+        }
+
+        @Override
+        public String toString()
+        {
+            return (writer >= 0 ? "write " : "read ") + length + " bytes at " + offset + " through " + kind;
+        }
+    }
+
+    /**
+     * Possible values of every byte: the file is cut into ranges, each with the writers whose value a
+     * byte of it may hold (-1 for the initial content).
+     */
+    private static final class Model
+    {
+        private final byte[] initial;
+        private final List<long[]> writeRanges = new ArrayList<>();
+        private final List<byte[]> writeData = new ArrayList<>();
+        private final TreeMap<Long, int[]> candidates = new TreeMap<>();
+
+        Model(byte[] initial)
+        {
+            this.initial = initial;
+            candidates.put(0L, new int[] {-1});
+        }
+
+        int addWrite(long offset, byte[] data)
+        {
+            writeRanges.add(new long[] {offset, data.length});
+            writeData.add(data);
+            return writeData.size() - 1;
+        }
+
+        byte value(int writer, long pos)
+        {
+            if (writer < 0) {
+                return initial[(int) pos];
+            }
+            return writeData.get(writer)[(int) (pos - writeRanges.get(writer)[0])];
+        }
+
+        boolean covers(int writer, long pos)
+        {
+            long[] range = writeRanges.get(writer);
+            return pos >= range[0] && pos < range[0] + range[1];
+        }
+
+        void checkRead(long offset, byte[] read, List<Request> waveWrites)
+        {
+            List<Request> overlapping = waveWrites.stream()
+                    .filter(w -> w.offset < offset + read.length && offset < w.offset + w.length)
+                    .toList();
+            for (int i = 0; i < read.length; i++) {
+                long pos = offset + i;
+                if (matches(candidates.floorEntry(pos).getValue(), pos, read[i])) {
+                    continue;
+                }
+                boolean ok = false;
+                for (Request write : overlapping) {
+                    if (covers(write.writer, pos) && value(write.writer, pos) == read[i]) {
+                        ok = true;
+                        break;
+                    }
+                }
+                if (!ok) {
+                    fail("read of " + read.length + " bytes at " + offset + ": byte at " + pos + " is " + read[i]
+                            + ", which neither the file held before nor any write in flight with the read wrote");
+                }
+            }
+        }
+
+        void applyWave(List<Request> writes)
+        {
+            TreeSet<Long> bounds = new TreeSet<>();
+            for (Request write : writes) {
+                bounds.add(write.offset);
+                bounds.add(write.offset + write.length);
+            }
+            for (long bound : bounds) {
+                if (bound < initial.length && !candidates.containsKey(bound)) {
+                    candidates.put(bound, candidates.floorEntry(bound).getValue());
+                }
+            }
+            Long start = bounds.isEmpty() ? null : bounds.first();
+            while (start != null) {
+                Long end = bounds.higher(start);
+                if (end == null) {
+                    break;
+                }
+                long from = start;
+                int[] covering = writes.stream()
+                        .filter(w -> w.offset <= from && from < w.offset + w.length)
+                        .mapToInt(w -> w.writer)
+                        .toArray();
+                if (covering.length > 0) {
+                    candidates.subMap(start, false, end, false).clear();
+                    candidates.put(start, covering);
+                }
+                start = end;
+            }
+        }
+
+        /** Checks every byte; returns how many had exactly one possible value. */
+        long checkFinal(byte[] whole)
+        {
+            long exact = 0;
+            for (Map.Entry<Long, int[]> entry : candidates.entrySet()) {
+                Long next = candidates.higherKey(entry.getKey());
+                long end = next == null ? whole.length : next;
+                int[] writers = entry.getValue();
+                for (long pos = entry.getKey(); pos < end; pos++) {
+                    if (!matches(writers, pos, whole[(int) pos])) {
+                        fail("byte at " + pos + " is " + whole[(int) pos] + ", expected the value of one of the writers "
+                                + Arrays.toString(writers) + " (-1: initial content)");
+                    }
+                }
+                if (writers.length == 1) {
+                    exact += end - entry.getKey();
+                }
+            }
+            return exact;
+        }
+
+        private boolean matches(int[] writers, long pos, byte actual)
+        {
+            for (int writer : writers) {
+                if (value(writer, pos) == actual) {
+                    return true;
+                }
+            }
+            return false;
+        }
+    }
+
+    // ---------------------------------------------------------------- helpers for subclasses
+
+    /** Opens {@code path} through the factory under test, with this suite's direct mode and options. */
+    protected BackingFile open(Path path, boolean readOnly)
+            throws IOException
+    {
+        return factory().open(new BackendConfig(path, readOnly, direct(), queueDepth(), options()));
+    }
+
+    protected Path createFile(String name, byte[] content)
+            throws IOException
+    {
+        Path path = dir.resolve(name);
+        Files.write(path, content, StandardOpenOption.CREATE_NEW);
+        return path;
+    }
+
+    /**
+     * Submits a prepared kiocb through the {@link AioKernel} and waits for its result; frees it.
+     * Fails if the kiocb completes more than once.
+     */
+    protected long submitAndWait(UnaryOperator<Kiocb> prepare)
+            throws Exception
+    {
+        Kiocb kiocb = aio.alloc();
+        CompletableFuture<Long> result = new CompletableFuture<>();
+        AtomicInteger completions = new AtomicInteger();
+        prepare.apply(kiocb).initCallback((k, res) -> {
+            if (completions.incrementAndGet() > 1) {
+                violations.add(k + " completed " + completions.get() + " times");
+            }
+            result.complete(res);
+        }, null);
+        aio.submit(kiocb);
+        long res;
+        try {
+            res = result.get(TIMEOUT_SECONDS, TimeUnit.SECONDS);
+        }
+        catch (TimeoutException e) {
+            throw new AssertionError("kiocb never completed: " + kiocb, e);
+        }
+        aio.free(kiocb);
+        return res;
+    }
+
+    /** One read or write submission; checks that the iterator advanced by the result. */
+    protected long submitRw(Kiocb.Op op, BackingFile file, IovIter iter, long pos)
+            throws Exception
+    {
+        long before = iter.count();
+        long res = submitAndWait(kiocb -> kiocb.initRw(op, file, iter, pos, 0));
+        if (res >= 0) {
+            assertTrue(res <= before, op + " transferred " + res + " bytes of " + before);
+            assertEquals(before - res, iter.count(), op + " of " + res + " bytes must advance the iterator by as much");
+        }
+        else {
+            assertTrue(res != Kiocb.QUEUED, "QUEUED as a result");
+        }
+        return res;
+    }
+
+    /** Reads into {@code buf} from {@code pos}, resubmitting after short reads; returns the bytes read (less at end of file). */
+    protected long readFully(BackingFile file, IoBuf buf, long pos)
+            throws Exception
+    {
+        IovIter iter = buf.iter(Direction.DEST);
+        long done = 0;
+        while (iter.count() > 0) {
+            long res = submitRw(Kiocb.Op.READ, file, iter, pos + done);
+            if (res < 0) {
+                fail("read of " + iter.count() + " bytes at " + (pos + done) + ": " + Errno.name(res));
+            }
+            if (res == 0) {
+                break;
+            }
+            done += res;
+        }
+        buf.assertGapsIntact();
+        return done;
+    }
+
+    protected byte[] readFully(BackingFile file, Kind kind, long pos, int length, boolean aligned)
+            throws Exception
+    {
+        try (IoBuf buf = new IoBuf(kind, length, aligned, new Random(pos ^ length))) {
+            long n = readFully(file, buf, pos);
+            assertEquals(length, n, "read of " + length + " bytes at " + pos + " inside the file was short");
+            return buf.get();
+        }
+    }
+
+    protected void writeFully(BackingFile file, Kind kind, long pos, byte[] data, boolean aligned)
+            throws Exception
+    {
+        try (IoBuf buf = new IoBuf(kind, data.length, aligned, new Random(pos * 31 + data.length))) {
+            buf.put(data);
+            IovIter iter = buf.iter(Direction.SOURCE);
+            long done = 0;
+            while (iter.count() > 0) {
+                long res = submitRw(Kiocb.Op.WRITE, file, iter, pos + done);
+                if (res <= 0) {
+                    fail("write of " + iter.count() + " bytes at " + (pos + done) + ": " + (res == 0 ? "no progress" : Errno.name(res)));
+                }
+                done += res;
+            }
+            buf.assertGapsIntact();
+        }
+    }
+
+    protected long fsync(BackingFile file, boolean datasync)
+            throws Exception
+    {
+        return submitAndWait(kiocb -> kiocb.initFsync(file, datasync));
+    }
+
+    protected long fallocate(BackingFile file, int mode, long offset, long length)
+            throws Exception
+    {
+        return submitAndWait(kiocb -> kiocb.initFallocate(file, mode, offset, length));
+    }
+
+    /** The extents of a range as {offset, length, type} triples; fails on an error. */
+    protected static List<long[]> extents(BackingFile file, long offset, long length)
+    {
+        List<long[]> extents = new ArrayList<>();
+        long res = file.extents(offset, length, (start, n, type) -> extents.add(new long[] {start, n, type}));
+        assertEquals(0, res, "extents: " + Errno.name(res));
+        return extents;
+    }
+
+    /** Ascending, contiguous, non-empty, of valid types, starting at {@code offset} and covering the range. */
+    protected static void checkExtents(List<long[]> extents, long offset, long length)
+    {
+        assertFalse(extents.isEmpty(), "no extents for [" + offset + ", " + (offset + length) + ")");
+        long next = offset;
+        for (long[] extent : extents) {
+            assertEquals(next, extent[0], "extents must be contiguous and ascending from the asked offset");
+            assertTrue(extent[1] > 0, "empty extent at " + extent[0]);
+            assertTrue(next < offset + length, "extent at " + extent[0] + " beyond the asked range");
+            int type = (int) extent[2];
+            assertEquals(0, type & ~(ExtentSink.HOLE | ExtentSink.ZERO), "unknown extent type " + type);
+            if ((type & ExtentSink.HOLE) != 0) {
+                assertEquals(ExtentSink.HOLE | ExtentSink.ZERO, type, "a hole reads as zeros: HOLE|ZERO");
+            }
+            next = extent[0] + extent[1];
+        }
+        assertTrue(next >= offset + length, "extents end at " + next + ", short of " + (offset + length));
+    }
+
+    protected static void assertData(List<long[]> extents, long offset, long length)
+    {
+        for (long[] extent : extents) {
+            if (extent[0] < offset + length && offset < extent[0] + extent[1]) {
+                assertEquals(ExtentSink.DATA, extent[2], "range [" + offset + ", " + (offset + length) + ") holds data, but ["
+                        + extent[0] + ", " + (extent[0] + extent[1]) + ") is reported with type " + extent[2]);
+            }
+        }
+    }
+
+    protected static void assertHole(List<long[]> extents, long offset, long length)
+    {
+        long covered = 0;
+        for (long[] extent : extents) {
+            long from = Math.max(offset, extent[0]);
+            long to = Math.min(offset + length, extent[0] + extent[1]);
+            if (from < to) {
+                assertEquals(ExtentSink.HOLE | ExtentSink.ZERO, extent[2], "range [" + offset + ", " + (offset + length)
+                        + ") is a hole, but [" + extent[0] + ", " + (extent[0] + extent[1]) + ") is reported with type " + extent[2]);
+                covered += to - from;
+            }
+        }
+        assertEquals(length, covered, "hole not covered by the extents");
+    }
+
+    /** Whether the file system of the test directory reports holes through SEEK_HOLE. */
+    protected boolean fileSystemReportsHoles()
+            throws IOException
+    {
+        return FILE_SYSTEMS_WITH_HOLES.contains(Files.getFileStore(dir).type());
+    }
+
+    protected static byte[] randomBytes(Random random, int length)
+    {
+        byte[] bytes = new byte[length];
+        random.nextBytes(bytes);
+        return bytes;
+    }
+
+    protected static byte[] nonZeroBytes(Random random, int length)
+    {
+        byte[] bytes = randomBytes(random, length);
+        for (int i = 0; i < length; i++) {
+            bytes[i] |= 1;
+        }
+        return bytes;
+    }
+
+    private static long openDescriptors()
+            throws IOException
+    {
+        try (var stream = Files.list(Path.of("/proc/self/fd"))) {
+            return stream.count();
+        }
+    }
+
+    /**
+     * Request memory of one {@link Kind}, split into segments: aligned (page-aligned addresses, block
+     * multiples) or not (odd addresses and lengths, empty segments). Between segments of the heap and
+     * direct kinds lie canary bytes that I/O must not touch. BVEC memory comes from the suite's pool
+     * and goes back on {@link #close()}.
+     */
+    protected final class IoBuf
+            implements AutoCloseable
+    {
+        private static final byte CANARY = 0x5a;
+
+        private final Kind kind;
+        private final int length;
+        private final List<ByteBuffer> segments = new ArrayList<>();
+        private ByteBuffer backing;
+        private Page[] pages;
+        private int nrPages;
+
+        public IoBuf(Kind kind, int length, boolean aligned, Random random)
+                throws InterruptedException
+        {
+            this.kind = kind;
+            this.length = length;
+            if (kind == Kind.BVEC) {
+                pages = new Page[PagePool.maxPages(length)];
+                nrPages = pool.allocate(length, pages);
+                long left = length;
+                for (int i = 0; i < nrPages; i++) {
+                    int n = (int) Math.min(left, pages[i].size());
+                    segments.add(pages[i].buffer().duplicate().clear().limit(n));
+                    left -= n;
+                }
+                return;
+            }
+            List<Integer> lengths = new ArrayList<>();
+            for (int left = length; left > 0; ) {
+                int n;
+                if (aligned) {
+                    n = Math.min(left, BLOCK * (1 + random.nextInt(4)));
+                }
+                else {
+                    if (random.nextInt(8) == 0) {
+                        lengths.add(0);
+                    }
+                    n = Math.min(left, 1 + random.nextInt(3 * BLOCK));
+                }
+                lengths.add(n);
+                left -= n;
+            }
+            int gap = aligned ? BLOCK : 7;
+            int capacity = length + gap * (lengths.size() + 1);
+            if (kind == Kind.IOVEC) {
+                backing = ByteBuffer.allocate(capacity);
+            }
+            else {
+                backing = DirectMemory.allocateAligned(capacity + BLOCK);
+            }
+            while (backing.hasRemaining()) {
+                backing.put(CANARY);
+            }
+            int at = aligned ? 0 : 1 + random.nextInt(gap);
+            for (int n : lengths) {
+                segments.add(backing.duplicate().clear().position(at).limit(at + n));
+                at += n + (aligned ? 0 : 1 + random.nextInt(gap));
+            }
+        }
+
+        /** A new iterator over the whole memory. */
+        public IovIter iter(Direction direction)
+        {
+            switch (kind) {
+                case IOVEC:
+                    return IovecIter.of(direction, duplicates());
+                case KVEC:
+                    return KvecIter.of(direction, duplicates());
+                case BVEC:
+                    return new BvecIter().reset(direction, pages, nrPages, length);
+                default:
+                    throw new AssertionError(kind);
+            }
+        }
+
+        public void put(byte[] data)
+        {
+            assertEquals(length, data.length);
+            int done = 0;
+            for (ByteBuffer segment : segments) {
+                segment.duplicate().put(data, done, segment.remaining());
+                done += segment.remaining();
+            }
+        }
+
+        public byte[] get()
+        {
+            byte[] data = new byte[length];
+            int done = 0;
+            for (ByteBuffer segment : segments) {
+                segment.duplicate().get(data, done, segment.remaining());
+                done += segment.remaining();
+            }
+            return data;
+        }
+
+        /** Fails if I/O wrote outside the segments. */
+        public void assertGapsIntact()
+        {
+            if (backing == null) {
+                return;
+            }
+            int at = 0;
+            for (ByteBuffer segment : segments) {
+                for (; at < segment.position(); at++) {
+                    assertEquals(CANARY, backing.get(at), "byte " + at + " between segments of " + kind + " memory was overwritten");
+                }
+                at = Math.max(at, segment.limit());
+            }
+            for (; at < backing.capacity(); at++) {
+                assertEquals(CANARY, backing.get(at), "byte " + at + " after the segments of " + kind + " memory was overwritten");
+            }
+        }
+
+        private ByteBuffer[] duplicates()
+        {
+            ByteBuffer[] buffers = new ByteBuffer[segments.size()];
+            for (int i = 0; i < buffers.length; i++) {
+                buffers[i] = segments.get(i).duplicate();
+            }
+            return buffers;
+        }
+
+        @Override
+        public void close()
+        {
+            if (pages != null) {
+                pool.free(pages, nrPages);
+                pages = null;
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+package dev.jloop.testkit;
+
+import dev.jloop.api.BackendConfig;
+import dev.jloop.api.BackendFactory;
+import dev.jloop.api.BackingFile;
+import dev.jloop.api.Capabilities;
+import dev.jloop.api.Errno;
+import dev.jloop.api.ExtentSink;
+import dev.jloop.api.IovIter;
+import dev.jloop.api.Kiocb;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+
+/**
+ * Backend {@code memory}: a {@link MemoryBackingFile} loaded from the file at open (all-zero blocks
+ * become holes) and, unless read-only, written back sparsely at close. Lets the file-based
+ * {@link AbstractBackingFileTest} run on the in-memory file. Options: {@code memory-queued=N}
+ * completes on N threads, {@code memory-max-transfer=N} makes reads and writes short.
+ *
+ * <p>Not registered with {@link java.util.ServiceLoader}: it is a test double, not a product backend.
+ */
+public final class MemoryBackendFactory
+        implements BackendFactory
+{
+    @Override
+    public String name()
+    {
+        return "memory";
+    }
+
+    @Override
+    public String description()
+    {
+        return "in-memory sparse file, loaded from FILE at open and written back at close (tests)";
+    }
+
+    @Override
+    public BackingFile open(BackendConfig config)
+            throws IOException
+    {
+        Path path = config.path();
+        if (!Files.isRegularFile(path)) {
+            throw new IOException("not a regular file: " + path);
+        }
+        MemoryBackingFile.Builder builder = MemoryBackingFile.builder(Files.size(path)).readOnly(config.readOnly());
+        String queued = config.options().get("memory-queued");
+        if (queued != null) {
+            builder.queued(Integer.parseInt(queued));
+        }
+        String maxTransfer = config.options().get("memory-max-transfer");
+        if (maxTransfer != null) {
+            builder.maxTransfer(Integer.parseInt(maxTransfer));
+        }
+        MemoryBackingFile memory = builder.build();
+        load(path, memory);
+        return new FileBacked(memory, path, config.readOnly());
+    }
+
+    private static void load(Path path, MemoryBackingFile memory)
+            throws IOException
+    {
+        byte[] block = new byte[MemoryBackingFile.BLOCK_SIZE];
+        try (FileChannel channel = FileChannel.open(path, StandardOpenOption.READ)) {
+            for (long offset = 0; offset < memory.size(); offset += block.length) {
+                int n = (int) Math.min(block.length, memory.size() - offset);
+                ByteBuffer buffer = ByteBuffer.wrap(block, 0, n);
+                while (buffer.hasRemaining()) {
+                    if (channel.read(buffer, offset + buffer.position()) < 0) {
+                        throw new IOException("file shrank while loading: " + path);
+                    }
+                }
+                if (!isZero(block, n)) {
+                    memory.write(offset, n == block.length ? block : java.util.Arrays.copyOf(block, n));
+                }
+            }
+        }
+    }
+
+    private static void store(Path path, MemoryBackingFile memory)
+            throws IOException
+    {
+        try (FileChannel channel = FileChannel.open(path, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
+            long[] failure = {0};
+            memory.extents(0, memory.size(), (offset, length, type) -> {
+                if (type != ExtentSink.DATA) {
+                    return true;
+                }
+                byte[] data = new byte[(int) length];
+                memory.read(offset, data);
+                try {
+                    ByteBuffer buffer = ByteBuffer.wrap(data);
+                    while (buffer.hasRemaining()) {
+                        channel.write(buffer, offset + buffer.position());
+                    }
+                }
+                catch (IOException e) {
+                    failure[0] = -Errno.EIO;
+                    return false;
+                }
+                return true;
+            });
+            if (failure[0] != 0) {
+                throw new IOException("cannot write back " + path);
+            }
+            // A trailing hole: extend the file without writing.
+            if (channel.size() < memory.size()) {
+                channel.write(ByteBuffer.allocate(1), memory.size() - 1);
+            }
+        }
+    }
+
+    private static boolean isZero(byte[] block, int n)
+    {
+        for (int i = 0; i < n; i++) {
+            if (block[i] != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Delegates to the memory file; writes it back to the path when closed. */
+    private static final class FileBacked
+            implements BackingFile
+    {
+        private final MemoryBackingFile memory;
+        private final Path path;
+        private final boolean readOnly;
+
+        FileBacked(MemoryBackingFile memory, Path path, boolean readOnly)
+        {
+            this.memory = memory;
+            this.path = path;
+            this.readOnly = readOnly;
+        }
+
+        @Override
+        public long readIter(Kiocb kiocb, IovIter iter, long pos)
+        {
+            return memory.readIter(kiocb, iter, pos);
+        }
+
+        @Override
+        public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+        {
+            return memory.writeIter(kiocb, iter, pos);
+        }
+
+        @Override
+        public long fsync(Kiocb kiocb, boolean datasync)
+        {
+            return memory.fsync(kiocb, datasync);
+        }
+
+        @Override
+        public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+        {
+            return memory.fallocate(kiocb, mode, offset, length);
+        }
+
+        @Override
+        public long extents(long offset, long length, ExtentSink sink)
+        {
+            return memory.extents(offset, length, sink);
+        }
+
+        @Override
+        public long size()
+        {
+            return memory.size();
+        }
+
+        @Override
+        public Capabilities capabilities()
+        {
+            return memory.capabilities();
+        }
+
+        @Override
+        public void plug()
+        {
+            memory.plug();
+        }
+
+        @Override
+        public void unplug()
+        {
+            memory.unplug();
+        }
+
+        @Override
+        public void close()
+                throws IOException
+        {
+            if (memory.isClosed()) {
+                return;
+            }
+            try {
+                if (!readOnly) {
+                    store(path, memory);
+                }
+            }
+            finally {
+                memory.close();
+            }
+        }
+    }
+}

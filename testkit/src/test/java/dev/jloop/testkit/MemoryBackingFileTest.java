@@ -1,0 +1,14 @@
+package dev.jloop.testkit;
+
+import dev.jloop.api.BackendFactory;
+
+/** The conformance suite on the in-memory file, synchronous. */
+public class MemoryBackingFileTest
+        extends AbstractBackingFileTest
+{
+    @Override
+    protected BackendFactory factory()
+    {
+        return new MemoryBackendFactory();
+    }
+}
