@@ -1,0 +1,138 @@
+package dev.jloop.uring;
+
+import dev.jloop.api.Errno;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+/**
+ * io_uring constants ({@code include/uapi/linux/io_uring.h}) and the one probe of whether io_uring
+ * works here, run once when this class is loaded: the setup of a tiny ring. It fails where the kernel
+ * lacks io_uring, where seccomp blocks it (Docker's and containerd's default profiles since 2023) or
+ * where {@code kernel.io_uring_disabled} turns it off (6.6+, {@code Documentation/admin-guide/sysctl/kernel.rst}).
+ */
+public final class IoUring
+{
+    // Opcodes (enum io_uring_op)
+    public static final int OP_NOP = 0;
+    public static final int OP_READV = 1;
+    public static final int OP_WRITEV = 2;
+    public static final int OP_FSYNC = 3;
+    public static final int OP_READ_FIXED = 4;
+    public static final int OP_WRITE_FIXED = 5;
+    public static final int OP_ASYNC_CANCEL = 14;
+    public static final int OP_FALLOCATE = 17;
+    public static final int OP_READ = 22;
+    public static final int OP_WRITE = 23;
+    public static final int OP_MSG_RING = 40;
+    public static final int OP_URING_CMD = 46;
+
+    // io_uring_setup(2) flags
+    public static final int SETUP_IOPOLL = 1;
+    public static final int SETUP_SQPOLL = 1 << 1;
+    public static final int SETUP_SQ_AFF = 1 << 2;
+    public static final int SETUP_CQSIZE = 1 << 3;
+    public static final int SETUP_CLAMP = 1 << 4;
+    public static final int SETUP_SUBMIT_ALL = 1 << 7;
+    public static final int SETUP_COOP_TASKRUN = 1 << 8;
+    public static final int SETUP_SQE128 = 1 << 10;
+    public static final int SETUP_CQE32 = 1 << 11;
+    public static final int SETUP_SINGLE_ISSUER = 1 << 12;
+    public static final int SETUP_DEFER_TASKRUN = 1 << 13;
+
+    // io_uring_params.features
+    public static final int FEAT_SINGLE_MMAP = 1;
+    public static final int FEAT_NODROP = 1 << 1;
+    public static final int FEAT_SUBMIT_STABLE = 1 << 2;
+
+    // io_uring_enter(2) flags
+    public static final int ENTER_GETEVENTS = 1;
+    public static final int ENTER_SQ_WAKEUP = 1 << 1;
+
+    // sq ring flags
+    public static final int SQ_NEED_WAKEUP = 1;
+    public static final int SQ_CQ_OVERFLOW = 1 << 1;
+    public static final int SQ_TASKRUN = 1 << 2;
+
+    // sqe->flags
+    public static final int IOSQE_FIXED_FILE = 1;
+    public static final int IOSQE_IO_DRAIN = 1 << 1;
+    public static final int IOSQE_IO_LINK = 1 << 2;
+
+    // sqe->fsync_flags
+    public static final int FSYNC_DATASYNC = 1;
+
+    // sqe->cancel_flags
+    public static final int ASYNC_CANCEL_ALL = 1;
+    public static final int ASYNC_CANCEL_FD = 1 << 1;
+    public static final int ASYNC_CANCEL_ANY = 1 << 2;
+    public static final int ASYNC_CANCEL_FD_FIXED = 1 << 3;
+
+    // io_uring_register(2) opcodes
+    public static final int REGISTER_BUFFERS = 0;
+    public static final int UNREGISTER_BUFFERS = 1;
+    public static final int REGISTER_FILES = 2;
+    public static final int UNREGISTER_FILES = 3;
+    public static final int REGISTER_PROBE = 8;
+
+    /** {@code RWF_DSYNC} of {@code pwritev2(2)}, valid in {@code sqe->rw_flags}. */
+    public static final int RWF_DSYNC = 0x2;
+
+    private static final String UNAVAILABILITY_CAUSE = probe();
+
+    private IoUring() {}
+
+    /** Whether io_uring rings can be set up on this machine. */
+    public static boolean isAvailable()
+    {
+        return UNAVAILABILITY_CAUSE == null;
+    }
+
+    /** Why io_uring cannot be used here, or {@code null} when it can. */
+    public static String unavailabilityCause()
+    {
+        return UNAVAILABILITY_CAUSE;
+    }
+
+    private static String probe()
+    {
+        if (!System.getProperty("os.name", "").toLowerCase(java.util.Locale.ROOT).startsWith("linux")) {
+            return "io_uring needs Linux, not " + System.getProperty("os.name");
+        }
+        String arch = System.getProperty("os.arch", "");
+        if (!arch.equals("amd64") && !arch.equals("x86_64")) {
+            return "io_uring syscall numbers are only known for x86_64, not " + arch;
+        }
+        try (Ring ring = Ring.builder(2).open()) {
+            if (!ring.isSupported(OP_READ) || !ring.isSupported(OP_FALLOCATE)) {
+                return "kernel io_uring lacks IORING_OP_READ/FALLOCATE (needs Linux 5.6 or later)";
+            }
+            return null;
+        }
+        catch (IoUringException e) {
+            String disabled = ioUringDisabledSysctl();
+            if (e.errno() == Errno.EPERM) {
+                return e.getMessage() + ": io_uring is blocked by a seccomp filter (container default profiles block it)"
+                        + " or by kernel.io_uring_disabled=" + disabled;
+            }
+            if (e.errno() == Errno.ENOSYS) {
+                return e.getMessage() + ": the kernel has no io_uring, or a seccomp filter hides it";
+            }
+            return e.getMessage() + " (kernel.io_uring_disabled=" + disabled + ")";
+        }
+        catch (LinkageError | RuntimeException e) {
+            return "io_uring binding failed to load: " + e;
+        }
+    }
+
+    private static String ioUringDisabledSysctl()
+    {
+        try {
+            return Files.readString(Path.of("/proc/sys/kernel/io_uring_disabled")).trim();
+        }
+        catch (IOException | RuntimeException e) {
+            return "unknown";
+        }
+    }
+}

@@ -1,0 +1,347 @@
+package dev.jloop.uring;
+
+import dev.jloop.api.Errno;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+import static dev.jloop.uring.IoUringAssumptions.assumeIoUring;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class RingTest
+{
+    private Path dir;
+    private final List<AutoCloseable> closeables = new ArrayList<>();
+
+    @BeforeEach
+    void setUp()
+            throws IOException
+    {
+        assumeIoUring();
+        Files.createDirectories(Path.of("target"));
+        dir = Files.createTempDirectory(Path.of("target"), "ring");
+    }
+
+    @AfterEach
+    void tearDown()
+            throws Exception
+    {
+        for (int i = closeables.size() - 1; i >= 0; i--) {
+            closeables.get(i).close();
+        }
+        if (dir != null) {
+            try (var files = Files.list(dir)) {
+                for (Path file : (Iterable<Path>) files::iterator) {
+                    Files.delete(file);
+                }
+            }
+            Files.delete(dir);
+        }
+    }
+
+    private Ring ring(Ring.Builder builder)
+            throws IoUringException
+    {
+        Ring ring = builder.open();
+        closeables.add(ring);
+        return ring;
+    }
+
+    private int openFile(String name)
+    {
+        int fd = TestLibC.open(dir.resolve(name));
+        closeables.add(() -> TestLibC.LIBC.close(fd));
+        return fd;
+    }
+
+    private static ByteBuffer direct(int size)
+    {
+        // alignedSlice also rounds the end down: leave a whole page of slack past the end
+        return ByteBuffer.allocateDirect(size + 2 * 4096).alignedSlice(4096).limit(size).slice();
+    }
+
+    private static long address(ByteBuffer buffer)
+    {
+        return jnr.ffi.Runtime.getSystemRuntime().getMemoryManager().newPointer(buffer).address();
+    }
+
+    /** Reaps until {@code n} CQEs arrived; returns {res} by user data 0..n-1. */
+    private static int[] reapExactly(Ring ring, int n)
+            throws IoUringException
+    {
+        int[] res = new int[n];
+        Arrays.fill(res, Integer.MIN_VALUE);
+        int[] seen = {0};
+        while (seen[0] < n) {
+            ring.waitCompletions(1);
+            ring.reap((userData, r, flags) -> {
+                assertEquals(Integer.MIN_VALUE, res[(int) userData], "CQE twice for " + userData);
+                res[(int) userData] = r;
+                seen[0]++;
+            });
+        }
+        return res;
+    }
+
+    @Test
+    void layoutComesFromTheKernel()
+            throws IoUringException
+    {
+        Ring ring = ring(Ring.builder(5));
+        assertEquals(8, ring.sqEntries(), "rounded up to a power of two");
+        assertEquals(16, ring.cqEntries(), "CQ twice the SQ by default");
+        assertEquals(64, ring.sqeSize());
+        assertEquals(16, ring.cqeSize());
+        assertTrue(ring.isSupported(IoUring.OP_READ));
+        assertTrue(ring.isSupported(IoUring.OP_FALLOCATE));
+        assertFalse(ring.isSupported(255));
+    }
+
+    @Test
+    void wrapAroundOverManyNops()
+            throws IoUringException
+    {
+        Ring ring = ring(Ring.builder(4));
+        int total = 20_000;
+        long[] next = {0};
+        int submitted = 0;
+        while (submitted < total) {
+            // 3 per batch: head and tail wrap at every possible position of the 4-entry ring
+            int batch = Math.min(3, total - submitted);
+            for (int i = 0; i < batch; i++) {
+                assertTrue(ring.prepNop(submitted + i));
+            }
+            submitted += batch;
+            assertEquals(batch, ring.submitAndWait(batch));
+            int reaped = ring.reap((userData, res, flags) -> {
+                assertEquals(next[0]++, userData, "CQEs in order, none lost or repeated");
+                assertEquals(0, res);
+            });
+            assertEquals(batch, reaped);
+        }
+        assertEquals(total, next[0]);
+        assertEquals(4, ring.sqSpace());
+    }
+
+    @Test
+    void fullSubmissionQueue()
+            throws IoUringException
+    {
+        Ring ring = ring(Ring.builder(4));
+        for (int i = 0; i < 4; i++) {
+            assertTrue(ring.prepNop(i));
+        }
+        assertEquals(0, ring.sqSpace());
+        assertFalse(ring.prepNop(99), "a full SQ refuses another SQE");
+        assertEquals(4, ring.submit());
+        assertEquals(4, ring.sqSpace(), "the kernel consumed every SQE");
+        assertTrue(ring.prepNop(4));
+        assertEquals(1, ring.submit());
+        int[] res = reapExactly(ring, 5);
+        assertArrayEquals(new int[5], res);
+    }
+
+    @Test
+    void completionQueueOverflowLosesNothing()
+            throws IoUringException
+    {
+        Ring ring = ring(Ring.builder(2).cqEntries(2));
+        assertEquals(2, ring.cqEntries());
+        int total = 64;
+        for (int i = 0; i < total; i += 2) {
+            assertTrue(ring.prepNop(i));
+            assertTrue(ring.prepNop(i + 1));
+            int res = ring.submit();
+            assertTrue(res == 2 || res == -Errno.EBUSY, "submit: " + res);
+            if (res < 0) {
+                i -= 2;
+                ring.reap((u, r, f) -> {});
+                throw new AssertionError("kernel refused submission with a CQ backlog; NODROP=" + ((ring.features() & IoUring.FEAT_NODROP) != 0));
+            }
+        }
+        assertTrue(ring.cqReady() <= 2, "the CQ holds at most its size; the rest waits in the kernel's overflow list");
+        boolean[] seen = new boolean[total];
+        int reaped = ring.reap((userData, res, flags) -> {
+            assertFalse(seen[(int) userData], "twice: " + userData);
+            seen[(int) userData] = true;
+        });
+        assertEquals(total, reaped, "overflowed CQEs are flushed and reaped");
+        assertEquals(0, ring.cqOverflow(), "nothing dropped");
+    }
+
+    @Test
+    void shortReadAtEndOfFile()
+            throws IOException
+    {
+        Ring ring = ring(Ring.builder(4));
+        byte[] content = new byte[5000];
+        Arrays.fill(content, (byte) 7);
+        Files.write(dir.resolve("short"), content);
+        int fd = openFile("short");
+        ByteBuffer buffer = direct(8192);
+        assertTrue(ring.prepRead(fd, 0, address(buffer), 8192, 4096, 0, 0));
+        assertTrue(ring.prepRead(fd, 0, address(buffer), 8192, 8192, 0, 1));
+        ring.submit();
+        int[] res = reapExactly(ring, 2);
+        assertEquals(5000 - 4096, res[0], "short read at end of file");
+        assertEquals(0, res[1], "read past end of file");
+        assertEquals(7, buffer.get(0));
+    }
+
+    @Test
+    void readWriteVectoredAndFixedOnAFile()
+            throws IOException
+    {
+        Ring ring = ring(Ring.builder(8));
+        int fd = openFile("data");
+        ring.registerFiles(fd);
+
+        ByteBuffer out = direct(16384);
+        for (int i = 0; i < out.capacity(); i++) {
+            out.put(i, (byte) (i * 31 + 5));
+        }
+        // WRITE of the first half through the plain fd, WRITEV of the second half as two iovecs on the fixed file
+        ByteBuffer iov = direct(32).order(ByteOrder.nativeOrder());
+        iov.putLong(0, address(out) + 8192).putLong(8, 4096).putLong(16, address(out) + 12288).putLong(24, 4096);
+        assertTrue(ring.prepWrite(fd, 0, address(out), 8192, 0, 0, 0));
+        assertTrue(ring.prepWritev(0, IoUring.IOSQE_FIXED_FILE, address(iov), 2, 8192, 0, 1));
+        ring.submit();
+        assertArrayEquals(new int[] {8192, 8192}, reapExactly(ring, 2));
+
+        // READV into two separate buffers, READ into a third
+        ByteBuffer a = direct(4096);
+        ByteBuffer b = direct(8192);
+        ByteBuffer c = direct(4096);
+        ByteBuffer iov2 = direct(32).order(ByteOrder.nativeOrder());
+        iov2.putLong(0, address(a)).putLong(8, 4096).putLong(16, address(b)).putLong(24, 8192);
+        assertTrue(ring.prepReadv(fd, 0, address(iov2), 2, 0, 0, 0));
+        assertTrue(ring.prepRead(0, IoUring.IOSQE_FIXED_FILE, address(c), 4096, 12288, 0, 1));
+        ring.submit();
+        assertArrayEquals(new int[] {12288, 4096}, reapExactly(ring, 2));
+        assertEquals(out.slice(0, 4096), a);
+        assertEquals(out.slice(4096, 8192), b);
+        assertEquals(out.slice(12288, 4096), c);
+
+        // READ_FIXED / WRITE_FIXED inside a registered buffer, at an offset into it
+        ByteBuffer registered = direct(65536);
+        ring.registerBuffers(new long[] {address(registered)}, new long[] {registered.capacity()});
+        for (int i = 0; i < 4096; i++) {
+            registered.put(8192 + i, (byte) (255 - i));
+        }
+        assertTrue(ring.prepWriteFixed(0, IoUring.IOSQE_FIXED_FILE, address(registered) + 8192, 4096, 4096, 0, 0, 0));
+        ring.submit();
+        assertArrayEquals(new int[] {4096}, reapExactly(ring, 1));
+        assertTrue(ring.prepReadFixed(fd, 0, address(registered) + 32768, 8192, 0, 0, 0, 0));
+        ring.submit();
+        assertArrayEquals(new int[] {8192}, reapExactly(ring, 1));
+        assertEquals(out.slice(0, 4096), registered.slice(32768, 4096));
+        assertEquals(registered.slice(8192, 4096), registered.slice(32768 + 4096, 4096));
+        ring.unregisterBuffers();
+        ring.unregisterFiles();
+
+        byte[] onDisk = Files.readAllBytes(dir.resolve("data"));
+        assertEquals(16384, onDisk.length);
+        assertEquals((byte) 255, onDisk[4096]);
+        assertEquals(out.get(100), onDisk[100]);
+    }
+
+    @Test
+    void fsyncAndPunchHole()
+            throws IOException
+    {
+        Ring ring = ring(Ring.builder(4));
+        byte[] content = new byte[3 * 4096];
+        Arrays.fill(content, (byte) 0xab);
+        Files.write(dir.resolve("holes"), content);
+        int fd = openFile("holes");
+        assertTrue(ring.prepFallocate(fd, 0, 0x01 | 0x02, 4096, 4096, 0)); // FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+        ring.submit();
+        assertArrayEquals(new int[] {0}, reapExactly(ring, 1));
+        assertTrue(ring.prepFsync(fd, 0, IoUring.FSYNC_DATASYNC, 0));
+        ring.submit();
+        assertArrayEquals(new int[] {0}, reapExactly(ring, 1));
+
+        byte[] after = Files.readAllBytes(dir.resolve("holes"));
+        assertEquals(content.length, after.length, "KEEP_SIZE keeps the size");
+        assertEquals((byte) 0xab, after[4095]);
+        assertEquals(0, after[4096]);
+        assertEquals(0, after[8191]);
+        assertEquals((byte) 0xab, after[8192]);
+    }
+
+    @Test
+    void cancelOfABlockedRead()
+            throws IoUringException
+    {
+        Ring ring = ring(Ring.builder(4));
+        int[] pipe = new int[2];
+        assertEquals(0, TestLibC.LIBC.pipe(pipe));
+        closeables.add(() -> TestLibC.LIBC.close(pipe[0]));
+        closeables.add(() -> TestLibC.LIBC.close(pipe[1]));
+        ByteBuffer buffer = direct(4096);
+        assertTrue(ring.prepRead(pipe[0], 0, address(buffer), 4096, -1, 0, 0));
+        assertEquals(1, ring.submit());
+        assertEquals(0, ring.cqReady(), "an empty pipe keeps the read in flight");
+        assertTrue(ring.prepAsyncCancel(0, 0, 1));
+        ring.submit();
+        int[] res = reapExactly(ring, 2);
+        assertEquals(-Errno.ECANCELED, res[0]);
+        assertEquals(0, res[1]);
+    }
+
+    @Test
+    void bigSqesAndCqes()
+            throws IoUringException
+    {
+        Ring ring = ring(Ring.builder(4).flags(IoUring.SETUP_SQE128 | IoUring.SETUP_CQE32));
+        assertEquals(128, ring.sqeSize());
+        assertEquals(32, ring.cqeSize());
+        for (int round = 0; round < 5; round++) {
+            for (int i = 0; i < 4; i++) {
+                assertTrue(ring.prepNop(i));
+            }
+            ring.submit();
+            assertArrayEquals(new int[4], reapExactly(ring, 4));
+        }
+    }
+
+    @Test
+    void submissionQueuePolling()
+            throws IoUringException
+    {
+        Ring ring = ring(Ring.builder(8).flags(IoUring.SETUP_SQPOLL).sqThreadIdleMillis(1));
+        for (int round = 0; round < 50; round++) {
+            assertTrue(ring.prepNop(round % 4));
+            assertTrue(ring.prepNop(4 + round % 4));
+            ring.submit();
+            int[] seen = {0};
+            while (seen[0] < 2) {
+                ring.submitAndWait(1);
+                seen[0] += ring.reap((u, r, f) -> assertEquals(0, r));
+            }
+        }
+    }
+
+    @Test
+    void errnoBecomesTypedException()
+            throws IoUringException
+    {
+        Ring ring = ring(Ring.builder(2));
+        IoUringException e = assertThrows(IoUringException.class, () -> ring.registerFiles(12345));
+        assertEquals(Errno.EBADF, e.errno());
+        assertTrue(e.getMessage().contains("IORING_REGISTER_FILES") && e.getMessage().contains("EBADF"), e.getMessage());
+    }
+}
