@@ -1,6 +1,8 @@
 package dev.jloop.posix;
 
 import java.io.IOException;
+import java.nio.file.FileSystemException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 
 import static java.util.Objects.requireNonNull;
@@ -37,6 +39,30 @@ public final class FileDescriptor
             throw Errors.newIOException((flags & Posix.O_DIRECT) != 0 ? "open O_DIRECT" : "open", name, fd);
         }
         return new FileDescriptor(fd, name);
+    }
+
+    /**
+     * Opens the file behind a block device: {@code O_RDONLY} or {@code O_RDWR}, with
+     * {@code O_DIRECT} when {@code direct}. Fails with a message that says what is wrong: missing,
+     * no permission, a directory, or a file system that refuses {@code O_DIRECT}.
+     */
+    public static FileDescriptor openBackingFile(Path path, boolean readOnly, boolean direct)
+            throws IOException
+    {
+        if (Files.isDirectory(path)) {
+            // O_RDONLY would open a directory without complaint
+            throw new FileSystemException(path.toString(), null, "cannot serve " + path + ": is a directory, not a regular file or block device");
+        }
+        int flags = (readOnly ? Posix.O_RDONLY : Posix.O_RDWR) | (direct ? Posix.O_DIRECT : 0);
+        try {
+            return open(path, flags, 0);
+        }
+        catch (FileSystemException e) {
+            if (direct && e.getMessage().contains("(EINVAL)") && Files.exists(path)) {
+                throw new FileSystemException(path.toString(), null, e.getMessage() + ": the file system does not support O_DIRECT; serve without --direct");
+            }
+            throw e;
+        }
     }
 
     /** The descriptor number, for {@link Posix} calls. */
