@@ -1,0 +1,33 @@
+package dev.jloop.nbd;
+
+import dev.jloop.api.Export;
+import dev.jloop.api.Frontend;
+import dev.jloop.api.FrontendConfig;
+import dev.jloop.api.FrontendFactory;
+
+import java.io.IOException;
+import java.util.List;
+
+/** The {@code nbd} frontend: an {@link NbdServer} with its own page pool; options are listed there. */
+public final class NbdFrontendFactory
+        implements FrontendFactory
+{
+    @Override
+    public String name()
+    {
+        return "nbd";
+    }
+
+    @Override
+    public String description()
+    {
+        return "NBD server (fixed newstyle) over TCP or a Unix socket";
+    }
+
+    @Override
+    public Frontend create(FrontendConfig config, List<Export> exports)
+            throws IOException
+    {
+        return NbdServer.start(config, exports);
+    }
+}

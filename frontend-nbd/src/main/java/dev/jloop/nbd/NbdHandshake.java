@@ -1,0 +1,375 @@
+package dev.jloop.nbd;
+
+import dev.jloop.api.BlockDevice;
+import dev.jloop.api.Capabilities;
+import dev.jloop.api.Export;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.CharBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.util.List;
+import java.util.Map;
+
+import static dev.jloop.nbd.NbdProtocol.FLAG_CAN_MULTI_CONN;
+import static dev.jloop.nbd.NbdProtocol.FLAG_C_FIXED_NEWSTYLE;
+import static dev.jloop.nbd.NbdProtocol.FLAG_C_NO_ZEROES;
+import static dev.jloop.nbd.NbdProtocol.FLAG_FIXED_NEWSTYLE;
+import static dev.jloop.nbd.NbdProtocol.FLAG_HAS_FLAGS;
+import static dev.jloop.nbd.NbdProtocol.FLAG_NO_ZEROES;
+import static dev.jloop.nbd.NbdProtocol.FLAG_READ_ONLY;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FLUSH;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FUA;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_TRIM;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_WRITE_ZEROES;
+import static dev.jloop.nbd.NbdProtocol.IHAVEOPT;
+import static dev.jloop.nbd.NbdProtocol.INFO_BLOCK_SIZE;
+import static dev.jloop.nbd.NbdProtocol.INFO_DESCRIPTION;
+import static dev.jloop.nbd.NbdProtocol.INFO_EXPORT;
+import static dev.jloop.nbd.NbdProtocol.INFO_NAME;
+import static dev.jloop.nbd.NbdProtocol.MAX_PAYLOAD_ADVERTISED;
+import static dev.jloop.nbd.NbdProtocol.NBDMAGIC;
+import static dev.jloop.nbd.NbdProtocol.OPT_ABORT;
+import static dev.jloop.nbd.NbdProtocol.OPT_EXPORT_NAME;
+import static dev.jloop.nbd.NbdProtocol.OPT_GO;
+import static dev.jloop.nbd.NbdProtocol.OPT_INFO;
+import static dev.jloop.nbd.NbdProtocol.OPT_LIST;
+import static dev.jloop.nbd.NbdProtocol.PREFERRED_BLOCK_SIZE;
+import static dev.jloop.nbd.NbdProtocol.REPLY_MAGIC;
+import static dev.jloop.nbd.NbdProtocol.REP_ACK;
+import static dev.jloop.nbd.NbdProtocol.REP_ERR_INVALID;
+import static dev.jloop.nbd.NbdProtocol.REP_ERR_TOO_BIG;
+import static dev.jloop.nbd.NbdProtocol.REP_ERR_UNKNOWN;
+import static dev.jloop.nbd.NbdProtocol.REP_ERR_UNSUP;
+import static dev.jloop.nbd.NbdProtocol.REP_INFO;
+import static dev.jloop.nbd.NbdProtocol.REP_SERVER;
+import static java.util.Objects.requireNonNull;
+
+/**
+ * The fixed newstyle handshake and option haggling of one connection, up to the start of the
+ * transmission phase. Options that change later phases (STARTTLS, STRUCTURED_REPLY,
+ * SET_META_CONTEXT) belong here and record what was negotiated; for now they are refused with
+ * NBD_REP_ERR_UNSUP.
+ *
+ * <p>Runs on the connection's reader thread with blocking, exact-length reads, so nothing the client
+ * sends after the handshake is consumed here. Heap buffers are fine: this runs once per connection.
+ */
+final class NbdHandshake
+{
+    private static final Logger log = LoggerFactory.getLogger(NbdHandshake.class);
+
+    /** Option data above this is discarded unread and refused with NBD_REP_ERR_TOO_BIG. */
+    static final int MAX_OPTION_LENGTH = 64 << 10;
+
+    private final SocketChannel channel;
+    private final Map<String, Export> exports;
+    private final List<Export> exportList;
+    private final String peer;
+    private final ByteBuffer header = ByteBuffer.allocate(20);
+    private boolean fixedNewstyle;
+    private boolean noZeroes;
+
+    NbdHandshake(SocketChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer)
+    {
+        this.channel = requireNonNull(channel, "channel is null");
+        this.exportList = requireNonNull(exports, "exports is null");
+        this.exports = requireNonNull(exportsByName, "exportsByName is null");
+        this.peer = requireNonNull(peer, "peer is null");
+    }
+
+    /**
+     * Runs the handshake. Returns the export chosen with NBD_OPT_GO or NBD_OPT_EXPORT_NAME, or
+     * {@code null} when the client aborted.
+     *
+     * @throws NbdProtocolException when the client broke the protocol; the connection must be closed
+     * @throws EOFException when the client went away
+     */
+    Export negotiate()
+            throws IOException
+    {
+        ByteBuffer greeting = ByteBuffer.allocate(18)
+                .putLong(NBDMAGIC)
+                .putLong(IHAVEOPT)
+                .putShort((short) (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES));
+        writeFully(greeting.flip());
+
+        int clientFlags = readFully(4).getInt();
+        if ((clientFlags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) != 0) {
+            throw new NbdProtocolException(String.format("unknown client flags 0x%x", clientFlags));
+        }
+        fixedNewstyle = (clientFlags & FLAG_C_FIXED_NEWSTYLE) != 0;
+        noZeroes = (clientFlags & FLAG_C_NO_ZEROES) != 0;
+
+        while (true) {
+            ByteBuffer option = readFully(16);
+            long magic = option.getLong();
+            int opt = option.getInt();
+            long length = Integer.toUnsignedLong(option.getInt());
+            if (magic != IHAVEOPT) {
+                throw new NbdProtocolException(String.format("bad option magic 0x%x", magic));
+            }
+            if (!fixedNewstyle && opt != OPT_EXPORT_NAME) {
+                // A client without FIXED_NEWSTYLE cannot parse option replies: all we can do is hang up.
+                throw new NbdProtocolException("option " + opt + " from a client without fixed newstyle");
+            }
+            if (length > MAX_OPTION_LENGTH) {
+                if (opt == OPT_EXPORT_NAME) {
+                    throw new NbdProtocolException("export name of " + length + " bytes");
+                }
+                skip(length);
+                replyError(opt, REP_ERR_TOO_BIG, "option data of " + length + " bytes is too long");
+                continue;
+            }
+            ByteBuffer data = readFully((int) length);
+            switch (opt) {
+                case OPT_EXPORT_NAME: {
+                    Export export = lookup(decodeName(data));
+                    if (export == null) {
+                        // NBD_OPT_EXPORT_NAME has no error reply: the spec says to close.
+                        throw new NbdProtocolException("unknown export requested with NBD_OPT_EXPORT_NAME");
+                    }
+                    ByteBuffer reply = ByteBuffer.allocate(noZeroes ? 10 : 10 + 124)
+                            .putLong(export.device().size())
+                            .putShort((short) transmissionFlags(export.device().capabilities()));
+                    writeFully(reply.position(reply.capacity()).flip());
+                    return export;
+                }
+                case OPT_ABORT:
+                    try {
+                        reply(opt, REP_ACK, ByteBuffer.allocate(0));
+                    }
+                    catch (IOException e) {
+                        // the client may already have closed; it asked to end anyway
+                    }
+                    return null;
+                case OPT_LIST:
+                    if (length != 0) {
+                        replyError(opt, REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
+                        break;
+                    }
+                    for (Export export : exportList) {
+                        byte[] name = export.name().getBytes(StandardCharsets.UTF_8);
+                        byte[] description = export.description().getBytes(StandardCharsets.UTF_8);
+                        ByteBuffer server = ByteBuffer.allocate(4 + name.length + description.length)
+                                .putInt(name.length).put(name).put(description);
+                        reply(opt, REP_SERVER, server.flip());
+                    }
+                    reply(opt, REP_ACK, ByteBuffer.allocate(0));
+                    break;
+                case OPT_INFO:
+                case OPT_GO: {
+                    Export export = infoOrGo(opt, data);
+                    if (export != null && opt == OPT_GO) {
+                        return export;
+                    }
+                    break;
+                }
+                default:
+                    replyError(opt, REP_ERR_UNSUP, "option " + opt + " is not supported");
+                    break;
+            }
+        }
+    }
+
+    /** Whether the client asked for no 124 zero bytes after NBD_OPT_EXPORT_NAME. */
+    boolean noZeroes()
+    {
+        return noZeroes;
+    }
+
+    /** The transmission flags of a device: only what it declares, and nothing that writes when read-only. */
+    static int transmissionFlags(Capabilities capabilities)
+    {
+        int flags = FLAG_HAS_FLAGS;
+        if (capabilities.flush()) {
+            flags |= FLAG_SEND_FLUSH;
+        }
+        if (capabilities.readOnly()) {
+            flags |= FLAG_READ_ONLY;
+        }
+        else {
+            if (capabilities.flush() || capabilities.nativeFua()) {
+                flags |= FLAG_SEND_FUA;
+            }
+            if (capabilities.trim()) {
+                flags |= FLAG_SEND_TRIM;
+            }
+            if (capabilities.zero()) {
+                flags |= FLAG_SEND_WRITE_ZEROES;
+            }
+        }
+        if (capabilities.multiConn()) {
+            flags |= FLAG_CAN_MULTI_CONN;
+        }
+        return flags;
+    }
+
+    /** Smallest block size: the device's logical block, capped by the spec's 64 KiB limit on the minimum. */
+    static int minimumBlockSize(Capabilities capabilities)
+    {
+        return Math.min(capabilities.logicalBlockSize(), 64 << 10);
+    }
+
+    private Export infoOrGo(int opt, ByteBuffer data)
+            throws IOException
+    {
+        // u32 name length, name, u16 number of info requests, u16 each
+        if (data.remaining() < 6) {
+            replyError(opt, REP_ERR_INVALID, "option data too short");
+            return null;
+        }
+        long nameLength = Integer.toUnsignedLong(data.getInt());
+        if (nameLength > data.remaining() - 2) {
+            replyError(opt, REP_ERR_INVALID, "export name length past the option data");
+            return null;
+        }
+        ByteBuffer nameBytes = data.slice(data.position(), (int) nameLength);
+        data.position(data.position() + (int) nameLength);
+        int requests = Short.toUnsignedInt(data.getShort());
+        if (data.remaining() != 2 * requests) {
+            replyError(opt, REP_ERR_INVALID, "number of information requests does not match the option length");
+            return null;
+        }
+        String name;
+        try {
+            name = decodeName(nameBytes);
+        }
+        catch (NbdProtocolException e) {
+            replyError(opt, REP_ERR_INVALID, e.getMessage());
+            return null;
+        }
+        Export export = lookup(name);
+        if (export == null) {
+            replyError(opt, REP_ERR_UNKNOWN, "unknown export");
+            return null;
+        }
+
+        BlockDevice device = export.device();
+        Capabilities capabilities = device.capabilities();
+        ByteBuffer exportInfo = ByteBuffer.allocate(12)
+                .putShort((short) INFO_EXPORT)
+                .putLong(device.size())
+                .putShort((short) transmissionFlags(capabilities));
+        reply(opt, REP_INFO, exportInfo.flip());
+        for (int i = 0; i < requests; i++) {
+            int type = Short.toUnsignedInt(data.getShort());
+            switch (type) {
+                case INFO_NAME:
+                    reply(opt, REP_INFO, info(INFO_NAME, export.name()));
+                    break;
+                case INFO_DESCRIPTION:
+                    reply(opt, REP_INFO, info(INFO_DESCRIPTION, export.description()));
+                    break;
+                case INFO_BLOCK_SIZE: {
+                    int minimum = minimumBlockSize(capabilities);
+                    ByteBuffer blockSize = ByteBuffer.allocate(14)
+                            .putShort((short) INFO_BLOCK_SIZE)
+                            .putInt(minimum)
+                            .putInt(Math.max(minimum, PREFERRED_BLOCK_SIZE))
+                            .putInt(MAX_PAYLOAD_ADVERTISED);
+                    reply(opt, REP_INFO, blockSize.flip());
+                    break;
+                }
+                default:
+                    // The spec: a server ignores information requests it does not understand.
+                    break;
+            }
+        }
+        reply(opt, REP_ACK, ByteBuffer.allocate(0));
+        return export;
+    }
+
+    /** The export of that name; the empty name (the client's default) is the first export unless one is named "". */
+    private Export lookup(String name)
+    {
+        Export export = exports.get(name);
+        if (export == null && name.isEmpty() && !exportList.isEmpty()) {
+            return exportList.get(0);
+        }
+        return export;
+    }
+
+    private static ByteBuffer info(int type, String text)
+    {
+        byte[] bytes = text.getBytes(StandardCharsets.UTF_8);
+        return ByteBuffer.allocate(2 + bytes.length).putShort((short) type).put(bytes).flip();
+    }
+
+    private static String decodeName(ByteBuffer bytes)
+            throws NbdProtocolException
+    {
+        try {
+            CharBuffer chars = StandardCharsets.UTF_8.newDecoder()
+                    .onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT)
+                    .decode(bytes);
+            return chars.toString();
+        }
+        catch (CharacterCodingException e) {
+            throw new NbdProtocolException("export name is not UTF-8");
+        }
+    }
+
+    private void replyError(int opt, int type, String message)
+            throws IOException
+    {
+        log.debug("{}: option {} refused ({}): {}", peer, opt, type & ~NbdProtocol.REP_FLAG_ERROR, message);
+        reply(opt, type, ByteBuffer.wrap(message.getBytes(StandardCharsets.UTF_8)));
+    }
+
+    private void reply(int opt, int type, ByteBuffer data)
+            throws IOException
+    {
+        header.clear()
+                .putLong(REPLY_MAGIC)
+                .putInt(opt)
+                .putInt(type)
+                .putInt(data.remaining())
+                .flip();
+        // Small enough to join into one write, so a reply is one segment on the wire.
+        ByteBuffer[] buffers = {header, data};
+        while (header.hasRemaining() || data.hasRemaining()) {
+            channel.write(buffers);
+        }
+    }
+
+    private ByteBuffer readFully(int length)
+            throws IOException
+    {
+        ByteBuffer buffer = ByteBuffer.allocate(length);
+        while (buffer.hasRemaining()) {
+            if (channel.read(buffer) < 0) {
+                throw new EOFException("client closed the connection during the handshake");
+            }
+        }
+        return buffer.flip();
+    }
+
+    private void skip(long length)
+            throws IOException
+    {
+        ByteBuffer scratch = ByteBuffer.allocate(8192);
+        while (length > 0) {
+            scratch.clear().limit((int) Math.min(scratch.capacity(), length));
+            int n = channel.read(scratch);
+            if (n < 0) {
+                throw new EOFException("client closed the connection during the handshake");
+            }
+            length -= n;
+        }
+    }
+
+    private void writeFully(ByteBuffer buffer)
+            throws IOException
+    {
+        while (buffer.hasRemaining()) {
+            channel.write(buffer);
+        }
+    }
+}

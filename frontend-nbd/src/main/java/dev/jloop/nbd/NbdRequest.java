@@ -1,0 +1,70 @@
+package dev.jloop.nbd;
+
+import dev.jloop.api.Bio;
+import dev.jloop.iter.BvecIter;
+import dev.jloop.iter.Page;
+
+import java.nio.ByteBuffer;
+
+/**
+ * One NBD request of a connection, pooled with everything it needs (bio, page iterator, page array,
+ * reply header, gather array), so that the data path allocates nothing in steady state.
+ *
+ * <p>Ownership: the connection's reader fills it and submits its bio; from submission to end-io the
+ * bio and pages belong to the device; then the reply writer owns it until it has written the reply
+ * and recycled it (pages back to the pool, bytes back to the in-flight budget). The {@link #next}
+ * link threads it on the free list or the reply queue, whichever holds it.
+ */
+final class NbdRequest
+{
+    final Bio bio = new Bio();
+    final BvecIter iter = new BvecIter();
+    final ByteBuffer replyHeader = ByteBuffer.allocateDirect(NbdProtocol.SIMPLE_REPLY_SIZE);
+    Page[] pages = new Page[16];
+    int nrPages;
+    ByteBuffer[] gather = new ByteBuffer[17];
+
+    long cookie;
+    int type;
+    long length;
+    /** Bytes taken from the connection's in-flight budget, given back on recycling. */
+    int permits;
+    /** NBD error of the reply (not errno). */
+    int error;
+    /** FUA on TRIM: the device honours FUA on writes only, so a FLUSH follows the discard. */
+    boolean flushAfter;
+
+    NbdRequest next;
+
+    void reset(long cookie, int type, long length)
+    {
+        this.cookie = cookie;
+        this.type = type;
+        this.length = length;
+        this.error = 0;
+        this.flushAfter = false;
+        this.permits = 0;
+        this.nrPages = 0;
+    }
+
+    /** Makes room for {@code maxPages} pages, growing the arrays once for this pooled request. */
+    void ensurePages(int maxPages)
+    {
+        if (pages.length < maxPages) {
+            pages = new Page[maxPages];
+            gather = new ByteBuffer[maxPages + 1];
+        }
+    }
+
+    /** Sets every page buffer to cover this request's part of it, for socket I/O. */
+    void preparePageBuffers()
+    {
+        long left = length;
+        for (int i = 0; i < nrPages; i++) {
+            ByteBuffer buffer = pages[i].buffer();
+            int bytes = (int) Math.min(buffer.capacity(), left);
+            buffer.clear().limit(bytes);
+            left -= bytes;
+        }
+    }
+}

@@ -1,0 +1,388 @@
+package dev.jloop.nbd;
+
+import dev.jloop.api.Export;
+import dev.jloop.api.Frontend;
+import dev.jloop.api.FrontendConfig;
+import dev.jloop.iter.PagePool;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.StandardProtocolFamily;
+import java.net.StandardSocketOptions;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.attribute.BasicFileAttributes;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.TimeUnit;
+
+import static java.util.Objects.requireNonNull;
+
+/**
+ * An NBD server (fixed newstyle, simple replies) over TCP or a Unix socket, serving one or more
+ * exports. Each connection has a reader thread (handshake, then requests) and a writer thread
+ * (replies); request data lives in pages of one server-wide {@link PagePool}.
+ *
+ * <p>Options ({@link FrontendConfig#options()}); sizes take a K, M or G suffix (powers of 1024):
+ * <ul>
+ * <li>{@code max-inflight-bytes} (default 128M): payload bytes one connection may have in flight,
+ *     from page allocation to the reply being written. A client that stops reading replies stalls
+ *     only itself once it reaches this.
+ * <li>{@code max-inflight-requests} (default 256): requests one connection may have in flight.
+ * <li>{@code page-pool-bytes} (default 512M): capacity of the page pool this server creates (not
+ *     used when a pool is given). Requests beyond it get ENOMEM; it should be at least
+ *     {@code max-inflight-bytes} times the number of clients expected, or stalled clients can
+ *     take all pages and slow the others.
+ * <li>{@code close-timeout-ms} (default 30000): how long {@link #close()} waits for in-flight
+ *     requests and their replies before it closes the sockets of clients that do not read.
+ * </ul>
+ */
+public final class NbdServer
+        implements Frontend
+{
+    private static final Logger log = LoggerFactory.getLogger(NbdServer.class);
+
+    public static final String MAX_INFLIGHT_BYTES = "max-inflight-bytes";
+    public static final String MAX_INFLIGHT_REQUESTS = "max-inflight-requests";
+    public static final String PAGE_POOL_BYTES = "page-pool-bytes";
+    public static final String CLOSE_TIMEOUT_MS = "close-timeout-ms";
+    private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS);
+
+    private final List<Export> exports;
+    private final Map<String, Export> exportsByName;
+    private final PagePool pagePool;
+    private final boolean ownsPagePool;
+    private final int maxInflightBytes;
+    private final int maxInflightRequests;
+    private final long closeTimeoutMillis;
+    private final ServerSocketChannel listener;
+    private final Path socketPath;
+    private final String uri;
+    private final Thread acceptThread;
+    private final Map<NbdConnection, Thread> connections = new LinkedHashMap<>();
+    private int nextConnectionId;
+    private boolean closed;
+
+    /** Starts a server with its own page pool, sized by {@code page-pool-bytes}. */
+    public static NbdServer start(FrontendConfig config, List<Export> exports)
+            throws IOException
+    {
+        long capacity = parseSize(config.options(), PAGE_POOL_BYTES, 512L << 20);
+        return new NbdServer(config, exports, new PagePool(capacity), true);
+    }
+
+    /**
+     * Starts a server whose request pages come from {@code pagePool} (shared with a backend that
+     * registers its slabs, for example). The caller keeps ownership of the pool.
+     */
+    public static NbdServer start(FrontendConfig config, List<Export> exports, PagePool pagePool)
+            throws IOException
+    {
+        return new NbdServer(config, exports, requireNonNull(pagePool, "pagePool is null"), false);
+    }
+
+    private NbdServer(FrontendConfig config, List<Export> exports, PagePool pagePool, boolean ownsPagePool)
+            throws IOException
+    {
+        requireNonNull(config, "config is null");
+        this.exports = List.copyOf(requireNonNull(exports, "exports is null"));
+        if (this.exports.isEmpty()) {
+            throw new IllegalArgumentException("no exports to serve");
+        }
+        Map<String, Export> byName = new LinkedHashMap<>();
+        for (Export export : this.exports) {
+            if (byName.put(export.name(), export) != null) {
+                throw new IllegalArgumentException("two exports named '" + export.name() + "'");
+            }
+            if (export.name().getBytes(StandardCharsets.UTF_8).length > 4096) {
+                throw new IllegalArgumentException("export name longer than the protocol's 4096 bytes: " + export.name());
+            }
+        }
+        this.exportsByName = Map.copyOf(byName);
+        Map<String, String> options = config.options();
+        for (String key : options.keySet()) {
+            if (!OPTIONS.contains(key)) {
+                throw new IllegalArgumentException("unknown nbd option '" + key + "'; known options: " + new java.util.TreeSet<>(OPTIONS));
+            }
+        }
+        this.maxInflightBytes = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_BYTES, 128L << 20));
+        this.maxInflightRequests = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_REQUESTS, 256));
+        this.closeTimeoutMillis = parseSize(options, CLOSE_TIMEOUT_MS, 30_000);
+        this.pagePool = pagePool;
+        this.ownsPagePool = ownsPagePool;
+
+        String firstExport = this.exports.get(0).name();
+        if (config.socket().isPresent()) {
+            Path path = config.socket().get().toAbsolutePath();
+            removeStaleSocket(path);
+            ServerSocketChannel channel = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+            try {
+                channel.bind(UnixDomainSocketAddress.of(path));
+            }
+            catch (IOException e) {
+                channel.close();
+                throw new IOException("cannot listen on Unix socket " + path + ": " + e.getMessage(), e);
+            }
+            this.listener = channel;
+            this.socketPath = path;
+            this.uri = "nbd+unix:///" + encode(firstExport, false) + "?socket=" + encode(path.toString(), true);
+        }
+        else {
+            ServerSocketChannel channel = ServerSocketChannel.open();
+            try {
+                channel.setOption(StandardSocketOptions.SO_REUSEADDR, true);
+                channel.bind(new InetSocketAddress(config.host(), config.port()));
+            }
+            catch (IOException e) {
+                channel.close();
+                throw new IOException("cannot listen on " + config.host() + ":" + config.port() + ": " + e.getMessage(), e);
+            }
+            this.listener = channel;
+            this.socketPath = null;
+            int port = ((InetSocketAddress) channel.getLocalAddress()).getPort();
+            String host = config.host().contains(":") ? "[" + config.host() + "]" : config.host();
+            this.uri = "nbd://" + host + ":" + port + "/" + encode(firstExport, false);
+        }
+        this.acceptThread = new Thread(this::acceptLoop, "nbd-accept");
+        acceptThread.setDaemon(true);
+        acceptThread.start();
+        log.info("NBD server listening on {}", uri);
+    }
+
+    @Override
+    public String uri()
+    {
+        return uri;
+    }
+
+    @Override
+    public void close()
+    {
+        List<NbdConnection> open;
+        synchronized (this) {
+            if (closed) {
+                return;
+            }
+            closed = true;
+        }
+        try {
+            listener.close();
+        }
+        catch (IOException e) {
+            log.warn("closing the listening socket failed: {}", e.toString());
+        }
+        joinQuietly(acceptThread, 0);
+        Map<NbdConnection, Thread> snapshot;
+        synchronized (this) {
+            snapshot = new LinkedHashMap<>(connections);
+        }
+        for (NbdConnection connection : snapshot.keySet()) {
+            connection.stopReading();
+        }
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(closeTimeoutMillis);
+        for (Map.Entry<NbdConnection, Thread> entry : snapshot.entrySet()) {
+            long left = Math.max(1, TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime()));
+            if (!joinQuietly(entry.getValue(), left)) {
+                log.warn("{}: replies not taken within {} ms of closing, closing the connection", entry.getKey().name(), closeTimeoutMillis);
+                entry.getKey().closeChannel();
+                if (!joinQuietly(entry.getValue(), closeTimeoutMillis)) {
+                    log.warn("{}: requests still in flight in the device after closing", entry.getKey().name());
+                }
+            }
+        }
+        if (socketPath != null) {
+            try {
+                Files.deleteIfExists(socketPath);
+            }
+            catch (IOException e) {
+                log.warn("cannot remove socket {}: {}", socketPath, e.toString());
+            }
+        }
+        if (ownsPagePool) {
+            pagePool.close();
+        }
+        log.info("NBD server on {} closed", uri);
+    }
+
+    List<Export> exports()
+    {
+        return exports;
+    }
+
+    Map<String, Export> exportsByName()
+    {
+        return exportsByName;
+    }
+
+    PagePool pagePool()
+    {
+        return pagePool;
+    }
+
+    int maxInflightBytes()
+    {
+        return maxInflightBytes;
+    }
+
+    int maxInflightRequests()
+    {
+        return maxInflightRequests;
+    }
+
+    synchronized void connectionClosed(NbdConnection connection)
+    {
+        connections.remove(connection);
+    }
+
+    private void acceptLoop()
+    {
+        while (true) {
+            SocketChannel channel;
+            try {
+                channel = listener.accept();
+            }
+            catch (ClosedChannelException e) {
+                return;
+            }
+            catch (IOException e) {
+                synchronized (this) {
+                    if (closed) {
+                        return;
+                    }
+                }
+                // e.g. EMFILE: keep serving the clients we have
+                log.warn("accept failed: {}", e.toString());
+                continue;
+            }
+            try {
+                String peer;
+                if (socketPath == null) {
+                    channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
+                    peer = String.valueOf(channel.getRemoteAddress());
+                }
+                else {
+                    peer = "unix:" + socketPath;
+                }
+                synchronized (this) {
+                    if (closed) {
+                        channel.close();
+                        return;
+                    }
+                    int id = nextConnectionId++;
+                    String name = "nbd-conn-" + id;
+                    NbdConnection connection = new NbdConnection(this, channel, name, name + " " + peer);
+                    Thread thread = new Thread(connection, name);
+                    thread.setDaemon(true);
+                    connections.put(connection, thread);
+                    thread.start();
+                }
+            }
+            catch (IOException e) {
+                log.warn("cannot set up an accepted connection: {}", e.toString());
+                try {
+                    channel.close();
+                }
+                catch (IOException ignored) {
+                    // nothing more to do with it
+                }
+            }
+        }
+    }
+
+    /** A socket file left by a server that died is removed; a live one, or any other file, is an error. */
+    private static void removeStaleSocket(Path path)
+            throws IOException
+    {
+        BasicFileAttributes attributes;
+        try {
+            attributes = Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+        }
+        catch (java.nio.file.NoSuchFileException e) {
+            return;
+        }
+        if (!attributes.isOther()) {
+            throw new IOException("cannot listen on " + path + ": it exists and is not a socket");
+        }
+        try (SocketChannel probe = SocketChannel.open(UnixDomainSocketAddress.of(path))) {
+            throw new IOException("cannot listen on " + path + ": another server is listening there");
+        }
+        catch (IOException e) {
+            if (e.getMessage() != null && e.getMessage().startsWith("cannot listen on")) {
+                throw e;
+            }
+            Files.deleteIfExists(path);
+        }
+    }
+
+    /** Percent-encodes all but RFC 3986 unreserved characters (and '/' where {@code keepSlash}). */
+    static String encode(String text, boolean keepSlash)
+    {
+        StringBuilder out = new StringBuilder();
+        for (byte b : text.getBytes(StandardCharsets.UTF_8)) {
+            int c = b & 0xff;
+            if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                    || c == '-' || c == '.' || c == '_' || c == '~' || (keepSlash && c == '/')) {
+                out.append((char) c);
+            }
+            else {
+                out.append('%').append(String.format("%02X", c));
+            }
+        }
+        return out.toString();
+    }
+
+    static long parseSize(Map<String, String> options, String key, long defaultValue)
+    {
+        String value = options.get(key);
+        if (value == null) {
+            return defaultValue;
+        }
+        String text = value.trim().toUpperCase(Locale.ROOT);
+        long multiplier = 1;
+        if (text.endsWith("K")) {
+            multiplier = 1L << 10;
+        }
+        else if (text.endsWith("M")) {
+            multiplier = 1L << 20;
+        }
+        else if (text.endsWith("G")) {
+            multiplier = 1L << 30;
+        }
+        if (multiplier != 1) {
+            text = text.substring(0, text.length() - 1);
+        }
+        try {
+            long number = Long.parseLong(text);
+            if (number <= 0) {
+                throw new IllegalArgumentException("nbd option " + key + " must be positive: " + value);
+            }
+            return Math.multiplyExact(number, multiplier);
+        }
+        catch (NumberFormatException | ArithmeticException e) {
+            throw new IllegalArgumentException("nbd option " + key + " is not a size: " + value);
+        }
+    }
+
+    private static boolean joinQuietly(Thread thread, long millis)
+    {
+        try {
+            thread.join(millis);
+        }
+        catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        return !thread.isAlive();
+    }
+}

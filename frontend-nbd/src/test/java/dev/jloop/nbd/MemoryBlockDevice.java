@@ -1,0 +1,177 @@
+package dev.jloop.nbd;
+
+import dev.jloop.api.Bio;
+import dev.jloop.api.BlockDevice;
+import dev.jloop.api.Capabilities;
+import dev.jloop.api.IovIter;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * A fake {@link BlockDevice} over sparse memory (4 KiB chunks, absent ones read as zeros), so a test
+ * can serve a device larger than its heap. It records what it was asked, can fail requests with a
+ * chosen errno, and can hold bios until a number of them are in flight and then complete them in
+ * reverse order from its own thread, to show replies going out in completion order.
+ */
+final class MemoryBlockDevice
+        implements BlockDevice
+{
+    private static final int CHUNK = 4096;
+
+    private final long size;
+    private final Capabilities capabilities;
+    private final Map<Long, byte[]> chunks = new HashMap<>();
+    private final List<String> log = Collections.synchronizedList(new ArrayList<>());
+    private final List<Bio> held = new ArrayList<>();
+    private volatile int error;
+    private int holdUntil;
+
+    MemoryBlockDevice(long size, Capabilities capabilities)
+    {
+        this.size = size;
+        this.capabilities = capabilities;
+    }
+
+    static Capabilities allCapabilities()
+    {
+        return Capabilities.builder().flush(true).nativeFua(true).trim(true).zero(true).multiConn(true).build();
+    }
+
+    /** Fails every following request with {@code -errno} (0 to succeed again). */
+    void failWith(int errno)
+    {
+        this.error = errno;
+    }
+
+    /** Holds bios until {@code count} are in flight, then completes them newest first. */
+    synchronized void holdUntil(int count)
+    {
+        this.holdUntil = count;
+    }
+
+    /** What the device was asked, e.g. {@code "WRITE_ZEROES 0 4096 flags=3"}. */
+    List<String> log()
+    {
+        synchronized (log) {
+            return List.copyOf(log);
+        }
+    }
+
+    synchronized byte[] read(long offset, int length)
+    {
+        byte[] out = new byte[length];
+        int done = 0;
+        while (done < length) {
+            long position = offset + done;
+            int inChunk = (int) (position % CHUNK);
+            int n = Math.min(CHUNK - inChunk, length - done);
+            byte[] chunk = chunks.get(position / CHUNK);
+            if (chunk != null) {
+                System.arraycopy(chunk, inChunk, out, done, n);
+            }
+            done += n;
+        }
+        return out;
+    }
+
+    synchronized void write(long offset, byte[] data)
+    {
+        int done = 0;
+        while (done < data.length) {
+            long position = offset + done;
+            int inChunk = (int) (position % CHUNK);
+            int n = Math.min(CHUNK - inChunk, data.length - done);
+            System.arraycopy(data, done, chunks.computeIfAbsent(position / CHUNK, k -> new byte[CHUNK]), inChunk, n);
+            done += n;
+        }
+    }
+
+    @Override
+    public long size()
+    {
+        return size;
+    }
+
+    @Override
+    public Capabilities capabilities()
+    {
+        return capabilities;
+    }
+
+    @Override
+    public void submit(Bio bio)
+    {
+        log.add(bio.op() + " " + bio.offset() + " " + bio.length() + " flags=" + bio.flags());
+        List<Bio> batch = null;
+        synchronized (this) {
+            if (holdUntil > 0) {
+                held.add(bio);
+                if (held.size() < holdUntil) {
+                    return;
+                }
+                batch = new ArrayList<>(held);
+                held.clear();
+                holdUntil = 0;
+            }
+        }
+        if (batch == null) {
+            execute(bio);
+            return;
+        }
+        Collections.reverse(batch);
+        List<Bio> newestFirst = batch;
+        Thread completer = new Thread(() -> newestFirst.forEach(this::execute), "fake-device-completer");
+        completer.start();
+    }
+
+    private void execute(Bio bio)
+    {
+        if (error != 0) {
+            bio.endIo(-error);
+            return;
+        }
+        IovIter iter = bio.iter();
+        switch (bio.op()) {
+            case READ: {
+                byte[] data = read(bio.offset(), (int) bio.length());
+                iter.copyToIter(data, 0, data.length);
+                break;
+            }
+            case WRITE: {
+                byte[] data = new byte[(int) bio.length()];
+                iter.copyFromIter(data, 0, data.length);
+                write(bio.offset(), data);
+                break;
+            }
+            case DISCARD:
+            case WRITE_ZEROES:
+                zero(bio.offset(), bio.length());
+                break;
+            case FLUSH:
+                break;
+        }
+        bio.endIo(0);
+    }
+
+    private synchronized void zero(long offset, long length)
+    {
+        long done = 0;
+        while (done < length) {
+            long position = offset + done;
+            int inChunk = (int) (position % CHUNK);
+            int n = (int) Math.min(CHUNK - inChunk, length - done);
+            byte[] chunk = chunks.get(position / CHUNK);
+            if (chunk != null) {
+                java.util.Arrays.fill(chunk, inChunk, inChunk + n, (byte) 0);
+            }
+            done += n;
+        }
+    }
+
+    @Override
+    public void close() {}
+}
