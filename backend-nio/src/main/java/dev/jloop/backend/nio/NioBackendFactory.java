@@ -1,0 +1,37 @@
+package dev.jloop.backend.nio;
+
+import dev.jloop.api.BackendConfig;
+import dev.jloop.api.BackendFactory;
+import dev.jloop.api.BackingFile;
+
+import java.io.IOException;
+
+/** The {@code nio} backend: {@link NioBackingFile}. Ranked above {@code sync} for {@code --backend auto}. */
+public class NioBackendFactory
+        implements BackendFactory
+{
+    @Override
+    public String name()
+    {
+        return "nio";
+    }
+
+    @Override
+    public String description()
+    {
+        return "FileChannel positional I/O on a fixed pool of queue-depth threads";
+    }
+
+    @Override
+    public int autoPriority()
+    {
+        return 10;
+    }
+
+    @Override
+    public BackingFile open(BackendConfig config)
+            throws IOException
+    {
+        return NioBackingFile.open(config);
+    }
+}
