@@ -66,8 +66,11 @@ final class NbdConnection
         catch (EOFException | ClosedChannelException e) {
             log.debug("{}: connection ended: {}", peer, e.toString());
         }
-        catch (IOException | RuntimeException e) {
+        catch (IOException e) {
             log.warn("{}: connection failed: {}", peer, e.toString());
+        }
+        catch (RuntimeException e) {
+            log.error("{}: connection failed", peer, e);
         }
         finally {
             closeChannel();

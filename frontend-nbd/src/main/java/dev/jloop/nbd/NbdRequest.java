@@ -56,6 +56,18 @@ final class NbdRequest
         }
     }
 
+    /**
+     * Gives the page buffers their full position 0 and limit: the iterators address pages with
+     * absolute gets and puts, which are bounded by the limit, and the next owner of a freed page
+     * expects it whole.
+     */
+    void clearPageBuffers()
+    {
+        for (int i = 0; i < nrPages; i++) {
+            pages[i].buffer().clear();
+        }
+    }
+
     /** Sets every page buffer to cover this request's part of it, for socket I/O. */
     void preparePageBuffers()
     {

@@ -197,10 +197,12 @@ final class NbdTransmission
                 }
                 if (type == CMD_WRITE) {
                     readPayload(request);
+                    request.clearPageBuffers();
                     request.iter.reset(IovIter.Direction.SOURCE, request.pages, request.nrPages, length);
                     request.bio.init(Bio.Op.WRITE, offset, length, bioFlags(flags), request.iter);
                 }
                 else {
+                    request.clearPageBuffers();
                     request.iter.reset(IovIter.Direction.DEST, request.pages, request.nrPages, length);
                     request.bio.init(Bio.Op.READ, offset, length, 0, request.iter);
                 }
@@ -310,6 +312,7 @@ final class NbdTransmission
     void recycle(NbdRequest request)
     {
         if (request.nrPages > 0) {
+            request.clearPageBuffers();
             pagePool.free(request.pages, request.nrPages);
             request.nrPages = 0;
         }
