@@ -417,6 +417,28 @@ public final class Ring
     }
 
     /**
+     * Submits every SQE published so far by any thread's {@link #flush()} (under SQPOLL: wakes the
+     * kernel thread if it sleeps). Safe from any thread; makes no syscall when nothing is pending.
+     * Returns the SQEs consumed, or {@code -EAGAIN}/{@code -EBUSY} as {@link #enter} does.
+     */
+    public int submitPublished()
+            throws IoUringException
+    {
+        if ((setupFlags & SETUP_SQPOLL) != 0) {
+            VarHandle.fullFence();
+            if (((int) INT.getAcquire(sqRing, sqFlags) & SQ_NEED_WAKEUP) != 0) {
+                return enter(0, 0, ENTER_SQ_WAKEUP);
+            }
+            return 0;
+        }
+        int pending = sqPending();
+        if (pending == 0) {
+            return 0;
+        }
+        return enter(pending, 0, cqNeedsEnter() ? ENTER_GETEVENTS : 0);
+    }
+
+    /**
      * {@code io_uring_enter(2)}, retried on EINTR. Safe from any thread. {@code toSubmit} larger than
      * what is pending submits all that is pending (the kernel clamps it). Returns the SQEs consumed, or
      * {@code -EAGAIN}/{@code -EBUSY} (a result, not an error: the kernel is short of resources or the

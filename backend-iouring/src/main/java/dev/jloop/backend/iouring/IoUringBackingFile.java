@@ -1,0 +1,810 @@
+package dev.jloop.backend.iouring;
+
+import dev.jloop.api.BackendConfig;
+import dev.jloop.api.BackingFile;
+import dev.jloop.api.Capabilities;
+import dev.jloop.api.Errno;
+import dev.jloop.api.ExtentSink;
+import dev.jloop.api.IovIter;
+import dev.jloop.api.Kiocb;
+import dev.jloop.api.ThreadModel;
+import dev.jloop.posix.BounceIo;
+import dev.jloop.posix.Extents;
+import dev.jloop.posix.FileDescriptor;
+import dev.jloop.posix.Posix;
+import dev.jloop.uring.CompletionHandler;
+import dev.jloop.uring.IoUring;
+import dev.jloop.uring.IoUringException;
+import dev.jloop.uring.Ring;
+import jnr.ffi.Memory;
+import jnr.ffi.Pointer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.List;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+
+import static java.util.Objects.requireNonNull;
+
+/**
+ * A {@link BackingFile} on io_uring: every read, write, fsync and fallocate is an SQE on one ring per
+ * file, with the file registered as fixed file 0.
+ *
+ * <p>Threading, the simplest design that is correct with many submitting threads: any thread writes
+ * SQEs into the ring under {@link #lock}, a short lock held only while an SQE is written and the SQ
+ * tail published (never around a wait for I/O), then calls {@code io_uring_enter} to submit, outside
+ * the lock (the kernel serialises submitters and clamps {@code to_submit} to what is pending, so any
+ * thread's enter submits everyone's SQEs). Inside a {@link #plug()} the enter is deferred to the
+ * outermost {@link #unplug()}: one enter per batch. One completion thread waits in
+ * {@code io_uring_enter(GETEVENTS)}, reaps CQEs and calls {@link Kiocb#complete(long)}; it allocates
+ * nothing and waits for nothing but CQEs (it takes {@link #lock} only to write the SQE that continues a
+ * short transfer or to return a slot). The ring is therefore not set up with SINGLE_ISSUER.
+ *
+ * <p>In flight is bounded by a fixed array of slots ({@code queue-depth}, default
+ * {@link BackendConfig#queueDepth()}); each slot owns its kiocb between submission and completion
+ * and a preallocated iovec array for READV/WRITEV. A submitter that finds no free slot submits what is
+ * pending and waits. The SQ has room for every slot plus the control SQEs, so writing an SQE never
+ * waits; the CQ is twice the SQ, so it never overflows (the ring flushes an overflow anyway).
+ *
+ * <p>Data paths: a direct iterator (KVEC, BVEC) aligned as the file needs goes straight to the ring:
+ * READ/WRITE for one segment (READ_FIXED/WRITE_FIXED when it lies in buffers given to
+ * {@link #registerBuffers}), READV/WRITEV for several (at most {@value #IOV_PER_SLOT} per SQE; the rest
+ * follows as a continuation). Short transfers are resubmitted for the rest, a read returning 0 (end of
+ * file) completes with what was read, {@code -EAGAIN} is retried. Heap (IOVEC) iterators and, under
+ * {@code O_DIRECT}, unaligned requests are bounced synchronously in the submitting thread through a
+ * per-thread aligned buffer with {@code pread}/{@code pwrite} ({@link BounceIo}: read-modify-write of
+ * partial blocks under an exclusive {@link BlockRangeLock}; aligned {@code O_DIRECT} writes on the ring
+ * hold their blocks shared until completion).
+ *
+ * <p>{@link #close()} cancels what is in flight ({@code IORING_OP_ASYNC_CANCEL} of any request), waits
+ * for every CQE (the kernel may still be using the memory until then) and completes each such kiocb
+ * exactly once with {@code -ECANCELED}; then it stops the completion thread and closes the ring and file.
+ */
+public final class IoUringBackingFile
+        implements BackingFile
+{
+    private static final Logger log = LoggerFactory.getLogger(IoUringBackingFile.class);
+
+    static final int IOV_PER_SLOT = 64;
+    private static final int BLOCK = BounceIo.DIRECT_BLOCK_SIZE;
+    private static final int BOUNCE_SIZE = 256 * 1024;
+    private static final long WAKEUP = -1L;
+    private static final long CANCEL = -2L;
+    private static final int FIXED_FILE = 0;
+
+    private static final int OP_READ = 0;
+    private static final int OP_WRITE = 1;
+    private static final int OP_FSYNC = 2;
+    private static final int OP_FALLOCATE = 3;
+
+    private final FileDescriptor fd;
+    private final boolean readOnly;
+    private final boolean direct;
+    private final Capabilities capabilities;
+    private final Ring ring;
+    private final Pointer iovecs;
+    private final Slot[] slots;
+    private final int[] freeSlots;
+    private int nrFree;
+    private final ReentrantLock lock = new ReentrantLock();
+    private final Condition slotFreed = lock.newCondition();
+    private final ThreadLocal<Plug> plugs = ThreadLocal.withInitial(Plug::new);
+    private final ThreadLocal<SyncBounce> bounces;
+    private final BlockRangeLock blockLock = new BlockRangeLock();
+    private final Thread completionThread;
+    private final CompletionHandler handler = this::handle;
+    private final Runnable submitPending = this::submitPending;
+
+    private volatile boolean closing;
+    private boolean closed;
+    private volatile boolean stopped;
+    /** Set by the completion thread while handling a batch: continuations were written, enter after it. */
+    private boolean continued;
+
+    private long[] fixedStart = new long[0];
+    private long[] fixedEnd = new long[0];
+    private long fixedSubmissions;
+
+    IoUringBackingFile(BackendConfig config)
+            throws IOException
+    {
+        requireNonNull(config, "config is null");
+        this.readOnly = config.readOnly();
+        this.direct = config.direct();
+        int queueDepth = intOption(config, "queue-depth", config.queueDepth());
+        boolean sqpoll = Boolean.parseBoolean(config.options().getOrDefault("uring-sqpoll", "false"));
+
+        this.capabilities = Capabilities.builder()
+                .readOnly(readOnly)
+                .flush(true)
+                .nativeFua(true)
+                .trim(true)
+                .zero(true)
+                .extents(true)
+                .multiConn(true)
+                .threadModel(ThreadModel.PARALLEL)
+                .logicalBlockSize(direct ? BLOCK : 1)
+                .build();
+
+        FileDescriptor file = FileDescriptor.openBackingFile(config.path(), readOnly, direct);
+        Ring opened = null;
+        try {
+            // every slot's SQE, plus a wakeup and a cancel
+            opened = Ring.builder(queueDepth + 2)
+                    .flags(sqpoll ? IoUring.SETUP_SQPOLL : 0)
+                    .sqThreadIdleMillis(sqpoll ? 100 : 0)
+                    .open();
+            opened.registerFiles(file.intValue());
+        }
+        catch (IoUringException e) {
+            if (opened != null) {
+                opened.close();
+            }
+            file.close();
+            throw new IOException("io_uring for " + config.path() + ": " + e.getMessage(), e);
+        }
+        this.fd = file;
+        this.ring = opened;
+        this.iovecs = Memory.allocateDirect(jnr.ffi.Runtime.getSystemRuntime(), 16L * IOV_PER_SLOT * queueDepth, true);
+        this.slots = new Slot[queueDepth];
+        this.freeSlots = new int[queueDepth];
+        for (int i = 0; i < queueDepth; i++) {
+            slots[i] = new Slot(i, iovecs.address() + 16L * IOV_PER_SLOT * i);
+            freeSlots[i] = queueDepth - 1 - i;
+        }
+        this.nrFree = queueDepth;
+        this.bounces = ThreadLocal.withInitial(SyncBounce::new);
+        this.completionThread = new Thread(this::completionLoop, "jloop-uring-" + config.path().getFileName());
+        completionThread.setDaemon(true);
+        completionThread.start();
+    }
+
+    private static int intOption(BackendConfig config, String name, int defaultValue)
+    {
+        String value = config.options().get(name);
+        if (value == null) {
+            return defaultValue;
+        }
+        int parsed = Integer.parseInt(value.trim());
+        if (parsed < 1) {
+            throw new IllegalArgumentException(name + " must be positive: " + value);
+        }
+        return parsed;
+    }
+
+    // ---- BackingFile
+
+    @Override
+    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    {
+        if (pos < 0) {
+            return -Errno.EINVAL;
+        }
+        if (closing) {
+            return -Errno.ESHUTDOWN;
+        }
+        if (iter.count() == 0) {
+            return 0;
+        }
+        if (!goesStraight(iter, pos)) {
+            return bounces.get().readIter(iter, pos);
+        }
+        return queueRw(kiocb, OP_READ, iter, pos, 0);
+    }
+
+    @Override
+    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    {
+        if (readOnly) {
+            return -Errno.EPERM;
+        }
+        if (pos < 0) {
+            return -Errno.EINVAL;
+        }
+        if (closing) {
+            return -Errno.ESHUTDOWN;
+        }
+        if (iter.count() == 0) {
+            return 0;
+        }
+        boolean dsync = (kiocb.flags() & Kiocb.IOCB_DSYNC) != 0;
+        if (!goesStraight(iter, pos)) {
+            long res = bounces.get().writeIter(iter, pos);
+            if (res > 0 && dsync) {
+                int sync = Posix.fdatasync(fd.intValue());
+                return sync < 0 ? sync : res;
+            }
+            return res;
+        }
+        return queueRw(kiocb, OP_WRITE, iter, pos, dsync ? IoUring.RWF_DSYNC : 0);
+    }
+
+    @Override
+    public long fsync(Kiocb kiocb, boolean datasync)
+    {
+        if (closing) {
+            return -Errno.ESHUTDOWN;
+        }
+        Slot slot = acquireSlot();
+        if (slot == null) {
+            return -Errno.ESHUTDOWN;
+        }
+        slot.init(kiocb, OP_FSYNC, null, 0, datasync ? IoUring.FSYNC_DATASYNC : 0);
+        return queue(slot);
+    }
+
+    @Override
+    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    {
+        if (readOnly) {
+            return -Errno.EPERM;
+        }
+        if (offset < 0 || length <= 0) {
+            return length == 0 && offset >= 0 ? 0 : -Errno.EINVAL;
+        }
+        if (closing) {
+            return -Errno.ESHUTDOWN;
+        }
+        if (direct) {
+            // The kernel zeroes partial blocks through the page cache: keep read-modify-writes off them.
+            blockLock.lock(offset / BLOCK, (offset + length - 1) / BLOCK, true, submitPending);
+        }
+        Slot slot = acquireSlot();
+        if (slot == null) {
+            if (direct) {
+                blockLock.unlock(offset / BLOCK, (offset + length - 1) / BLOCK, true);
+            }
+            return -Errno.ESHUTDOWN;
+        }
+        slot.init(kiocb, OP_FALLOCATE, null, offset, mode);
+        slot.length = length;
+        if (direct) {
+            slot.holdBlocks(offset / BLOCK, (offset + length - 1) / BLOCK, true);
+        }
+        return queue(slot);
+    }
+
+    @Override
+    public long extents(long offset, long length, ExtentSink sink)
+    {
+        return Extents.report(fd.intValue(), offset, length, sink);
+    }
+
+    @Override
+    public long size()
+    {
+        return Posix.size(fd.intValue());
+    }
+
+    @Override
+    public Capabilities capabilities()
+    {
+        return capabilities;
+    }
+
+    @Override
+    public void plug()
+    {
+        plugs.get().depth++;
+    }
+
+    @Override
+    public void unplug()
+    {
+        Plug plug = plugs.get();
+        if (plug.depth == 0) {
+            throw new IllegalStateException("unplug without plug");
+        }
+        if (--plug.depth == 0 && plug.pending) {
+            plug.pending = false;
+            if (!closing) {
+                submitPending();
+            }
+        }
+    }
+
+    /**
+     * Registers {@code buffers} (for example {@code PagePool.slabs()}) as io_uring fixed buffers:
+     * afterwards a single-segment request that lies inside one of them is a READ_FIXED/WRITE_FIXED,
+     * which saves the kernel pinning its pages per request. Replaces an earlier registration. The
+     * buffers must stay reachable while this file is open.
+     */
+    public void registerBuffers(List<ByteBuffer> buffers)
+            throws IOException
+    {
+        long[] addresses = new long[buffers.size()];
+        long[] lengths = new long[buffers.size()];
+        for (int i = 0; i < addresses.length; i++) {
+            ByteBuffer buffer = buffers.get(i);
+            addresses[i] = jnr.ffi.Runtime.getSystemRuntime().getMemoryManager().newPointer(buffer).address();
+            lengths[i] = buffer.capacity();
+        }
+        lock.lock();
+        try {
+            if (fixedStart.length > 0) {
+                ring.unregisterBuffers();
+                fixedStart = new long[0];
+                fixedEnd = new long[0];
+            }
+            if (addresses.length == 0) {
+                return;
+            }
+            ring.registerBuffers(addresses, lengths);
+            long[] ends = new long[addresses.length];
+            for (int i = 0; i < ends.length; i++) {
+                ends[i] = addresses[i] + lengths[i];
+            }
+            fixedStart = addresses;
+            fixedEnd = ends;
+        }
+        finally {
+            lock.unlock();
+        }
+    }
+
+    /** READ_FIXED/WRITE_FIXED SQEs written so far (statistics, tests). */
+    public long fixedSubmissions()
+    {
+        lock.lock();
+        try {
+            return fixedSubmissions;
+        }
+        finally {
+            lock.unlock();
+        }
+    }
+
+    /** {@code io_uring_enter} calls that submitted SQEs so far (statistics, tests of batching). */
+    public long submitCalls()
+    {
+        return ring.submitCalls();
+    }
+
+    // ---- submission
+
+    private boolean goesStraight(IovIter iter, long pos)
+    {
+        return iter.isDirect() && (!direct || ((pos | iter.alignment()) & (BLOCK - 1)) == 0);
+    }
+
+    private long queueRw(Kiocb kiocb, int op, IovIter iter, long pos, int rwFlags)
+    {
+        long firstBlock = pos / BLOCK;
+        long lastBlock = (pos + iter.count() - 1) / BLOCK;
+        boolean hold = direct && op == OP_WRITE;
+        if (hold) {
+            blockLock.lock(firstBlock, lastBlock, false, submitPending);
+        }
+        Slot slot = acquireSlot();
+        if (slot == null) {
+            if (hold) {
+                blockLock.unlock(firstBlock, lastBlock, false);
+            }
+            return -Errno.ESHUTDOWN;
+        }
+        slot.init(kiocb, op, iter, pos, rwFlags);
+        if (hold) {
+            slot.holdBlocks(firstBlock, lastBlock, false);
+        }
+        return queue(slot);
+    }
+
+    /** A free slot, waiting (after submitting what is pending) while there is none; {@code null} once closing. */
+    private Slot acquireSlot()
+    {
+        lock.lock();
+        try {
+            while (nrFree == 0 && !closing) {
+                // The slots may be held by SQEs batched behind a plug, this thread's or another's.
+                enterQuietly();
+                slotFreed.awaitUninterruptibly();
+            }
+            if (closing) {
+                return null;
+            }
+            return slots[freeSlots[--nrFree]];
+        }
+        finally {
+            lock.unlock();
+        }
+    }
+
+    private long queue(Slot slot)
+    {
+        lock.lock();
+        try {
+            if (closing) {
+                // close() has started: it waits for busy slots only, so give this one back unused.
+                release(slot);
+                return -Errno.ESHUTDOWN;
+            }
+            prepare(slot);
+            ring.flush();
+        }
+        finally {
+            lock.unlock();
+        }
+        Plug plug = plugs.get();
+        if (plug.depth > 0) {
+            plug.pending = true;
+        }
+        else {
+            submitPending();
+        }
+        return Kiocb.QUEUED;
+    }
+
+    /** Writes the SQE for what is left of the slot's operation. Under {@link #lock}. */
+    private void prepare(Slot slot)
+    {
+        boolean ok;
+        long userData = slot.index;
+        switch (slot.op) {
+            case OP_FSYNC:
+                ok = ring.prepFsync(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.rwFlags, userData);
+                break;
+            case OP_FALLOCATE:
+                ok = ring.prepFallocate(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.rwFlags, slot.pos, slot.length, userData);
+                break;
+            default:
+                ok = prepareRw(slot, userData);
+                break;
+        }
+        if (!ok) {
+            throw new IllegalStateException("io_uring SQ full although sized for every slot: " + ring);
+        }
+    }
+
+    private boolean prepareRw(Slot slot, long userData)
+    {
+        IovIter iter = slot.iter;
+        boolean write = slot.op == OP_WRITE;
+        int nrSegs = Math.min(iter.nrSegs(), IOV_PER_SLOT);
+        if (nrSegs == 1) {
+            long address = iter.segmentAddress(0);
+            int length = iter.segmentLength(0);
+            int bufIndex = fixedBuffer(address, length);
+            if (bufIndex >= 0) {
+                fixedSubmissions++;
+                return write
+                        ? ring.prepWriteFixed(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, slot.pos, bufIndex, slot.rwFlags, userData)
+                        : ring.prepReadFixed(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, slot.pos, bufIndex, slot.rwFlags, userData);
+            }
+            return write
+                    ? ring.prepWrite(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, slot.pos, slot.rwFlags, userData)
+                    : ring.prepRead(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, slot.pos, slot.rwFlags, userData);
+        }
+        long total = 0;
+        for (int i = 0; i < nrSegs; i++) {
+            long entry = 16L * IOV_PER_SLOT * slot.index + 16L * i;
+            int length = iter.segmentLength(i);
+            iovecs.putLong(entry, iter.segmentAddress(i));
+            iovecs.putLong(entry + 8, length);
+            total += length;
+        }
+        if (direct && (total & (BLOCK - 1)) != 0) {
+            throw new IllegalStateException("O_DIRECT vector of " + total + " bytes");
+        }
+        return write
+                ? ring.prepWritev(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.iovecAddress, nrSegs, slot.pos, slot.rwFlags, userData)
+                : ring.prepReadv(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.iovecAddress, nrSegs, slot.pos, slot.rwFlags, userData);
+    }
+
+    private int fixedBuffer(long address, int length)
+    {
+        for (int i = 0; i < fixedStart.length; i++) {
+            if (address >= fixedStart[i] && address + length <= fixedEnd[i]) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    /** Submits every SQE published so far, this thread's or another's. */
+    private void submitPending()
+    {
+        enterQuietly();
+    }
+
+    private void enterQuietly()
+    {
+        try {
+            int res;
+            int spins = 0;
+            while ((res = ring.submitPublished()) == -Errno.EAGAIN || res == -Errno.EBUSY) {
+                // The kernel is short of memory or holds a CQ backlog; the completion thread drains it.
+                if (++spins > 1000) {
+                    log.warn("io_uring_enter keeps failing with {}; leaving SQEs to the completion thread", Errno.name(res));
+                    return;
+                }
+                Thread.onSpinWait();
+            }
+        }
+        catch (IoUringException e) {
+            log.error("io_uring submission failed on {}", fd, e);
+        }
+    }
+
+    // ---- completion
+
+    private void completionLoop()
+    {
+        while (!stopped) {
+            try {
+                continued = false;
+                ring.reap(handler);
+                if (continued || ring.sqPending() > 0) {
+                    enterQuietly();
+                }
+                if (!stopped) {
+                    ring.waitCompletions(1);
+                }
+            }
+            catch (IoUringException | RuntimeException e) {
+                log.error("io_uring completion loop on {}", fd, e);
+            }
+        }
+    }
+
+    private void handle(long userData, int res, int flags)
+    {
+        if (userData < 0) {
+            return; // WAKEUP or CANCEL
+        }
+        Slot slot = slots[(int) userData];
+        if (slot.op == OP_READ || slot.op == OP_WRITE) {
+            if ((res == -Errno.EAGAIN || res == -Errno.EINTR) && !closing) {
+                resubmit(slot);
+                return;
+            }
+            if (res > 0) {
+                slot.iter.advance(res);
+                slot.done += res;
+                slot.pos += res;
+                if (slot.iter.count() > 0 && !closing) {
+                    resubmit(slot);
+                    return;
+                }
+            }
+            long result;
+            if (closing) {
+                result = -Errno.ECANCELED;
+            }
+            else if (res < 0) {
+                result = slot.done > 0 ? slot.done : res;
+            }
+            else if (res == 0 && slot.op == OP_WRITE && slot.done == 0) {
+                result = -Errno.EIO;
+            }
+            else {
+                result = slot.done;
+            }
+            finish(slot, result);
+            return;
+        }
+        finish(slot, closing ? -Errno.ECANCELED : res);
+    }
+
+    private void resubmit(Slot slot)
+    {
+        lock.lock();
+        try {
+            prepare(slot);
+            ring.flush();
+        }
+        finally {
+            lock.unlock();
+        }
+        continued = true;
+    }
+
+    private void finish(Slot slot, long res)
+    {
+        Kiocb kiocb = slot.kiocb;
+        lock.lock();
+        try {
+            release(slot);
+        }
+        finally {
+            lock.unlock();
+        }
+        kiocb.complete(res);
+    }
+
+    /** Returns a slot to the free list. Under {@link #lock}. */
+    private void release(Slot slot)
+    {
+        if (slot.holdsBlocks) {
+            blockLock.unlock(slot.firstBlock, slot.lastBlock, slot.exclusiveBlocks);
+        }
+        slot.clear();
+        freeSlots[nrFree++] = slot.index;
+        slotFreed.signalAll();
+    }
+
+    // ---- close
+
+    @Override
+    public void close()
+            throws IOException
+    {
+        if (Thread.currentThread() == completionThread) {
+            throw new IllegalStateException("close() from a completion callback would wait for itself");
+        }
+        lock.lock();
+        try {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            closing = true;
+            slotFreed.signalAll();
+            if (nrFree < slots.length) {
+                // One SQE cancels every request the ring still has (IORING_ASYNC_CANCEL_ANY, 5.19+);
+                // where it cannot, the requests finish on their own. Either way each completes once.
+                ring.prepAsyncCancel(0, IoUring.ASYNC_CANCEL_ALL | IoUring.ASYNC_CANCEL_ANY, CANCEL);
+                ring.flush();
+            }
+        }
+        finally {
+            lock.unlock();
+        }
+        submitPending();
+        lock.lock();
+        try {
+            while (nrFree < slots.length) {
+                slotFreed.awaitUninterruptibly();
+            }
+            stopped = true;
+            ring.prepNop(WAKEUP);
+            ring.flush();
+        }
+        finally {
+            lock.unlock();
+        }
+        submitPending();
+        boolean interrupted = false;
+        while (true) {
+            try {
+                completionThread.join();
+                break;
+            }
+            catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        try {
+            ring.close();
+        }
+        finally {
+            fd.close();
+        }
+    }
+
+    @Override
+    public String toString()
+    {
+        return "IoUringBackingFile{" + fd.path() + ", " + ring + ", direct=" + direct + ", readOnly=" + readOnly + "}";
+    }
+
+    /** Per-thread deferral of {@code io_uring_enter} ({@code blk_plug}). */
+    private static final class Plug
+    {
+        int depth;
+        boolean pending;
+    }
+
+    /** One operation in flight: its kiocb and where it stands. Touched by one thread at a time (the owner of the operation). */
+    private static final class Slot
+    {
+        final int index;
+        final long iovecAddress;
+        Kiocb kiocb;
+        int op;
+        IovIter iter;
+        long pos;
+        long length;
+        long done;
+        int rwFlags;
+        boolean holdsBlocks;
+        boolean exclusiveBlocks;
+        long firstBlock;
+        long lastBlock;
+
+        Slot(int index, long iovecAddress)
+        {
+            this.index = index;
+            this.iovecAddress = iovecAddress;
+        }
+
+        void init(Kiocb kiocb, int op, IovIter iter, long pos, int rwFlags)
+        {
+            this.kiocb = kiocb;
+            this.op = op;
+            this.iter = iter;
+            this.pos = pos;
+            this.rwFlags = rwFlags;
+            this.done = 0;
+            this.length = 0;
+        }
+
+        void holdBlocks(long firstBlock, long lastBlock, boolean exclusive)
+        {
+            this.holdsBlocks = true;
+            this.firstBlock = firstBlock;
+            this.lastBlock = lastBlock;
+            this.exclusiveBlocks = exclusive;
+        }
+
+        void clear()
+        {
+            kiocb = null;
+            iter = null;
+            holdsBlocks = false;
+            op = -1;
+        }
+    }
+
+    /** The synchronous bounce path of one thread: pread/pwrite on the file, O_DIRECT writes under an exclusive block lock. */
+    private final class SyncBounce
+            extends BounceIo
+    {
+        private long lockedFirst;
+        private long lockedLast;
+
+        SyncBounce()
+        {
+            super(direct, BOUNCE_SIZE);
+        }
+
+        @Override
+        protected long read(ByteBuffer buffer, long address, long pos)
+        {
+            return Posix.pread(fd.intValue(), address, buffer.remaining(), pos);
+        }
+
+        @Override
+        protected long write(ByteBuffer buffer, long address, long pos)
+        {
+            long done = 0;
+            long count = buffer.remaining();
+            while (done < count) {
+                long n = Posix.pwrite(fd.intValue(), address + done, count - done, pos + done);
+                if (n < 0) {
+                    return done > 0 ? done : n;
+                }
+                if (n == 0) {
+                    return done > 0 ? done : -Errno.EIO;
+                }
+                done += n;
+            }
+            return done;
+        }
+
+        @Override
+        protected long truncate(long size)
+        {
+            return Posix.ftruncate(fd.intValue(), size);
+        }
+
+        @Override
+        protected void lockBlocks(long first, long last)
+        {
+            blockLock.lock(first, last, true, submitPending);
+            lockedFirst = first;
+            lockedLast = last;
+        }
+
+        @Override
+        protected void unlockBlocks()
+        {
+            blockLock.unlock(lockedFirst, lockedLast, true);
+        }
+    }
+}
