@@ -66,7 +66,13 @@ public abstract class BounceIo
      */
     protected abstract long write(ByteBuffer buffer, long address, long pos);
 
-    /** Sets the file size, after an {@code O_DIRECT} write whose padding went past end of file. */
+    /**
+     * Sets the file size to {@code size}, after an {@code O_DIRECT} write whose block padding went
+     * past end of file (a file, unlike a block device, can grow). A backend with concurrent writers
+     * should leave the size alone when another write has meanwhile grown the file past the padded
+     * block; that check and the truncation are not atomic against a third write extending the file
+     * at the same moment, which a fixed-size block device never does.
+     */
     protected abstract long truncate(long size);
 
     /**

@@ -428,6 +428,12 @@ public final class NioBackingFile
         @Override
         protected long truncate(long size)
         {
+            long current = Posix.size(fdNumber);
+            long padded = (size + BounceIo.DIRECT_BLOCK_SIZE - 1) & -BounceIo.DIRECT_BLOCK_SIZE;
+            if (current > padded) {
+                // another write grew the file further: our padding is inside it and reads as zeros
+                return 0;
+            }
             return Posix.ftruncate(fdNumber, size);
         }
 
