@@ -19,7 +19,8 @@ public final class DirectMemory
         if (!buffer.isDirect()) {
             throw new IllegalArgumentException("not a direct buffer");
         }
-        return MEMORY.newPointer(buffer).address();
+        // jnr's newPointer(ByteBuffer) points at the buffer's position; a duplicate at 0 gives index 0.
+        return MEMORY.newPointer(buffer.duplicate().position(0)).address();
     }
 
     /**

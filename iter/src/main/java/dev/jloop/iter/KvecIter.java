@@ -54,6 +54,6 @@ public final class KvecIter
     @Override
     long address(int k)
     {
-        return addresses[k] - bases[k];
+        return addresses[k];
     }
 }

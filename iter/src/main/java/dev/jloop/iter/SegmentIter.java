@@ -328,9 +328,11 @@ abstract class SegmentIter
         throw new IndexOutOfBoundsException("segment " + index);
     }
 
+    // Also when count is 0: a later reexpand() must not find the cursor on a used-up segment, where
+    // the copy loops would address that segment's memory instead of the next one's.
     private void skipEmpty()
     {
-        while (seg < nr && segOffset == lengths[seg] && count > 0) {
+        while (seg < nr && segOffset == lengths[seg]) {
             seg++;
             segOffset = 0;
         }

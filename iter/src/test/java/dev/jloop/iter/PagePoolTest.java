@@ -1,0 +1,202 @@
+package dev.jloop.iter;
+
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.constraints.IntRange;
+import net.jqwik.api.constraints.Size;
+import org.junit.jupiter.api.Test;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.TreeMap;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class PagePoolTest
+{
+    private static final int PAGE = DirectMemory.PAGE_SIZE;
+
+    @Test
+    void pagesAreAlignedAndCoverTheLength()
+            throws InterruptedException
+    {
+        try (PagePool pool = new PagePool(PagePool.SLAB_SIZE)) {
+            for (long length : new long[] {1, PAGE - 1, PAGE, PAGE + 1, 3 * PAGE, 1 << 20, (1 << 20) + 5}) {
+                Page[] pages = new Page[PagePool.maxPages(length)];
+                int n = pool.allocate(length, pages);
+                long covered = 0;
+                for (int i = 0; i < n; i++) {
+                    Page page = pages[i];
+                    assertEquals(0, page.address() % PAGE, "page address must be 4096-aligned");
+                    assertEquals(0, DirectMemory.address(page.buffer()) % PAGE);
+                    assertEquals(page.address(), DirectMemory.address(page.buffer()), "page address is its buffer's");
+                    assertEquals(PAGE << page.order(), page.size());
+                    assertEquals(page.size(), page.buffer().capacity());
+                    assertTrue(page.buffer().isDirect());
+                    covered += page.size();
+                }
+                assertTrue(covered >= length, "pages cover " + covered + " of " + length);
+                assertTrue(covered - length < PAGE, "more than a page of waste for " + length + ": " + covered);
+                assertEquals(covered, pool.usedBytes());
+                pool.free(pages, n);
+                assertEquals(0, pool.usedBytes());
+            }
+            assertEquals(1, pool.slabs().size(), "freed pages are reused: no second slab");
+        }
+    }
+
+    @Test
+    void largeRequestIsFewSegments()
+            throws InterruptedException
+    {
+        try (PagePool pool = new PagePool(PagePool.SLAB_SIZE)) {
+            Page[] pages = new Page[PagePool.maxPages(1 << 20)];
+            int n = pool.allocate(1 << 20, pages);
+            assertEquals(1, n, "a 1 MiB request is one page of the largest order");
+            pool.free(pages, n);
+        }
+    }
+
+    @Test
+    void boundedCapacityAllOrNothing()
+    {
+        try (PagePool pool = new PagePool(PagePool.SLAB_SIZE)) {
+            Page[] first = new Page[PagePool.maxPages(PagePool.SLAB_SIZE - 2 * PAGE)];
+            int n = pool.tryAllocate(PagePool.SLAB_SIZE - 2 * PAGE, first);
+            assertTrue(n > 0);
+            long used = pool.usedBytes();
+            Page[] second = new Page[PagePool.maxPages(3 * PAGE)];
+            assertEquals(-1, pool.tryAllocate(3 * PAGE, second), "three pages do not fit in the two left");
+            assertEquals(used, pool.usedBytes(), "a failed allocation takes nothing");
+            for (Page page : second) {
+                assertNull(page, "a failed allocation leaves no pages behind");
+            }
+            int m = pool.tryAllocate(2 * PAGE, second);
+            assertTrue(m > 0, "the two pages left are still there");
+            assertEquals(PagePool.SLAB_SIZE, pool.usedBytes());
+            assertEquals(-1, pool.tryAllocate(1, new Page[1]));
+            assertEquals(PagePool.SLAB_SIZE, pool.slabBytes(), "never more than the capacity");
+            pool.free(first, n);
+            pool.free(second, m);
+            assertEquals(0, pool.usedBytes());
+        }
+    }
+
+    @Test
+    void requestLargerThanThePoolFails()
+    {
+        try (PagePool pool = new PagePool(PagePool.SLAB_SIZE)) {
+            assertThrows(IllegalArgumentException.class, () -> pool.allocate(PagePool.SLAB_SIZE + 1L, new Page[PagePool.maxPages(PagePool.SLAB_SIZE + 1L)]));
+            assertThrows(IllegalArgumentException.class, () -> pool.tryAllocate(-1, new Page[1]));
+        }
+    }
+
+    @Test
+    void tooSmallPageArrayFailsWithoutLeaking()
+    {
+        try (PagePool pool = new PagePool(PagePool.SLAB_SIZE)) {
+            Page[] pages = new Page[1];
+            assertThrows(IllegalArgumentException.class, () -> pool.tryAllocate(3 * PAGE, pages));
+            assertEquals(0, pool.usedBytes());
+        }
+    }
+
+    @Test
+    void doubleFreeThrows()
+    {
+        try (PagePool pool = new PagePool(PagePool.SLAB_SIZE)) {
+            Page[] pages = new Page[1];
+            assertEquals(1, pool.tryAllocate(PAGE, pages));
+            Page page = pages[0];
+            pool.free(pages, 1);
+            assertNull(pages[0], "free clears the caller's array");
+            assertThrows(IllegalStateException.class, () -> pool.free(new Page[] {page}, 1));
+            assertEquals(0, pool.usedBytes());
+        }
+    }
+
+    @Test
+    void blockingAllocateWakesWhenPagesAreFreed()
+            throws Exception
+    {
+        try (PagePool pool = new PagePool(PagePool.SLAB_SIZE)) {
+            Page[] all = new Page[PagePool.maxPages(PagePool.SLAB_SIZE)];
+            int n = pool.tryAllocate(PagePool.SLAB_SIZE, all);
+            assertTrue(n > 0);
+            CompletableFuture<Integer> waiter = new CompletableFuture<>();
+            Page[] wanted = new Page[4];
+            Thread thread = new Thread(() -> {
+                try {
+                    waiter.complete(pool.allocate(2 * PAGE, wanted));
+                }
+                catch (Throwable e) {
+                    waiter.completeExceptionally(e);
+                }
+            });
+            thread.start();
+            // Whether or not the thread already waits, it can only finish after the free below.
+            assertFalse(waiter.isDone());
+            pool.free(all, n);
+            assertTrue(waiter.get(30, TimeUnit.SECONDS) > 0);
+            thread.join();
+            pool.free(wanted, waiter.get());
+            assertEquals(0, pool.usedBytes());
+        }
+    }
+
+    /** Random allocate/free sequences: live pages never overlap, and accounting returns to zero. */
+    @Property(tries = 100)
+    void livePagesNeverOverlap(@ForAll @Size(max = 40) List<@IntRange(min = 0, max = 300_000) Integer> lengths)
+    {
+        try (PagePool pool = new PagePool(2L * PagePool.SLAB_SIZE)) {
+            List<Page[]> live = new ArrayList<>();
+            List<Integer> counts = new ArrayList<>();
+            TreeMap<Long, Long> ranges = new TreeMap<>();
+            long used = 0;
+            for (int length : lengths) {
+                if (length % 3 == 0 && !live.isEmpty()) {
+                    int victim = length % live.size();
+                    Page[] pages = live.remove(victim);
+                    int n = counts.remove(victim);
+                    for (int i = 0; i < n; i++) {
+                        ranges.remove(pages[i].address());
+                        used -= pages[i].size();
+                    }
+                    pool.free(pages, n);
+                    assertEquals(used, pool.usedBytes());
+                    continue;
+                }
+                Page[] pages = new Page[PagePool.maxPages(length)];
+                int n = pool.tryAllocate(length, pages);
+                if (n < 0) {
+                    assertEquals(used, pool.usedBytes(), "a failed allocation takes nothing");
+                    continue;
+                }
+                for (int i = 0; i < n; i++) {
+                    long start = pages[i].address();
+                    long end = start + pages[i].size();
+                    var below = ranges.floorEntry(start);
+                    assertTrue(below == null || below.getValue() <= start, "page overlaps a live page");
+                    var above = ranges.ceilingEntry(start);
+                    assertTrue(above == null || above.getKey() >= end, "page overlaps a live page");
+                    ranges.put(start, end);
+                    used += pages[i].size();
+                }
+                assertEquals(used, pool.usedBytes());
+                live.add(pages);
+                counts.add(n);
+            }
+            for (int k = 0; k < live.size(); k++) {
+                pool.free(live.get(k), counts.get(k));
+            }
+            assertEquals(0, pool.usedBytes());
+            assertTrue(pool.slabBytes() <= 2L * PagePool.SLAB_SIZE);
+        }
+    }
+}
