@@ -27,6 +27,8 @@ final class MemoryBlockDevice
     private final Map<Long, byte[]> chunks = new HashMap<>();
     private final List<String> log = Collections.synchronizedList(new ArrayList<>());
     private final List<Bio> held = new ArrayList<>();
+    private final java.util.concurrent.atomic.AtomicInteger plugDepth = new java.util.concurrent.atomic.AtomicInteger();
+    private final java.util.concurrent.atomic.AtomicInteger submitsUnderPlug = new java.util.concurrent.atomic.AtomicInteger();
     private volatile int error;
     private int holdUntil;
 
@@ -103,8 +105,36 @@ final class MemoryBlockDevice
     }
 
     @Override
+    public void plug()
+    {
+        plugDepth.incrementAndGet();
+    }
+
+    @Override
+    public void unplug()
+    {
+        if (plugDepth.decrementAndGet() < 0) {
+            throw new IllegalStateException("unplug without plug");
+        }
+    }
+
+    /** Plugs not yet unplugged: 0 once the frontend is done. */
+    int plugDepth()
+    {
+        return plugDepth.get();
+    }
+
+    int submitsUnderPlug()
+    {
+        return submitsUnderPlug.get();
+    }
+
+    @Override
     public void submit(Bio bio)
     {
+        if (plugDepth.get() > 0) {
+            submitsUnderPlug.incrementAndGet();
+        }
         log.add(bio.op() + " " + bio.offset() + " " + bio.length() + " flags=" + bio.flags());
         List<Bio> batch = null;
         synchronized (this) {

@@ -80,6 +80,9 @@ class TestNbdTransmission
                 assertArrayEquals(expected, client.readData(expected.length));
             }
         }
+        server.close();
+        assertEquals(0, disk.plugDepth(), "every plug was unplugged");
+        assertTrue(disk.submitsUnderPlug() > 0, "requests buffered together were submitted under a plug");
     }
 
     @Test
