@@ -11,6 +11,7 @@ import dev.jloop.iter.KvecIter;
 import org.junit.jupiter.api.Test;
 
 import java.nio.ByteBuffer;
+import java.nio.file.FileSystemException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -22,6 +23,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 public class TestNioDirectBackend
@@ -116,5 +118,13 @@ public class TestNioDirectBackend
             buffer.put(i, value);
         }
         return KvecIter.of(Direction.SOURCE, buffer.position(1));
+    }
+
+    @Test
+    public void testFileSystemRefusingDirectIsNamed()
+    {
+        // procfs refuses O_DIRECT with EINVAL
+        FileSystemException e = assertThrows(FileSystemException.class, () -> open(Path.of("/proc/version"), true));
+        assertTrue(e.getMessage().contains("does not support O_DIRECT"), e.getMessage());
     }
 }
