@@ -1,0 +1,341 @@
+package dev.jloop.loop;
+
+import dev.jloop.aio.AioKernel;
+import dev.jloop.api.Bio;
+import dev.jloop.api.Capabilities;
+import dev.jloop.api.Errno;
+import dev.jloop.api.Fallocate;
+import dev.jloop.api.IovIter;
+import dev.jloop.api.ThreadModel;
+import dev.jloop.iter.BvecIter;
+import dev.jloop.iter.IovecIter;
+import dev.jloop.iter.Page;
+import dev.jloop.iter.PagePool;
+import dev.jloop.testkit.MemoryBackingFile;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class TestLoopDevice
+{
+    private static final int SIZE = 8 << 20;
+    private static final Capabilities PARALLEL = Capabilities.builder()
+            .flush(true).trim(true).zero(true).extents(true).multiConn(true).build();
+
+    private final AioKernel aio = new AioKernel();
+    private final PagePool pool = new PagePool(64 << 20);
+    private final List<LoopDevice> devices = new ArrayList<>();
+
+    @AfterEach
+    void checkLeaks()
+            throws Exception
+    {
+        for (LoopDevice device : devices) {
+            device.close();
+        }
+        assertEquals(0, aio.inFlight(), "kiocbs in flight");
+        assertEquals(0, aio.allocated(), "kiocbs leaked");
+        assertEquals(0, pool.usedBytes(), "pages leaked");
+    }
+
+    private LoopDevice device(RecordingBackingFile file)
+    {
+        LoopDevice device = new LoopDevice(file, aio, "test");
+        devices.add(device);
+        return device;
+    }
+
+    private static RecordingBackingFile file(MemoryBackingFile memory, Capabilities capabilities)
+    {
+        return new RecordingBackingFile(memory, capabilities, false);
+    }
+
+    /** Submits a bio and waits for its end-io; returns the error. */
+    private static int run(LoopDevice device, Bio.Op op, long offset, long length, int flags, IovIter iter)
+            throws Exception
+    {
+        CompletableFuture<Integer> done = new CompletableFuture<>();
+        AtomicInteger ends = new AtomicInteger();
+        Bio bio = new Bio().init(op, offset, length, flags, iter).setEndIo((b, error) -> {
+            ends.incrementAndGet();
+            done.complete(error);
+        }, null);
+        device.submit(bio);
+        int error = done.get(30, TimeUnit.SECONDS);
+        assertEquals(1, ends.get(), "end-io ran exactly once");
+        return error;
+    }
+
+    private int write(LoopDevice device, long offset, byte[] data, int flags)
+            throws Exception
+    {
+        Page[] pages = new Page[PagePool.maxPages(data.length)];
+        int n = pool.allocate(data.length, pages);
+        try {
+            BvecIter iter = new BvecIter().reset(IovIter.Direction.SOURCE, pages, n, data.length);
+            iter.copyToIter(data, 0, data.length);
+            iter.revert(data.length);
+            return run(device, Bio.Op.WRITE, offset, data.length, flags, iter);
+        }
+        finally {
+            pool.free(pages, n);
+        }
+    }
+
+    private byte[] read(LoopDevice device, long offset, int length)
+            throws Exception
+    {
+        Page[] pages = new Page[PagePool.maxPages(length)];
+        int n = pool.allocate(length, pages);
+        try {
+            BvecIter iter = new BvecIter().reset(IovIter.Direction.DEST, pages, n, length);
+            assertEquals(0, run(device, Bio.Op.READ, offset, length, 0, iter));
+            assertEquals(0, iter.count(), "read consumed the whole iterator");
+            iter.revert(length);
+            byte[] data = new byte[length];
+            iter.copyFromIter(data, 0, length);
+            return data;
+        }
+        finally {
+            pool.free(pages, n);
+        }
+    }
+
+    private static byte[] random(int length, long seed)
+    {
+        byte[] data = new byte[length];
+        new Random(seed).nextBytes(data);
+        return data;
+    }
+
+    @Test
+    void writeThenReadBack()
+            throws Exception
+    {
+        LoopDevice device = device(file(new MemoryBackingFile(SIZE), PARALLEL));
+        byte[] data = random(3 << 20, 1);
+        assertEquals(0, write(device, 12345, data, 0));
+        assertArrayEquals(data, read(device, 12345, data.length));
+        assertArrayEquals(new byte[12345], read(device, 0, 12345));
+    }
+
+    @Test
+    void shortTransfersAreResubmitted()
+            throws Exception
+    {
+        MemoryBackingFile memory = MemoryBackingFile.builder(SIZE).maxTransfer(1000).build();
+        RecordingBackingFile file = file(memory, PARALLEL);
+        LoopDevice device = device(file);
+        byte[] data = random(100_000, 2);
+        assertEquals(0, write(device, 777, data, 0));
+        assertArrayEquals(data, read(device, 777, data.length));
+        assertTrue(file.ops.stream().filter(op -> op.startsWith("write")).count() >= 100, file.ops.toString());
+    }
+
+    @Test
+    void outOfRangeAndReadOnly()
+            throws Exception
+    {
+        LoopDevice device = device(file(new MemoryBackingFile(SIZE), PARALLEL));
+        assertEquals(-Errno.EINVAL, run(device, Bio.Op.READ, SIZE - 10, 20, 0, IovecIter.of(IovIter.Direction.DEST, new byte[20])));
+        assertEquals(-Errno.EINVAL, run(device, Bio.Op.DISCARD, Long.MAX_VALUE - 5, 4096, 0, null));
+        assertEquals(-Errno.EINVAL, run(device, Bio.Op.WRITE, -1, 1, 0, IovecIter.of(IovIter.Direction.SOURCE, new byte[1])));
+        assertEquals(-Errno.EINVAL, run(device, Bio.Op.WRITE, 0, 2, 0, IovecIter.of(IovIter.Direction.SOURCE, new byte[1])),
+                "length and iterator disagree");
+
+        Capabilities readOnly = PARALLEL.toBuilder().readOnly(true).build();
+        LoopDevice ro = device(file(new MemoryBackingFile(SIZE), readOnly));
+        assertEquals(-Errno.EPERM, write(ro, 0, new byte[4096], 0));
+        assertEquals(-Errno.EPERM, run(ro, Bio.Op.DISCARD, 0, 4096, 0, null));
+        assertEquals(-Errno.EPERM, run(ro, Bio.Op.WRITE_ZEROES, 0, 4096, 0, null));
+        assertEquals(0, run(ro, Bio.Op.FLUSH, 0, 0, 0, null));
+        assertArrayEquals(new byte[4096], read(ro, 0, 4096));
+    }
+
+    @Test
+    void fuaIsWriteThenFdatasyncUnlessNative()
+            throws Exception
+    {
+        RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL);
+        LoopDevice device = device(file);
+        assertEquals(0, write(device, 0, new byte[4096], Bio.REQ_FUA));
+        assertEquals(List.of("write 0+4096", "fdatasync"), file.ops);
+
+        RecordingBackingFile nativeFua = file(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().nativeFua(true).build());
+        LoopDevice device2 = device(nativeFua);
+        assertEquals(0, write(device2, 0, new byte[4096], Bio.REQ_FUA));
+        assertEquals(List.of("write 0+4096 dsync"), nativeFua.ops);
+    }
+
+    @Test
+    void flushIsFdatasync()
+            throws Exception
+    {
+        RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL);
+        LoopDevice device = device(file);
+        assertEquals(0, run(device, Bio.Op.FLUSH, 0, 0, 0, null));
+        assertEquals(List.of("fdatasync"), file.ops);
+    }
+
+    @Test
+    void discardPunchesAHoleAndIsAdvisory()
+            throws Exception
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(SIZE);
+        RecordingBackingFile file = file(memory, PARALLEL);
+        LoopDevice device = device(file);
+        assertEquals(0, write(device, 0, random(1 << 20, 3), 0));
+        assertEquals(0, run(device, Bio.Op.DISCARD, 4096, 65536, 0, null));
+        assertEquals("fallocate " + (Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE) + " 4096+65536", file.ops.get(1));
+        assertArrayEquals(new byte[65536], read(device, 4096, 65536));
+        assertEquals(SIZE, device.size());
+
+        RecordingBackingFile noTrim = new RecordingBackingFile(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().trim(false).build(), false);
+        LoopDevice device2 = device(noTrim);
+        assertEquals(0, run(device2, Bio.Op.DISCARD, 0, 4096, 0, null));
+        assertEquals(List.of(), noTrim.ops, "no trim capability: nothing to do, success");
+
+        RecordingBackingFile unsupported = new RecordingBackingFile(new MemoryBackingFile(SIZE), PARALLEL, true);
+        LoopDevice device3 = device(unsupported);
+        assertEquals(0, run(device3, Bio.Op.DISCARD, 0, 4096, 0, null), "EOPNOTSUPP on discard is not an error");
+    }
+
+    @Test
+    void writeZeroesPunchesOrZeroesInPlace()
+            throws Exception
+    {
+        RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL);
+        LoopDevice device = device(file);
+        assertEquals(0, write(device, 0, random(1 << 20, 4), 0));
+        assertEquals(0, run(device, Bio.Op.WRITE_ZEROES, 100, 5000, 0, null));
+        assertEquals(0, run(device, Bio.Op.WRITE_ZEROES, 10000, 5000, Bio.REQ_NOUNMAP | Bio.REQ_FUA, null));
+        assertEquals(List.of("write 0+1048576",
+                "fallocate " + (Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE) + " 100+5000",
+                "fallocate " + (Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE) + " 10000+5000",
+                "fdatasync"), file.ops);
+        byte[] data = read(device, 0, 20000);
+        assertArrayEquals(new byte[5000], Arrays.copyOfRange(data, 100, 5100));
+        assertArrayEquals(new byte[5000], Arrays.copyOfRange(data, 10000, 15000));
+        assertTrue(data[99] != 0 || data[5100] != 0 || data[9999] != 0, "bytes around the zeroed ranges are kept");
+    }
+
+    @Test
+    void writeZeroesFallsBackToWritingZeros()
+            throws Exception
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(96L << 20);
+        RecordingBackingFile file = new RecordingBackingFile(memory, PARALLEL, true);
+        LoopDevice device = device(file);
+        byte[] data = random(1 << 20, 5);
+        assertEquals(0, write(device, 0, data, 0));
+        // Large enough that recursion per chunk would be deep: the trampoline keeps it flat.
+        assertEquals(0, run(device, Bio.Op.WRITE_ZEROES, 3, (90L << 20) + 5, 0, null));
+        byte[] back = read(device, 0, 1 << 20);
+        assertEquals(data[0], back[0]);
+        assertEquals(data[2], back[2]);
+        assertArrayEquals(new byte[(1 << 20) - 3], Arrays.copyOfRange(back, 3, 1 << 20));
+        assertTrue(file.ops.stream().filter(op -> op.startsWith("write")).count() >= 90, "zeros were written");
+    }
+
+    @Test
+    void serialBackendRunsOneRequestAtATimeOnOneWorker()
+            throws Exception
+    {
+        Capabilities serial = PARALLEL.toBuilder().threadModel(ThreadModel.SERIALIZE_REQUESTS).build();
+        RecordingBackingFile file = file(new MemoryBackingFile(SIZE), serial);
+        LoopDevice device = device(file);
+        manyConcurrentRequests(device, 400);
+        assertEquals(1, file.maxRunning.get(), "the baseline takes one request at a time");
+        assertTrue(file.threads.stream().allMatch(name -> name.equals("loop-test")), "all on the device's worker: " + new java.util.HashSet<>(file.threads));
+    }
+
+    @Test
+    void parallelBackendCompletesEveryBioOnce()
+            throws Exception
+    {
+        MemoryBackingFile memory = MemoryBackingFile.builder(SIZE).queued(4).build();
+        RecordingBackingFile file = file(memory, PARALLEL);
+        LoopDevice device = device(file);
+        manyConcurrentRequests(device, 2000);
+    }
+
+    @Test
+    void closeFlushesAndClosesTheFile()
+            throws Exception
+    {
+        RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL);
+        LoopDevice device = new LoopDevice(file, aio, "test");
+        assertEquals(0, write(device, 0, new byte[4096], 0));
+        device.close();
+        assertEquals("fdatasync", file.ops.get(file.ops.size() - 1));
+        assertTrue(file.closed);
+        assertEquals(-Errno.ESHUTDOWN, run(device, Bio.Op.FLUSH, 0, 0, 0, null));
+    }
+
+    /** Writes distinct blocks from several threads at once, each bio ended exactly once, then checks them all. */
+    private void manyConcurrentRequests(LoopDevice device, int count)
+            throws Exception
+    {
+        int block = 4096;
+        ConcurrentHashMap<Integer, Integer> ends = new ConcurrentHashMap<>();
+        CountDownLatch done = new CountDownLatch(count);
+        AtomicInteger errors = new AtomicInteger();
+        Page[][] pages = new Page[count][];
+        Thread[] submitters = new Thread[4];
+        for (int t = 0; t < submitters.length; t++) {
+            int first = t;
+            submitters[t] = new Thread(() -> {
+                for (int i = first; i < count; i += submitters.length) {
+                    pages[i] = new Page[1];
+                    try {
+                        pool.allocate(block, pages[i]);
+                    }
+                    catch (InterruptedException e) {
+                        throw new IllegalStateException(e);
+                    }
+                    BvecIter iter = new BvecIter().reset(IovIter.Direction.SOURCE, pages[i], 1, block);
+                    byte[] data = new byte[block];
+                    Arrays.fill(data, (byte) i);
+                    iter.copyToIter(data, 0, block);
+                    iter.revert(block);
+                    int id = i;
+                    device.submit(new Bio().init(Bio.Op.WRITE, (long) i * block % SIZE, block, 0, iter).setEndIo((bio, error) -> {
+                        if (ends.merge(id, 1, Integer::sum) != 1 || error != 0) {
+                            errors.incrementAndGet();
+                        }
+                        done.countDown();
+                    }, null));
+                }
+            });
+            submitters[t].start();
+        }
+        for (Thread submitter : submitters) {
+            submitter.join();
+        }
+        assertTrue(done.await(60, TimeUnit.SECONDS), "all bios ended");
+        assertEquals(0, errors.get(), "every bio ended once, without error");
+        assertEquals(count, ends.size());
+        for (Page[] p : pages) {
+            pool.free(p, 1);
+        }
+        int checked = Math.min(count, SIZE / block);
+        byte[] all = read(device, 0, checked * block);
+        for (int i = count - checked; i < count; i++) {
+            int at = (int) ((long) i * block % SIZE);
+            assertEquals((byte) i, all[at], "block " + i);
+        }
+    }
+}
