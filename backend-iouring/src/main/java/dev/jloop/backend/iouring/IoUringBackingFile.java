@@ -103,6 +103,8 @@ public final class IoUringBackingFile
     private volatile boolean stopped;
     /** Set by the completion thread while handling a batch: continuations were written, enter after it. */
     private boolean continued;
+    /** A submitter gave up on {@code -EAGAIN}/{@code -EBUSY}: the completion thread submits after its next reap. */
+    private volatile boolean submitBacklog;
 
     private long[] fixedStart = new long[0];
     private long[] fixedEnd = new long[0];
@@ -518,6 +520,7 @@ public final class IoUringBackingFile
                 // The kernel is short of memory or holds a CQ backlog; the completion thread drains it.
                 if (++spins > 1000) {
                     log.warn("io_uring_enter keeps failing with {}; leaving SQEs to the completion thread", Errno.name(res));
+                    submitBacklog = true;
                     return;
                 }
                 Thread.onSpinWait();
@@ -536,7 +539,10 @@ public final class IoUringBackingFile
             try {
                 continued = false;
                 ring.reap(handler);
-                if (continued || ring.sqPending() > 0) {
+                // Only for its own continuations (or a submission that gave up): entering for SQEs that a
+                // plug holds back would defeat the batching.
+                if (continued || submitBacklog) {
+                    submitBacklog = false;
                     enterQuietly();
                 }
                 if (!stopped) {
