@@ -91,6 +91,8 @@ public final class Ring
     private int sqeTail;
     /** Next CQE to read; CQ side only. */
     private int localCqHead;
+    /** Offset of the CQE being handed to a handler; CQ side only. */
+    private int reapingOffset;
     /** Native memory of the registered files and buffers, kept reachable while registered. */
     private Pointer registeredBuffers;
     private Pointer registeredFiles;
@@ -500,6 +502,7 @@ public final class Ring
             try {
                 while (head != tail) {
                     int base = cqes + (head & cqMask) * cqeSize;
+                    reapingOffset = base;
                     long userData = cqRing.getLong(base);
                     int res = cqRing.getInt(base + 8);
                     int flags = cqRing.getInt(base + 12);
@@ -518,7 +521,7 @@ public final class Ring
     /** Byte offset in {@link #cqeBuffer()} of the CQE that {@link #reap} hands over right now (for the big-CQE tail). */
     public int currentCqeOffset()
     {
-        return cqes + ((localCqHead) & cqMask) * cqeSize;
+        return reapingOffset;
     }
 
     /** The mmapped CQ ring (native byte order). */
@@ -612,7 +615,10 @@ public final class Ring
         }
     }
 
-    /** Unmaps the rings and closes the ring fd; the kernel cancels what is still in flight. Idempotent. */
+    /**
+     * Unmaps the rings and closes the ring fd; the kernel cancels what is still in flight. Idempotent.
+     * No other method may be called afterwards, nor concurrently (the rings' memory is gone).
+     */
     @Override
     public void close()
     {
