@@ -74,7 +74,6 @@ final class NbdConnection
         }
         finally {
             closeChannel();
-            server.connectionClosed(this);
             log.debug("{}: connection closed", peer);
         }
     }

@@ -18,14 +18,15 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.attribute.BasicFileAttributes;
-import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeSet;
 import java.util.concurrent.TimeUnit;
 
 import static java.util.Objects.requireNonNull;
@@ -114,7 +115,7 @@ public final class NbdServer
         Map<String, String> options = config.options();
         for (String key : options.keySet()) {
             if (!OPTIONS.contains(key)) {
-                throw new IllegalArgumentException("unknown nbd option '" + key + "'; known options: " + new java.util.TreeSet<>(OPTIONS));
+                throw new IllegalArgumentException("unknown nbd option '" + key + "'; known options: " + new TreeSet<>(OPTIONS));
             }
         }
         this.maxInflightBytes = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_BYTES, 128L << 20));
@@ -170,7 +171,6 @@ public final class NbdServer
     @Override
     public void close()
     {
-        List<NbdConnection> open;
         synchronized (this) {
             if (closed) {
                 return;
@@ -192,15 +192,19 @@ public final class NbdServer
             connection.stopReading();
         }
         long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(closeTimeoutMillis);
+        for (Thread thread : snapshot.values()) {
+            joinQuietly(thread, Math.max(1, TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime())));
+        }
+        // All at once: a connection waiting for pages may depend on another one letting go of its own.
         for (Map.Entry<NbdConnection, Thread> entry : snapshot.entrySet()) {
-            long left = Math.max(1, TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime()));
-            if (!joinQuietly(entry.getValue(), left)) {
+            if (entry.getValue().isAlive()) {
                 log.warn("{}: replies not taken within {} ms of closing, closing the connection", entry.getKey().name(), closeTimeoutMillis);
                 entry.getKey().closeChannel();
-                if (!joinQuietly(entry.getValue(), closeTimeoutMillis)) {
-                    log.warn("{}: requests still in flight in the device after closing", entry.getKey().name());
-                }
             }
+        }
+        // What is left are bios in the device, which completes each exactly once; their pages come back then.
+        for (Thread thread : snapshot.values()) {
+            joinQuietly(thread, 0);
         }
         if (socketPath != null) {
             try {
@@ -241,11 +245,6 @@ public final class NbdServer
         return maxInflightRequests;
     }
 
-    synchronized void connectionClosed(NbdConnection connection)
-    {
-        connections.remove(connection);
-    }
-
     private void acceptLoop()
     {
         while (true) {
@@ -280,6 +279,8 @@ public final class NbdServer
                         channel.close();
                         return;
                     }
+                    // Ended connections stay listed until their threads are gone, so close() can join them.
+                    connections.values().removeIf(thread -> !thread.isAlive());
                     int id = nextConnectionId++;
                     String name = "nbd-conn-" + id;
                     NbdConnection connection = new NbdConnection(this, channel, name, name + " " + peer);
@@ -309,7 +310,7 @@ public final class NbdServer
         try {
             attributes = Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
         }
-        catch (java.nio.file.NoSuchFileException e) {
+        catch (NoSuchFileException e) {
             return;
         }
         if (!attributes.isOther()) {

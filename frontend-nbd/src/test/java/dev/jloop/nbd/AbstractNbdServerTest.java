@@ -54,6 +54,10 @@ abstract class AbstractNbdServerTest
         if (server != null) {
             server.close();
             assertEquals(0, pagePool.usedBytes(), "pages leaked");
+            assertEquals(List.of(), Thread.getAllStackTraces().keySet().stream()
+                    .map(Thread::getName)
+                    .filter(name -> name.startsWith("nbd-"))
+                    .toList(), "threads left running");
         }
         pagePool.close();
     }
