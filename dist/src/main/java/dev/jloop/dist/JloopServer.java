@@ -56,7 +56,8 @@ final class JloopServer
     {
         Path file = options.file;
         prepareFile(file);
-        BackendConfig config = new BackendConfig(file, options.readOnly, options.direct, options.queueDepth, Map.of());
+        BackendConfig config = new BackendConfig(file, options.readOnly, options.direct, options.queueDepth,
+                Map.of("uring-sqpoll", Boolean.toString(options.uringSqpoll)));
         try {
             BackingFile backingFile = openBackingFile(config);
             started.push(backingFile);

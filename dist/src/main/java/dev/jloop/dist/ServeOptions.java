@@ -13,7 +13,7 @@ public final class ServeOptions
     String frontend;
 
     @Option(names = "--backend", paramLabel = "NAME", defaultValue = "auto",
-            description = "How the file is accessed: auto, sync, nio (default: ${DEFAULT-VALUE}; auto picks the fastest that works here).")
+            description = "How the file is accessed: auto, sync, nio, io_uring (default: ${DEFAULT-VALUE}; auto picks the fastest that works here).")
     String backend;
 
     @Option(names = "--listen", paramLabel = "HOST:PORT", defaultValue = "127.0.0.1:10809",
@@ -43,6 +43,10 @@ public final class ServeOptions
     @Option(names = "--queue-depth", paramLabel = "N", defaultValue = "64",
             description = "Operations in flight on the backing file at most (default: ${DEFAULT-VALUE}).")
     int queueDepth;
+
+    @Option(names = "--uring-sqpoll",
+            description = "io_uring backend: let a kernel thread poll the submission queue (saves system calls, costs a core).")
+    boolean uringSqpoll;
 
     @Parameters(index = "0", paramLabel = "FILE", description = "The disk image (or any file) to serve.")
     Path file;

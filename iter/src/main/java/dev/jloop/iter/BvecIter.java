@@ -38,7 +38,8 @@ public final class BvecIter
     @Override
     ByteBuffer view(int k)
     {
-        return pages[k].buffer();
+        // Absolute gets and puts are bounded by the limit, which the page's previous owner may have left low.
+        return pages[k].buffer().clear();
     }
 
     @Override

@@ -1,0 +1,299 @@
+package dev.jloop.dist;
+
+import dev.jloop.testkit.CiAssumptions;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.io.OutputStream;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Random;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * {@code jloop serve} against NBD clients nobody here wrote: libnbd's nbdinfo, nbdcopy and nbdfuse,
+ * qemu-img, qemu-io, fio's nbd engine, and the kernel's ext4 on top of nbdfuse. One subclass per
+ * backend.
+ */
+abstract class AbstractNbdInteropIT
+{
+    private static final long MIB = 1 << 20;
+
+    private Path dir;
+    private final List<JloopProcess> servers = new ArrayList<>();
+
+    /** The {@code --backend} under test. */
+    protected abstract String backend();
+
+    @BeforeEach
+    void setUp()
+            throws IOException
+    {
+        Path base = Path.of("target", "it-tmp").toAbsolutePath();
+        Files.createDirectories(base);
+        dir = Files.createTempDirectory(base, getClass().getSimpleName());
+    }
+
+    @AfterEach
+    void tearDown()
+            throws Exception
+    {
+        for (JloopProcess server : servers) {
+            server.close();
+        }
+        Exec.run(30, "rm", "-rf", dir.toString());
+    }
+
+    private JloopProcess serve(String... args)
+            throws Exception
+    {
+        List<String> all = new ArrayList<>(List.of("--backend", backend()));
+        all.addAll(List.of(args));
+        JloopProcess server = JloopProcess.serve(dir, all.toArray(String[]::new));
+        servers.add(server);
+        return server;
+    }
+
+    private JloopProcess serveOnSocket(Path image, String... args)
+            throws Exception
+    {
+        List<String> all = new ArrayList<>(List.of("--socket", dir.resolve("nbd.sock").toString()));
+        all.addAll(List.of(args));
+        all.add(image.toString());
+        return serve(all.toArray(String[]::new));
+    }
+
+    @Test
+    void nbdinfoShowsSizeAndFlags()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdinfo");
+        Path image = dir.resolve("disk.img");
+        JloopProcess server = serveOnSocket(image, "--size", "64M");
+        assertTrue(server.startLine().contains("backend " + backend()), server.startLine());
+
+        String json = Exec.check(30, "nbdinfo", "--json", server.uri());
+        assertEquals(64 * MIB, jsonNumber(json, "export-size"), json);
+        assertEquals("false", jsonValue(json, "is_read_only"), json);
+        for (String flag : List.of("can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn")) {
+            assertEquals("true", jsonValue(json, flag), flag + " in " + json);
+        }
+        assertEquals(64 * MIB, Files.size(image), "--size creates the file with that size");
+        assertEquals(0, server.stop());
+
+        JloopProcess readOnly = serveOnSocket(image, "--read-only");
+        String readOnlyJson = Exec.check(30, "nbdinfo", "--json", readOnly.uri());
+        assertEquals("true", jsonValue(readOnlyJson, "is_read_only"), readOnlyJson);
+        assertEquals("false", jsonValue(readOnlyJson, "can_trim"), readOnlyJson);
+    }
+
+    @Test
+    void nbdcopyRoundTripAndQemuImgCompare()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdcopy");
+        CiAssumptions.assumeCommand("qemu-img");
+        Path source = dir.resolve("source.bin");
+        writeRandom(source, 256 * MIB, 42);
+        Path image = dir.resolve("disk.img");
+        JloopProcess server = serveOnSocket(image, "--size", "256M");
+
+        Exec.check(300, "nbdcopy", source.toString(), server.uri());
+        Path copy = dir.resolve("copy.bin");
+        Exec.check(300, "nbdcopy", server.uri(), copy.toString());
+        assertEquals(-1, Files.mismatch(source, copy), "data copied in and out through NBD differs");
+
+        Exec compare = Exec.run(300, "qemu-img", "compare", "-f", "raw", "-F", "raw", source.toString(), server.uri());
+        assertEquals(0, compare.exitCode(), compare.stdout() + compare.stderr());
+        assertEquals(0, server.stop());
+        assertEquals(-1, Files.mismatch(source, image), "the image file holds the data after SIGTERM");
+
+        // A changed byte must be noticed: the comparison is not vacuous.
+        try (FileChannel channel = FileChannel.open(image, StandardOpenOption.WRITE)) {
+            channel.write(ByteBuffer.wrap(new byte[] {(byte) ~Files.readAllBytes(source)[12345]}), 12345);
+        }
+        JloopProcess again = serveOnSocket(image);
+        Exec differs = Exec.run(300, "qemu-img", "compare", "-f", "raw", "-F", "raw", source.toString(), again.uri());
+        assertEquals(1, differs.exitCode(), differs.stdout() + differs.stderr());
+    }
+
+    @Test
+    void qemuIoPatternsDiscardAndWriteZeroes()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("qemu-io");
+        Path image = dir.resolve("disk.img");
+        JloopProcess server = serveOnSocket(image, "--size", "16M");
+        String out = Exec.check(120, "qemu-io", "-f", "raw", "-d", "unmap",
+                "-c", "write -P 0xab 0 4M",
+                "-c", "write -f -P 0xcd 4M 64k",          // FUA
+                "-c", "write -P 0x5a 4097 12345",         // unaligned
+                "-c", "read -P 0xab 0 4097",
+                "-c", "read -P 0x5a 4097 12345",
+                "-c", "read -P 0xab 16442 1032",
+                "-c", "read -P 0xcd 4M 64k",
+                "-c", "write -z 1M 1M",                   // write zeroes, may punch
+                "-c", "read -P 0 1M 1M",
+                "-c", "write -P 0x11 8M 2M",
+                "-c", "write -z -u 8M 1M",                // write zeroes, may unmap
+                "-c", "read -P 0 8M 1M",
+                "-c", "read -P 0x11 9M 1M",
+                "-c", "discard 2M 1M",
+                "-c", "read -P 0 2M 1M",
+                "-c", "flush",
+                server.uri());
+        assertFalse(out.contains("fail") || out.contains("Pattern verification"), out);
+        assertEquals(15, countMatches(out, "^(read|wrote|discard) \\d+/\\d+ bytes", out), out);
+        assertEquals(0, server.stop());
+
+        byte[] data = Files.readAllBytes(image);
+        assertTrue(allEqual(data, 0, 4097, (byte) 0xab));
+        assertTrue(allEqual(data, 4097, 4097 + 12345, (byte) 0x5a));
+        assertTrue(allEqual(data, 4097 + 12345, (int) MIB, (byte) 0xab));
+        assertTrue(allEqual(data, (int) MIB, (int) (2 * MIB), (byte) 0), "write zeroes reached the file");
+        assertTrue(allEqual(data, (int) (2 * MIB), (int) (3 * MIB), (byte) 0), "discard reached the file");
+        assertTrue(allEqual(data, (int) (4 * MIB), (int) (4 * MIB + 65536), (byte) 0xcd));
+        assertTrue(allEqual(data, (int) (8 * MIB), (int) (9 * MIB), (byte) 0));
+        assertTrue(allEqual(data, (int) (9 * MIB), (int) (10 * MIB), (byte) 0x11));
+    }
+
+    @Test
+    void fioRandomWritesVerifyWithCrc32c()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("fio");
+        CiAssumptions.assumeAvailable(Exec.run(30, "fio", "--enghelp=nbd").exitCode() == 0, "fio has no nbd engine");
+        Path image = dir.resolve("disk.img");
+        JloopProcess server = serveOnSocket(image, "--size", "64M");
+        Exec fio = Exec.run(600, "fio", "--name=verify", "--ioengine=nbd", "--uri=" + server.uri(),
+                "--rw=randrw", "--bs=4k", "--iodepth=32", "--size=64M", "--io_size=64M",
+                "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_backlog=1024",
+                "--randrepeat=1", "--norandommap=0", "--verify_state_save=0");
+        assertEquals(0, fio.exitCode(), fio.stdout() + fio.stderr());
+        assertTrue(fio.stdout().contains("verify"), fio.stdout());
+        assertFalse(fio.stdout().contains("verify failed") || fio.stderr().contains("bad magic"), fio.stdout() + fio.stderr());
+        Matcher errors = Pattern.compile("err=\\s*(\\d+)").matcher(fio.stdout());
+        assertTrue(errors.find() && errors.group(1).equals("0"), fio.stdout());
+    }
+
+    @Test
+    void ext4OnNbdfuseAndLoopDevice()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdfuse");
+        CiAssumptions.assumeCommand("losetup");
+        CiAssumptions.assumeCommand("mkfs.ext4");
+        CiAssumptions.assumeAvailable("root".equals(System.getProperty("user.name")), "needs root for losetup and mount");
+        CiAssumptions.assumeAvailable(Files.exists(Path.of("/dev/fuse")), "needs /dev/fuse");
+
+        Path image = dir.resolve("disk.img");
+        JloopProcess server = serveOnSocket(image, "--size", "256M");
+        Path fuse = Files.createDirectory(dir.resolve("fuse"));
+        Path mnt = Files.createDirectory(dir.resolve("mnt"));
+        Process nbdfuse = new ProcessBuilder("nbdfuse", fuse.resolve("nbd").toString(), server.uri())
+                .redirectErrorStream(true).redirectOutput(dir.resolve("nbdfuse.log").toFile()).start();
+        String loop = null;
+        try {
+            waitFor(fuse.resolve("nbd"));
+            loop = Exec.check(30, "losetup", "--find", "--show", "--direct-io=off", fuse.resolve("nbd").toString()).trim();
+            Exec.check(120, "mkfs.ext4", "-q", "-F", loop);
+            Exec.check(30, "mount", loop, mnt.toString());
+            List<String> sums = new ArrayList<>();
+            for (int i = 0; i < 8; i++) {
+                Path file = mnt.resolve("file" + i);
+                writeRandom(file, (i + 1) * 3 * MIB + i * 4099L, i);
+                sums.add(Exec.check(60, "sha256sum", file.toString()));
+            }
+            Exec.check(30, "sync");
+            Exec.check(60, "umount", mnt.toString());
+            Exec fsck = Exec.run(120, "fsck.ext4", "-fn", loop);
+            assertEquals(0, fsck.exitCode(), fsck.stdout() + fsck.stderr());
+            Exec.check(30, "losetup", "-d", loop);
+            loop = null;
+            Exec.check(30, "fusermount3", "-u", fuse.toString());
+            nbdfuse.waitFor();
+            assertEquals(0, server.stop());
+
+            // The image itself, without jloop: a clean file system holding the same files.
+            Exec hostFsck = Exec.run(120, "fsck.ext4", "-fn", image.toString());
+            assertEquals(0, hostFsck.exitCode(), hostFsck.stdout() + hostFsck.stderr());
+            Exec.check(30, "mount", "-o", "loop,ro", image.toString(), mnt.toString());
+            try {
+                for (String sum : sums) {
+                    Exec check = Exec.run(60, "sh", "-c", "echo '" + sum.trim() + "' | sha256sum -c -");
+                    assertEquals(0, check.exitCode(), check.stdout() + check.stderr());
+                }
+            }
+            finally {
+                Exec.run(60, "umount", mnt.toString());
+            }
+        }
+        finally {
+            Exec.run(30, "umount", mnt.toString());
+            if (loop != null) {
+                Exec.run(30, "losetup", "-d", loop);
+            }
+            Exec.run(30, "fusermount3", "-u", fuse.toString());
+            nbdfuse.destroy();
+        }
+    }
+
+    static void writeRandom(Path file, long size, long seed)
+            throws IOException
+    {
+        Random random = new Random(seed);
+        byte[] block = new byte[1 << 20];
+        try (OutputStream out = Files.newOutputStream(file)) {
+            for (long done = 0; done < size; done += block.length) {
+                random.nextBytes(block);
+                out.write(block, 0, (int) Math.min(block.length, size - done));
+            }
+        }
+    }
+
+    private static void waitFor(Path path)
+            throws InterruptedException
+    {
+        for (int i = 0; i < 300 && !Files.exists(path); i++) {
+            Thread.sleep(100);
+        }
+        assertTrue(Files.exists(path), path + " did not appear");
+    }
+
+    private static boolean allEqual(byte[] data, int from, int to, byte value)
+    {
+        byte[] expected = new byte[to - from];
+        Arrays.fill(expected, value);
+        return Arrays.equals(data, from, to, expected, 0, expected.length);
+    }
+
+    static long jsonNumber(String json, String key)
+    {
+        return Long.parseLong(jsonValue(json, key));
+    }
+
+    static String jsonValue(String json, String key)
+    {
+        Matcher m = Pattern.compile("\"" + Pattern.quote(key) + "\"\\s*:\\s*(\"[^\"]*\"|[^,}\\s]+)").matcher(json);
+        assertTrue(m.find(), key + " missing in " + json);
+        return m.group(1);
+    }
+
+    private static int countMatches(String text, String regex, String context)
+    {
+        return (int) Pattern.compile(regex, Pattern.MULTILINE).matcher(text).results().count();
+    }
+}

@@ -1,0 +1,118 @@
+package dev.jloop.dist;
+
+import dev.jloop.testkit.CiAssumptions;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The {@code jloop} command as a user meets it: help, version, one-line errors, TCP serving, SIGTERM. */
+class JloopCommandIT
+{
+    private Path dir;
+
+    @BeforeEach
+    void setUp()
+            throws Exception
+    {
+        Path base = Path.of("target", "it-tmp").toAbsolutePath();
+        Files.createDirectories(base);
+        dir = Files.createTempDirectory(base, "command");
+    }
+
+    @AfterEach
+    void tearDown()
+    {
+        Exec.run(30, "rm", "-rf", dir.toString());
+    }
+
+    private static Exec jloop(String... args)
+    {
+        return Exec.run(60, null, Map.of(), JloopProcess.command(args).toArray(String[]::new));
+    }
+
+    @Test
+    void helpAndVersion()
+    {
+        Exec help = jloop("serve", "--help");
+        assertEquals(0, help.exitCode());
+        for (String option : List.of("--frontend", "--backend", "--listen", "--socket", "--export", "--read-only", "--direct", "--size")) {
+            assertTrue(help.stdout().contains(option), option + " missing from help:\n" + help.stdout());
+        }
+        Exec version = jloop("--version");
+        assertEquals(0, version.exitCode());
+        assertTrue(version.stdout().startsWith("jloop 0."), version.stdout());
+    }
+
+    @Test
+    void missingFileWithoutSize()
+    {
+        Exec result = jloop("serve", "--backend", "sync", dir.resolve("nope.img").toString());
+        assertOneLineError(result, "no such file (add --size SIZE to create it)");
+    }
+
+    @Test
+    void badSize()
+    {
+        Exec result = jloop("serve", "--backend", "sync", "--size", "12X", dir.resolve("a.img").toString());
+        assertOneLineError(result, "bad size '12X'");
+        assertTrue(Files.notExists(dir.resolve("a.img")), "nothing is created on a bad size");
+    }
+
+    @Test
+    void unknownBackendListsTheKnownOnes()
+    {
+        Exec result = jloop("serve", "--backend", "nope", "--size", "1M", dir.resolve("a.img").toString());
+        assertOneLineError(result, "unknown backend 'nope'; known backends: ");
+        assertTrue(result.stderr().contains("nio") && result.stderr().contains("sync"), result.stderr());
+    }
+
+    @Test
+    void portInUse()
+            throws Exception
+    {
+        try (ServerSocket taken = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            Exec result = jloop("serve", "--backend", "sync", "--size", "1M", "--listen", "127.0.0.1:" + taken.getLocalPort(),
+                    dir.resolve("a.img").toString());
+            assertOneLineError(result, "cannot listen on 127.0.0.1:" + taken.getLocalPort());
+        }
+    }
+
+    @Test
+    void servesOnTcpAndStopsCleanlyOnSigterm()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("qemu-io");
+        CiAssumptions.assumeCommand("nbdinfo");
+        Path image = dir.resolve("tcp.img");
+        try (JloopProcess server = JloopProcess.serve(dir, "--listen", "127.0.0.1:0", "--size", "8M", "--export", "disk", image.toString())) {
+            assertTrue(server.uri().matches("nbd://127\\.0\\.0\\.1:\\d+/disk"), server.uri());
+            assertTrue(server.startLine().contains("frontend nbd"), server.startLine());
+            String json = Exec.check(30, "nbdinfo", "--json", server.uri());
+            assertEquals(8L << 20, AbstractNbdInteropIT.jsonNumber(json, "export-size"), json);
+            Exec.check(60, "qemu-io", "-f", "raw", "-c", "write -P 0x77 1M 1M", server.uri());
+            assertEquals(0, server.stop(), server.log());
+        }
+        byte[] data = Files.readAllBytes(image);
+        for (int i = 1 << 20; i < 2 << 20; i++) {
+            assertEquals((byte) 0x77, data[i], "byte " + i);
+        }
+    }
+
+    private static void assertOneLineError(Exec result, String expected)
+    {
+        assertEquals(1, result.exitCode(), result.stdout() + result.stderr());
+        List<String> lines = result.stderr().lines().toList();
+        assertEquals(1, lines.size(), "one line expected:\n" + result.stderr());
+        assertTrue(lines.get(0).startsWith("jloop: ") && lines.get(0).contains(expected), lines.get(0));
+    }
+}

@@ -1,0 +1,133 @@
+package dev.jloop.dist;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.TimeUnit;
+
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+
+/**
+ * {@code bin/jloop serve ...} of the assembled distribution, as a user starts it: a separate process,
+ * stopped with SIGTERM.
+ */
+final class JloopProcess
+        implements AutoCloseable
+{
+    private static final String SERVING = "jloop: serving ";
+
+    private final Process process;
+    private final Path log;
+    private final String uri;
+    private final String startLine;
+
+    private JloopProcess(Process process, Path log, String startLine)
+    {
+        this.process = process;
+        this.log = log;
+        this.startLine = startLine;
+        int end = startLine.indexOf(": ", SERVING.length());
+        this.uri = startLine.substring(SERVING.length(), end);
+    }
+
+    static Path home()
+    {
+        String home = System.getProperty("jloop.home");
+        assertNotNull(home, "jloop.home is not set: run through mvn verify");
+        return Path.of(home);
+    }
+
+    static List<String> command(String... args)
+    {
+        List<String> command = new ArrayList<>();
+        command.add(home().resolve("bin/jloop").toString());
+        command.addAll(List.of(args));
+        return command;
+    }
+
+    /** Starts {@code jloop serve ARGS} and waits for its start line. */
+    static JloopProcess serve(Path logDirectory, String... args)
+            throws IOException, InterruptedException
+    {
+        List<String> command = command("serve");
+        command.addAll(List.of(args));
+        Path log = Files.createTempFile(logDirectory, "jloop-", ".log");
+        Process process = new ProcessBuilder(command)
+                .redirectError(log.toFile())
+                .start();
+        BlockingQueue<String> firstLine = new ArrayBlockingQueue<>(1);
+        Thread reader = new Thread(() -> {
+            try (BufferedReader out = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8))) {
+                String line;
+                boolean first = true;
+                while ((line = out.readLine()) != null) {
+                    if (first) {
+                        firstLine.offer(line);
+                        first = false;
+                    }
+                }
+            }
+            catch (IOException ignored) {
+                // the process ended
+            }
+            firstLine.offer("");
+        }, "jloop-stdout");
+        reader.setDaemon(true);
+        reader.start();
+        String line = firstLine.poll(60, TimeUnit.SECONDS);
+        if (line == null || !line.startsWith(SERVING)) {
+            process.destroyForcibly();
+            throw new IllegalStateException("jloop did not start: " + line + "\n" + Files.readString(log));
+        }
+        return new JloopProcess(process, log, line);
+    }
+
+    String uri()
+    {
+        return uri;
+    }
+
+    String startLine()
+    {
+        return startLine;
+    }
+
+    String log()
+    {
+        try {
+            return Files.readString(log);
+        }
+        catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** Sends SIGTERM and returns the exit code. */
+    int stop()
+            throws InterruptedException
+    {
+        process.destroy();
+        if (!process.waitFor(60, TimeUnit.SECONDS)) {
+            process.destroyForcibly();
+            throw new IllegalStateException("jloop did not stop within 60 s of SIGTERM\n" + log());
+        }
+        return process.exitValue();
+    }
+
+    @Override
+    public void close()
+            throws InterruptedException
+    {
+        if (process.isAlive()) {
+            stop();
+        }
+    }
+}
