@@ -1,5 +1,6 @@
 package dev.jloop.backend.nio;
 
+import dev.jloop.testkit.AbstractFileBackendTest;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
