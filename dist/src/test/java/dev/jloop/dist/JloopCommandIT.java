@@ -108,6 +108,34 @@ class JloopCommandIT
         }
     }
 
+    /**
+     * With io_uring switched off by the kernel ({@code kernel.io_uring_disabled=2}), asking for it is
+     * a clear error and {@code auto} falls back to nio, saying why.
+     */
+    @Test
+    void autoFallsBackWhenTheKernelDisablesIoUring()
+            throws Exception
+    {
+        Path sysctl = Path.of("/proc/sys/kernel/io_uring_disabled");
+        CiAssumptions.assumeAvailable(Files.isWritable(sysctl), "needs root and a kernel with kernel.io_uring_disabled (6.6+)");
+        String before = Files.readString(sysctl).trim();
+        Files.writeString(sysctl, "2");
+        try {
+            Exec refused = jloop("serve", "--backend", "io_uring", "--size", "1M", dir.resolve("a.img").toString());
+            assertOneLineError(refused, "backend 'io_uring' is not available here: ");
+            assertTrue(refused.stderr().contains("io_uring_disabled"), refused.stderr());
+
+            try (JloopProcess server = JloopProcess.serve(dir, "--socket", dir.resolve("s.sock").toString(), "--size", "1M", dir.resolve("a.img").toString())) {
+                assertTrue(server.startLine().contains("backend nio (auto)"), server.startLine());
+                assertEquals(0, server.stop());
+                assertTrue(server.log().contains("backend io_uring is not available, falling back"), server.log());
+            }
+        }
+        finally {
+            Files.writeString(sysctl, before);
+        }
+    }
+
     private static void assertOneLineError(Exec result, String expected)
     {
         assertEquals(1, result.exitCode(), result.stdout() + result.stderr());
