@@ -2,6 +2,8 @@ package dev.jloop.api;
 
 import java.io.Closeable;
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.List;
 
 /**
  * The file behind a block device, after the seed's {@code file_operations} with {@code read_iter} and
@@ -56,6 +58,14 @@ public interface BackingFile extends Closeable
     long size();
 
     Capabilities capabilities();
+
+    /**
+     * Tells the file that request memory will come from these direct regions (page-pool slabs) for
+     * as long as it is open, so that it may pin them once instead of per request (io_uring fixed
+     * buffers). Called before the first request; a backend that cannot use it ignores it, and one
+     * that fails to pin says so and carries on without. The caller keeps the regions reachable.
+     */
+    default void registerMemory(List<ByteBuffer> regions) {}
 
     /**
      * Submissions from this thread that follow may be held back until {@link #unplug()} (the

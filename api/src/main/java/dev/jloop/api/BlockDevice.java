@@ -2,6 +2,8 @@ package dev.jloop.api;
 
 import java.io.Closeable;
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.List;
 
 /**
  * A block device as a frontend sees it: a size, capabilities, and asynchronous {@link Bio}s.
@@ -24,6 +26,12 @@ public interface BlockDevice extends Closeable
 
     /** Starts the request; its end-io callback runs exactly once, possibly before this returns. */
     void submit(Bio bio);
+
+    /**
+     * Request memory will come from these direct regions; passed on to the backing file
+     * ({@link BackingFile#registerMemory}). Called by the frontend before it submits anything.
+     */
+    default void registerMemory(List<ByteBuffer> regions) {}
 
     /** Bios submitted by this thread until {@link #unplug()} may be batched. Plugs nest. */
     default void plug() {}

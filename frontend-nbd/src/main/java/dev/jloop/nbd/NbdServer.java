@@ -1,5 +1,6 @@
 package dev.jloop.nbd;
 
+import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
@@ -46,6 +47,9 @@ import static java.util.Objects.requireNonNull;
  *     used when a pool is given). Requests beyond it get ENOMEM; it should be at least
  *     {@code max-inflight-bytes} times the number of clients expected, or stalled clients can
  *     take all pages and slow the others.
+ * <li>{@code registered-bytes} (default 64M): how much of this server's page pool is carved at
+ *     start and offered to the exports' devices to pin once ({@link BlockDevice#registerMemory},
+ *     io_uring fixed buffers); pages beyond it work the same, unpinned.
  * <li>{@code close-timeout-ms} (default 30000): how long {@link #close()} waits for in-flight
  *     requests and their replies before it closes the sockets of clients that do not read.
  * </ul>
@@ -59,7 +63,8 @@ public final class NbdServer
     public static final String MAX_INFLIGHT_REQUESTS = "max-inflight-requests";
     public static final String PAGE_POOL_BYTES = "page-pool-bytes";
     public static final String CLOSE_TIMEOUT_MS = "close-timeout-ms";
-    private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS);
+    public static final String REGISTERED_BYTES = "registered-bytes";
+    private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS, REGISTERED_BYTES);
 
     private final List<Export> exports;
     private final Map<String, Export> exportsByName;
@@ -81,7 +86,12 @@ public final class NbdServer
             throws IOException
     {
         long capacity = parseSize(config.options(), PAGE_POOL_BYTES, 512L << 20);
-        return new NbdServer(config, exports, new PagePool(capacity), true);
+        PagePool pagePool = new PagePool(capacity);
+        pagePool.reserve(parseSize(config.options(), REGISTERED_BYTES, 64L << 20));
+        for (Export export : exports) {
+            export.device().registerMemory(pagePool.slabs());
+        }
+        return new NbdServer(config, exports, pagePool, true);
     }
 
     /**

@@ -101,6 +101,17 @@ public final class PagePool
         return n;
     }
 
+    /**
+     * Carves slabs now, up to {@code bytes} (at most the capacity), so that {@link #slabs()} covers
+     * them before the first request; backends may then pin them once (io_uring fixed buffers).
+     */
+    public synchronized void reserve(long bytes)
+    {
+        while (slabBytes < Math.min(bytes, roundUpToSlab(capacity)) && carveSlab()) {
+            // each round adds one slab
+        }
+    }
+
     /** Returns {@code pages[0, n)} to the pool. Freeing a page twice throws. */
     public synchronized void free(Page[] pages, int n)
     {

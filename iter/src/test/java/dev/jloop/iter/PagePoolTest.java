@@ -52,6 +52,23 @@ class PagePoolTest
     }
 
     @Test
+    void reserveCarvesSlabsUpToTheCapacity()
+            throws Exception
+    {
+        PagePool pool = new PagePool(3L * PagePool.SLAB_SIZE);
+        pool.reserve(2L * PagePool.SLAB_SIZE - 1);
+        assertEquals(2, pool.slabs().size());
+        assertEquals(2L * PagePool.SLAB_SIZE, pool.slabBytes());
+        assertEquals(0, pool.usedBytes());
+        pool.reserve(100L * PagePool.SLAB_SIZE);
+        assertEquals(3, pool.slabs().size(), "never beyond the capacity");
+        Page[] pages = new Page[PagePool.maxPages(PagePool.SLAB_SIZE)];
+        int n = pool.allocate(PagePool.SLAB_SIZE, pages);
+        assertEquals(3, pool.slabs().size(), "reserved slabs serve allocations");
+        pool.free(pages, n);
+    }
+
+    @Test
     void largeRequestIsFewSegments()
             throws InterruptedException
     {

@@ -20,6 +20,7 @@ import java.io.IOException;
 import java.io.InterruptedIOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayDeque;
+import java.util.List;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.CompletableFuture;
@@ -136,6 +137,12 @@ public final class LoopDevice
             Thread.currentThread().interrupt();
             end(bio, -Errno.EINTR);
         }
+    }
+
+    @Override
+    public void registerMemory(List<ByteBuffer> regions)
+    {
+        file.registerMemory(regions);
     }
 
     @Override

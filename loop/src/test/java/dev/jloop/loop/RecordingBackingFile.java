@@ -81,6 +81,12 @@ final class RecordingBackingFile
     }
 
     @Override
+    public void registerMemory(List<java.nio.ByteBuffer> regions)
+    {
+        ops.add("registerMemory " + regions.size());
+    }
+
+    @Override
     public long extents(long offset, long length, ExtentSink sink)
     {
         return delegate.extents(offset, length, sink);

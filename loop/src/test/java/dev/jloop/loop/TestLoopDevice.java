@@ -181,6 +181,16 @@ class TestLoopDevice
     }
 
     @Test
+    void registeredMemoryReachesTheBackingFile()
+    {
+        RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL);
+        LoopDevice device = device(file);
+        pool.reserve(PagePool.SLAB_SIZE);
+        device.registerMemory(pool.slabs());
+        assertEquals(List.of("registerMemory 1"), file.ops);
+    }
+
+    @Test
     void flushIsFdatasync()
             throws Exception
     {

@@ -308,6 +308,18 @@ public final class IoUringBackingFile
         }
     }
 
+    /** Registers the regions as fixed buffers; where the kernel refuses (RLIMIT_MEMLOCK), plain reads and writes serve. */
+    @Override
+    public void registerMemory(List<ByteBuffer> regions)
+    {
+        try {
+            registerBuffers(regions);
+        }
+        catch (IOException e) {
+            log.warn("io_uring fixed buffers not used: {}", e.getMessage());
+        }
+    }
+
     /**
      * Registers {@code buffers} (for example {@code PagePool.slabs()}) as io_uring fixed buffers:
      * afterwards a single-segment request that lies inside one of them is a READ_FIXED/WRITE_FIXED,

@@ -209,7 +209,7 @@ class IoUringBackingFileBehaviourTest
     {
         try (IoUringBackingFile file = open(true, 8)) {
             Reads reads = new Reads(4, 8192);
-            file.registerBuffers(pool.slabs());
+            file.registerMemory(pool.slabs());
             for (int i = 0; i < reads.n; i++) {
                 reads.submit(file, i, 4096L * (1 + 7 * i));
             }
