@@ -93,20 +93,7 @@ public abstract class BounceIo
             return 0;
         }
         if (goesStraight(iter, pos)) {
-            long done = 0;
-            while (iter.count() > 0) {
-                int length = iter.segmentLength(0);
-                long n = read(iter.segmentBuffer(0), iter.segmentAddress(0), pos + done);
-                if (n < 0) {
-                    return done > 0 ? done : n;
-                }
-                iter.advance(n);
-                done += n;
-                if (n < length) {
-                    break;
-                }
-            }
-            return done;
+            return transferStraight(iter, pos, false);
         }
         ByteBuffer buffer = bounce();
         long done = 0;
@@ -129,6 +116,27 @@ public abstract class BounceIo
             iter.copyToIter(buffer);
             done += copy;
             if (copy < length) {
+                break;
+            }
+        }
+        return done;
+    }
+
+    /** Reads or writes segment by segment, straight from/to the iterator's own memory; stops at a short transfer. */
+    private long transferStraight(IovIter iter, long pos, boolean write)
+    {
+        long done = 0;
+        while (iter.count() > 0) {
+            int length = iter.segmentLength(0);
+            ByteBuffer segment = iter.segmentBuffer(0);
+            long address = iter.segmentAddress(0);
+            long n = write ? write(segment, address, pos + done) : read(segment, address, pos + done);
+            if (n < 0) {
+                return done > 0 ? done : n;
+            }
+            iter.advance(n);
+            done += n;
+            if (n < length) {
                 break;
             }
         }
@@ -160,20 +168,7 @@ public abstract class BounceIo
     private long doWrite(IovIter iter, long pos)
     {
         if (goesStraight(iter, pos)) {
-            long done = 0;
-            while (iter.count() > 0) {
-                int length = iter.segmentLength(0);
-                long n = write(iter.segmentBuffer(0), iter.segmentAddress(0), pos + done);
-                if (n < 0) {
-                    return done > 0 ? done : n;
-                }
-                iter.advance(n);
-                done += n;
-                if (n < length) {
-                    break;
-                }
-            }
-            return done;
+            return transferStraight(iter, pos, true);
         }
         ByteBuffer buffer = bounce();
         long done = 0;
