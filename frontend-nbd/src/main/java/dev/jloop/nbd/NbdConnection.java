@@ -22,14 +22,14 @@ final class NbdConnection
     private static final Logger log = LoggerFactory.getLogger(NbdConnection.class);
 
     private final NbdServer server;
-    private final SocketChannel channel;
+    private final NbdChannel channel;
     private final String name;
     private final String peer;
 
     NbdConnection(NbdServer server, SocketChannel channel, String name, String peer)
     {
         this.server = requireNonNull(server, "server is null");
-        this.channel = requireNonNull(channel, "channel is null");
+        this.channel = NbdChannel.of(requireNonNull(channel, "channel is null"));
         this.name = requireNonNull(name, "name is null");
         this.peer = requireNonNull(peer, "peer is null");
     }

@@ -10,7 +10,6 @@ import java.io.EOFException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.CharBuffer;
-import java.nio.channels.SocketChannel;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
@@ -67,7 +66,7 @@ final class NbdHandshake
     /** Option data above this is discarded unread and refused with NBD_REP_ERR_TOO_BIG. */
     static final int MAX_OPTION_LENGTH = 64 << 10;
 
-    private final SocketChannel channel;
+    private final NbdChannel channel;
     private final Map<String, Export> exports;
     private final List<Export> exportList;
     private final String peer;
@@ -75,7 +74,7 @@ final class NbdHandshake
     private boolean fixedNewstyle;
     private boolean noZeroes;
 
-    NbdHandshake(SocketChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer)
+    NbdHandshake(NbdChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer)
     {
         this.channel = requireNonNull(channel, "channel is null");
         this.exportList = requireNonNull(exports, "exports is null");

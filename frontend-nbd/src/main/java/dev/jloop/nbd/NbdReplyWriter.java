@@ -5,7 +5,6 @@ import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.channels.SocketChannel;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
@@ -27,7 +26,7 @@ final class NbdReplyWriter
 {
     private static final Logger log = LoggerFactory.getLogger(NbdReplyWriter.class);
 
-    private final SocketChannel channel;
+    private final NbdChannel channel;
     private final NbdTransmission transmission;
     private final String peer;
     private final ReentrantLock lock = new ReentrantLock();
@@ -37,7 +36,7 @@ final class NbdReplyWriter
     private boolean stopping;
     private boolean broken;
 
-    NbdReplyWriter(SocketChannel channel, NbdTransmission transmission, String peer)
+    NbdReplyWriter(NbdChannel channel, NbdTransmission transmission, String peer)
     {
         this.channel = requireNonNull(channel, "channel is null");
         this.transmission = requireNonNull(transmission, "transmission is null");

@@ -11,7 +11,6 @@ import org.slf4j.LoggerFactory;
 import java.io.EOFException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.channels.SocketChannel;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
@@ -63,7 +62,7 @@ final class NbdTransmission
     static final int MAX_REQUEST_LENGTH = 64 << 20;
     private static final int INPUT_BUFFER_SIZE = 64 << 10;
 
-    private final SocketChannel channel;
+    private final NbdChannel channel;
     private final BlockDevice device;
     private final int transmissionFlags;
     private final PagePool pagePool;
@@ -83,7 +82,7 @@ final class NbdTransmission
     private boolean plugged;
 
     NbdTransmission(
-            SocketChannel channel,
+            NbdChannel channel,
             BlockDevice device,
             int transmissionFlags,
             PagePool pagePool,

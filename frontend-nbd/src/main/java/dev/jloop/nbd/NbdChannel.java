@@ -1,0 +1,81 @@
+package dev.jloop.nbd;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+
+import static java.util.Objects.requireNonNull;
+
+/**
+ * The byte stream of one NBD connection: a plain socket, or the same socket after STARTTLS. Reads
+ * and writes block; one thread reads while another writes.
+ */
+interface NbdChannel
+{
+    /** Reads at least one byte unless at end of input; returns -1 there. */
+    int read(ByteBuffer buffer)
+            throws IOException;
+
+    /** Scattering read into {@code buffers[offset .. offset + length)}, as {@link SocketChannel#read(ByteBuffer[], int, int)}. */
+    long read(ByteBuffer[] buffers, int offset, int length)
+            throws IOException;
+
+    /** Writes some bytes; callers loop until the buffers are drained. */
+    long write(ByteBuffer[] buffers, int offset, int length)
+            throws IOException;
+
+    default long write(ByteBuffer... buffers)
+            throws IOException
+    {
+        return write(buffers, 0, buffers.length);
+    }
+
+    /** Makes the reader see end of input while replies can still be written. */
+    void shutdownInput()
+            throws IOException;
+
+    void close()
+            throws IOException;
+
+    static NbdChannel of(SocketChannel socket)
+    {
+        requireNonNull(socket, "socket is null");
+        return new NbdChannel()
+        {
+            @Override
+            public int read(ByteBuffer buffer)
+                    throws IOException
+            {
+                return socket.read(buffer);
+            }
+
+            @Override
+            public long read(ByteBuffer[] buffers, int offset, int length)
+                    throws IOException
+            {
+                return socket.read(buffers, offset, length);
+            }
+
+            @Override
+            public long write(ByteBuffer[] buffers, int offset, int length)
+                    throws IOException
+            {
+                return socket.write(buffers, offset, length);
+            }
+
+            @Override
+            public void shutdownInput()
+                    throws IOException
+            {
+                socket.shutdownInput();
+            }
+
+            @Override
+            public void close()
+                    throws IOException
+            {
+                socket.close();
+            }
+        };
+    }
+}
