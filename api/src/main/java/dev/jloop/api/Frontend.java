@@ -11,6 +11,22 @@ public interface Frontend extends Closeable
     String uri();
 
     /**
+     * Blocks until this frontend stops serving on its own, as one that serves a single client on
+     * standard input/output does when that client leaves, or until {@link #close()}. A listening
+     * frontend serves until it is closed; the default waits until the thread is interrupted.
+     */
+    default void awaitEnd()
+            throws InterruptedException
+    {
+        Object never = new Object();
+        synchronized (never) {
+            while (true) {
+                never.wait();
+            }
+        }
+    }
+
+    /**
      * Stops accepting, lets requests in flight finish and their replies go out, closes every
      * connection. Does not close the exports' devices (their creator does). Idempotent.
      */

@@ -7,14 +7,15 @@ import org.slf4j.LoggerFactory;
 import java.io.EOFException;
 import java.io.IOException;
 import java.nio.channels.ClosedChannelException;
-import java.nio.channels.SocketChannel;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 import static java.util.Objects.requireNonNull;
 
 /**
  * One client: the handshake, then the transmission phase, on this connection's own thread (which
  * is the reader; the transmission adds a writer thread). Ends on ABORT, DISC, end of input, a
- * protocol error, or when the server closes.
+ * protocol error, when the handshake takes longer than the server allows, or when the server closes.
  */
 final class NbdConnection
         implements Runnable
@@ -22,14 +23,16 @@ final class NbdConnection
     private static final Logger log = LoggerFactory.getLogger(NbdConnection.class);
 
     private final NbdServer server;
-    private final NbdChannel channel;
     private final String name;
     private final String peer;
+    // Replaced by the TLS channel after STARTTLS; read by threads that stop or close the connection.
+    private volatile NbdChannel channel;
+    private final AtomicBoolean handshakeOver = new AtomicBoolean();
 
-    NbdConnection(NbdServer server, SocketChannel channel, String name, String peer)
+    NbdConnection(NbdServer server, NbdChannel channel, String name, String peer)
     {
         this.server = requireNonNull(server, "server is null");
-        this.channel = NbdChannel.of(requireNonNull(channel, "channel is null"));
+        this.channel = requireNonNull(channel, "channel is null");
         this.name = requireNonNull(name, "name is null");
         this.peer = requireNonNull(peer, "peer is null");
     }
@@ -43,9 +46,22 @@ final class NbdConnection
     public void run()
     {
         log.debug("{}: connection open", peer);
+        ScheduledFuture<?> deadline = server.handshakeDeadline(this);
         try {
-            NbdHandshake handshake = new NbdHandshake(channel, server.exports(), server.exportsByName(), peer);
-            Export export = handshake.negotiate();
+            NbdHandshake handshake = new NbdHandshake(channel, server.exports(), server.exportsByName(), peer, server.tls());
+            Export export;
+            try {
+                export = handshake.negotiate();
+            }
+            finally {
+                channel = handshake.channel();
+                if (!handshakeOver.compareAndSet(false, true)) {
+                    throw new EOFException("handshake timed out");
+                }
+                if (deadline != null) {
+                    deadline.cancel(false);
+                }
+            }
             if (export != null) {
                 log.debug("{}: serving export '{}'", peer, export.name());
                 int flags = NbdHandshake.transmissionFlags(export.device().capabilities());
@@ -75,6 +91,15 @@ final class NbdConnection
         finally {
             closeChannel();
             log.debug("{}: connection closed", peer);
+        }
+    }
+
+    /** Called by the server's timer: a client still in the handshake is dropped. */
+    void handshakeTimedOut()
+    {
+        if (handshakeOver.compareAndSet(false, true)) {
+            log.warn("{}: handshake not finished within {} ms, closing the connection", peer, server.handshakeTimeoutMillis());
+            closeChannel();
         }
     }
 

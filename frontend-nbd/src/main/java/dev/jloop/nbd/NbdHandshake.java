@@ -39,10 +39,12 @@ import static dev.jloop.nbd.NbdProtocol.OPT_EXPORT_NAME;
 import static dev.jloop.nbd.NbdProtocol.OPT_GO;
 import static dev.jloop.nbd.NbdProtocol.OPT_INFO;
 import static dev.jloop.nbd.NbdProtocol.OPT_LIST;
+import static dev.jloop.nbd.NbdProtocol.OPT_STARTTLS;
 import static dev.jloop.nbd.NbdProtocol.PREFERRED_BLOCK_SIZE;
 import static dev.jloop.nbd.NbdProtocol.REPLY_MAGIC;
 import static dev.jloop.nbd.NbdProtocol.REP_ACK;
 import static dev.jloop.nbd.NbdProtocol.REP_ERR_INVALID;
+import static dev.jloop.nbd.NbdProtocol.REP_ERR_TLS_REQD;
 import static dev.jloop.nbd.NbdProtocol.REP_ERR_TOO_BIG;
 import static dev.jloop.nbd.NbdProtocol.REP_ERR_UNKNOWN;
 import static dev.jloop.nbd.NbdProtocol.REP_ERR_UNSUP;
@@ -66,7 +68,9 @@ final class NbdHandshake
     /** Option data above this is discarded unread and refused with NBD_REP_ERR_TOO_BIG. */
     static final int MAX_OPTION_LENGTH = 64 << 10;
 
-    private final NbdChannel channel;
+    private NbdChannel channel;
+    private final NbdTls tls;
+    private boolean tlsStarted;
     private final Map<String, Export> exports;
     private final List<Export> exportList;
     private final String peer;
@@ -76,7 +80,13 @@ final class NbdHandshake
 
     NbdHandshake(NbdChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer)
     {
+        this(channel, exports, exportsByName, peer, NbdTls.OFF);
+    }
+
+    NbdHandshake(NbdChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer, NbdTls tls)
+    {
         this.channel = requireNonNull(channel, "channel is null");
+        this.tls = requireNonNull(tls, "tls is null");
         this.exportList = requireNonNull(exports, "exports is null");
         this.exports = requireNonNull(exportsByName, "exportsByName is null");
         this.peer = requireNonNull(peer, "peer is null");
@@ -126,6 +136,13 @@ final class NbdHandshake
                 continue;
             }
             ByteBuffer data = readFully((int) length);
+            if (tls.mode() == NbdTls.Mode.REQUIRE && !tlsStarted && opt != OPT_STARTTLS && opt != OPT_ABORT) {
+                if (opt == OPT_EXPORT_NAME) {
+                    throw new NbdProtocolException("NBD_OPT_EXPORT_NAME without TLS, which this server requires");
+                }
+                replyError(opt, REP_ERR_TLS_REQD, "this server requires TLS: start it with NBD_OPT_STARTTLS");
+                continue;
+            }
             switch (opt) {
                 case OPT_EXPORT_NAME: {
                     Export export = lookup(decodeName(data));
@@ -169,11 +186,34 @@ final class NbdHandshake
                     }
                     break;
                 }
+                case OPT_STARTTLS:
+                    if (tls.mode() == NbdTls.Mode.OFF) {
+                        replyError(opt, REP_ERR_UNSUP, "TLS is not enabled on this server");
+                    }
+                    else if (tlsStarted) {
+                        replyError(opt, REP_ERR_INVALID, "TLS is already started");
+                    }
+                    else if (length != 0) {
+                        replyError(opt, REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+                    }
+                    else {
+                        reply(opt, REP_ACK, ByteBuffer.allocate(0));
+                        channel = tls.startTls(channel);
+                        tlsStarted = true;
+                        log.debug("{}: TLS started", peer);
+                    }
+                    break;
                 default:
                     replyError(opt, REP_ERR_UNSUP, "option " + opt + " is not supported");
                     break;
             }
         }
+    }
+
+    /** The connection's channel: the one given, or the TLS channel after NBD_OPT_STARTTLS. */
+    NbdChannel channel()
+    {
+        return channel;
     }
 
     /** Whether the client asked for no 124 zero bytes after NBD_OPT_EXPORT_NAME. */

@@ -28,6 +28,12 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
 import static java.util.Objects.requireNonNull;
@@ -52,6 +58,25 @@ import static java.util.Objects.requireNonNull;
  *     io_uring fixed buffers); pages beyond it work the same, unpinned.
  * <li>{@code close-timeout-ms} (default 30000): how long {@link #close()} waits for in-flight
  *     requests and their replies before it closes the sockets of clients that do not read.
+ * <li>{@code max-connections} (default 0, no limit): clients served at once; one more is closed as
+ *     soon as it is accepted, with a log line, as nbdkit's limit filter does.
+ * <li>{@code handshake-timeout-ms} (default 10000, 0 = none): a client that has not finished the
+ *     handshake (TLS included) by then is dropped, so idle connections cannot pile up; as
+ *     qemu-nbd's {@code --handshake-limit}.
+ * <li>{@code stdio} (default false): serve exactly one client on the process's standard input and
+ *     output (a socket, as {@code nbd_connect_command} passes, or a pair of pipes) instead of
+ *     listening; {@link #awaitEnd()} returns when it leaves. Host, port and socket are ignored.
+ * <li>{@code tls} ({@code off}, {@code on} or {@code require}; default off): NBD_OPT_STARTTLS with
+ *     X.509 certificates. Under {@code on} clients may also go on in clear text; under
+ *     {@code require} every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD.
+ *     PSK is not offered: JSSE has no TLS-PSK.
+ * <li>{@code tls-cert}, {@code tls-key}: the server's certificate (chain) and private key, PEM; the
+ *     key PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted.
+ * <li>{@code tls-certificates}: a directory in qemu's and nbdkit's layout instead
+ *     ({@code server-cert.pem}, {@code server-key.pem}, {@code ca-cert.pem}).
+ * <li>{@code tls-verify-peer} (default false): clients must present a certificate signed by
+ *     {@code tls-ca} (default: {@code ca-cert.pem} of {@code tls-certificates}).
+ * <li>{@code tls-ca}: CA certificates, PEM, that client certificates are checked against.
  * </ul>
  */
 public final class NbdServer
@@ -64,7 +89,17 @@ public final class NbdServer
     public static final String PAGE_POOL_BYTES = "page-pool-bytes";
     public static final String CLOSE_TIMEOUT_MS = "close-timeout-ms";
     public static final String REGISTERED_BYTES = "registered-bytes";
-    private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS, REGISTERED_BYTES);
+    public static final String MAX_CONNECTIONS = "max-connections";
+    public static final String HANDSHAKE_TIMEOUT_MS = "handshake-timeout-ms";
+    public static final String STDIO = "stdio";
+    public static final String TLS = "tls";
+    public static final String TLS_CERT = "tls-cert";
+    public static final String TLS_KEY = "tls-key";
+    public static final String TLS_CA = "tls-ca";
+    public static final String TLS_CERTIFICATES = "tls-certificates";
+    public static final String TLS_VERIFY_PEER = "tls-verify-peer";
+    private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS, REGISTERED_BYTES,
+            MAX_CONNECTIONS, HANDSHAKE_TIMEOUT_MS, STDIO, TLS, TLS_CERT, TLS_KEY, TLS_CA, TLS_CERTIFICATES, TLS_VERIFY_PEER);
 
     private final List<Export> exports;
     private final Map<String, Export> exportsByName;
@@ -73,10 +108,15 @@ public final class NbdServer
     private final int maxInflightBytes;
     private final int maxInflightRequests;
     private final long closeTimeoutMillis;
+    private final int maxConnections;
+    private final long handshakeTimeoutMillis;
+    private final NbdTls tls;
+    private final ScheduledExecutorService timer;
     private final ServerSocketChannel listener;
     private final Path socketPath;
     private final String uri;
     private final Thread acceptThread;
+    private final CountDownLatch ended = new CountDownLatch(1);
     private final Map<NbdConnection, Thread> connections = new LinkedHashMap<>();
     private int nextConnectionId;
     private boolean closed;
@@ -131,10 +171,42 @@ public final class NbdServer
         this.maxInflightBytes = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_BYTES, 128L << 20));
         this.maxInflightRequests = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_REQUESTS, 256));
         this.closeTimeoutMillis = parseSize(options, CLOSE_TIMEOUT_MS, 30_000);
+        this.maxConnections = (int) Math.min(Integer.MAX_VALUE, parseCount(options, MAX_CONNECTIONS, 0));
+        this.handshakeTimeoutMillis = parseCount(options, HANDSHAKE_TIMEOUT_MS, 10_000);
+        this.tls = NbdTls.fromOptions(options);
+        boolean stdio = Boolean.parseBoolean(options.getOrDefault(STDIO, "false"));
         this.pagePool = pagePool;
         this.ownsPagePool = ownsPagePool;
+        this.timer = handshakeTimeoutMillis == 0 ? null : Executors.newSingleThreadScheduledExecutor(runnable -> {
+            Thread thread = new Thread(runnable, "nbd-handshake-timer");
+            thread.setDaemon(true);
+            return thread;
+        });
 
         String firstExport = this.exports.get(0).name();
+        if (stdio) {
+            NbdChannel channel = StdioNbdChannel.open();
+            this.listener = null;
+            this.socketPath = null;
+            this.uri = "stdio";
+            this.acceptThread = null;
+            synchronized (this) {
+                NbdConnection connection = new NbdConnection(this, channel, "nbd-conn-0", "stdio");
+                Thread thread = new Thread(() -> {
+                    try {
+                        connection.run();
+                    }
+                    finally {
+                        ended.countDown();
+                    }
+                }, "nbd-conn-0");
+                thread.setDaemon(true);
+                connections.put(connection, thread);
+                thread.start();
+            }
+            log.info("NBD server serving one client on standard input/output");
+            return;
+        }
         if (config.socket().isPresent()) {
             Path path = config.socket().get().toAbsolutePath();
             removeStaleSocket(path);
@@ -178,6 +250,14 @@ public final class NbdServer
         return uri;
     }
 
+    /** With {@code stdio}: returns once the one client has gone. Otherwise waits for {@link #close()}. */
+    @Override
+    public void awaitEnd()
+            throws InterruptedException
+    {
+        ended.await();
+    }
+
     @Override
     public void close()
     {
@@ -187,13 +267,15 @@ public final class NbdServer
             }
             closed = true;
         }
-        try {
-            listener.close();
+        if (listener != null) {
+            try {
+                listener.close();
+            }
+            catch (IOException e) {
+                log.warn("closing the listening socket failed: {}", e.toString());
+            }
+            joinQuietly(acceptThread, 0);
         }
-        catch (IOException e) {
-            log.warn("closing the listening socket failed: {}", e.toString());
-        }
-        joinQuietly(acceptThread, 0);
         Map<NbdConnection, Thread> snapshot;
         synchronized (this) {
             snapshot = new LinkedHashMap<>(connections);
@@ -224,9 +306,14 @@ public final class NbdServer
                 log.warn("cannot remove socket {}: {}", socketPath, e.toString());
             }
         }
+        if (timer != null) {
+            timer.shutdownNow();
+            awaitQuietly(timer);
+        }
         if (ownsPagePool) {
             pagePool.close();
         }
+        ended.countDown();
         log.info("NBD server on {} closed", uri);
     }
 
@@ -253,6 +340,34 @@ public final class NbdServer
     int maxInflightRequests()
     {
         return maxInflightRequests;
+    }
+
+    NbdTls tls()
+    {
+        return tls;
+    }
+
+    /**
+     * Drops the connection unless its handshake is over within {@code handshake-timeout-ms}; the
+     * caller cancels the returned future when it is. Null when there is no limit.
+     */
+    ScheduledFuture<?> handshakeDeadline(NbdConnection connection)
+    {
+        if (timer == null) {
+            return null;
+        }
+        try {
+            return timer.schedule(connection::handshakeTimedOut, handshakeTimeoutMillis, TimeUnit.MILLISECONDS);
+        }
+        catch (RejectedExecutionException e) {
+            // closing: the connection is being stopped anyway
+            return null;
+        }
+    }
+
+    long handshakeTimeoutMillis()
+    {
+        return handshakeTimeoutMillis;
     }
 
     private void acceptLoop()
@@ -291,9 +406,14 @@ public final class NbdServer
                     }
                     // Ended connections stay listed until their threads are gone, so close() can join them.
                     connections.values().removeIf(thread -> !thread.isAlive());
+                    if (maxConnections > 0 && connections.size() >= maxConnections) {
+                        log.warn("{}: refused, already serving max-connections={} clients", peer, maxConnections);
+                        channel.close();
+                        continue;
+                    }
                     int id = nextConnectionId++;
                     String name = "nbd-conn-" + id;
-                    NbdConnection connection = new NbdConnection(this, channel, name, name + " " + peer);
+                    NbdConnection connection = new NbdConnection(this, NbdChannel.of(channel), name, name + " " + peer);
                     Thread thread = new Thread(connection, name);
                     thread.setDaemon(true);
                     connections.put(connection, thread);
@@ -383,6 +503,35 @@ public final class NbdServer
         }
         catch (NumberFormatException | ArithmeticException e) {
             throw new IllegalArgumentException("nbd option " + key + " is not a size: " + value);
+        }
+    }
+
+    /** A count or time; 0 allowed (meaning "no limit" where the option says so). */
+    static long parseCount(Map<String, String> options, String key, long defaultValue)
+    {
+        String value = options.get(key);
+        if (value == null) {
+            return defaultValue;
+        }
+        try {
+            long number = Long.parseLong(value.trim());
+            if (number < 0) {
+                throw new IllegalArgumentException("nbd option " + key + " must not be negative: " + value);
+            }
+            return number;
+        }
+        catch (NumberFormatException e) {
+            throw new IllegalArgumentException("nbd option " + key + " is not a number: " + value);
+        }
+    }
+
+    private static void awaitQuietly(ExecutorService executor)
+    {
+        try {
+            executor.awaitTermination(1, TimeUnit.MINUTES);
+        }
+        catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         }
     }
 
