@@ -10,9 +10,11 @@ import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.net.InetSocketAddress;
+import java.net.SocketAddress;
 import java.net.StandardProtocolFamily;
 import java.net.StandardSocketOptions;
 import java.net.UnixDomainSocketAddress;
+import java.nio.channels.Channel;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
@@ -66,6 +68,10 @@ import static java.util.Objects.requireNonNull;
  * <li>{@code stdio} (default false): serve exactly one client on the process's standard input and
  *     output (a socket, as {@code nbd_connect_command} passes, or a pair of pipes) instead of
  *     listening; {@link #awaitEnd()} returns when it leaves. Host, port and socket are ignored.
+ * <li>{@code socket-activation} (default false): serve on the listening socket the process
+ *     inherited on standard input (systemd socket activation, {@code LISTEN_FDS}, which
+ *     {@code bin/jloop} moves from descriptor 3 to 0) instead of binding one. With {@code stdio},
+ *     exactly one client is accepted there and served.
  * <li>{@code tls} ({@code off}, {@code on} or {@code require}; default off): NBD_OPT_STARTTLS with
  *     X.509 certificates. Under {@code on} clients may also go on in clear text; under
  *     {@code require} every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD.
@@ -92,6 +98,7 @@ public final class NbdServer
     public static final String MAX_CONNECTIONS = "max-connections";
     public static final String HANDSHAKE_TIMEOUT_MS = "handshake-timeout-ms";
     public static final String STDIO = "stdio";
+    public static final String SOCKET_ACTIVATION = "socket-activation";
     public static final String TLS = "tls";
     public static final String TLS_CERT = "tls-cert";
     public static final String TLS_KEY = "tls-key";
@@ -99,7 +106,7 @@ public final class NbdServer
     public static final String TLS_CERTIFICATES = "tls-certificates";
     public static final String TLS_VERIFY_PEER = "tls-verify-peer";
     private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS, REGISTERED_BYTES,
-            MAX_CONNECTIONS, HANDSHAKE_TIMEOUT_MS, STDIO, TLS, TLS_CERT, TLS_KEY, TLS_CA, TLS_CERTIFICATES, TLS_VERIFY_PEER);
+            MAX_CONNECTIONS, HANDSHAKE_TIMEOUT_MS, STDIO, SOCKET_ACTIVATION, TLS, TLS_CERT, TLS_KEY, TLS_CA, TLS_CERTIFICATES, TLS_VERIFY_PEER);
 
     private final List<Export> exports;
     private final Map<String, Export> exportsByName;
@@ -114,6 +121,11 @@ public final class NbdServer
     private final ScheduledExecutorService timer;
     private final ServerSocketChannel listener;
     private final Path socketPath;
+    private final boolean unixSocket;
+    private final boolean singleClient;
+    // An inherited listener stays open: closing it points stdin, stdout and stderr at /dev/null (sun.nio.ch.InheritedChannel).
+    private final boolean inheritedListener;
+    private boolean servedSingleClient;
     private final String uri;
     private final Thread acceptThread;
     private final CountDownLatch ended = new CountDownLatch(1);
@@ -175,6 +187,9 @@ public final class NbdServer
         this.handshakeTimeoutMillis = parseCount(options, HANDSHAKE_TIMEOUT_MS, 10_000);
         this.tls = NbdTls.fromOptions(options);
         boolean stdio = Boolean.parseBoolean(options.getOrDefault(STDIO, "false"));
+        boolean activated = Boolean.parseBoolean(options.getOrDefault(SOCKET_ACTIVATION, "false"));
+        this.singleClient = stdio;
+        this.inheritedListener = activated;
         this.pagePool = pagePool;
         this.ownsPagePool = ownsPagePool;
         this.timer = handshakeTimeoutMillis == 0 ? null : Executors.newSingleThreadScheduledExecutor(runnable -> {
@@ -184,22 +199,16 @@ public final class NbdServer
         });
 
         String firstExport = this.exports.get(0).name();
-        if (stdio) {
+        if (stdio && !activated) {
             NbdChannel channel = StdioNbdChannel.open();
             this.listener = null;
             this.socketPath = null;
+            this.unixSocket = false;
             this.uri = "stdio";
             this.acceptThread = null;
             synchronized (this) {
                 NbdConnection connection = new NbdConnection(this, channel, "nbd-conn-0", "stdio");
-                Thread thread = new Thread(() -> {
-                    try {
-                        connection.run();
-                    }
-                    finally {
-                        ended.countDown();
-                    }
-                }, "nbd-conn-0");
+                Thread thread = new Thread(() -> runAndEnd(connection), "nbd-conn-0");
                 thread.setDaemon(true);
                 connections.put(connection, thread);
                 thread.start();
@@ -207,7 +216,30 @@ public final class NbdServer
             log.info("NBD server serving one client on standard input/output");
             return;
         }
-        if (config.socket().isPresent()) {
+        if (activated) {
+            Channel inherited = System.inheritedChannel();
+            if (!(inherited instanceof ServerSocketChannel)) {
+                throw new IOException("socket activation: standard input is not the listening socket (" + inherited
+                        + "); start jloop through bin/jloop, which moves LISTEN_FDS' descriptor 3 there");
+            }
+            ServerSocketChannel channel = (ServerSocketChannel) inherited;
+            channel.configureBlocking(true);
+            this.listener = channel;
+            // The activator made the socket and removes it: not ours to delete.
+            this.socketPath = null;
+            SocketAddress address = channel.getLocalAddress();
+            if (address instanceof UnixDomainSocketAddress) {
+                this.unixSocket = true;
+                this.uri = "nbd+unix:///" + encode(firstExport, false) + "?socket=" + encode(((UnixDomainSocketAddress) address).getPath().toString(), true);
+            }
+            else {
+                this.unixSocket = false;
+                InetSocketAddress inet = (InetSocketAddress) address;
+                String host = inet.getAddress().getHostAddress();
+                this.uri = "nbd://" + (host.contains(":") ? "[" + host + "]" : host) + ":" + inet.getPort() + "/" + encode(firstExport, false);
+            }
+        }
+        else if (config.socket().isPresent()) {
             Path path = config.socket().get().toAbsolutePath();
             removeStaleSocket(path);
             ServerSocketChannel channel = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
@@ -220,6 +252,7 @@ public final class NbdServer
             }
             this.listener = channel;
             this.socketPath = path;
+            this.unixSocket = true;
             this.uri = "nbd+unix:///" + encode(firstExport, false) + "?socket=" + encode(path.toString(), true);
         }
         else {
@@ -234,6 +267,7 @@ public final class NbdServer
             }
             this.listener = channel;
             this.socketPath = null;
+            this.unixSocket = false;
             int port = ((InetSocketAddress) channel.getLocalAddress()).getPort();
             String host = config.host().contains(":") ? "[" + config.host() + "]" : config.host();
             this.uri = "nbd://" + host + ":" + port + "/" + encode(firstExport, false);
@@ -267,7 +301,7 @@ public final class NbdServer
             }
             closed = true;
         }
-        if (listener != null) {
+        if (listener != null && !inheritedListener) {
             try {
                 listener.close();
             }
@@ -392,12 +426,12 @@ public final class NbdServer
             }
             try {
                 String peer;
-                if (socketPath == null) {
+                if (!unixSocket) {
                     channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
                     peer = String.valueOf(channel.getRemoteAddress());
                 }
                 else {
-                    peer = "unix:" + socketPath;
+                    peer = "unix:" + (socketPath != null ? socketPath : channel.getLocalAddress());
                 }
                 synchronized (this) {
                     if (closed) {
@@ -406,6 +440,11 @@ public final class NbdServer
                     }
                     // Ended connections stay listed until their threads are gone, so close() can join them.
                     connections.values().removeIf(thread -> !thread.isAlive());
+                    if (singleClient && servedSingleClient) {
+                        log.warn("{}: refused, this server serves one client only (stdio)", peer);
+                        channel.close();
+                        continue;
+                    }
                     if (maxConnections > 0 && connections.size() >= maxConnections) {
                         log.warn("{}: refused, already serving max-connections={} clients", peer, maxConnections);
                         channel.close();
@@ -414,9 +453,10 @@ public final class NbdServer
                     int id = nextConnectionId++;
                     String name = "nbd-conn-" + id;
                     NbdConnection connection = new NbdConnection(this, NbdChannel.of(channel), name, name + " " + peer);
-                    Thread thread = new Thread(connection, name);
+                    Thread thread = new Thread(singleClient ? () -> runAndEnd(connection) : connection, name);
                     thread.setDaemon(true);
                     connections.put(connection, thread);
+                    servedSingleClient = singleClient;
                     thread.start();
                 }
             }
@@ -429,6 +469,16 @@ public final class NbdServer
                     // nothing more to do with it
                 }
             }
+        }
+    }
+
+    private void runAndEnd(NbdConnection connection)
+    {
+        try {
+            connection.run();
+        }
+        finally {
+            ended.countDown();
         }
     }
 
