@@ -217,7 +217,8 @@ final class PemFiles
         void skip(int tag)
                 throws IOException
         {
-            position += header(tag);
+            int length = header(tag);
+            position += length;
         }
 
         /** The whole next element, tag and length included. */

@@ -85,6 +85,10 @@ final class TlsNbdChannel
                 }
             }
         }
+        catch (SSLException e) {
+            channel.sendAlert();
+            throw e;
+        }
         finally {
             channel.writeLock.unlock();
             channel.readLock.unlock();
@@ -177,6 +181,20 @@ final class TlsNbdChannel
         }
         finally {
             transport.close();
+        }
+    }
+
+    /** After a failed handshake the engine holds an alert saying why: the client should hear it rather than see the socket drop. */
+    private void sendAlert()
+    {
+        try {
+            engine.closeOutbound();
+            for (int i = 0; i < 4 && !engine.isOutboundDone(); i++) {
+                wrapAndFlush(new ByteBuffer[] {EMPTY}, 0, 1);
+            }
+        }
+        catch (IOException | RuntimeException e) {
+            // the client may be gone already; the handshake failure is what matters
         }
     }
 
