@@ -30,6 +30,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -119,6 +120,7 @@ public final class NbdServer
     private final long handshakeTimeoutMillis;
     private final NbdTls tls;
     private final ScheduledExecutorService timer;
+    private final List<Thread> timerThreads = new CopyOnWriteArrayList<>();
     private final ServerSocketChannel listener;
     private final Path socketPath;
     private final boolean unixSocket;
@@ -195,6 +197,7 @@ public final class NbdServer
         this.timer = handshakeTimeoutMillis == 0 ? null : Executors.newSingleThreadScheduledExecutor(runnable -> {
             Thread thread = new Thread(runnable, "nbd-handshake-timer");
             thread.setDaemon(true);
+            timerThreads.add(thread);
             return thread;
         });
 
@@ -343,6 +346,8 @@ public final class NbdServer
         if (timer != null) {
             timer.shutdownNow();
             awaitQuietly(timer);
+            // a terminated executor's thread may still be finishing
+            timerThreads.forEach(thread -> joinQuietly(thread, 0));
         }
         if (ownsPagePool) {
             pagePool.close();
