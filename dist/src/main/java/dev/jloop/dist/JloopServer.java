@@ -73,8 +73,7 @@ final class JloopServer
         try {
             for (ExportSpec spec : specs) {
                 Path file = spec.file();
-                String size = spec.size() != null ? spec.size() : options.size;
-                prepareFile(file, size);
+                prepareFile(file, spec.size(), spec.file() == options.file ? "--size SIZE" : "size=SIZE to its --export");
                 BackendConfig config = new BackendConfig(file, options.readOnly || spec.readOnly(), options.direct, options.queueDepth,
                         Map.of("uring-sqpoll", Boolean.toString(options.uringSqpoll)));
                 BackingFile backingFile = openBackingFile(config);
@@ -134,9 +133,12 @@ final class JloopServer
                     + "); it names FILE: add further exports as --export " + ExportSpec.SYNTAX);
         }
         if (options.file != null) {
-            specs.add(0, new ExportSpec(names.isEmpty() ? "" : names.get(0), options.file, null, false, null));
+            specs.add(0, new ExportSpec(names.isEmpty() ? "" : names.get(0), options.file, options.size, false, null));
         }
-        else if (!names.isEmpty()) {
+        else if (options.size != null) {
+            throw new UserException("--size is the size of FILE, but no FILE is given; size each export with --export NAME=FILE,size=SIZE");
+        }
+        if (options.file == null && !names.isEmpty()) {
             throw new UserException("--export " + names.get(0) + " names FILE, but no FILE is given; to serve a file under that name use --export "
                     + names.get(0) + "=FILE");
         }
@@ -192,11 +194,11 @@ final class JloopServer
         }
     }
 
-    private void prepareFile(Path file, String sizeText)
+    private void prepareFile(Path file, String sizeText, String howToSize)
     {
         if (sizeText == null) {
             if (!Files.exists(file)) {
-                throw new UserException(file + ": no such file (add --size SIZE to create it)");
+                throw new UserException(file + ": no such file (add " + howToSize + " to create it)");
             }
             return;
         }

@@ -45,7 +45,7 @@ public final class ServeOptions
     boolean direct;
 
     @Option(names = "--size", paramLabel = "SIZE",
-            description = "Create each file without a size of its own sparse with this size if it is missing, or grow it (e.g. 1G, 512M); never shrinks.%n  e.g. --size 1G disk.img")
+            description = "Create FILE sparse with this size if it is missing, or grow it (e.g. 1G, 512M); never shrinks. Exports given as NAME=FILE take size=SIZE instead.%n  e.g. --size 1G disk.img")
     String size;
 
     @Option(names = "--queue-depth", paramLabel = "N", defaultValue = "64",
