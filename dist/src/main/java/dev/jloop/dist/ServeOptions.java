@@ -33,7 +33,8 @@ public final class ServeOptions
                     + "With '=': one more export, NAME=FILE[,size=SIZE][,read-only][,description=TEXT]; repeat for several "
                     + "(write a comma in a file name or text as ,,). Clients list them with NBD_OPT_LIST; the first is also "
                     + "served under the empty name.",
-                    "  e.g. --export disk disk.img --export 'iso=boot.iso,read-only,description=Installer'"})
+                    "  e.g. --export disk disk.img",
+                    "       --export 'iso=boot.iso,read-only,description=CD'"})
     List<String> exports = new ArrayList<>();
 
     @Option(names = {"--read-only", "-r"},
@@ -97,8 +98,9 @@ public final class ServeOptions
     String run;
 
     @Option(names = "--stdio",
-            description = "Serve exactly one client on standard input/output (what libnbd's nbd_connect_command and "
-                    + "nbdinfo -- [ ... ] do), log on stderr, exit when it disconnects.%n  e.g. nbdinfo -- [ jloop serve --stdio disk.img ]")
+            description = "Serve exactly one client on standard input/output (a socket pair, as libnbd's nbd_connect_command "
+                    + "passes, or pipes) and exit when it leaves; log on stderr. Under socket activation (LISTEN_FDS, libnbd's "
+                    + "[ ... ]): one client on the given socket.%n  e.g. nbdinfo -- [ jloop serve --stdio disk.img ]")
     boolean stdio;
 
     @Parameters(index = "0", arity = "0..1", paramLabel = "FILE",
