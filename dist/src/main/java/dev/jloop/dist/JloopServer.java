@@ -67,6 +67,9 @@ final class JloopServer
      */
     String start(FrontendConfig where, Map<String, String> frontendOptions)
     {
+        // checked before any file is created or opened
+        Map<String, String> allOptions = new LinkedHashMap<>(frontendOptions());
+        allOptions.putAll(frontendOptions);
         List<ExportSpec> specs = exportSpecs();
         List<Export> exports = new ArrayList<>();
         List<String> served = new ArrayList<>();
@@ -90,8 +93,6 @@ final class JloopServer
                         : "'" + spec.name() + "' " + file + " " + Sizes.format(deviceSize) + (config.readOnly() ? " read-only" : ""));
             }
 
-            Map<String, String> allOptions = new LinkedHashMap<>(frontendOptions());
-            allOptions.putAll(frontendOptions);
             FrontendConfig frontendConfig = new FrontendConfig(where.host(), where.port(), where.socket().orElse(null), allOptions);
             running = createFrontend(frontendConfig, exports);
             started.push(running);
