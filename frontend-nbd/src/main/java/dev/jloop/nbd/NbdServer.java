@@ -42,9 +42,10 @@ import java.util.concurrent.TimeUnit;
 import static java.util.Objects.requireNonNull;
 
 /**
- * An NBD server (fixed newstyle, simple replies) over TCP or a Unix socket, serving one or more
- * exports. Each connection has a reader thread (handshake, then requests) and a writer thread
- * (replies); request data lives in pages of one server-wide {@link PagePool}.
+ * An NBD server (fixed newstyle, simple replies) over TCP, a Unix socket, an inherited (socket
+ * activation) socket or standard input/output, serving one or more exports, with optional TLS.
+ * Each connection has a reader thread (handshake, then requests) and a writer thread (replies);
+ * request data lives in pages of one server-wide {@link PagePool}.
  *
  * <p>Options ({@link FrontendConfig#options()}); sizes take a K, M or G suffix (powers of 1024):
  * <ul>
@@ -194,12 +195,6 @@ public final class NbdServer
         this.inheritedListener = activated;
         this.pagePool = pagePool;
         this.ownsPagePool = ownsPagePool;
-        this.timer = handshakeTimeoutMillis == 0 ? null : Executors.newSingleThreadScheduledExecutor(runnable -> {
-            Thread thread = new Thread(runnable, "nbd-handshake-timer");
-            thread.setDaemon(true);
-            timerThreads.add(thread);
-            return thread;
-        });
 
         String firstExport = this.exports.get(0).name();
         if (stdio && !activated) {
@@ -209,6 +204,7 @@ public final class NbdServer
             this.unixSocket = false;
             this.uri = "stdio";
             this.acceptThread = null;
+            this.timer = newTimer();
             synchronized (this) {
                 NbdConnection connection = new NbdConnection(this, channel, "nbd-conn-0", "stdio");
                 Thread thread = new Thread(() -> runAndEnd(connection), "nbd-conn-0");
@@ -275,6 +271,8 @@ public final class NbdServer
             String host = config.host().contains(":") ? "[" + config.host() + "]" : config.host();
             this.uri = "nbd://" + host + ":" + port + "/" + encode(firstExport, false);
         }
+        // after binding, so a failed start leaves no thread behind
+        this.timer = newTimer();
         this.acceptThread = new Thread(this::acceptLoop, "nbd-accept");
         acceptThread.setDaemon(true);
         acceptThread.start();
@@ -475,6 +473,19 @@ public final class NbdServer
                 }
             }
         }
+    }
+
+    private ScheduledExecutorService newTimer()
+    {
+        if (handshakeTimeoutMillis == 0) {
+            return null;
+        }
+        return Executors.newSingleThreadScheduledExecutor(runnable -> {
+            Thread thread = new Thread(runnable, "nbd-handshake-timer");
+            thread.setDaemon(true);
+            timerThreads.add(thread);
+            return thread;
+        });
     }
 
     private void runAndEnd(NbdConnection connection)
