@@ -1,6 +1,7 @@
 package dev.jloop.api;
 
 import java.io.Closeable;
+import java.util.concurrent.CountDownLatch;
 
 /**
  * A running frontend: serves its exports from {@link FrontendFactory#create} until {@link #close()}.
@@ -18,12 +19,7 @@ public interface Frontend extends Closeable
     default void awaitEnd()
             throws InterruptedException
     {
-        Object never = new Object();
-        synchronized (never) {
-            while (true) {
-                never.wait();
-            }
-        }
+        new CountDownLatch(1).await();
     }
 
     /**
