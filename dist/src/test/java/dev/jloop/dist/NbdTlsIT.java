@@ -1,6 +1,6 @@
 package dev.jloop.dist;
 
-import dev.jloop.dist.TestCertificates.KeyForm;
+import dev.jloop.dist.OpensslPki.KeyForm;
 import dev.jloop.testkit.CiAssumptions;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -61,7 +61,7 @@ class NbdTlsIT
     {
         CiAssumptions.assumeCommand("nbdcopy");
         CiAssumptions.assumeCommand("qemu-img");
-        TestCertificates pki = TestCertificates.create(dir.resolve("pki"), KeyForm.RSA_PKCS1);
+        OpensslPki pki = OpensslPki.create(dir.resolve("pki"), KeyForm.RSA_PKCS1);
         Path image = dir.resolve("disk.img");
         byte[] content = randomBytes(4 << 20, 1);
         Files.write(image, content);
@@ -111,7 +111,7 @@ class NbdTlsIT
     void onServesClearTextAndTlsClientsOnAUnixSocket()
             throws Exception
     {
-        TestCertificates pki = TestCertificates.create(dir.resolve("pki"), KeyForm.EC_SEC1);
+        OpensslPki pki = OpensslPki.create(dir.resolve("pki"), KeyForm.EC_SEC1);
         Path image = dir.resolve("disk.img");
         Path socket = dir.resolve("nbd.sock");
         JloopProcess server = serve("--socket", socket.toString(), "--size", "2M", "--tls", "on",
@@ -129,7 +129,7 @@ class NbdTlsIT
     void verifyPeerWantsACertificateFromTheCa()
             throws Exception
     {
-        TestCertificates pki = TestCertificates.create(dir.resolve("pki"), KeyForm.EC_PKCS8);
+        OpensslPki pki = OpensslPki.create(dir.resolve("pki"), KeyForm.EC_PKCS8);
         Path image = dir.resolve("disk.img");
         Path socket = dir.resolve("nbd.sock");
         JloopProcess server = serve("--socket", socket.toString(), "--size", "1M", "--tls", "require",
@@ -154,7 +154,7 @@ class NbdTlsIT
     void everyKeyFormOpensslWrites(KeyForm form)
             throws Exception
     {
-        TestCertificates pki = TestCertificates.create(dir.resolve("pki"), form);
+        OpensslPki pki = OpensslPki.create(dir.resolve("pki"), form);
         Path image = dir.resolve("disk.img");
         Path socket = dir.resolve("nbd.sock");
         JloopProcess server = serve("--socket", socket.toString(), "--size", "3M", "--tls", "require",
@@ -168,7 +168,7 @@ class NbdTlsIT
     void mistakesAreOneLineErrors()
             throws Exception
     {
-        TestCertificates pki = TestCertificates.create(dir.resolve("pki"), KeyForm.RSA_PKCS8);
+        OpensslPki pki = OpensslPki.create(dir.resolve("pki"), KeyForm.RSA_PKCS8);
         Path image = dir.resolve("disk.img");
         Files.write(image, new byte[4096]);
         Path serverCert = pki.serverDirectory.resolve("server-cert.pem");

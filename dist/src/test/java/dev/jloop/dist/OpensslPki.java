@@ -11,7 +11,7 @@ import java.nio.file.Path;
  * 127.0.0.1, and a client certificate, laid out as qemu and libnbd/nbdkit read them
  * ({@code server/} and {@code client/} each with {@code ca-cert.pem}).
  */
-final class TestCertificates
+final class OpensslPki
 {
     /** How the server's private key is written: the forms openssl and certtool produce. */
     enum KeyForm
@@ -31,18 +31,18 @@ final class TestCertificates
     /** A CA nobody trusts, and a client certificate it signed. */
     final Path strangerDirectory;
 
-    private TestCertificates(Path root)
+    private OpensslPki(Path root)
     {
         this.serverDirectory = root.resolve("server");
         this.clientDirectory = root.resolve("client");
         this.strangerDirectory = root.resolve("stranger");
     }
 
-    static TestCertificates create(Path root, KeyForm serverKey)
+    static OpensslPki create(Path root, KeyForm serverKey)
             throws IOException
     {
         CiAssumptions.assumeCommand("openssl");
-        TestCertificates pki = new TestCertificates(root);
+        OpensslPki pki = new OpensslPki(root);
         Files.createDirectories(pki.serverDirectory);
         Files.createDirectories(pki.clientDirectory);
         Files.createDirectories(pki.strangerDirectory);
