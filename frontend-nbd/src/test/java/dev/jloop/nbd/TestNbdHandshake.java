@@ -48,7 +48,7 @@ class TestNbdHandshake
         extends AbstractNbdServerTest
 {
     private static final int ALL_FLAGS = FLAG_HAS_FLAGS | FLAG_SEND_FLUSH | FLAG_SEND_FUA | FLAG_SEND_TRIM
-            | FLAG_SEND_WRITE_ZEROES | FLAG_CAN_MULTI_CONN | NbdProtocol.FLAG_SEND_FAST_ZERO;
+            | FLAG_SEND_WRITE_ZEROES | FLAG_CAN_MULTI_CONN | NbdProtocol.FLAG_SEND_FAST_ZERO | NbdProtocol.FLAG_SEND_CACHE;
 
     @BeforeEach
     void start()
