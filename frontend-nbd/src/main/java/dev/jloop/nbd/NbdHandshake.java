@@ -79,6 +79,8 @@ final class NbdHandshake
 
     /** Option data above this is discarded unread and refused with NBD_REP_ERR_TOO_BIG. */
     static final int MAX_OPTION_LENGTH = 64 << 10;
+    /** Option data above this is not even read past: the client is hostile or broken, and is dropped. */
+    static final int MAX_OPTION_SKIP = 16 << 20;
 
     private final NbdChannel channel;
     private final Map<String, Export> exports;
@@ -137,6 +139,9 @@ final class NbdHandshake
             if (length > MAX_OPTION_LENGTH) {
                 if (opt == OPT_EXPORT_NAME) {
                     throw new NbdProtocolException("export name of " + length + " bytes");
+                }
+                if (length > MAX_OPTION_SKIP) {
+                    throw new NbdProtocolException("option " + opt + " with " + length + " bytes of data");
                 }
                 skip(length);
                 replyError(opt, REP_ERR_TOO_BIG, "option data of " + length + " bytes is too long");
