@@ -33,7 +33,7 @@ import java.util.concurrent.TimeUnit;
 import static java.util.Objects.requireNonNull;
 
 /**
- * An NBD server (fixed newstyle, simple replies) over TCP or a Unix socket, serving one or more
+ * An NBD server (fixed newstyle, structured replies; docs/nbd.md) over TCP or a Unix socket, serving one or more
  * exports. Each connection has a reader thread (handshake, then requests) and a writer thread
  * (replies); request data lives in pages of one server-wide {@link PagePool}.
  *
