@@ -474,7 +474,7 @@ final class NbdTransmission
     {
         ByteBuffer reply = request.statusReply().clear();
         reply.position(CHUNK_HEADER_SIZE + 4);
-        statusCollector.start(reply, (flags & CMD_FLAG_REQ_ONE) != 0 ? 1 : NbdRequest.MAX_EXTENTS);
+        statusCollector.start(reply, (flags & CMD_FLAG_REQ_ONE) != 0 ? 1 : NbdRequest.MAX_EXTENTS, request.offset + request.length);
         long res = device.extents(request.offset, request.length, statusCollector);
         statusCollector.finish();
         if (res < 0 || statusCollector.count == 0) {
@@ -535,14 +535,16 @@ final class NbdTransmission
     {
         private ByteBuffer reply;
         private int max;
+        private long end;
         int count;
         private long pendingLength;
         private int pendingFlags;
 
-        void start(ByteBuffer reply, int max)
+        void start(ByteBuffer reply, int max, long end)
         {
             this.reply = reply;
             this.max = max;
+            this.end = end;
             this.count = 0;
             this.pendingLength = 0;
         }
@@ -550,6 +552,11 @@ final class NbdTransmission
         @Override
         public boolean extent(long offset, long length, int type)
         {
+            // A backend reporting past the request is clipped: no extent may reach beyond it.
+            length = Math.min(length, end - offset);
+            if (length <= 0) {
+                return false;
+            }
             // ExtentSink's HOLE and ZERO are NBD_STATE_HOLE and NBD_STATE_ZERO
             int flags = type & (STATE_HOLE | STATE_ZERO);
             if (pendingLength > 0 && flags == pendingFlags) {
