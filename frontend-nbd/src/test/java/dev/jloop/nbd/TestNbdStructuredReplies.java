@@ -126,6 +126,42 @@ class TestNbdStructuredReplies
     }
 
     @Test
+    void chunksCompletingOutOfOrderOnAnotherThreadMakeOneReply()
+            throws IOException
+    {
+        startServer(Map.of());
+        byte[] expected = layout();
+        try (NbdTestClient client = NbdTestClient.openStructured(address(), "disk")) {
+            for (int round = 0; round < 10; round++) {
+                // the read has two data chunks; the device holds both, then ends them newest first
+                disk.holdUntil(2);
+                client.sendRequest(0, CMD_READ, round, 0, 2 << 20);
+                List<NbdTestClient.Chunk> chunks = client.readChunks();
+                assertArrayEquals(expected, NbdTestClient.assemble(chunks, 0, 2 << 20));
+                assertDoneOnlyOnLast(chunks, round);
+            }
+            // several split reads in flight at once keep their chunks apart by cookie
+            for (int i = 0; i < 8; i++) {
+                client.sendRequest(0, CMD_READ, 100 + i, i * 4096L, (2 << 20) - 8 * 4096);
+            }
+            Map<Long, List<NbdTestClient.Chunk>> byCookie = new java.util.HashMap<>();
+            int done = 0;
+            while (done < 8) {
+                NbdTestClient.Chunk chunk = client.readChunk();
+                byCookie.computeIfAbsent(chunk.cookie(), c -> new ArrayList<>()).add(chunk);
+                if (chunk.done()) {
+                    done++;
+                }
+            }
+            for (int i = 0; i < 8; i++) {
+                int length = (2 << 20) - 8 * 4096;
+                assertArrayEquals(java.util.Arrays.copyOfRange(expected, i * 4096, i * 4096 + length),
+                        NbdTestClient.assemble(byCookie.get(100L + i), i * 4096L, length));
+            }
+        }
+    }
+
+    @Test
     void readErrorsAreErrorChunks()
             throws IOException
     {
