@@ -191,6 +191,7 @@ abstract class AbstractNbdInteropIT
     {
         CiAssumptions.assumeCommand("nbdcopy");
         CiAssumptions.assumeCommand("qemu-img");
+        CiAssumptions.assumeCommand("qemu-io");
         Path source = dir.resolve("source.img");
         writeSparse(source);
         Path image = dir.resolve("disk.img");
