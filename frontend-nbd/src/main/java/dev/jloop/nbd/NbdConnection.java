@@ -64,11 +64,13 @@ final class NbdConnection
             }
             if (export != null) {
                 log.debug("{}: serving export '{}'", peer, export.name());
-                int flags = NbdHandshake.transmissionFlags(export.device().capabilities());
+                int flags = handshake.transmissionFlags(export);
                 new NbdTransmission(
                         channel,
                         export.device(),
                         flags,
+                        handshake.structuredReplies(),
+                        handshake.baseAllocation(export),
                         server.pagePool(),
                         server.maxInflightBytes(),
                         server.maxInflightRequests(),

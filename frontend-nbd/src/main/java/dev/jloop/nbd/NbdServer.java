@@ -42,10 +42,10 @@ import java.util.concurrent.TimeUnit;
 import static java.util.Objects.requireNonNull;
 
 /**
- * An NBD server (fixed newstyle, simple replies) over TCP, a Unix socket, an inherited (socket
- * activation) socket or standard input/output, serving one or more exports, with optional TLS.
- * Each connection has a reader thread (handshake, then requests) and a writer thread (replies);
- * request data lives in pages of one server-wide {@link PagePool}.
+ * An NBD server (fixed newstyle, structured replies; docs/nbd.md) over TCP, a Unix socket, an
+ * inherited (socket activation) socket or standard input/output, serving one or more exports,
+ * with optional TLS. Each connection has a reader thread (handshake, then requests) and a writer
+ * thread (replies); request data lives in pages of one server-wide {@link PagePool}.
  *
  * <p>Options ({@link FrontendConfig#options()}); sizes take a K, M or G suffix (powers of 1024):
  * <ul>
