@@ -38,6 +38,7 @@ import static dev.jloop.nbd.NbdProtocol.CMD_READ;
 import static dev.jloop.nbd.NbdProtocol.CMD_WRITE;
 import static dev.jloop.nbd.NbdProtocol.FLAG_C_FIXED_NEWSTYLE;
 import static dev.jloop.nbd.NbdProtocol.FLAG_C_NO_ZEROES;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_DF;
 import static dev.jloop.nbd.NbdProtocol.IHAVEOPT;
 import static dev.jloop.nbd.NbdProtocol.NBDMAGIC;
 import static dev.jloop.nbd.NbdProtocol.OPT_ABORT;
@@ -46,6 +47,7 @@ import static dev.jloop.nbd.NbdProtocol.OPT_GO;
 import static dev.jloop.nbd.NbdProtocol.OPT_INFO;
 import static dev.jloop.nbd.NbdProtocol.OPT_LIST;
 import static dev.jloop.nbd.NbdProtocol.OPT_STARTTLS;
+import static dev.jloop.nbd.NbdProtocol.OPT_STRUCTURED_REPLY;
 import static dev.jloop.nbd.NbdProtocol.REPLY_MAGIC;
 import static dev.jloop.nbd.NbdProtocol.REP_ACK;
 import static dev.jloop.nbd.NbdProtocol.REP_ERR_INVALID;
@@ -156,6 +158,28 @@ class TestNbdTls
             secure.startTls(clientContext(false), OPT_STARTTLS);
             assertEquals(DISK_SIZE, secure.go("disk"));
             roundTrips(secure);
+        }
+    }
+
+    /** The spec: STARTTLS forgets what was negotiated in clear text. */
+    @Test
+    void startTlsForgetsStructuredReplies()
+            throws Exception
+    {
+        startServer(tls("on"));
+        try (TlsClient before = TlsClient.connect(address())) {
+            before.sendOption(OPT_STRUCTURED_REPLY, new byte[0]);
+            assertEquals(REP_ACK, before.readOptionReply().type());
+            before.startTls(clientContext(false), OPT_STARTTLS);
+            before.go("disk");
+            assertEquals(0, before.transmissionFlags & FLAG_SEND_DF, "DF needs structured replies, which TLS reset");
+        }
+        try (TlsClient after = TlsClient.connect(address())) {
+            after.startTls(clientContext(false), OPT_STARTTLS);
+            after.sendOption(OPT_STRUCTURED_REPLY, new byte[0]);
+            assertEquals(REP_ACK, after.readOptionReply().type());
+            after.go("disk");
+            assertEquals(FLAG_SEND_DF, after.transmissionFlags & FLAG_SEND_DF);
         }
     }
 
@@ -331,6 +355,7 @@ class TestNbdTls
         private SSLSocket tls;
         DataInputStream in;
         private DataOutputStream out;
+        int transmissionFlags;
 
         private TlsClient(Socket socket)
                 throws IOException
@@ -412,6 +437,7 @@ class TestNbdTls
                 ByteBuffer data = ByteBuffer.wrap(reply.data());
                 if (data.getShort() == NbdProtocol.INFO_EXPORT) {
                     size = data.getLong();
+                    transmissionFlags = Short.toUnsignedInt(data.getShort());
                 }
             }
         }
