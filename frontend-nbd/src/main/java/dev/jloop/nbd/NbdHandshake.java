@@ -72,6 +72,10 @@ import static java.util.Objects.requireNonNull;
  * namespaces and names are ignored, as the spec asks. SET_META_CONTEXT selects it for one export;
  * BLOCK_STATUS is then allowed only if the client goes on to that same export.
  *
+ * <p>STARTTLS (with {@link NbdTls} on or require) swaps {@link #channel()} for a TLS channel
+ * after its ACK and forgets what was negotiated before; under require every other option but
+ * ABORT is refused with NBD_REP_ERR_TLS_REQD until then.
+ *
  * <p>Runs on the connection's reader thread with blocking, exact-length reads, so nothing the client
  * sends after the handshake is consumed here. Heap buffers are fine: this runs once per connection.
  */
