@@ -80,7 +80,7 @@ final class VmIT
     {
         Path directory = OUT.resolve(name);
         List<DynamicNode> tests = new ArrayList<>();
-        tests.add(DynamicTest.dynamicTest(name + " in the guest", () -> assertGuestPassed(name, directory)));
+        tests.add(DynamicTest.dynamicTest("in the guest", () -> assertGuestPassed(name, directory)));
         Path work = directory.resolve("work");
         if (Files.isDirectory(work)) {
             try (Stream<Path> files = Files.list(work)) {
