@@ -16,7 +16,7 @@
 #
 # env: JLOOP_VM_CACHE  kernel + initramfs cache (default /var/cache/jloop-vm, else ~/.cache/jloop-vm)
 #      KVER            kernel version, e.g. 6.12.117+deb12-amd64 (default: newest cached, else newest in apt)
-#      VM_TIMEOUT      seconds for the whole VM (default 1200); SCENARIO_TIMEOUT per scenario (default 600)
+#      VM_TIMEOUT      seconds for the whole VM (default 900); SCENARIO_TIMEOUT per scenario (default 600)
 #      SMP MEM         guest CPUs (default 2) and MiB (default 2048)
 #      VM_ENV          extra "NAME=value ..." exported to the scenarios (e.g. "NBD_BACKENDS=nio")
 set -euo pipefail
@@ -167,7 +167,7 @@ mem=${MEM:-2048}
 say "booting qemu (tcg, $smp CPUs, ${mem} MiB) for ${#scenarios[@]} scenario(s), console in $out/console.log"
 set +e
 # qemu sometimes stays paused after a guest failure instead of exiting: timeout ends it.
-timeout -k 10 "${VM_TIMEOUT:-1200}" qemu-system-x86_64 -accel tcg,thread=multi,tb-size=512 -cpu max \
+timeout -k 10 "${VM_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg,thread=multi,tb-size=512 -cpu max \
     -smp "$smp" -m "$mem" -nodefaults -no-user-config -display none -no-reboot -monitor none -nic none \
     -serial "file:$out/console.log" \
     -kernel "$kroot/boot/vmlinuz-$KVER" -initrd "$initramfs" \
