@@ -20,6 +20,8 @@
 #      SMP MEM         guest CPUs (default 2) and MiB (default 2048)
 #      VM_ENV          extra "NAME=value ..." exported to the scenarios (e.g. "NBD_BACKENDS=nio")
 set -euo pipefail
+# depmod, nbd-client, mkfs.ext4 live in sbin, which a non-root PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
 
 here=$(cd "$(dirname "$0")" && pwd)
 out=target/vm
