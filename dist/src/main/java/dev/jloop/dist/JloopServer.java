@@ -22,6 +22,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayDeque;
 import java.util.Deque;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -35,6 +36,7 @@ final class JloopServer
         implements Closeable
 {
     private static final Logger log = LoggerFactory.getLogger(JloopServer.class);
+    private static final int DEFAULT_QUEUE_DEPTH = 64;
 
     private final ServeOptions options;
     private final BackendFactory backend;
@@ -56,7 +58,8 @@ final class JloopServer
     {
         Path file = options.file;
         prepareFile(file);
-        BackendConfig config = new BackendConfig(file, options.readOnly, options.direct, options.queueDepth,
+        BackendConfig config = new BackendConfig(file, options.readOnly, options.direct,
+                options.queueDepth != null ? options.queueDepth : DEFAULT_QUEUE_DEPTH,
                 Map.of("uring-sqpoll", Boolean.toString(options.uringSqpoll)));
         try {
             BackingFile backingFile = openBackingFile(config);
@@ -67,7 +70,7 @@ final class JloopServer
             size = device.size();
 
             Listen listen = Listen.parse(options.listen);
-            FrontendConfig frontendConfig = new FrontendConfig(listen.host(), listen.port(), options.socket, Map.of());
+            FrontendConfig frontendConfig = new FrontendConfig(listen.host(), listen.port(), options.socket, frontendOptions());
             String description = file.getFileName() + " (" + Sizes.format(size) + ")";
             running = createFrontend(frontendConfig, List.of(new Export(options.export, description, device)));
             started.push(running);
@@ -79,6 +82,22 @@ final class JloopServer
         return String.format("jloop: serving %s: %s, %s, backend %s%s, frontend %s",
                 running.uri(), file, Sizes.format(size), backend.name(), options.backend.equals("auto") ? " (auto)" : "",
                 frontend.name());
+    }
+
+    /** Settings only some frontends read (ublk: queues, queue depth, device id); unset ones are left out. */
+    private Map<String, String> frontendOptions()
+    {
+        Map<String, String> frontendOptions = new HashMap<>();
+        if (options.queues != null) {
+            frontendOptions.put("queues", options.queues.toString());
+        }
+        if (options.queueDepth != null) {
+            frontendOptions.put("queue-depth", options.queueDepth.toString());
+        }
+        if (options.ublkId != null) {
+            frontendOptions.put("ublk-id", options.ublkId.toString());
+        }
+        return frontendOptions;
     }
 
     private void prepareFile(Path file)

@@ -9,7 +9,7 @@ import java.nio.file.Path;
 public final class ServeOptions
 {
     @Option(names = "--frontend", paramLabel = "NAME", defaultValue = "nbd",
-            description = "How the device is offered: nbd (default: ${DEFAULT-VALUE}).")
+            description = "How the device is offered: nbd, or ublk for a kernel block device /dev/ublkbN (root, ublk_drv) (default: ${DEFAULT-VALUE}).")
     String frontend;
 
     @Option(names = "--backend", paramLabel = "NAME", defaultValue = "auto",
@@ -40,9 +40,17 @@ public final class ServeOptions
             description = "Create FILE sparse with this size if it is missing, or grow it (e.g. 1G, 512M).")
     String size;
 
-    @Option(names = "--queue-depth", paramLabel = "N", defaultValue = "64",
-            description = "Operations in flight on the backing file at most (default: ${DEFAULT-VALUE}).")
-    int queueDepth;
+    @Option(names = "--queue-depth", paramLabel = "N",
+            description = "Operations in flight on the backing file at most (default: 64); with --frontend ublk also the depth of each ublk queue (default: 128).")
+    Integer queueDepth;
+
+    @Option(names = "--queues", paramLabel = "N",
+            description = "ublk: hardware queues, each served by its own thread (default: 1).")
+    Integer queues;
+
+    @Option(names = "--ublk-id", paramLabel = "N",
+            description = "ublk: the device number, giving /dev/ublkbN (default: the kernel picks a free one).")
+    Integer ublkId;
 
     @Option(names = "--uring-sqpoll",
             description = "io_uring backend: let a kernel thread poll the submission queue (saves system calls, costs a core).")
