@@ -6,6 +6,7 @@ import dev.jloop.api.Errno;
 import dev.jloop.api.Frontend;
 import dev.jloop.iter.PagePool;
 import dev.jloop.uring.IoUring;
+import dev.jloop.uring.Ring;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -118,6 +119,11 @@ public final class UblkServer
         if (!IoUring.isAvailable()) {
             throw new IOException("ublk needs io_uring, which is not available here: " + IoUring.unavailabilityCause());
         }
+        try (Ring ring = Ring.builder(2).open()) {
+            if (!ring.isSupported(IoUring.OP_URING_CMD)) {
+                throw new IOException("the kernel's io_uring lacks IORING_OP_URING_CMD, which ublk needs (Linux 6.0 or later)");
+            }
+        }
     }
 
     private void bringUp()
@@ -161,8 +167,8 @@ public final class UblkServer
         }
         control.startDevice(devId, ProcessHandle.current().pid(), config.startTimeout());
         started = true;
-        log.info("ublk device {}: {} queue(s) of depth {}, {} KiB buffers, features 0x{}, flags 0x{}, {} commands",
-                devId, info.nrHwQueues(), info.queueDepth(), bufferBytes >> 10, Long.toHexString(features),
+        log.info("ublk device {}: {} queue(s) of depth {}, {} KiB buffers, features {}, flags 0x{}, {} commands",
+                devId, info.nrHwQueues(), info.queueDepth(), bufferBytes >> 10, features < 0 ? "unknown (before 6.5)" : "0x" + Long.toHexString(features),
                 Long.toHexString(info.flags()), control.ioctlEncoding() ? "ioctl-encoded" : "legacy");
     }
 
