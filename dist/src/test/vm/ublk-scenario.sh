@@ -10,7 +10,9 @@
 #   - ext4 on /dev/ublkbN: mkfs, mount, checksummed files, remount and verify, umount, fsck -fn
 #   - fio randrw with verify=crc32c at iodepth 32 on the raw device
 #   - blkdiscard and blkdiscard -z (zero-out) read back as zeros
-# and once: SIGTERM while fio writes -> the device disappears, the server exits 0, and after a
+# then once: --ublk-id, --queues, --queue-depth, --read-only and --direct as the kernel sees them, a
+# taken id and a non-root user refused with a clear message;
+# and SIGTERM while fio writes -> the device disappears, the server exits 0, and after a
 # restart (with --ublk-id) the data written before the last completed flush is intact.
 set -u
 JLOOP_HOME=${1:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}
@@ -137,15 +139,43 @@ for backend in sync nio io_uring; do
     stop_server
 done
 
+# Options and refusals: id, queues, depth, read-only, 4 KiB blocks under --direct; a taken id; not root
+rm -f "$W/opt.img"
+start_server "$W/opt.img" --backend io_uring --size 16M --ublk-id 3 --queues 2 --queue-depth 16 --read-only --direct
+[ "$DEV" = /dev/ublkb3 ] || fail "--ublk-id 3 gave $DEV"
+[ "$(blockdev --getro "$DEV")" = 1 ] || fail "--read-only: $DEV is not read-only"
+[ "$(blockdev --getss "$DEV")" = 4096 ] || fail "--direct: logical block size $(blockdev --getss "$DEV"), expected 4096"
+[ "$(cat /sys/block/ublkb3/mq/*/nr_tags 2>/dev/null | sort -u)" = 16 ] || fail "--queue-depth 16: nr_tags $(cat /sys/block/ublkb3/mq/*/nr_tags)"
+[ "$(ls /sys/block/ublkb3/mq | wc -l)" = 2 ] || fail "--queues 2: $(ls /sys/block/ublkb3/mq | wc -l) queues"
+dd if=/dev/zero of="$DEV" bs=4k count=1 oflag=direct 2>/dev/null && fail "a write to the read-only device succeeded"
+dd if="$DEV" of=/dev/null bs=1M iflag=direct 2>/dev/null || fail "reading the read-only device"
+KEEP_PID=$PID
+KEEP_DEV=$DEV
+"$J" serve --frontend ublk --backend sync --ublk-id 3 "$W/opt.img" >"$W/taken.out" 2>"$W/taken.err" &&
+    fail "a second server took ublk id 3"
+grep -q 'EEXIST.*--ublk-id' "$W/taken.err" || fail "taken id: unclear error: $(cat "$W/taken.err")"
+PID=$KEEP_PID
+DEV=$KEEP_DEV
+stop_server
+if command -v setpriv >/dev/null; then
+    chmod 644 "$W/opt.img"
+    setpriv --reuid=65534 --regid=65534 --clear-groups "$J" serve --frontend ublk --backend sync --read-only "$W/opt.img" \
+        >"$W/user.out" 2>"$W/user.err" && fail "a non-root user started a ublk device"
+    grep -q 'needs root' "$W/user.err" || fail "not root: unclear error: $(cat "$W/user.err")"
+fi
+step "options and refusals as expected"
+
 # SIGTERM while fio writes: flushed data survives, the device goes away, exit code 0
 rm -f "$W/term.img"
 start_server "$W/term.img" --backend nio --size 64M
 dd if=/dev/urandom of="$W/flushed" bs=1M count=8 2>/dev/null
-dd if="$W/flushed" of="$DEV" bs=1M oflag=direct conv=fsync 2>/dev/null || fail "writing the flushed range"
+dd if="$W/flushed" of="$DEV" bs=1M count=4 oflag=direct conv=fsync 2>/dev/null || fail "writing the flushed range"
 fio --name=ublk-term --filename="$DEV" --ioengine=libaio --direct=1 --rw=randwrite --bs=64k --iodepth=32 \
     --offset=16M --size=40M --time_based --runtime=60 --output="$W/fio-term.log" &
 FIO=$!
-sleep 5
+sleep 3
+# the last flush completes while fio keeps 32 writes in flight
+dd if="$W/flushed" of="$DEV" bs=1M skip=4 seek=4 count=4 conv=fsync 2>/dev/null || fail "writing under load"
 kill -0 $FIO 2>/dev/null || fail "fio ended before SIGTERM"
 stop_server
 i=0

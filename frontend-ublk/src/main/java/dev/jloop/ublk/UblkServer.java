@@ -37,6 +37,8 @@ public final class UblkServer
     private static final Logger log = LoggerFactory.getLogger(UblkServer.class);
 
     static final int DEFAULT_BUFFER_BYTES = 512 << 10;
+    /** Buffers of all tags together stay under this; many queues or deep ones get smaller buffers (down to 64 KiB). */
+    static final long MAX_BUFFER_MEMORY = 256L << 20;
 
     private final UblkDriver driver;
     private final Config config;
@@ -133,7 +135,11 @@ public final class UblkServer
         features = control.getFeatures();
         Capabilities caps = device.capabilities();
         long wantedFlags = control.ioctlEncoding() ? UblkCmd.F_CMD_IOCTL_ENCODE : 0;
-        info = control.addDevice(new UblkStructs.DevInfo(config.queues(), config.queueDepth(), 0, config.bufferBytes(),
+        int wantedBufferBytes = config.bufferBytes();
+        while (wantedBufferBytes > (64 << 10) && (long) config.queues() * config.queueDepth() * wantedBufferBytes > MAX_BUFFER_MEMORY) {
+            wantedBufferBytes >>= 1;
+        }
+        info = control.addDevice(new UblkStructs.DevInfo(config.queues(), config.queueDepth(), 0, wantedBufferBytes,
                 config.devId(), 0, wantedFlags, 0, 0));
         devId = info.devId();
         if (info.nrHwQueues() < 1 || info.queueDepth() < 1 || info.maxIoBufBytes() < 4096) {
@@ -143,7 +149,7 @@ public final class UblkServer
             log.info("ublk device {}: the kernel set {} queues of depth {} (asked for {} of {})", devId, info.nrHwQueues(),
                     info.queueDepth(), config.queues(), config.queueDepth());
         }
-        int bufferBytes = Math.min(config.bufferBytes(), Integer.highestOneBit(info.maxIoBufBytes()));
+        int bufferBytes = Math.min(wantedBufferBytes, Integer.highestOneBit(info.maxIoBufBytes()));
         control.setParams(devId, params(caps, device.size(), bufferBytes));
 
         charDevice = driver.openCharDevice(devId);

@@ -425,6 +425,19 @@ class UblkServerTest
         assertFalse(driver.events().contains("map 1"));
     }
 
+    @Test
+    void manyDeepQueuesGetSmallerBuffers()
+            throws Exception
+    {
+        server = UblkServer.start(driver, new UblkServer.Config(4, 1024, -1, 512 << 10, Duration.ofSeconds(5), Duration.ofSeconds(5)), device);
+        ByteBuffer info = ByteBuffer.wrap(driver.addDevInfo).order(ByteOrder.nativeOrder());
+        assertEquals(64 << 10, info.getInt(8), "4 x 1024 tags x 64 KiB = 256 MiB");
+        ByteBuffer params = ByteBuffer.wrap(driver.params).order(ByteOrder.nativeOrder());
+        assertEquals(128, params.getInt(16), "max_sectors follows the buffer");
+        driver.queue(3).request(1023, UblkCmd.OP_WRITE, 0, 128, new byte[64 << 10]);
+        assertEquals(64 << 10, driver.queue(3).awaitCommit(1023));
+    }
+
     /** A BlockDevice that passes everything on. */
     private static class ForwardingDevice
             implements BlockDevice
