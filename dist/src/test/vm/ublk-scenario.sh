@@ -12,8 +12,9 @@
 #   - blkdiscard and blkdiscard -z (zero-out) read back as zeros
 # then once: --ublk-id, --queues, --queue-depth, --read-only and --direct as the kernel sees them, a
 # taken id and a non-root user refused with a clear message;
-# and SIGTERM while fio writes -> the device disappears, the server exits 0, and after a
-# restart (with --ublk-id) the data written before the last completed flush is intact.
+# SIGTERM while fio writes -> the device disappears, the server exits 0, and after a restart
+# (with --ublk-id) the data written before the last completed flush is intact; and SIGTERM with a
+# file system still mounted -> exit 0, the id is free again after the umount.
 set -u
 JLOOP_HOME=${1:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}
 W=${2:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}
@@ -62,9 +63,13 @@ stop_server()
 {
     id=${DEV#/dev/ublkb}
     kill -TERM "$PID"
+    (sleep 90 && kill -KILL "$PID" 2>/dev/null) &
+    dog=$!
     wait "$PID"
     rc=$?
+    kill "$dog" 2>/dev/null
     PID=
+    [ $rc -ne 137 ] || fail "jloop did not exit within 90 s of SIGTERM"
     [ $rc -eq 0 ] || fail "jloop exited with $rc after SIGTERM"
     i=0
     while [ -e "$DEV" ] || [ -e "/dev/ublkc$id" ] || [ -e "/sys/class/ublk-char/ublkc$id" ]; do
@@ -190,4 +195,19 @@ dd if="$DEV" of="$W/readback" bs=1M count=8 iflag=direct 2>/dev/null || fail "re
 cmp -s "$W/flushed" "$W/readback" || fail "data flushed before SIGTERM differs after restart"
 stop_server
 step "SIGTERM under load: device gone, exit 0, flushed data intact"
+
+# SIGTERM while a file system is still mounted: the server exits 0 all the same (the kernel keeps
+# the deleted device until the umount), and the id is free again afterwards
+rm -f "$W/mounted.img"
+start_server "$W/mounted.img" --backend sync --size 64M
+mkfs.ext4 -q -F "$DEV" || fail "mkfs.ext4 $DEV"
+mount "$DEV" "$MNT" || fail "mount $DEV"
+echo data >"$MNT/x" && sync
+stop_server
+umount "$MNT" 2>/dev/null || umount -l "$MNT" || fail "umount after the device went away"
+start_server "$W/mounted.img" --backend sync --ublk-id 0
+[ "$DEV" = /dev/ublkb0 ] || fail "id 0 not free after the umount: got $DEV"
+fsck.ext4 -fn "$DEV" >"$W/fsck.log" 2>&1 || { cat "$W/fsck.log"; fail "fsck.ext4 -fn after stopping under a mount"; }
+stop_server
+step "SIGTERM with a mounted file system: exit 0, id freed after umount"
 echo "ublk-scenario: PASS"

@@ -19,7 +19,10 @@ public final class UblkCmd
     public static final int CMD_STOP_DEV = 0x07;
     public static final int CMD_SET_PARAMS = 0x08;
     public static final int CMD_GET_PARAMS = 0x09;
+    public static final int CMD_GET_DEV_INFO2 = 0x12;
     public static final int CMD_GET_FEATURES = 0x13;
+    /** DEL_DEV without waiting for the last reference to the device (Linux 6.9+). */
+    public static final int CMD_DEL_DEV_ASYNC = 0x14;
 
     // I/O commands (nr), struct ublksrv_io_cmd is their payload
     public static final int IO_FETCH_REQ = 0x20;
@@ -75,7 +78,7 @@ public final class UblkCmd
     public static int ioctlControl(int nr)
     {
         int dir = switch (nr) {
-            case CMD_GET_QUEUE_AFFINITY, CMD_GET_DEV_INFO, CMD_GET_PARAMS, CMD_GET_FEATURES, 0x12, 0x14 -> IOC_READ;
+            case CMD_GET_QUEUE_AFFINITY, CMD_GET_DEV_INFO, CMD_GET_PARAMS, CMD_GET_FEATURES, CMD_GET_DEV_INFO2, CMD_DEL_DEV_ASYNC -> IOC_READ;
             default -> IOC_READ | IOC_WRITE;
         };
         return ioc(dir, CTRL_CMD_SIZE, nr);
@@ -104,6 +107,8 @@ public final class UblkCmd
             case CMD_SET_PARAMS -> "SET_PARAMS";
             case CMD_GET_PARAMS -> "GET_PARAMS";
             case CMD_GET_FEATURES -> "GET_FEATURES";
+            case CMD_GET_DEV_INFO2 -> "GET_DEV_INFO2";
+            case CMD_DEL_DEV_ASYNC -> "DEL_DEV_ASYNC";
             default -> "0x" + Integer.toHexString(nr);
         };
     }

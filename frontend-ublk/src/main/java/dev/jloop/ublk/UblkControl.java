@@ -129,14 +129,43 @@ final class UblkControl
         }
     }
 
-    /** DEL_DEV: frees the id; waits until the character device is closed. -ENODEV (already gone) is success. */
-    void deleteDevice(int devId, Duration deleteTimeout)
+    /**
+     * Deletes the device and frees its id. DEL_DEV waits until the last reference to the device is
+     * gone, which a file system still mounted on {@code /dev/ublkbN} holds until it is unmounted; the
+     * removal itself is done before that wait (ublk_drv's {@code ublk_ctrl_del_dev}), so the wait is
+     * bounded by {@code waitLimit} and a device still referenced then is left for the kernel to free.
+     * DEL_DEV_ASYNC (6.9+) does exactly that without waiting and is tried first. -ENODEV (already gone)
+     * is success. Returns whether the id is known to be free.
+     */
+    boolean deleteDevice(int devId, Duration waitLimit)
             throws IOException
     {
-        int res = execute(UblkCmd.CMD_DEL_DEV, devId, 0, 0, 0, deleteTimeout);
-        if (res != -UblkException.ENODEV) {
-            check("DEL_DEV", res, null);
+        if (ioctlEncoding) {
+            int res = execute(UblkCmd.CMD_DEL_DEV_ASYNC, devId, 0, 0, 0, timeout);
+            if (!isUnknownCommand(res)) {
+                if (res != -UblkException.ENODEV) {
+                    check("DEL_DEV_ASYNC", res, null);
+                }
+                return isGone(devId);
+            }
         }
+        try {
+            int res = execute(UblkCmd.CMD_DEL_DEV, devId, 0, 0, 0, waitLimit);
+            if (res != -UblkException.ENODEV) {
+                check("DEL_DEV", res, null);
+            }
+            return true;
+        }
+        catch (CommandTimeoutException e) {
+            return false;
+        }
+    }
+
+    /** GET_DEV_INFO answers -ENODEV once the device's id has been freed. */
+    private boolean isGone(int devId)
+            throws IOException
+    {
+        return execute(UblkCmd.CMD_GET_DEV_INFO, devId, UblkCmd.DEV_INFO_SIZE, dataAddress, 0, timeout) == -UblkException.ENODEV;
     }
 
     private static void check(String name, int res, String hint)
@@ -168,7 +197,7 @@ final class UblkControl
         }
         catch (TimeoutException e) {
             broken = true;
-            throw new IOException("ublk " + UblkCmd.controlName(nr) + " got no answer from the kernel within " + limit.toSeconds() + " s");
+            throw new CommandTimeoutException("ublk " + UblkCmd.controlName(nr) + " got no answer from the kernel within " + limit.toMillis() + " ms");
         }
         catch (InterruptedException e) {
             Thread.currentThread().interrupt();
@@ -179,6 +208,15 @@ final class UblkControl
                 throw (IOException) e.getCause();
             }
             throw new IOException("ublk " + UblkCmd.controlName(nr) + " failed: " + e.getCause(), e.getCause());
+        }
+    }
+
+    static final class CommandTimeoutException
+            extends IOException
+    {
+        CommandTimeoutException(String message)
+        {
+            super(message);
         }
     }
 

@@ -301,7 +301,10 @@ public final class UblkServer
         }
         if (devId >= 0 && control != null) {
             try {
-                control.deleteDevice(devId, config.startTimeout());
+                if (!control.deleteDevice(devId, config.commandTimeout())) {
+                    log.warn("ublk device {} is deleted but still in use (a file system on /dev/ublkb{} still mounted?);"
+                            + " the kernel frees id {} when its last user lets go", devId, devId, devId);
+                }
             }
             catch (IOException e) {
                 failures.add(e);

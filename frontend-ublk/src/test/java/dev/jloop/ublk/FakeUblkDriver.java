@@ -35,6 +35,10 @@ final class FakeUblkDriver
     volatile int openControlErrno;
     /** START_DEV never returns (a hung driver). */
     volatile boolean startHangs;
+    /** DEL_DEV_ASYNC is known (Linux 6.9+). */
+    volatile boolean asyncDelete = true;
+    /** Something else holds the device (a mounted file system): DEL_DEV waits, the id stays taken. */
+    volatile boolean referenced;
     /** The kernel clamps queues to this (CPUs). */
     volatile int maxQueues = 64;
 
@@ -51,6 +55,7 @@ final class FakeUblkDriver
     private volatile int depth;
     private volatile boolean charOpen;
     private volatile boolean stopped;
+    private volatile boolean deleted;
 
     List<String> events()
     {
@@ -171,8 +176,31 @@ final class FakeUblkDriver
                 }
                 return 0;
             case UblkCmd.CMD_DEL_DEV:
-                // the real DEL_DEV waits until /dev/ublkcN is released
-                return charOpen ? -EBUSY : 0;
+                if (charOpen) {
+                    // the real DEL_DEV would wait for /dev/ublkcN; a server that deletes first hangs
+                    return -EBUSY;
+                }
+                deleted = true;
+                if (referenced) {
+                    try {
+                        new CountDownLatch(1).await();
+                    }
+                    catch (InterruptedException e) {
+                        return -4;
+                    }
+                }
+                return 0;
+            case UblkCmd.CMD_DEL_DEV_ASYNC:
+                if (!asyncDelete) {
+                    return -EINVAL;
+                }
+                if (charOpen) {
+                    return -EBUSY;
+                }
+                deleted = true;
+                return 0;
+            case UblkCmd.CMD_GET_DEV_INFO:
+                return deleted && !referenced ? -ENODEV : 0;
             default:
                 return -EINVAL;
         }

@@ -290,12 +290,12 @@ class UblkServerTest
         List<String> events = driver.events();
         int stop = events.indexOf("STOP_DEV");
         int closeChar = events.indexOf("close-char");
-        int delete = events.indexOf("DEL_DEV");
+        int delete = events.indexOf("DEL_DEV_ASYNC");
         assertTrue(stop > events.indexOf("START_DEV"));
         assertTrue(events.indexOf("close-ring 0") > stop && events.indexOf("close-ring 1") > stop, events.toString());
         assertTrue(events.indexOf("unmap 0") > stop && events.indexOf("unmap 1") < closeChar, events.toString());
         assertTrue(closeChar < delete, events.toString());
-        assertEquals("close-control", events.get(events.size() - 1));
+        assertEquals(List.of("DEL_DEV_ASYNC", "GET_DEV_INFO", "close-control"), events.subList(events.size() - 3, events.size()));
         // every tag ended by the kernel's abort: nothing refused, nothing re-fetched
         for (int q = 0; q < 2; q++) {
             assertTrue(driver.queue(q).rejected().isEmpty());
@@ -304,7 +304,7 @@ class UblkServerTest
             }
         }
         server.close();
-        assertEquals(1, driver.events().stream().filter("DEL_DEV"::equals).count(), "close is idempotent");
+        assertEquals(1, driver.events().stream().filter("DEL_DEV_ASYNC"::equals).count(), "close is idempotent");
     }
 
     @Test
@@ -338,7 +338,7 @@ class UblkServerTest
         assertFalse(closer.isAlive());
         assertEquals(4096, queue.awaitCommit(1));
         List<String> events = driver.events();
-        assertTrue(events.indexOf("close-ring 0") < events.indexOf("DEL_DEV"));
+        assertTrue(events.indexOf("close-ring 0") < events.indexOf("DEL_DEV_ASYNC"));
     }
 
     @Test
@@ -389,7 +389,7 @@ class UblkServerTest
         busy.addDevResult = -UblkException.EEXIST;
         IOException e = assertThrows(IOException.class, () -> UblkServer.start(busy, config(1, 5), device));
         assertTrue(e.getMessage().contains("EEXIST") && e.getMessage().contains("--ublk-id"), e.getMessage());
-        assertFalse(busy.events().contains("DEL_DEV"), "nothing was added, nothing to delete");
+        assertFalse(busy.events().stream().anyMatch(event -> event.startsWith("DEL_DEV")), "nothing was added, nothing to delete");
         assertEquals("close-control", busy.events().get(busy.events().size() - 1));
     }
 
@@ -411,7 +411,43 @@ class UblkServerTest
         // the queue threads were told to stop and the character device closed; the control channel
         // is abandoned to the stuck command (DEL_DEV cannot be sent behind it)
         assertFalse(driver.charDeviceOpen());
-        assertFalse(driver.events().contains("DEL_DEV"));
+        assertFalse(driver.events().stream().anyMatch(event -> event.startsWith("DEL_DEV")));
+    }
+
+    @Test
+    void beforeLinux69DeleteWaitsAndFallsBackToDelDev()
+            throws Exception
+    {
+        driver.asyncDelete = false;
+        start(1);
+        server.close();
+        List<String> events = driver.events();
+        assertEquals(List.of("DEL_DEV_ASYNC", "DEL_DEV", "close-control"), events.subList(events.size() - 3, events.size()));
+        assertEquals(List.of(0xc0207507, 0x80207514, 0xc0207505), driver.controlOps.subList(driver.controlOps.size() - 3, driver.controlOps.size()));
+    }
+
+    @Test
+    void aDeviceStillMountedDoesNotHoldTheServerBeforeLinux69()
+            throws Exception
+    {
+        driver.asyncDelete = false;
+        driver.referenced = true;
+        server = UblkServer.start(driver, new UblkServer.Config(1, DEPTH, -1, BUFFER, Duration.ofMillis(500), Duration.ofSeconds(5)), device);
+        long start = System.nanoTime();
+        server.close();
+        assertTrue(System.nanoTime() - start < Duration.ofSeconds(3).toNanos(), "close waited for the mount");
+        assertTrue(driver.events().contains("DEL_DEV"));
+    }
+
+    @Test
+    void aDeviceStillMountedIsLeftToTheKernel()
+            throws Exception
+    {
+        driver.referenced = true;
+        start(1);
+        server.close();
+        List<String> events = driver.events();
+        assertEquals(List.of("DEL_DEV_ASYNC", "GET_DEV_INFO", "close-control"), events.subList(events.size() - 3, events.size()));
     }
 
     @Test
