@@ -28,8 +28,9 @@ import static java.util.Objects.requireNonNull;
  *
  * <p>Teardown ({@link #close()}): STOP_DEV while the queues still serve (the disk goes away, requests in
  * flight complete, the kernel aborts every fetch), the queue threads end, the character device is
- * closed (DEL_DEV waits for that), DEL_DEV frees the id. Nothing is left behind: no {@code /dev/ublkcN}
- * and no id. The block device itself is not closed; its creator flushes and closes it afterwards.
+ * closed (DEL_DEV waits for that), DEL_DEV_ASYNC or DEL_DEV frees the id. Nothing is left behind: no
+ * {@code /dev/ublkcN} and no id (a file system still mounted on the disk keeps the id until it is
+ * unmounted). The block device itself is not closed; its creator flushes and closes it afterwards.
  */
 public final class UblkServer
         implements Frontend
