@@ -9,6 +9,7 @@ import java.io.Closeable;
 import java.io.IOException;
 import java.io.InterruptedIOException;
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.time.Duration;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
@@ -43,7 +44,7 @@ final class UblkControl
         return thread;
     });
     private final ByteBuffer cmd = UblkStructs.allocate(UblkCmd.CTRL_CMD_SIZE);
-    private final ByteBuffer data = DirectMemory.allocateAligned(UblkCmd.PARAMS_SIZE).order(java.nio.ByteOrder.nativeOrder());
+    private final ByteBuffer data = DirectMemory.allocateAligned(UblkCmd.PARAMS_SIZE).order(ByteOrder.nativeOrder());
     private final long dataAddress = DirectMemory.address(data);
     private boolean ioctlEncoding = true;
     /** Features from GET_FEATURES, or -1 when the kernel predates it (before 6.5). */

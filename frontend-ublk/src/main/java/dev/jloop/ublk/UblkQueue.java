@@ -11,6 +11,7 @@ import dev.jloop.iter.PagePool;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -118,17 +119,17 @@ final class UblkQueue
 
     /** Waits until every tag has been fetched (START_DEV may follow), or throws what stopped the thread. */
     void awaitFetched(long timeoutMillis)
-            throws java.io.IOException, InterruptedException
+            throws IOException, InterruptedException
     {
         if (!fetched.await(timeoutMillis, TimeUnit.MILLISECONDS)) {
-            throw new java.io.IOException("ublk queue " + queueId + " did not fetch its tags within " + timeoutMillis + " ms");
+            throw new IOException("ublk queue " + queueId + " did not fetch its tags within " + timeoutMillis + " ms");
         }
         Throwable cause = failure;
         if (cause != null) {
-            if (cause instanceof java.io.IOException) {
-                throw (java.io.IOException) cause;
+            if (cause instanceof IOException) {
+                throw (IOException) cause;
             }
-            throw new java.io.IOException("ublk queue " + queueId + " failed: " + cause, cause);
+            throw new IOException("ublk queue " + queueId + " failed: " + cause, cause);
         }
     }
 
@@ -183,7 +184,7 @@ final class UblkQueue
     }
 
     private void serve(ByteBuffer descriptors)
-            throws java.io.IOException
+            throws IOException
     {
         while (true) {
             commitCompleted();
@@ -288,7 +289,7 @@ final class UblkQueue
     }
 
     private void commitCompleted()
-            throws java.io.IOException
+            throws IOException
     {
         int n;
         synchronized (doneLock) {
@@ -309,7 +310,7 @@ final class UblkQueue
     }
 
     private void prepIoCmd(int cmdOp, int tag, int result)
-            throws java.io.IOException
+            throws IOException
     {
         while (!ring.prepIoCmd(cmdOp, queueId, tag, result, bufferAddress[tag], tag)) {
             ring.submitAndWait(0);
@@ -317,7 +318,7 @@ final class UblkQueue
     }
 
     private void armWakeup()
-            throws java.io.IOException
+            throws IOException
     {
         while (!ring.prepWakeup(WAKEUP)) {
             ring.submitAndWait(0);
