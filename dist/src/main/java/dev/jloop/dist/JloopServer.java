@@ -84,10 +84,19 @@ final class JloopServer
                 frontend.name());
     }
 
-    /** Settings only some frontends read (ublk: queues, queue depth, device id); unset ones are left out. */
+    /**
+     * Settings only the ublk frontend reads (queues, queue depth, device id); unset ones are left out,
+     * and other frontends get none (the NBD server refuses options it does not know).
+     */
     private Map<String, String> frontendOptions()
     {
         Map<String, String> frontendOptions = new HashMap<>();
+        if (!frontend.name().equals("ublk")) {
+            if (options.queues != null || options.ublkId != null) {
+                throw new UserException("--queues and --ublk-id apply to --frontend ublk only");
+            }
+            return frontendOptions;
+        }
         if (options.queues != null) {
             frontendOptions.put("queues", options.queues.toString());
         }

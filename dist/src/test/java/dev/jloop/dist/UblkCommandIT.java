@@ -72,6 +72,18 @@ class UblkCommandIT
                 dir.resolve("a.img").toString()), "ublk queue depth must be from 1 to 4096: 5000");
     }
 
+    @Test
+    void ublkOptionsWithNbdAreRefusedAndQueueDepthStillWorks()
+            throws Exception
+    {
+        assertOneLineError(jloop("serve", "--backend", "sync", "--queues", "2", "--size", "1M", dir.resolve("a.img").toString()),
+                "--queues and --ublk-id apply to --frontend ublk only");
+        try (JloopProcess server = JloopProcess.serve(dir, "--backend", "sync", "--queue-depth", "8", "--listen", "127.0.0.1:0",
+                "--size", "1M", dir.resolve("b.img").toString())) {
+            assertTrue(server.uri().startsWith("nbd://127.0.0.1:"), server.uri());
+        }
+    }
+
     private static void assertOneLineError(Exec result, String expected)
     {
         assertEquals(1, result.exitCode(), result.stdout() + result.stderr());
