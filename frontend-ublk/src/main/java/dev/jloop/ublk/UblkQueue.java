@@ -8,6 +8,7 @@ import dev.jloop.api.IovIter;
 import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.Page;
 import dev.jloop.iter.PagePool;
+import dev.jloop.uring.CompletionHandler;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -65,6 +66,9 @@ final class UblkQueue
     /** Each tag boxed once, as the bios' private data. */
     private final Integer[] tags;
     private final BioEndIo endIoCallback = this::endIo;
+    private final CompletionHandler completionHandler = (userData, res, flags) -> onCompletion(userData, res);
+    /** The queue's mapped {@code ublksrv_io_desc} array; queue thread only. */
+    private ByteBuffer descriptors;
     private final Object doneLock = new Object();
     private int[] done;
     private int nrDone;
@@ -169,7 +173,8 @@ final class UblkQueue
             ring.submitAndWait(0);
             live = depth;
             fetched.countDown();
-            serve(descriptors.buffer());
+            this.descriptors = descriptors.buffer();
+            serve();
         }
         catch (Throwable t) {
             failure = t;
@@ -183,7 +188,7 @@ final class UblkQueue
         }
     }
 
-    private void serve(ByteBuffer descriptors)
+    private void serve()
             throws IOException
     {
         while (true) {
@@ -200,7 +205,7 @@ final class UblkQueue
             ring.submitAndWait(1);
             device.plug();
             try {
-                ring.reap((userData, res, flags) -> onCompletion(descriptors, userData, res));
+                ring.reap(completionHandler);
             }
             finally {
                 device.unplug();
@@ -208,7 +213,7 @@ final class UblkQueue
         }
     }
 
-    private void onCompletion(ByteBuffer descriptors, long userData, int res)
+    private void onCompletion(long userData, int res)
     {
         if (userData == WAKEUP) {
             wakeupArmed = false;
@@ -217,7 +222,7 @@ final class UblkQueue
         }
         int tag = (int) userData;
         if (res == UblkCmd.IO_RES_OK) {
-            handleRequest(descriptors, tag);
+            handleRequest(tag);
             return;
         }
         if (res != -UblkException.ENODEV) {
@@ -229,7 +234,7 @@ final class UblkQueue
         }
     }
 
-    private void handleRequest(ByteBuffer descriptors, int tag)
+    private void handleRequest(int tag)
     {
         int opFlags = UblkStructs.descOpFlags(descriptors, tag);
         long offset = UblkStructs.descStartSector(descriptors, tag) << 9;
