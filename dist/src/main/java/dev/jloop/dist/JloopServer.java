@@ -39,6 +39,7 @@ final class JloopServer
         implements Closeable
 {
     private static final Logger log = LoggerFactory.getLogger(JloopServer.class);
+    private static final int DEFAULT_QUEUE_DEPTH = 64;
 
     private final ServeOptions options;
     private final BackendFactory backend;
@@ -77,7 +78,8 @@ final class JloopServer
             for (ExportSpec spec : specs) {
                 Path file = spec.file();
                 prepareFile(file, spec.size(), spec.file() == options.file ? "--size SIZE" : "size=SIZE to its --export");
-                BackendConfig config = new BackendConfig(file, options.readOnly || spec.readOnly(), options.direct, options.queueDepth,
+                BackendConfig config = new BackendConfig(file, options.readOnly || spec.readOnly(), options.direct,
+                        options.queueDepth != null ? options.queueDepth : DEFAULT_QUEUE_DEPTH,
                         Map.of("uring-sqpoll", Boolean.toString(options.uringSqpoll)));
                 BackingFile backingFile = openBackingFile(config);
                 started.push(backingFile);
@@ -155,9 +157,56 @@ final class JloopServer
         return specs;
     }
 
-    /** The frontend options from the command line: TLS and connection limits (names as NbdServer takes them). */
+    /** The frontend options from the command line, as the chosen frontend names them. */
     private Map<String, String> frontendOptions()
     {
+        return frontend.name().equals("ublk") ? ublkOptions() : nbdOptions();
+    }
+
+    /**
+     * Queues, queue depth and device id; unset ones are left out. The NBD-only options are refused
+     * here rather than ignored, so a user never believes TLS or a connection limit is in force.
+     */
+    private Map<String, String> ublkOptions()
+    {
+        List<String> nbdOnly = new ArrayList<>();
+        if (!options.tls.equals("off")) {
+            nbdOnly.add("--tls");
+        }
+        if (options.maxConnections != 0) {
+            nbdOnly.add("--max-connections");
+        }
+        if (options.run != null) {
+            nbdOnly.add("--run");
+        }
+        if (options.stdio) {
+            nbdOnly.add("--stdio");
+        }
+        if (options.socket != null || options.listen != null) {
+            nbdOnly.add(options.socket != null ? "--socket" : "--listen");
+        }
+        if (!nbdOnly.isEmpty()) {
+            throw new UserException(String.join(", ", nbdOnly) + " apply to --frontend nbd only");
+        }
+        Map<String, String> map = new LinkedHashMap<>();
+        if (options.queues != null) {
+            map.put("queues", options.queues.toString());
+        }
+        if (options.queueDepth != null) {
+            map.put("queue-depth", options.queueDepth.toString());
+        }
+        if (options.ublkId != null) {
+            map.put("ublk-id", options.ublkId.toString());
+        }
+        return map;
+    }
+
+    /** TLS and connection limits, named as NbdServer takes them. */
+    private Map<String, String> nbdOptions()
+    {
+        if (options.queues != null || options.ublkId != null) {
+            throw new UserException("--queues and --ublk-id apply to --frontend ublk only");
+        }
         Map<String, String> map = new LinkedHashMap<>();
         if (options.maxConnections < 0) {
             throw new UserException("--max-connections must be 0 (no limit) or more, not " + options.maxConnections);

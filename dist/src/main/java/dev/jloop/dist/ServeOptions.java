@@ -13,7 +13,7 @@ public final class ServeOptions
     static final String DEFAULT_LISTEN = "127.0.0.1:10809";
 
     @Option(names = "--frontend", paramLabel = "NAME", defaultValue = "nbd",
-            description = "How the device is offered: nbd (default: ${DEFAULT-VALUE}).%n  e.g. --frontend nbd")
+            description = "How the device is offered: nbd, or ublk for a kernel block device /dev/ublkbN (root, ublk_drv) (default: ${DEFAULT-VALUE}).%n  e.g. --frontend ublk disk.img")
     String frontend;
 
     @Option(names = "--backend", paramLabel = "NAME", defaultValue = "auto",
@@ -49,9 +49,17 @@ public final class ServeOptions
             description = "Create FILE sparse with this size if it is missing, or grow it (e.g. 1G, 512M); never shrinks. Exports given as NAME=FILE take size=SIZE instead.%n  e.g. --size 1G disk.img")
     String size;
 
-    @Option(names = "--queue-depth", paramLabel = "N", defaultValue = "64",
-            description = "Operations in flight on each backing file at most (default: ${DEFAULT-VALUE}).%n  e.g. --queue-depth 128")
-    int queueDepth;
+    @Option(names = "--queue-depth", paramLabel = "N",
+            description = "Operations in flight on each backing file at most (default: 64); with --frontend ublk also the depth of each ublk queue (default: 128).%n  e.g. --queue-depth 128")
+    Integer queueDepth;
+
+    @Option(names = "--queues", paramLabel = "N",
+            description = "ublk: hardware queues, each served by its own thread (default: 1).%n  e.g. --frontend ublk --queues 2 disk.img")
+    Integer queues;
+
+    @Option(names = "--ublk-id", paramLabel = "N",
+            description = "ublk: the device number, giving /dev/ublkbN (default: the kernel picks a free one).%n  e.g. --frontend ublk --ublk-id 3 disk.img")
+    Integer ublkId;
 
     @Option(names = "--uring-sqpoll",
             description = "io_uring backend: let a kernel thread poll the submission queue (saves system calls, costs a core).%n  e.g. --backend io_uring --uring-sqpoll")

@@ -1,0 +1,94 @@
+package dev.jloop.dist;
+
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * {@code jloop serve --frontend ublk} where the kernel has no ublk driver (these build machines): the
+ * options are known and checked, and the user is told which module to load. The ublk frontend against
+ * a real driver is tested in a VM ({@code src/test/vm/ublk-scenario.sh}).
+ */
+class UblkCommandIT
+{
+    private Path dir;
+
+    @BeforeEach
+    void setUp()
+            throws Exception
+    {
+        Path base = Path.of("target", "it-tmp").toAbsolutePath();
+        Files.createDirectories(base);
+        dir = Files.createTempDirectory(base, "ublk");
+    }
+
+    @AfterEach
+    void tearDown()
+    {
+        Exec.run(30, "rm", "-rf", dir.toString());
+    }
+
+    private static Exec jloop(String... args)
+    {
+        return Exec.run(60, null, Map.of(), JloopProcess.command(args).toArray(String[]::new));
+    }
+
+    @Test
+    void helpListsTheUblkOptions()
+    {
+        Exec help = jloop("serve", "--help");
+        assertEquals(0, help.exitCode());
+        for (String option : List.of("ublk", "--queues", "--ublk-id", "--queue-depth")) {
+            assertTrue(help.stdout().contains(option), option + " missing from help:\n" + help.stdout());
+        }
+    }
+
+    @Test
+    void withoutTheDriverSaysWhichModuleToLoad()
+    {
+        assumeTrue(Files.notExists(Path.of("/dev/ublk-control")), "this kernel has ublk_drv loaded");
+        Exec result = jloop("serve", "--frontend", "ublk", "--backend", "sync", "--size", "1M", dir.resolve("a.img").toString());
+        assertOneLineError(result, "modprobe ublk_drv");
+        assertTrue(result.stderr().contains("Linux 6.0"), result.stderr());
+    }
+
+    @Test
+    void badUblkOptionsAreRefusedBeforeTheKernelIsAsked()
+    {
+        assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--queues", "0", "--size", "1M",
+                dir.resolve("a.img").toString()), "ublk queues must be from 1 to 4096: 0");
+        assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--ublk-id", "-2", "--size", "1M",
+                dir.resolve("a.img").toString()), "ublk device id must be 0 or more: -2");
+        assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--queue-depth", "5000", "--size", "1M",
+                dir.resolve("a.img").toString()), "ublk queue depth must be from 1 to 4096: 5000");
+    }
+
+    @Test
+    void ublkOptionsWithNbdAreRefusedAndQueueDepthStillWorks()
+            throws Exception
+    {
+        assertOneLineError(jloop("serve", "--backend", "sync", "--queues", "2", "--size", "1M", dir.resolve("a.img").toString()),
+                "--queues and --ublk-id apply to --frontend ublk only");
+        try (JloopProcess server = JloopProcess.serve(dir, "--backend", "sync", "--queue-depth", "8", "--listen", "127.0.0.1:0",
+                "--size", "1M", dir.resolve("b.img").toString())) {
+            assertTrue(server.uri().startsWith("nbd://127.0.0.1:"), server.uri());
+        }
+    }
+
+    private static void assertOneLineError(Exec result, String expected)
+    {
+        assertEquals(1, result.exitCode(), result.stdout() + result.stderr());
+        List<String> lines = result.stderr().lines().toList();
+        assertEquals(1, lines.size(), "one line expected:\n" + result.stderr());
+        assertTrue(lines.get(0).startsWith("jloop: ") && lines.get(0).contains(expected), lines.get(0));
+    }
+}
