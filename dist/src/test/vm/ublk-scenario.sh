@@ -22,7 +22,7 @@ set -u
 JLOOP_HOME=${1:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}
 : "${2:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}"
 # Images and the jloop copy live in guest RAM: WORKDIR may be the host's share (9p), slow for I/O.
-W=$(mktemp -d /tmp/ublk-scenario.XXXXXX)
+W=$(mktemp -d /tmp/ublk-scenario.XXXXXX) && chmod 755 "$W"    # the non-root check runs jloop from here
 J=$W/jloop/bin/jloop
 MNT=$W/mnt
 SIZE=${UBLK_SCENARIO_SIZE:-128M}
