@@ -16,7 +16,7 @@
 #
 # env: JLOOP_VM_CACHE  kernel + initramfs cache (default /var/cache/jloop-vm, else ~/.cache/jloop-vm)
 #      KVER            kernel version, e.g. 6.12.117+deb12-amd64 (default: newest cached, else newest in apt)
-#      VM_TIMEOUT      seconds for the whole VM (default 900); SCENARIO_TIMEOUT per scenario (default 600)
+#      VM_TIMEOUT      seconds for the whole VM (default 1500); SCENARIO_TIMEOUT per scenario (default 900)
 #      SMP MEM         guest CPUs (default 2) and MiB (default 2048)
 #      VM_ENV          extra "NAME=value ..." exported to the scenarios (e.g. "NBD_BACKENDS=nio")
 set -euo pipefail
@@ -160,7 +160,7 @@ find "$out" -mindepth 1 -delete
 touch "$out/.jloop-vm-out"
 cp "$here/vm-guest.sh" "$out/vm-guest.sh"
 {
-    printf 'JLOOP_HOME=%q\nKROOT=%q\nKVER=%q\nSCENARIO_TIMEOUT=%q\n' "$jloop_home" "$kroot" "$KVER" "${SCENARIO_TIMEOUT:-600}"
+    printf 'JLOOP_HOME=%q\nKROOT=%q\nKVER=%q\nSCENARIO_TIMEOUT=%q\n' "$jloop_home" "$kroot" "$KVER" "${SCENARIO_TIMEOUT:-900}"
     printf 'SCENARIOS=%q\n' "${scenarios[*]}"
     for assignment in ${VM_ENV:-}; do printf 'export %q\n' "$assignment"; done
 } >"$out/vm.env"
@@ -169,7 +169,7 @@ mem=${MEM:-2048}
 say "booting qemu (tcg, $smp CPUs, ${mem} MiB) for ${#scenarios[@]} scenario(s), console in $out/console.log"
 set +e
 # qemu sometimes stays paused after a guest failure instead of exiting: timeout ends it.
-timeout -k 10 "${VM_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg,thread=multi,tb-size=512 -cpu max \
+timeout -k 10 "${VM_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg,thread=multi,tb-size=512 -cpu max \
     -smp "$smp" -m "$mem" -nodefaults -no-user-config -display none -no-reboot -monitor none -nic none \
     -serial "file:$out/console.log" \
     -kernel "$kroot/boot/vmlinuz-$KVER" -initrd "$initramfs" \

@@ -42,7 +42,7 @@ final class VmIT
     private static final String SCENARIO_SUFFIX = "-scenario.sh";
     // vm-run.sh: 0 all passed, 1 a scenario failed, 2 the VM did not finish, 77 a prerequisite is missing.
     private static final int UNAVAILABLE = 77;
-    // The VM's own limit (vm-run.sh, VM_TIMEOUT, 900 s) plus time for installing qemu and downloading the kernel.
+    // The VM's own limit (vm-run.sh, VM_TIMEOUT, 1500 s) plus time for installing qemu and downloading the kernel.
     private static final long HARNESS_TIMEOUT_SECONDS = 1800;
     private static final Pattern MANIFEST_LINE = Pattern.compile("([0-9a-f]{64})  (.+)");
 
