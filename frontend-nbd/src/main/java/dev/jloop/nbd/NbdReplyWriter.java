@@ -46,6 +46,10 @@ final class NbdReplyWriter
     private NbdRequest tail;
     private boolean stopping;
     private boolean broken;
+    // For the server's reply watchdog: socket writes that moved bytes, and whether a reply is being
+    // written (a client that stopped reading leaves busy set and progress still).
+    private volatile long progress;
+    private volatile boolean busy;
 
     NbdReplyWriter(NbdChannel channel, NbdTransmission transmission, String peer)
     {
@@ -87,6 +91,18 @@ final class NbdReplyWriter
         }
     }
 
+    /** Socket writes so far; read by the reply watchdog, which compares it between its rounds. */
+    long progress()
+    {
+        return progress;
+    }
+
+    /** Whether a reply is being written or waits to be; false once sending has failed. */
+    boolean busy()
+    {
+        return busy;
+    }
+
     @Override
     public void run()
     {
@@ -98,6 +114,7 @@ final class NbdReplyWriter
                 }
                 catch (IOException e) {
                     broken = true;
+                    busy = false;
                     log.debug("{}: cannot send replies, dropping them: {}", peer, e.toString());
                     try {
                         // The reader must stop too: nobody will see the replies of further requests.
@@ -116,10 +133,14 @@ final class NbdReplyWriter
     {
         lock.lock();
         try {
+            if (head == null) {
+                busy = false;
+            }
             while (head == null && !stopping) {
                 queued.awaitUninterruptibly();
             }
             NbdRequest request = head;
+            busy = request != null && !broken;
             if (request != null) {
                 head = request.next;
                 if (head == null) {
@@ -147,9 +168,7 @@ final class NbdReplyWriter
                 .putLong(request.cookie)
                 .flip();
         if (request.type != CMD_READ || request.error != 0 || request.nrPages == 0) {
-            while (header.hasRemaining()) {
-                channel.write(header);
-            }
+            writeFully(header);
             return;
         }
         request.preparePageBuffers();
@@ -175,10 +194,7 @@ final class NbdReplyWriter
             return;
         }
         if (request.type == CMD_BLOCK_STATUS) {
-            ByteBuffer reply = request.statusReply;
-            while (reply.hasRemaining()) {
-                channel.write(reply);
-            }
+            writeFully(request.statusReply);
             return;
         }
         for (int k = 0; k < request.nrChunks; k++) {
@@ -267,6 +283,7 @@ final class NbdReplyWriter
     {
         while (buffer.hasRemaining()) {
             channel.write(buffer);
+            progress++;
         }
     }
 
@@ -277,6 +294,7 @@ final class NbdReplyWriter
         try {
             while (first < count) {
                 channel.write(gather, first, count - first);
+                progress++;
                 while (first < count && !gather[first].hasRemaining()) {
                     first++;
                 }
