@@ -37,6 +37,9 @@ final class NbdReplyWriter
 {
     private static final Logger log = LoggerFactory.getLogger(NbdReplyWriter.class);
 
+    /** Most bytes given to one socket write: a client reading at least this much per reply-timeout-ms is not dropped. */
+    static final int MAX_WRITE = 1 << 20;
+
     private final NbdChannel channel;
     private final NbdTransmission transmission;
     private final String peer;
@@ -293,8 +296,7 @@ final class NbdReplyWriter
         int first = 0;
         try {
             while (first < count) {
-                channel.write(gather, first, count - first);
-                progress++;
+                writeSome(gather, first, count);
                 while (first < count && !gather[first].hasRemaining()) {
                     first++;
                 }
@@ -305,5 +307,38 @@ final class NbdReplyWriter
                 gather[i] = null;
             }
         }
+    }
+
+    /**
+     * One socket write of at most {@link #MAX_WRITE} bytes from {@code buffers[first .. count)}. A
+     * blocking write returns only once all it was given is sent, so without the cap a client that
+     * reads a 32 MiB reply slowly would look to the reply watchdog like one that stopped reading.
+     */
+    private void writeSome(ByteBuffer[] buffers, int first, int count)
+            throws IOException
+    {
+        long total = 0;
+        int end = first;
+        ByteBuffer cut = null;
+        int limit = 0;
+        while (end < count) {
+            ByteBuffer buffer = buffers[end++];
+            if (total + buffer.remaining() > MAX_WRITE) {
+                cut = buffer;
+                limit = buffer.limit();
+                buffer.limit(buffer.position() + (int) (MAX_WRITE - total));
+                break;
+            }
+            total += buffer.remaining();
+        }
+        try {
+            channel.write(buffers, first, end - first);
+        }
+        finally {
+            if (cut != null) {
+                cut.limit(limit);
+            }
+        }
+        progress++;
     }
 }

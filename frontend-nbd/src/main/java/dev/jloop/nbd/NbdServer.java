@@ -60,7 +60,8 @@ import static java.util.Objects.requireNonNull;
  *     until {@code reply-timeout-ms} drops them; other clients wait for pages meanwhile.
  * <li>{@code reply-timeout-ms} (default 60000, 0 = none): a connection whose replies have made no
  *     progress for this long (the client stopped reading them) is closed, giving its pages back,
- *     so a client that stops reading stalls only itself for longer than this.
+ *     so a client that stops reading stalls only itself for longer than this. Replies go out at
+ *     most 1 MiB per socket write, each counting as progress: slow readers are not dropped.
  * <li>{@code registered-bytes} (default 64M): how much of this server's page pool is carved at
  *     start and offered to the exports' devices to pin once ({@link BlockDevice#registerMemory},
  *     io_uring fixed buffers); pages beyond it work the same, unpinned.

@@ -115,6 +115,34 @@ class TestNbdServerResources
     }
 
     @Test
+    void aClientThatReadsSlowlyIsNotDropped()
+            throws Exception
+    {
+        MemoryBlockDevice large = new MemoryBlockDevice(32 << 20, MemoryBlockDevice.allCapabilities());
+        byte[] expected = new byte[32 << 20];
+        for (int i = 0; i < expected.length; i += 4096) {
+            expected[i] = (byte) (i >> 12);
+        }
+        large.write(0, expected);
+        pagePool = new PagePool(64L << 20);
+        server = NbdServer.start(config(Map.of("reply-timeout-ms", "1000")), List.of(new Export("large", "a disk", large)), pagePool);
+        try (NbdTestClient client = NbdTestClient.open(address(), "large")) {
+            client.sendRequest(0, CMD_READ, 1, 0, expected.length);
+            assertEquals(0, client.readReply().error());
+            // about 5 MB/s: one 32 MiB reply takes seconds longer than the timeout, each MiB of it much less
+            byte[] data = new byte[expected.length];
+            for (int at = 0; at < data.length; at += 256 << 10) {
+                byte[] piece = new byte[256 << 10];
+                client.readFully(piece);
+                System.arraycopy(piece, 0, data, at, piece.length);
+                Thread.sleep(50);
+            }
+            assertArrayEquals(expected, data);
+            assertArrayEquals(new byte[] {0, 0, 0}, client.read(1, 3), "the connection was closed under a client that reads");
+        }
+    }
+
+    @Test
     void theAcceptThreadSurvivesAConnectionThreadThatCannotStart()
             throws Exception
     {
