@@ -173,6 +173,27 @@ final class JloopServer
         if (!options.tls.equals("off")) {
             nbdOnly.add("--tls");
         }
+        if (options.tlsCertificates != null) {
+            nbdOnly.add("--tls-certificates");
+        }
+        if (options.tlsCert != null) {
+            nbdOnly.add("--tls-cert");
+        }
+        if (options.tlsKey != null) {
+            nbdOnly.add("--tls-key");
+        }
+        if (options.tlsCa != null) {
+            nbdOnly.add("--tls-ca");
+        }
+        if (options.tlsVerifyPeer) {
+            nbdOnly.add("--tls-verify-peer");
+        }
+        if (options.handshakeTimeout != null) {
+            nbdOnly.add("--handshake-timeout");
+        }
+        if (options.replyTimeout != null) {
+            nbdOnly.add("--reply-timeout");
+        }
         if (options.maxConnections != 0) {
             nbdOnly.add("--max-connections");
         }
@@ -211,13 +232,19 @@ final class JloopServer
         if (options.maxConnections < 0) {
             throw new UserException("--max-connections must be 0 (no limit) or more, not " + options.maxConnections);
         }
-        if (options.handshakeTimeout < 0) {
-            throw new UserException("--handshake-timeout must be 0 (none) or more seconds, not " + options.handshakeTimeout);
+        int handshakeTimeout = options.handshakeTimeout != null ? options.handshakeTimeout : ServeOptions.DEFAULT_HANDSHAKE_TIMEOUT;
+        if (handshakeTimeout < 0) {
+            throw new UserException("--handshake-timeout must be 0 (none) or more seconds, not " + handshakeTimeout);
+        }
+        int replyTimeout = options.replyTimeout != null ? options.replyTimeout : ServeOptions.DEFAULT_REPLY_TIMEOUT;
+        if (replyTimeout < 0) {
+            throw new UserException("--reply-timeout must be 0 (none) or more seconds, not " + replyTimeout);
         }
         if (options.maxConnections > 0) {
             map.put("max-connections", Integer.toString(options.maxConnections));
         }
-        map.put("handshake-timeout-ms", Long.toString(options.handshakeTimeout * 1000L));
+        map.put("handshake-timeout-ms", Long.toString(handshakeTimeout * 1000L));
+        map.put("reply-timeout-ms", Long.toString(replyTimeout * 1000L));
         if (!List.of("off", "on", "require").contains(options.tls)) {
             throw new UserException("bad --tls '" + options.tls + "': expected off, on or require");
         }
@@ -226,6 +253,10 @@ final class JloopServer
         }
         else if (options.tlsCertificates != null || options.tlsCert != null || options.tlsKey != null || options.tlsCa != null || options.tlsVerifyPeer) {
             throw new UserException("TLS certificates given but --tls is off: add --tls on or --tls require");
+        }
+        if (options.tlsCa != null && !options.tlsVerifyPeer) {
+            throw new UserException("--tls-ca is the CA that client certificates are checked against, which only --tls-verify-peer does: "
+                    + "add --tls-verify-peer, or drop --tls-ca");
         }
         putPath(map, "tls-certificates", options.tlsCertificates);
         putPath(map, "tls-cert", options.tlsCert);

@@ -120,6 +120,10 @@ public final class Main
             if (activated && (options.socket != null || options.listen != null || options.run != null)) {
                 throw new UserException("started by socket activation (LISTEN_FDS): it gives the socket, so --socket, --listen and --run do not apply");
             }
+            if (activated && options.frontend.equals("ublk")) {
+                throw new UserException("started by socket activation (LISTEN_FDS), but --frontend ublk serves no socket: "
+                        + "activate jloop with --frontend nbd, or start it directly");
+            }
             JloopServer server = Guice.createInjector(new ServeModule(options)).getInstance(JloopServer.class);
             CountDownLatch stop = new CountDownLatch(1);
             Signal.handle(new Signal("TERM"), signal -> stop.countDown());

@@ -94,10 +94,21 @@ public final class ServeOptions
             description = "Clients served at once; more are closed at once, with a log line (default: 0, no limit).%n  e.g. --max-connections 4")
     int maxConnections;
 
-    @Option(names = "--handshake-timeout", paramLabel = "SECONDS", defaultValue = "10",
+    static final int DEFAULT_HANDSHAKE_TIMEOUT = 10;
+
+    // null when not given, so that --frontend ublk can refuse it rather than ignore it
+    @Option(names = "--handshake-timeout", paramLabel = "SECONDS",
             description = "Drop a client that has not finished the handshake (TLS included) within this time, like qemu-nbd's "
-                    + "--handshake-limit (default: ${DEFAULT-VALUE}; 0 = wait for ever).%n  e.g. --handshake-timeout 30")
-    int handshakeTimeout;
+                    + "--handshake-limit (default: " + DEFAULT_HANDSHAKE_TIMEOUT + "; 0 = wait for ever).%n  e.g. --handshake-timeout 30")
+    Integer handshakeTimeout;
+
+    static final int DEFAULT_REPLY_TIMEOUT = 60;
+
+    @Option(names = "--reply-timeout", paramLabel = "SECONDS",
+            description = "Close the connection of a client that has stopped reading its replies for this long, so that the "
+                    + "memory its requests hold comes back for the other clients (default: " + DEFAULT_REPLY_TIMEOUT
+                    + "; 0 = wait for ever).%n  e.g. --reply-timeout 300")
+    Integer replyTimeout;
 
     @Option(names = "--run", paramLabel = "COMMAND",
             description = "Start the server, run 'sh -c COMMAND' with $uri, $unixsocket (or $port), $exportname and $tls set, "

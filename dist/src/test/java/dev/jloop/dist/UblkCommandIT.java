@@ -84,6 +84,37 @@ class UblkCommandIT
         }
     }
 
+    @Test
+    void nbdOnlyOptionsAreRefusedWithUblkRatherThanIgnored()
+    {
+        String image = dir.resolve("a.img").toString();
+        List<List<String>> nbdOnly = List.of(
+                List.of("--tls-cert", "server-cert.pem"),
+                List.of("--tls-key", "server-key.pem"),
+                List.of("--tls-ca", "ca-cert.pem"),
+                List.of("--tls-certificates", "pki"),
+                List.of("--tls-verify-peer"),
+                List.of("--handshake-timeout", "30"),
+                List.of("--reply-timeout", "30"));
+        for (List<String> option : nbdOnly) {
+            List<String> args = new java.util.ArrayList<>(List.of("serve", "--frontend", "ublk", "--backend", "sync", "--size", "1M"));
+            args.addAll(option);
+            args.add(image);
+            assertOneLineError(jloop(args.toArray(String[]::new)), option.get(0) + " apply to --frontend nbd only");
+        }
+        assertTrue(Files.notExists(dir.resolve("a.img")), "nothing is created when an option is refused");
+    }
+
+    @Test
+    void socketActivationIsRefusedWithUblk()
+    {
+        // as systemd starts it: LISTEN_PID names the process bin/jloop becomes, descriptor 3 is the socket
+        List<String> command = new java.util.ArrayList<>(List.of("sh", "-c", "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$@\" 3</dev/null", "sh"));
+        command.addAll(JloopProcess.command("serve", "--frontend", "ublk", "--backend", "sync", "--size", "1M", dir.resolve("a.img").toString()));
+        Exec result = Exec.run(60, null, Map.of(), command.toArray(String[]::new));
+        assertOneLineError(result, "started by socket activation (LISTEN_FDS), but --frontend ublk serves no socket");
+    }
+
     private static void assertOneLineError(Exec result, String expected)
     {
         assertEquals(1, result.exitCode(), result.stdout() + result.stderr());

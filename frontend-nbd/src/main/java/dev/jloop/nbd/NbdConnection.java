@@ -8,6 +8,7 @@ import java.io.EOFException;
 import java.io.IOException;
 import java.nio.channels.ClosedChannelException;
 import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 
 import static java.util.Objects.requireNonNull;
@@ -48,7 +49,7 @@ final class NbdConnection
         log.debug("{}: connection open", peer);
         ScheduledFuture<?> deadline = server.handshakeDeadline(this);
         try {
-            NbdHandshake handshake = new NbdHandshake(channel, server.exports(), server.exportsByName(), peer, server.tls());
+            NbdHandshake handshake = new NbdHandshake(channel, server.exports(), server.exportsByName(), peer, server.tls(), server.pagePool().capacity());
             Export export;
             try {
                 export = handshake.negotiate();
@@ -65,7 +66,7 @@ final class NbdConnection
             if (export != null) {
                 log.debug("{}: serving export '{}'", peer, export.name());
                 int flags = handshake.transmissionFlags(export);
-                new NbdTransmission(
+                NbdTransmission transmission = new NbdTransmission(
                         channel,
                         export.device(),
                         flags,
@@ -74,8 +75,16 @@ final class NbdConnection
                         server.pagePool(),
                         server.maxInflightBytes(),
                         server.maxInflightRequests(),
-                        peer)
-                        .run(name);
+                        peer);
+                ScheduledFuture<?> watchdog = server.watchReplies(new ReplyWatchdog(transmission.writer()));
+                try {
+                    transmission.run(name);
+                }
+                finally {
+                    if (watchdog != null) {
+                        watchdog.cancel(false);
+                    }
+                }
             }
         }
         catch (NbdProtocolException e) {
@@ -102,6 +111,43 @@ final class NbdConnection
         if (handshakeOver.compareAndSet(false, true)) {
             log.warn("{}: handshake not finished within {} ms, closing the connection", peer, server.handshakeTimeoutMillis());
             closeChannel();
+        }
+    }
+
+    /**
+     * Closes the connection when its replies have made no progress for {@code reply-timeout-ms}
+     * while some are waiting: the client stopped reading them, and its pages must come back for the
+     * others. Sending then fails, the replies are dropped and the connection ends. Runs on the
+     * server's timer.
+     */
+    private final class ReplyWatchdog
+            implements Runnable
+    {
+        private final NbdReplyWriter writer;
+        private long progress = -1;
+        private long since;
+        private boolean fired;
+
+        ReplyWatchdog(NbdReplyWriter writer)
+        {
+            this.writer = requireNonNull(writer, "writer is null");
+        }
+
+        @Override
+        public void run()
+        {
+            long now = System.nanoTime();
+            long current = writer.progress();
+            if (fired || !writer.busy() || current != progress) {
+                progress = current;
+                since = now;
+                return;
+            }
+            if (now - since >= TimeUnit.MILLISECONDS.toNanos(server.replyTimeoutMillis())) {
+                fired = true;
+                log.warn("{}: replies not taken for {} ms (reply-timeout-ms), closing the connection", peer, server.replyTimeoutMillis());
+                closeChannel();
+            }
         }
     }
 

@@ -94,6 +94,7 @@ final class NbdHandshake
     private final Map<String, Export> exports;
     private final List<Export> exportList;
     private final String peer;
+    private final long pagePoolCapacity;
     private final ByteBuffer header = ByteBuffer.allocate(20);
     private boolean fixedNewstyle;
     private boolean noZeroes;
@@ -103,11 +104,13 @@ final class NbdHandshake
 
     NbdHandshake(NbdChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer)
     {
-        this(channel, exports, exportsByName, peer, NbdTls.OFF);
+        this(channel, exports, exportsByName, peer, NbdTls.OFF, Long.MAX_VALUE);
     }
 
-    NbdHandshake(NbdChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer, NbdTls tls)
+    /** @param pagePoolCapacity bytes of the page pool requests take their pages from: the largest payload served */
+    NbdHandshake(NbdChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer, NbdTls tls, long pagePoolCapacity)
     {
+        this.pagePoolCapacity = pagePoolCapacity;
         this.channel = requireNonNull(channel, "channel is null");
         this.tls = requireNonNull(tls, "tls is null");
         this.exportList = requireNonNull(exports, "exports is null");
@@ -380,11 +383,15 @@ final class NbdHandshake
                     break;
                 case INFO_BLOCK_SIZE: {
                     int minimum = minimumBlockSize(capabilities);
+                    int preferred = Math.max(minimum, PREFERRED_BLOCK_SIZE);
+                    // A READ or WRITE larger than the page pool gets ENOMEM: never invite one. The
+                    // spec wants a multiple of the minimum, and at least the preferred size.
+                    int maximum = (int) Math.max(preferred, Math.min(MAX_PAYLOAD_ADVERTISED, pagePoolCapacity) / preferred * preferred);
                     ByteBuffer blockSize = ByteBuffer.allocate(14)
                             .putShort((short) INFO_BLOCK_SIZE)
                             .putInt(minimum)
-                            .putInt(Math.max(minimum, PREFERRED_BLOCK_SIZE))
-                            .putInt(MAX_PAYLOAD_ADVERTISED);
+                            .putInt(preferred)
+                            .putInt(maximum);
                     reply(opt, REP_INFO, blockSize.flip());
                     break;
                 }

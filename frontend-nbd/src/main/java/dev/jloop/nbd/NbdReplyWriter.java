@@ -37,6 +37,9 @@ final class NbdReplyWriter
 {
     private static final Logger log = LoggerFactory.getLogger(NbdReplyWriter.class);
 
+    /** Most bytes given to one socket write: a client reading at least this much per reply-timeout-ms is not dropped. */
+    static final int MAX_WRITE = 1 << 20;
+
     private final NbdChannel channel;
     private final NbdTransmission transmission;
     private final String peer;
@@ -46,6 +49,10 @@ final class NbdReplyWriter
     private NbdRequest tail;
     private boolean stopping;
     private boolean broken;
+    // For the server's reply watchdog: socket writes that moved bytes, and whether a reply is being
+    // written (a client that stopped reading leaves busy set and progress still).
+    private volatile long progress;
+    private volatile boolean busy;
 
     NbdReplyWriter(NbdChannel channel, NbdTransmission transmission, String peer)
     {
@@ -87,6 +94,18 @@ final class NbdReplyWriter
         }
     }
 
+    /** Socket writes so far; read by the reply watchdog, which compares it between its rounds. */
+    long progress()
+    {
+        return progress;
+    }
+
+    /** Whether a reply is being written or waits to be; false once sending has failed. */
+    boolean busy()
+    {
+        return busy;
+    }
+
     @Override
     public void run()
     {
@@ -98,6 +117,7 @@ final class NbdReplyWriter
                 }
                 catch (IOException e) {
                     broken = true;
+                    busy = false;
                     log.debug("{}: cannot send replies, dropping them: {}", peer, e.toString());
                     try {
                         // The reader must stop too: nobody will see the replies of further requests.
@@ -116,10 +136,14 @@ final class NbdReplyWriter
     {
         lock.lock();
         try {
+            if (head == null) {
+                busy = false;
+            }
             while (head == null && !stopping) {
                 queued.awaitUninterruptibly();
             }
             NbdRequest request = head;
+            busy = request != null && !broken;
             if (request != null) {
                 head = request.next;
                 if (head == null) {
@@ -147,9 +171,7 @@ final class NbdReplyWriter
                 .putLong(request.cookie)
                 .flip();
         if (request.type != CMD_READ || request.error != 0 || request.nrPages == 0) {
-            while (header.hasRemaining()) {
-                channel.write(header);
-            }
+            writeFully(header);
             return;
         }
         request.preparePageBuffers();
@@ -175,10 +197,7 @@ final class NbdReplyWriter
             return;
         }
         if (request.type == CMD_BLOCK_STATUS) {
-            ByteBuffer reply = request.statusReply;
-            while (reply.hasRemaining()) {
-                channel.write(reply);
-            }
+            writeFully(request.statusReply);
             return;
         }
         for (int k = 0; k < request.nrChunks; k++) {
@@ -267,6 +286,7 @@ final class NbdReplyWriter
     {
         while (buffer.hasRemaining()) {
             channel.write(buffer);
+            progress++;
         }
     }
 
@@ -276,7 +296,7 @@ final class NbdReplyWriter
         int first = 0;
         try {
             while (first < count) {
-                channel.write(gather, first, count - first);
+                writeSome(gather, first, count);
                 while (first < count && !gather[first].hasRemaining()) {
                     first++;
                 }
@@ -287,5 +307,38 @@ final class NbdReplyWriter
                 gather[i] = null;
             }
         }
+    }
+
+    /**
+     * One socket write of at most {@link #MAX_WRITE} bytes from {@code buffers[first .. count)}. A
+     * blocking write returns only once all it was given is sent, so without the cap a client that
+     * reads a 32 MiB reply slowly would look to the reply watchdog like one that stopped reading.
+     */
+    private void writeSome(ByteBuffer[] buffers, int first, int count)
+            throws IOException
+    {
+        long total = 0;
+        int end = first;
+        ByteBuffer cut = null;
+        int limit = 0;
+        while (end < count) {
+            ByteBuffer buffer = buffers[end++];
+            if (total + buffer.remaining() > MAX_WRITE) {
+                cut = buffer;
+                limit = buffer.limit();
+                buffer.limit(buffer.position() + (int) (MAX_WRITE - total));
+                break;
+            }
+            total += buffer.remaining();
+        }
+        try {
+            channel.write(buffers, first, end - first);
+        }
+        finally {
+            if (cut != null) {
+                cut.limit(limit);
+            }
+        }
+        progress++;
     }
 }

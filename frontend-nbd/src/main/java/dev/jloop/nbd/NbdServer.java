@@ -37,6 +37,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
 
 import static java.util.Objects.requireNonNull;
@@ -50,13 +51,17 @@ import static java.util.Objects.requireNonNull;
  * <p>Options ({@link FrontendConfig#options()}); sizes take a K, M or G suffix (powers of 1024):
  * <ul>
  * <li>{@code max-inflight-bytes} (default 128M): payload bytes one connection may have in flight,
- *     from page allocation to the reply being written. A client that stops reading replies stalls
- *     only itself once it reaches this.
+ *     from page allocation to the reply being written. A client that stops reading replies stops
+ *     getting new requests served once it reaches this.
  * <li>{@code max-inflight-requests} (default 256): requests one connection may have in flight.
  * <li>{@code page-pool-bytes} (default 512M): capacity of the page pool this server creates (not
- *     used when a pool is given). Requests beyond it get ENOMEM; it should be at least
- *     {@code max-inflight-bytes} times the number of clients expected, or stalled clients can
- *     take all pages and slow the others.
+ *     used when a pool is given). Requests beyond it get ENOMEM, and the handshake advertises at
+ *     most this as the largest payload. Clients that stop reading their replies can hold all pages
+ *     until {@code reply-timeout-ms} drops them; other clients wait for pages meanwhile.
+ * <li>{@code reply-timeout-ms} (default 60000, 0 = none): a connection whose replies have made no
+ *     progress for this long (the client stopped reading them) is closed, giving its pages back,
+ *     so a client that stops reading stalls only itself for longer than this. Replies go out at
+ *     most 1 MiB per socket write, each counting as progress: slow readers are not dropped.
  * <li>{@code registered-bytes} (default 64M): how much of this server's page pool is carved at
  *     start and offered to the exports' devices to pin once ({@link BlockDevice#registerMemory},
  *     io_uring fixed buffers); pages beyond it work the same, unpinned.
@@ -99,6 +104,7 @@ public final class NbdServer
     public static final String REGISTERED_BYTES = "registered-bytes";
     public static final String MAX_CONNECTIONS = "max-connections";
     public static final String HANDSHAKE_TIMEOUT_MS = "handshake-timeout-ms";
+    public static final String REPLY_TIMEOUT_MS = "reply-timeout-ms";
     public static final String STDIO = "stdio";
     public static final String SOCKET_ACTIVATION = "socket-activation";
     public static final String TLS = "tls";
@@ -108,7 +114,7 @@ public final class NbdServer
     public static final String TLS_CERTIFICATES = "tls-certificates";
     public static final String TLS_VERIFY_PEER = "tls-verify-peer";
     private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS, REGISTERED_BYTES,
-            MAX_CONNECTIONS, HANDSHAKE_TIMEOUT_MS, STDIO, SOCKET_ACTIVATION, TLS, TLS_CERT, TLS_KEY, TLS_CA, TLS_CERTIFICATES, TLS_VERIFY_PEER);
+            MAX_CONNECTIONS, HANDSHAKE_TIMEOUT_MS, REPLY_TIMEOUT_MS, STDIO, SOCKET_ACTIVATION, TLS, TLS_CERT, TLS_KEY, TLS_CA, TLS_CERTIFICATES, TLS_VERIFY_PEER);
 
     private final List<Export> exports;
     private final Map<String, Export> exportsByName;
@@ -119,6 +125,8 @@ public final class NbdServer
     private final long closeTimeoutMillis;
     private final int maxConnections;
     private final long handshakeTimeoutMillis;
+    private final long replyTimeoutMillis;
+    private final ThreadFactory connectionThreads;
     private final NbdTls tls;
     private final ScheduledExecutorService timer;
     private final List<Thread> timerThreads = new CopyOnWriteArrayList<>();
@@ -141,12 +149,24 @@ public final class NbdServer
             throws IOException
     {
         long capacity = parseSize(config.options(), PAGE_POOL_BYTES, 512L << 20);
-        PagePool pagePool = new PagePool(capacity);
-        pagePool.reserve(parseSize(config.options(), REGISTERED_BYTES, 64L << 20));
-        for (Export export : exports) {
-            export.device().registerMemory(pagePool.slabs());
+        return startOwning(config, exports, new PagePool(capacity), Thread::new);
+    }
+
+    /** Starts a server that owns {@code pagePool}: closes it on failure as on {@link #close()}. */
+    static NbdServer startOwning(FrontendConfig config, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
+            throws IOException
+    {
+        try {
+            pagePool.reserve(parseSize(config.options(), REGISTERED_BYTES, 64L << 20));
+            for (Export export : exports) {
+                export.device().registerMemory(pagePool.slabs());
+            }
+            return new NbdServer(config, exports, pagePool, true, connectionThreads);
         }
-        return new NbdServer(config, exports, pagePool, true);
+        catch (IOException | RuntimeException | Error e) {
+            pagePool.close();
+            throw e;
+        }
     }
 
     /**
@@ -156,12 +176,20 @@ public final class NbdServer
     public static NbdServer start(FrontendConfig config, List<Export> exports, PagePool pagePool)
             throws IOException
     {
-        return new NbdServer(config, exports, requireNonNull(pagePool, "pagePool is null"), false);
+        return start(config, exports, pagePool, Thread::new);
     }
 
-    private NbdServer(FrontendConfig config, List<Export> exports, PagePool pagePool, boolean ownsPagePool)
+    /** As above; connection threads come from {@code connectionThreads}. */
+    static NbdServer start(FrontendConfig config, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
             throws IOException
     {
+        return new NbdServer(config, exports, requireNonNull(pagePool, "pagePool is null"), false, connectionThreads);
+    }
+
+    private NbdServer(FrontendConfig config, List<Export> exports, PagePool pagePool, boolean ownsPagePool, ThreadFactory connectionThreads)
+            throws IOException
+    {
+        this.connectionThreads = requireNonNull(connectionThreads, "connectionThreads is null");
         requireNonNull(config, "config is null");
         this.exports = List.copyOf(requireNonNull(exports, "exports is null"));
         if (this.exports.isEmpty()) {
@@ -188,6 +216,7 @@ public final class NbdServer
         this.closeTimeoutMillis = parseSize(options, CLOSE_TIMEOUT_MS, 30_000);
         this.maxConnections = (int) Math.min(Integer.MAX_VALUE, parseCount(options, MAX_CONNECTIONS, 0));
         this.handshakeTimeoutMillis = parseCount(options, HANDSHAKE_TIMEOUT_MS, 10_000);
+        this.replyTimeoutMillis = parseCount(options, REPLY_TIMEOUT_MS, 60_000);
         this.tls = NbdTls.fromOptions(options);
         boolean stdio = Boolean.parseBoolean(options.getOrDefault(STDIO, "false"));
         boolean activated = Boolean.parseBoolean(options.getOrDefault(SOCKET_ACTIVATION, "false"));
@@ -390,7 +419,7 @@ public final class NbdServer
      */
     ScheduledFuture<?> handshakeDeadline(NbdConnection connection)
     {
-        if (timer == null) {
+        if (timer == null || handshakeTimeoutMillis == 0) {
             return null;
         }
         try {
@@ -405,6 +434,30 @@ public final class NbdServer
     long handshakeTimeoutMillis()
     {
         return handshakeTimeoutMillis;
+    }
+
+    /**
+     * Runs {@code check} several times per {@code reply-timeout-ms} until the caller cancels the
+     * returned future. Null when there is no reply timeout.
+     */
+    ScheduledFuture<?> watchReplies(Runnable check)
+    {
+        if (timer == null || replyTimeoutMillis == 0) {
+            return null;
+        }
+        long period = Math.max(10, replyTimeoutMillis / 4);
+        try {
+            return timer.scheduleAtFixedRate(check, period, period, TimeUnit.MILLISECONDS);
+        }
+        catch (RejectedExecutionException e) {
+            // closing: the connection is being stopped anyway
+            return null;
+        }
+    }
+
+    long replyTimeoutMillis()
+    {
+        return replyTimeoutMillis;
     }
 
     private void acceptLoop()
@@ -427,6 +480,7 @@ public final class NbdServer
                 log.warn("accept failed: {}", e.toString());
                 continue;
             }
+            NbdConnection started = null;
             try {
                 String peer;
                 if (!unixSocket) {
@@ -456,20 +510,38 @@ public final class NbdServer
                     int id = nextConnectionId++;
                     String name = "nbd-conn-" + id;
                     NbdConnection connection = new NbdConnection(this, NbdChannel.of(channel), name, name + " " + peer);
-                    Thread thread = new Thread(singleClient ? () -> runAndEnd(connection) : connection, name);
+                    started = connection;
+                    Thread thread = connectionThreads.newThread(singleClient ? () -> runAndEnd(connection) : connection);
+                    thread.setName(name);
                     thread.setDaemon(true);
                     connections.put(connection, thread);
                     servedSingleClient = singleClient;
                     thread.start();
                 }
             }
-            catch (IOException e) {
+            catch (Throwable e) {
+                // Whatever went wrong (an OutOfMemoryError when no native thread can be made, say) concerns this
+                // client only: the accept thread must go on serving the next ones.
                 log.warn("cannot set up an accepted connection: {}", e.toString());
+                synchronized (this) {
+                    if (started != null) {
+                        connections.remove(started);
+                    }
+                }
                 try {
                     channel.close();
                 }
-                catch (IOException ignored) {
+                catch (IOException | RuntimeException ignored) {
                     // nothing more to do with it
+                }
+                if (!(e instanceof IOException)) {
+                    // out of threads or memory: give the others a moment before the next client
+                    try {
+                        Thread.sleep(100);
+                    }
+                    catch (InterruptedException interrupted) {
+                        return;
+                    }
                 }
             }
         }
@@ -477,11 +549,11 @@ public final class NbdServer
 
     private ScheduledExecutorService newTimer()
     {
-        if (handshakeTimeoutMillis == 0) {
+        if (handshakeTimeoutMillis == 0 && replyTimeoutMillis == 0) {
             return null;
         }
         return Executors.newSingleThreadScheduledExecutor(runnable -> {
-            Thread thread = new Thread(runnable, "nbd-handshake-timer");
+            Thread thread = new Thread(runnable, "nbd-timer");
             thread.setDaemon(true);
             timerThreads.add(thread);
             return thread;

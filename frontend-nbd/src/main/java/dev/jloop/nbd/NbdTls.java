@@ -87,6 +87,10 @@ final class NbdTls
         Path cert = path(options, NbdServer.TLS_CERT);
         Path key = path(options, NbdServer.TLS_KEY);
         Path ca = path(options, NbdServer.TLS_CA);
+        if (ca != null && !verifyPeer) {
+            // the CA only checks client certificates: without verification it would be ignored
+            throw new IllegalArgumentException("tls-ca given without tls-verify-peer, which is what it is for: add tls-verify-peer");
+        }
         if (directory != null) {
             cert = cert != null ? cert : directory.resolve("server-cert.pem");
             key = key != null ? key : directory.resolve("server-key.pem");

@@ -140,6 +140,11 @@ final class NbdTransmission
         this.writer = new NbdReplyWriter(channel, this, peer);
     }
 
+    NbdReplyWriter writer()
+    {
+        return writer;
+    }
+
     /**
      * Serves requests until NBD_CMD_DISC, end of input or an error, then waits until every request in
      * flight has completed and its reply was written (or dropped) before returning.

@@ -282,6 +282,12 @@ class TestNbdTls
 
         Map<String, String> badMode = tls("sometimes");
         assertThrows(IllegalArgumentException.class, () -> startServer(badMode));
+
+        // a CA nobody would check client certificates against
+        Map<String, String> caWithoutVerification = tls("require");
+        caWithoutVerification.put("tls-ca", client.certificate.toString());
+        IllegalArgumentException unused = assertThrows(IllegalArgumentException.class, () -> startServer(caWithoutVerification));
+        assertTrue(unused.getMessage().contains("add tls-verify-peer"), unused.getMessage());
     }
 
     @Test
