@@ -14,8 +14,8 @@ import java.util.TreeSet;
 /**
  * The {@code ublk} frontend: the kernel's ublk driver makes the one export {@code /dev/ublkbN}.
  * Options ({@link FrontendConfig#options()}): {@code queues} (default 1), {@code queue-depth} (default
- * 128), {@code ublk-id} (default: the kernel picks); any other key is refused, so an option meant for another
- * frontend is never silently ignored. Needs root and {@code ublk_drv} (Linux 6.0+).
+ * 128), {@code ublk-id} (default: the kernel picks); any other key is refused, so an option meant
+ * for another frontend is never silently ignored. Needs root and {@code ublk_drv} (Linux 6.0+).
  */
 public final class UblkFrontendFactory
         implements FrontendFactory

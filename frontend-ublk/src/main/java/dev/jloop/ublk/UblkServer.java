@@ -33,8 +33,8 @@ import static java.util.Objects.requireNonNull;
  * <p>Teardown ({@link #close()}): fsync of {@code /dev/ublkbN} so the page cache is written back while
  * every queue serves, then STOP_DEV while the queues still serve (the disk goes away after writing back
  * what is still dirty, requests in flight complete, the kernel aborts every fetch; its timeout restarts
- * as long as the queues make progress, and while it is pending the queues are never stopped), the queue threads end, the character device is
- * closed (DEL_DEV waits for that), DEL_DEV_ASYNC or DEL_DEV frees the id. Nothing is left behind: no
+ * as long as the queues make progress, and while it is pending the queues are never stopped), the
+ * queue threads end, the character device is closed (DEL_DEV waits for that), DEL_DEV_ASYNC or DEL_DEV frees the id. Nothing is left behind: no
  * {@code /dev/ublkcN} and no id (a file system still mounted on the disk keeps the id until it is
  * unmounted). The block device itself is not closed; its creator flushes and closes it afterwards.
  */
@@ -239,6 +239,7 @@ public final class UblkServer
         return devId;
     }
 
+    /** One of the queues, for tests. */
     UblkQueue queue(int queueId)
     {
         return queues.get(queueId);
