@@ -16,7 +16,8 @@
 # then once: --ublk-id, --queues, --queue-depth, --read-only and --direct as the kernel sees them, a
 # taken id and a non-root user refused with a clear message;
 # SIGTERM while fio writes -> the device disappears, the server exits 0, and after a restart
-# (with --ublk-id) the data written before the last completed flush is intact; and SIGTERM with a
+# (with --ublk-id) the data written before the last completed flush is intact; SIGTERM right after a
+# buffered dd -> its data is in the image; and SIGTERM with a
 # file system still mounted -> exit 0, the id is free again after the umount.
 set -u
 JLOOP_HOME=${1:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}
@@ -201,6 +202,16 @@ dd if="$DEV" of="$W/readback" bs=1M count=8 iflag=direct 2>/dev/null || fail "re
 cmp -s "$W/flushed" "$W/readback" || fail "data flushed before SIGTERM differs after restart"
 stop_server
 step "SIGTERM under load: device gone, exit 0, flushed data intact"
+
+# SIGTERM right after a buffered write: what dd was told was written is in the file (the server
+# writes the page cache back before it removes the disk)
+rm -f "$W/buffered.img"
+start_server "$W/buffered.img" --backend sync --size 64M
+dd if=/dev/urandom of="$W/buffered" bs=1M count=32 2>/dev/null
+dd if="$W/buffered" of="$DEV" bs=1M count=32 2>/dev/null || fail "buffered write"
+stop_server
+cmp -s -n $((32 << 20)) "$W/buffered" "$W/buffered.img" || fail "data of a buffered write before SIGTERM is not in the file"
+step "SIGTERM after a buffered write: the page cache reached the file"
 
 # SIGTERM while a file system is still mounted: the server exits 0 all the same (the kernel keeps
 # the deleted device until the umount), and the id is free again afterwards

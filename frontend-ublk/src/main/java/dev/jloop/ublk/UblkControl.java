@@ -17,6 +17,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.function.LongSupplier;
 
 import static java.util.Objects.requireNonNull;
 
@@ -120,11 +121,16 @@ final class UblkControl
         check("START_DEV", execute(UblkCmd.CMD_START_DEV, devId, 0, 0, pid, startTimeout), null);
     }
 
-    /** STOP_DEV: removes the disk; the kernel aborts every fetched tag with -ENODEV. */
-    void stopDevice(int devId)
+    /**
+     * STOP_DEV: removes the disk; the kernel aborts every fetched tag with -ENODEV. Removing the disk
+     * writes back its dirty page cache through the queues first, which takes as long as the backend
+     * needs, so the command timeout only runs out once {@code progress} (the queues' I/O count) has not
+     * moved for a whole timeout.
+     */
+    void stopDevice(int devId, LongSupplier progress)
             throws IOException
     {
-        int res = execute(UblkCmd.CMD_STOP_DEV, devId, 0, 0, 0, timeout);
+        int res = execute(UblkCmd.CMD_STOP_DEV, devId, 0, 0, 0, timeout, requireNonNull(progress, "progress is null"));
         if (res != -UblkException.ENODEV) {
             check("STOP_DEV", res, null);
         }
@@ -185,6 +191,13 @@ final class UblkControl
     private int execute(int nr, int devId, int len, long addr, long data0, Duration limit)
             throws IOException
     {
+        return execute(nr, devId, len, addr, data0, limit, null);
+    }
+
+    /** Runs one command; with {@code progress}, {@code limit} restarts whenever progress has moved. */
+    private int execute(int nr, int devId, int len, long addr, long data0, Duration limit, LongSupplier progress)
+            throws IOException
+    {
         if (broken) {
             throw new IOException("ublk control device is unusable after an earlier command timed out");
         }
@@ -192,13 +205,14 @@ final class UblkControl
         UblkStructs.putCtrlCmd(cmd, 0, devId, UblkStructs.NO_QUEUE, len, addr, data0);
         Future<Integer> result = executor.submit(() -> channel.execute(cmdOp, cmd));
         try {
-            int res = result.get(limit.toMillis(), TimeUnit.MILLISECONDS);
+            int res = awaitWhileProgressing(result, limit, progress);
             log.debug("ublk {} dev {} -> {}", UblkCmd.controlName(nr), devId, res);
             return res;
         }
         catch (TimeoutException e) {
             broken = true;
-            throw new CommandTimeoutException("ublk " + UblkCmd.controlName(nr) + " got no answer from the kernel within " + limit.toMillis() + " ms");
+            throw new CommandTimeoutException("ublk " + UblkCmd.controlName(nr) + " got no answer from the kernel within " + limit.toMillis() + " ms"
+                    + (progress == null ? "" : " without I/O on the queues"));
         }
         catch (InterruptedException e) {
             Thread.currentThread().interrupt();
@@ -209,6 +223,31 @@ final class UblkControl
                 throw (IOException) e.getCause();
             }
             throw new IOException("ublk " + UblkCmd.controlName(nr) + " failed: " + e.getCause(), e.getCause());
+        }
+    }
+
+    /**
+     * Waits for {@code result}; a {@code TimeoutException} only once {@code limit} has passed without
+     * {@code progress} (when given) changing.
+     */
+    static <T> T awaitWhileProgressing(Future<T> result, Duration limit, LongSupplier progress)
+            throws InterruptedException, ExecutionException, TimeoutException
+    {
+        long seen = progress == null ? 0 : progress.getAsLong();
+        while (true) {
+            try {
+                return result.get(limit.toMillis(), TimeUnit.MILLISECONDS);
+            }
+            catch (TimeoutException e) {
+                if (progress == null) {
+                    throw e;
+                }
+                long now = progress.getAsLong();
+                if (now == seen) {
+                    throw e;
+                }
+                seen = now;
+            }
         }
     }
 

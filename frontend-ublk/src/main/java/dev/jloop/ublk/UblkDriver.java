@@ -21,6 +21,14 @@ interface UblkDriver
     CharDevice openCharDevice(int devId)
             throws IOException;
 
+    /**
+     * Writes the dirty page cache of {@code /dev/ublkbN} back through the queues and flushes it (open
+     * and fsync), so that what was written to the disk reaches the backend while the queues still
+     * serve; returns when the kernel says it is done. May block as long as the writeback takes.
+     */
+    void syncBlockDevice(int devId)
+            throws IOException;
+
     /** Control commands, one at a time. */
     interface ControlChannel
             extends Closeable

@@ -8,15 +8,20 @@ import dev.jloop.api.FrontendFactory;
 import java.io.IOException;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
 
 /**
  * The {@code ublk} frontend: the kernel's ublk driver makes the one export {@code /dev/ublkbN}.
  * Options ({@link FrontendConfig#options()}): {@code queues} (default 1), {@code queue-depth} (default
- * 128), {@code ublk-id} (default: the kernel picks). Needs root and {@code ublk_drv} (Linux 6.0+).
+ * 128), {@code ublk-id} (default: the kernel picks); any other key is refused, so an option meant
+ * for another frontend is never silently ignored. Needs root and {@code ublk_drv} (Linux 6.0+).
  */
 public final class UblkFrontendFactory
         implements FrontendFactory
 {
+    private static final Set<String> OPTIONS = Set.of("queues", "queue-depth", "ublk-id");
+
     @Override
     public String name()
     {
@@ -42,6 +47,11 @@ public final class UblkFrontendFactory
     static UblkServer.Config config(Map<String, String> options)
             throws IOException
     {
+        for (String key : options.keySet()) {
+            if (!OPTIONS.contains(key)) {
+                throw new IOException("unknown ublk option '" + key + "'; known options: " + new TreeSet<>(OPTIONS));
+            }
+        }
         UblkServer.Config defaults = UblkServer.Config.defaults();
         try {
             return new UblkServer.Config(

@@ -6,13 +6,14 @@ import jnr.ffi.Pointer;
 import jnr.ffi.Runtime;
 
 /**
- * The libc calls the ublk driver needs besides io_uring: open, mmap of the descriptor array
+ * The libc calls the ublk driver needs besides io_uring: open, fsync, mmap of the descriptor array
  * (read-only), eventfd and its 8-byte write, each returning {@code -errno} on failure. {@code mmap}
  * takes its address as a {@link Pointer}: jnr-ffi 2.2.17 passes garbage in the sixth argument of a
  * binding with six primitive arguments.
  */
 final class UblkNative
 {
+    static final int O_RDONLY = 0;
     static final int O_RDWR = 2;
     static final int O_CLOEXEC = 02000000;
     static final int PROT_READ = 0x1;
@@ -33,6 +34,8 @@ final class UblkNative
         int eventfd(int initval, int flags);
 
         long write(int fd, long buf, long count);
+
+        int fsync(int fd);
     }
 
     private static final LibC LIBC = LibraryLoader.create(LibC.class).failImmediately().load("c");
@@ -72,6 +75,11 @@ final class UblkNative
     {
         long n = LIBC.write(fd, buf, count);
         return n < 0 ? -lastError() : n;
+    }
+
+    static int fsync(int fd)
+    {
+        return LIBC.fsync(fd) < 0 ? -lastError() : 0;
     }
 
     private static int lastError()

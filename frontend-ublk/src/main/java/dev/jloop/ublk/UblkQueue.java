@@ -79,7 +79,15 @@ final class UblkQueue
     private final CountDownLatch exited = new CountDownLatch(1);
     private volatile boolean stopRequested;
     private volatile Throwable failure;
+    /**
+     * The queue's ring; set to null under {@link #ringLock} before it is closed, and every wakeup from
+     * another thread happens under that lock, so no wakeup reaches a closed ring (its eventfd number
+     * may already belong to another file, such as the backing file).
+     */
     private volatile UblkDriver.QueueRing ring;
+    private final Object ringLock = new Object();
+    /** Requests received plus completions committed: grows while the kernel and the backend make progress. */
+    private volatile long activity;
     private Thread thread;
 
     private int inFlight;
@@ -141,10 +149,27 @@ final class UblkQueue
     void requestStop()
     {
         stopRequested = true;
-        UblkDriver.QueueRing r = ring;
-        if (r != null && !wakeupPending.getAndSet(true)) {
-            r.wakeup();
+        wakeup();
+    }
+
+    /** Wakes the queue thread unless a wakeup is pending already or the ring is gone. */
+    private void wakeup()
+    {
+        if (wakeupPending.getAndSet(true)) {
+            return;
         }
+        synchronized (ringLock) {
+            UblkDriver.QueueRing r = ring;
+            if (r != null) {
+                r.wakeup();
+            }
+        }
+    }
+
+    /** Grows with every request received and every completion committed; read by other threads. */
+    long activity()
+    {
+        return activity;
     }
 
     boolean awaitExit(long timeoutMillis)
@@ -193,10 +218,9 @@ final class UblkQueue
     {
         while (true) {
             commitCompleted();
-            if (stopRequested && inFlight == 0) {
-                return;
-            }
-            if (live == 0 && inFlight == 0) {
+            if ((stopRequested || live == 0) && inFlight == 0) {
+                // the commits just prepared carry results the kernel still waits for
+                ring.submitAndWait(0);
                 return;
             }
             if (!wakeupArmed) {
@@ -265,6 +289,7 @@ final class UblkQueue
                 finishNow(tag, -Errno.EOPNOTSUPP);
                 return;
         }
+        activity++;
         inBackend[tag] = true;
         inFlight++;
         bio.setEndIo(endIoCallback, tags[tag]);
@@ -288,8 +313,8 @@ final class UblkQueue
         synchronized (doneLock) {
             done[nrDone++] = tag;
         }
-        if (Thread.currentThread() != thread && !wakeupPending.getAndSet(true)) {
-            ring.wakeup();
+        if (Thread.currentThread() != thread) {
+            wakeup();
         }
     }
 
@@ -311,6 +336,9 @@ final class UblkQueue
                 inFlight--;
             }
             prepIoCmd(commitOp, tag, results[tag]);
+        }
+        if (n > 0) {
+            activity += n;
         }
     }
 
@@ -347,7 +375,11 @@ final class UblkQueue
 
     private void freeBuffers()
     {
-        UblkDriver.QueueRing r = ring;
+        UblkDriver.QueueRing r;
+        synchronized (ringLock) {
+            r = ring;
+            ring = null;
+        }
         if (r != null) {
             // closing the ring cancels the fetches still pending, before their buffers go back to the pool
             r.close();

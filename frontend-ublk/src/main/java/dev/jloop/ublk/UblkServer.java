@@ -17,6 +17,9 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.FutureTask;
+import java.util.concurrent.TimeoutException;
 
 import static java.util.Objects.requireNonNull;
 
@@ -27,9 +30,11 @@ import static java.util.Objects.requireNonNull;
  * before START_DEV), open {@code /dev/ublkcN}, one {@link UblkQueue} thread per queue that maps its
  * descriptors and fetches every tag, then START_DEV (which waits for those fetches and adds the disk).
  *
- * <p>Teardown ({@link #close()}): STOP_DEV while the queues still serve (the disk goes away, requests in
- * flight complete, the kernel aborts every fetch), the queue threads end, the character device is
- * closed (DEL_DEV waits for that), DEL_DEV_ASYNC or DEL_DEV frees the id. Nothing is left behind: no
+ * <p>Teardown ({@link #close()}): fsync of {@code /dev/ublkbN} so the page cache is written back while
+ * every queue serves, then STOP_DEV while the queues still serve (the disk goes away after writing back
+ * what is still dirty, requests in flight complete, the kernel aborts every fetch; its timeout restarts
+ * as long as the queues make progress, and while it is pending the queues are never stopped), the
+ * queue threads end, the character device is closed (DEL_DEV waits for that), DEL_DEV_ASYNC or DEL_DEV frees the id. Nothing is left behind: no
  * {@code /dev/ublkcN} and no id (a file system still mounted on the disk keeps the id until it is
  * unmounted). The block device itself is not closed; its creator flushes and closes it afterwards.
  */
@@ -234,6 +239,12 @@ public final class UblkServer
         return devId;
     }
 
+    /** One of the queues, for tests. */
+    UblkQueue queue(int queueId)
+    {
+        return queues.get(queueId);
+    }
+
     /** {@code GET_FEATURES} bits, or -1 on kernels before 6.5. */
     public long features()
     {
@@ -244,6 +255,46 @@ public final class UblkServer
     public String uri()
     {
         return "/dev/ublkb" + devId;
+    }
+
+    /** Requests received and completed by all queues so far; grows while I/O makes progress. */
+    private long activity()
+    {
+        long sum = 0;
+        for (UblkQueue queue : queues) {
+            sum += queue.activity();
+        }
+        return sum;
+    }
+
+    /**
+     * Writes the disk's dirty page cache back (fsync of {@code /dev/ublkbN}) while every queue still
+     * serves, before STOP_DEV removes the disk. Waits as long as the queues make progress; when
+     * nothing moves for a command timeout, or the sync fails, STOP_DEV goes ahead (it writes back what
+     * is left itself).
+     */
+    private void syncBlockDevice()
+    {
+        FutureTask<Void> sync = new FutureTask<>(() -> {
+            driver.syncBlockDevice(devId);
+            return null;
+        });
+        Thread thread = new Thread(sync, "ublk-sync-" + devId);
+        thread.setDaemon(true);
+        thread.start();
+        try {
+            UblkControl.awaitWhileProgressing(sync, config.commandTimeout(), this::activity);
+        }
+        catch (TimeoutException e) {
+            log.warn("ublk device {}: writing back its page cache made no progress for {} ms; stopping it anyway", devId,
+                    config.commandTimeout().toMillis());
+        }
+        catch (ExecutionException e) {
+            log.warn("ublk device {}: writing back its page cache failed: {}", devId, e.getCause().toString());
+        }
+        catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     /** STOP_DEV, drain the queues, close the character device, DEL_DEV. Idempotent. */
@@ -264,8 +315,16 @@ public final class UblkServer
     {
         List<Exception> failures = new ArrayList<>();
         if (started && control != null) {
+            syncBlockDevice();
             try {
-                control.stopDevice(devId);
+                control.stopDevice(devId, this::activity);
+            }
+            catch (UblkControl.CommandTimeoutException e) {
+                // STOP_DEV is still in the kernel and may yet send writeback: the queues must keep
+                // serving it, so they are neither stopped nor closed; they end with the process
+                log.error("ublk device {}: {}; its queues are left serving until the process ends", devId, e.getMessage());
+                control.close();
+                return failure(List.of(e), cause);
             }
             catch (IOException e) {
                 failures.add(e);
@@ -315,6 +374,11 @@ public final class UblkServer
         if (control != null) {
             control.close();
         }
+        return failure(failures, cause);
+    }
+
+    private static IOException failure(List<Exception> failures, Exception cause)
+    {
         if (failures.isEmpty()) {
             return null;
         }

@@ -56,6 +56,27 @@ final class UringUblkDriver
         return new UringCharDevice(fd);
     }
 
+    @Override
+    public void syncBlockDevice(int devId)
+            throws IOException
+    {
+        // fsync of a block device is sync_blockdev plus a cache flush; read-only opens allow it too
+        String path = "/dev/ublkb" + devId;
+        int fd = UblkNative.open(path, UblkNative.O_RDONLY | UblkNative.O_CLOEXEC);
+        if (fd < 0) {
+            throw UblkException.of("open " + path, fd, null);
+        }
+        try {
+            int res = UblkNative.fsync(fd);
+            if (res < 0) {
+                throw UblkException.of("fsync " + path, res, null);
+            }
+        }
+        finally {
+            UblkNative.close(fd);
+        }
+    }
+
     private static void sleep()
             throws IOException
     {
@@ -196,6 +217,8 @@ final class UringUblkDriver
         /** The 8-byte value 1 a wakeup writes; never changes, so concurrent writers may share it. */
         private final ByteBuffer one = DirectMemory.allocateAligned(8).order(ByteOrder.nativeOrder()).putLong(0, 1);
         private final long oneAddress = DirectMemory.address(one);
+        /** Guarded by this: once closed, the eventfd number may belong to another file and is never written. */
+        private boolean closed;
 
         UringQueueRing(int charFd, int eventFd, Ring ring)
         {
@@ -221,9 +244,11 @@ final class UringUblkDriver
         }
 
         @Override
-        public void wakeup()
+        public synchronized void wakeup()
         {
-            UblkNative.write(eventFd, oneAddress, 8);
+            if (!closed) {
+                UblkNative.write(eventFd, oneAddress, 8);
+            }
         }
 
         @Override
@@ -243,6 +268,12 @@ final class UringUblkDriver
         @Override
         public void close()
         {
+            synchronized (this) {
+                if (closed) {
+                    return;
+                }
+                closed = true;
+            }
             ring.close();
             UblkNative.close(eventFd);
         }

@@ -41,6 +41,15 @@ final class FakeUblkDriver
     volatile boolean referenced;
     /** The kernel clamps queues to this (CPUs). */
     volatile int maxQueues = 64;
+    /** The disk's dirty page cache: written back by an fsync of /dev/ublkbN, or else by STOP_DEV (del_gendisk). */
+    final List<Dirty> dirty = Collections.synchronizedList(new ArrayList<>());
+    /** Dirtied after the sync, as by a writer still running: STOP_DEV finds it dirty. */
+    final List<Dirty> dirtyAtStop = Collections.synchronizedList(new ArrayList<>());
+    /** When set, STOP_DEV waits for it (after its writeback) before it aborts the tags: a stuck driver. */
+    volatile CountDownLatch stopRelease;
+
+    /** A dirty page cache range: {@code data} for the disk at {@code sector}. */
+    record Dirty(long sector, byte[] data) {}
 
     private final List<String> events = Collections.synchronizedList(new ArrayList<>());
     final List<byte[]> controlCommands = Collections.synchronizedList(new ArrayList<>());
@@ -170,6 +179,17 @@ final class FakeUblkDriver
                 }
                 return 0;
             case UblkCmd.CMD_STOP_DEV:
+                // del_gendisk writes back the page cache through the live queues before the disk goes
+                dirty.addAll(dirtyAtStop);
+                try {
+                    writeBack();
+                    if (stopRelease != null) {
+                        stopRelease.await();
+                    }
+                }
+                catch (InterruptedException e) {
+                    return -4;
+                }
                 stopped = true;
                 for (FakeQueue queue : queues) {
                     queue.abortAll();
@@ -204,6 +224,52 @@ final class FakeUblkDriver
             default:
                 return -EINVAL;
         }
+    }
+
+    @Override
+    public void syncBlockDevice(int devId)
+            throws IOException
+    {
+        event("sync " + devId);
+        try {
+            if (writeBack() > 0) {
+                FakeQueue queue = queue(0);
+                int tag = queue.dispatch(UblkCmd.OP_FLUSH, 0, 0, null);
+                int res = queue.awaitCommit(tag);
+                event("flush " + res);
+                if (res < 0) {
+                    throw new IOException("fsync /dev/ublkb" + devId + ": " + res);
+                }
+            }
+        }
+        catch (InterruptedException e) {
+            throw new IOException(e);
+        }
+    }
+
+    /** Writes every dirty range as a WRITE request on queue 0, one at a time; returns how many. */
+    private int writeBack()
+            throws InterruptedException
+    {
+        int n = 0;
+        while (true) {
+            Dirty range;
+            synchronized (dirty) {
+                if (dirty.isEmpty()) {
+                    break;
+                }
+                range = dirty.remove(0);
+            }
+            FakeQueue queue = queue(0);
+            int tag = queue.dispatch(UblkCmd.OP_WRITE, range.sector(), range.data().length >> 9, range.data());
+            int res = queue.awaitCommit(tag);
+            if (res != range.data().length) {
+                throw new AssertionError("writeback of sector " + range.sector() + " got " + res);
+            }
+            n++;
+        }
+        event("writeback " + n);
+        return n;
     }
 
     static ByteBuffer memory(long address, int length)
@@ -279,6 +345,10 @@ final class FakeUblkDriver
         private long wakeupArmed = -1;
         private long wakeupCount;
         private boolean closed;
+        /** The next submit fails, as a ring whose io_uring_enter errs. */
+        volatile boolean failSubmit;
+        /** Wakeups that reached this ring after it was closed: with a real eventfd, a write to a reused fd. */
+        private int wakeupsAfterClose;
 
         FakeQueue(int queueId, int depth)
         {
@@ -324,6 +394,10 @@ final class FakeUblkDriver
         @Override
         public synchronized void wakeup()
         {
+            if (closed) {
+                wakeupsAfterClose++;
+                return;
+            }
             if (wakeupArmed >= 0) {
                 cqes.add(new long[] {wakeupArmed, 8});
                 wakeupArmed = -1;
@@ -338,6 +412,9 @@ final class FakeUblkDriver
         public synchronized int submitAndWait(int waitNr)
                 throws IOException
         {
+            if (failSubmit) {
+                throw new IOException("fake ring: io_uring_enter failed");
+            }
             int n = prepared.size();
             for (long[] sqe : prepared) {
                 issue(sqe);
@@ -470,6 +547,31 @@ final class FakeUblkDriver
             fetched[tag] = false;
             cqes.add(new long[] {tag, 0});
             notifyAll();
+        }
+
+        /** Dispatches a request to the first tag that is fetched, waiting up to 10 s for one; returns the tag. */
+        synchronized int dispatch(int opFlags, long startSector, int nrSectors, byte[] writeData)
+                throws InterruptedException
+        {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (true) {
+                for (int tag = 0; tag < depth; tag++) {
+                    if (fetched[tag]) {
+                        request(tag, opFlags, startSector, nrSectors, writeData);
+                        return tag;
+                    }
+                }
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    throw new AssertionError("no fetched tag on queue " + queueId);
+                }
+                TimeUnit.NANOSECONDS.timedWait(this, left);
+            }
+        }
+
+        synchronized int wakeupsAfterClose()
+        {
+            return wakeupsAfterClose;
         }
 
         /** Waits for the commit of {@code tag}'s request; returns its result. */

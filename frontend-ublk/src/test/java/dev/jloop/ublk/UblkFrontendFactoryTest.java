@@ -46,4 +46,13 @@ class UblkFrontendFactoryTest
         assertEquals("ublk device id must be 0 or more: -3",
                 assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("ublk-id", "-3"))).getMessage());
     }
+
+    @Test
+    void unknownOptionsAreRefused()
+    {
+        assertEquals("unknown ublk option 'socket-activation'; known options: [queue-depth, queues, ublk-id]",
+                assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("socket-activation", "true"))).getMessage());
+        assertEquals("unknown ublk option 'max-connections'; known options: [queue-depth, queues, ublk-id]",
+                assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("queues", "2", "max-connections", "1"))).getMessage());
+    }
 }

@@ -21,6 +21,9 @@ import java.util.List;
 import java.util.Random;
 import java.util.Set;
 import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -339,6 +342,164 @@ class UblkServerTest
         assertEquals(4096, queue.awaitCommit(1));
         List<String> events = driver.events();
         assertTrue(events.indexOf("close-ring 0") < events.indexOf("DEL_DEV_ASYNC"));
+    }
+
+    @Test
+    void thePageCacheIsWrittenBackBeforeStopDev()
+            throws Exception
+    {
+        start(2);
+        List<byte[]> written = new ArrayList<>();
+        Random random = new Random(7);
+        for (int i = 0; i < 8; i++) {
+            byte[] data = new byte[BUFFER];
+            random.nextBytes(data);
+            written.add(data);
+            driver.dirty.add(new FakeUblkDriver.Dirty((long) i * (BUFFER >> 9), data));
+        }
+        server.close();
+        List<String> events = driver.events();
+        int sync = events.indexOf("sync 0");
+        assertTrue(sync >= 0, "no sync before STOP_DEV: " + events);
+        assertEquals(List.of("sync 0", "writeback 8", "flush 0", "STOP_DEV", "writeback 0"), events.subList(sync, sync + 5));
+        for (int i = 0; i < written.size(); i++) {
+            byte[] onFile = new byte[BUFFER];
+            file.read((long) i * BUFFER, onFile);
+            assertArrayEquals(written.get(i), onFile, "range " + i);
+        }
+    }
+
+    @Test
+    void stopDevWritingBackLongerThanTheCommandTimeoutIsWaitedFor()
+            throws Exception
+    {
+        ScheduledExecutorService slow = Executors.newSingleThreadScheduledExecutor();
+        try {
+            BlockDevice slowDevice = new ForwardingDevice(device)
+            {
+                @Override
+                public void submit(Bio bio)
+                {
+                    slow.schedule(() -> device.submit(bio), 150, TimeUnit.MILLISECONDS);
+                }
+            };
+            server = UblkServer.start(driver, new UblkServer.Config(1, DEPTH, -1, BUFFER, Duration.ofMillis(400), Duration.ofSeconds(5)), slowDevice);
+            // dirtied after the sync: STOP_DEV's own writeback takes 8 x 150 ms, three command timeouts
+            List<byte[]> written = new ArrayList<>();
+            Random random = new Random(8);
+            for (int i = 0; i < 8; i++) {
+                byte[] data = new byte[4096];
+                random.nextBytes(data);
+                written.add(data);
+            }
+            for (int i = 0; i < written.size(); i++) {
+                driver.dirtyAtStop.add(new FakeUblkDriver.Dirty(i * 8L, written.get(i)));
+            }
+            long start = System.nanoTime();
+            server.close();
+            assertTrue(System.nanoTime() - start > Duration.ofMillis(1000).toNanos(), "the writeback took its time");
+            List<String> events = driver.events();
+            assertEquals(List.of("STOP_DEV", "writeback 8"), events.subList(events.indexOf("STOP_DEV"), events.indexOf("STOP_DEV") + 2));
+            assertTrue(events.contains("DEL_DEV_ASYNC"), "the id was freed: " + events);
+            for (int i = 0; i < written.size(); i++) {
+                byte[] onFile = new byte[4096];
+                file.read(i * 4096L, onFile);
+                assertArrayEquals(written.get(i), onFile, "block " + i);
+            }
+        }
+        finally {
+            slow.shutdown();
+        }
+    }
+
+    @Test
+    void whileStopDevIsPendingTheQueuesKeepServing()
+            throws Exception
+    {
+        FakeUblkDriver stuck = new FakeUblkDriver();
+        stuck.stopRelease = new java.util.concurrent.CountDownLatch(1);
+        UblkServer stuckServer = UblkServer.start(stuck, new UblkServer.Config(1, DEPTH, -1, BUFFER, Duration.ofMillis(300), Duration.ofSeconds(5)), device);
+        try {
+            long start = System.nanoTime();
+            RuntimeException e = assertThrows(RuntimeException.class, stuckServer::close);
+            assertTrue(e.getMessage().contains("STOP_DEV") && e.getMessage().contains("no answer"), e.getMessage());
+            assertTrue(System.nanoTime() - start < Duration.ofSeconds(3).toNanos(), "close must not hang on a stuck STOP_DEV");
+            assertFalse(stuck.events().contains("close-ring 0"), "queues stopped while STOP_DEV was pending: " + stuck.events());
+            assertFalse(stuck.events().stream().anyMatch(event -> event.startsWith("DEL_DEV")));
+            // the kernel may still send writeback: it is served
+            byte[] data = new byte[4096];
+            new Random(9).nextBytes(data);
+            stuck.queue(0).request(2, UblkCmd.OP_WRITE, 16, 8, data);
+            assertEquals(4096, stuck.queue(0).awaitCommit(2));
+            byte[] onFile = new byte[4096];
+            file.read(16 << 9, onFile);
+            assertArrayEquals(data, onFile);
+        }
+        finally {
+            // STOP_DEV completes: the kernel aborts the tags and the queue thread ends by itself
+            stuck.stopRelease.countDown();
+        }
+        assertTrue(stuckServer.queue(0).awaitExit(5_000));
+    }
+
+    @Test
+    void commitsPreparedWhenAStoppedQueueEndsAreSubmitted()
+            throws Exception
+    {
+        ConcurrentLinkedQueue<Bio> held = new ConcurrentLinkedQueue<>();
+        BlockDevice holding = new ForwardingDevice(device)
+        {
+            @Override
+            public void submit(Bio bio)
+            {
+                held.add(bio);
+            }
+        };
+        server = UblkServer.start(driver, config(1, -1), holding);
+        FakeUblkDriver.FakeQueue queue = driver.queue(0);
+        queue.request(1, UblkCmd.OP_WRITE, 0, 8, new byte[4096]);
+        while (held.isEmpty()) {
+            Thread.onSpinWait();
+        }
+        server.queue(0).requestStop();
+        Thread.sleep(50);
+        assertFalse(server.queue(0).awaitExit(0), "the queue waits for its request in the backend");
+        held.poll().endIo(0);
+        assertTrue(server.queue(0).awaitExit(5_000));
+        assertEquals(4096, queue.awaitCommit(1), "the last commit reached the kernel");
+    }
+
+    @Test
+    void aQueueThatDiesWithRequestsInTheBackendNeverWakesItsClosedRing()
+            throws Exception
+    {
+        ConcurrentLinkedQueue<Bio> held = new ConcurrentLinkedQueue<>();
+        BlockDevice holding = new ForwardingDevice(device)
+        {
+            @Override
+            public void submit(Bio bio)
+            {
+                held.add(bio);
+            }
+        };
+        server = UblkServer.start(driver, config(1, -1), holding);
+        FakeUblkDriver.FakeQueue queue = driver.queue(0);
+        queue.request(1, UblkCmd.OP_WRITE, 0, 8, new byte[4096]);
+        while (held.isEmpty()) {
+            Thread.onSpinWait();
+        }
+        queue.failSubmit = true;
+        queue.request(2, UblkCmd.OP_WRITE, 8, 8, new byte[4096]);
+        assertTrue(server.queue(0).awaitExit(5_000));
+        assertTrue(server.queue(0).failure().getMessage().contains("io_uring_enter"), String.valueOf(server.queue(0).failure()));
+        assertTrue(driver.events().contains("close-ring 0"));
+        // the backend finishes after the ring is gone; and a stop request races nothing either
+        Bio bio;
+        while ((bio = held.poll()) != null) {
+            bio.endIo(0);
+        }
+        server.queue(0).requestStop();
+        assertEquals(0, queue.wakeupsAfterClose());
     }
 
     @Test
