@@ -54,7 +54,7 @@ start_server()
     PID=$!
     i=0
     while ! grep -q '^jloop: serving /dev/ublkb' "$W/out.log"; do
-        kill -0 "$PID" 2>/dev/null || { wait "$PID"; PID=; fail "jloop exited with $? before serving ($*)"; }
+        kill -0 "$PID" 2>/dev/null || { wait "$PID"; rc=$?; PID=; cat "$W/out.log" >&2; fail "jloop exited with $rc before serving ($*)"; }
         i=$((i + 1))
         [ $i -lt 240 ] || fail "no start line after 120 s ($*)"
         sleep 0.5
@@ -149,6 +149,7 @@ for backend in sync nio io_uring; do
     fio_verify
     discard_and_zero
     stop_server
+    rm -f "$W/$backend.img"    # guest RAM: the images live in a tmpfs
 done
 
 # Options and refusals: id, queues, depth, read-only, 4 KiB blocks under --direct; a taken id; not root

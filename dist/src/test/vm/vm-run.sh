@@ -17,7 +17,7 @@
 # env: JLOOP_VM_CACHE  kernel + initramfs cache (default /var/cache/jloop-vm, else ~/.cache/jloop-vm)
 #      KVER            kernel version, e.g. 6.12.117+deb12-amd64 (default: newest cached, else newest in apt)
 #      VM_TIMEOUT      seconds for the whole VM (default 1500); SCENARIO_TIMEOUT per scenario (default 900)
-#      SMP MEM         guest CPUs (default 2) and MiB (default 2048)
+#      SMP MEM         guest CPUs (default 2) and MiB (default 3072)
 #      VM_ENV          extra "NAME=value ..." exported to the scenarios (e.g. "NBD_BACKENDS=nio")
 set -euo pipefail
 # depmod, nbd-client, mkfs.ext4 live in sbin, which a non-root PATH may lack.
@@ -165,7 +165,7 @@ cp "$here/vm-guest.sh" "$out/vm-guest.sh"
     for assignment in ${VM_ENV:-}; do printf 'export %q\n' "$assignment"; done
 } >"$out/vm.env"
 smp=${SMP:-2}
-mem=${MEM:-2048}
+mem=${MEM:-3072}
 say "booting qemu (tcg, $smp CPUs, ${mem} MiB) for ${#scenarios[@]} scenario(s), console in $out/console.log"
 set +e
 # qemu sometimes stays paused after a guest failure instead of exiting: timeout ends it.
