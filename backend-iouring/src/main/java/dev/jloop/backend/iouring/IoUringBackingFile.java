@@ -25,6 +25,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.LockSupport;
 import java.util.concurrent.locks.ReentrantLock;
 
 import static java.util.Objects.requireNonNull;
@@ -91,18 +92,25 @@ public final class IoUringBackingFile
     private int nrFree;
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition slotFreed = lock.newCondition();
+    /** The CQ side of the ring: held by whichever thread reaps (the completion thread, or a submitter inline). */
+    private final ReentrantLock reapLock = new ReentrantLock();
     private final ThreadLocal<Plug> plugs = ThreadLocal.withInitial(Plug::new);
     private final ThreadLocal<SyncBounce> bounces;
     private final BlockRangeLock blockLock = new BlockRangeLock();
     private final Thread completionThread;
     private final CompletionHandler handler = this::handle;
-    private final Runnable submitPending = this::submitPending;
+    /** What a thread about to wait for another's I/O runs first: it must not reap (it may hold a monitor). */
+    private final Runnable submitPending = this::submitAndWake;
 
     private volatile boolean closing;
     private boolean closed;
     private volatile boolean stopped;
-    /** Set by the completion thread while handling a batch: continuations were written, enter after it. */
+    /** Set while handling a batch: continuations were written, enter after it. Under {@link #reapLock}. */
     private boolean continued;
+    /** The completion thread waits in {@link LockSupport#park}, not in the kernel. */
+    private volatile boolean completionThreadParked;
+    /** Slots in use (written under {@link #lock}), read without it by the completion thread before it parks. */
+    private volatile int busySlots;
     /** A submitter gave up on {@code -EAGAIN}/{@code -EBUSY}: the completion thread submits after its next reap. */
     private volatile boolean submitBacklog;
 
@@ -213,6 +221,9 @@ public final class IoUringBackingFile
             return 0;
         }
         boolean dsync = (kiocb.flags() & Kiocb.IOCB_DSYNC) != 0;
+        if (!direct && !dsync && iter.isDirect()) {
+            return writeBuffered(iter, pos);
+        }
         if (!goesStraight(iter, pos)) {
             long res = bounces.get().writeIter(iter, pos);
             if (res > 0 && dsync) {
@@ -384,6 +395,41 @@ public final class IoUringBackingFile
         return iter.isDirect() && (!direct || ((pos | iter.alignment()) & (BLOCK - 1)) == 0);
     }
 
+    /**
+     * A write into the page cache, done here with {@code pwrite}. ext4 and most other file systems cannot
+     * take a buffered write without blocking ({@code FMODE_BUF_WASYNC}), so io_uring would hand each
+     * one to an io-wq worker, serialised per file: a thread hand-off and a wakeup to save a copy of a
+     * few microseconds. Durable (FUA) writes stay on the ring, where their fdatasync waits.
+     */
+    private long writeBuffered(IovIter iter, long pos)
+    {
+        long done = 0;
+        int nrSegs = iter.nrSegs();
+        for (int i = 0; i < nrSegs; i++) {
+            long address = iter.segmentAddress(i);
+            int length = iter.segmentLength(i);
+            long n = Posix.pwrite(fd.intValue(), address, length, pos + done);
+            if (n == -Errno.EINTR) {
+                i--;
+                continue;
+            }
+            if (n < 0) {
+                return done > 0 ? advanced(iter, done) : n;
+            }
+            done += n;
+            if (n < length) {
+                break;
+            }
+        }
+        return done > 0 ? advanced(iter, done) : -Errno.EIO;
+    }
+
+    private static long advanced(IovIter iter, long bytes)
+    {
+        iter.advance(bytes);
+        return bytes;
+    }
+
     private long queueRw(Kiocb kiocb, int op, IovIter iter, long pos, int rwFlags)
     {
         long firstBlock = pos / BLOCK;
@@ -413,12 +459,13 @@ public final class IoUringBackingFile
         try {
             while (nrFree == 0 && !closing) {
                 // The slots may be held by SQEs batched behind a plug, this thread's or another's.
-                enterQuietly();
+                submitAndWake();
                 slotFreed.awaitUninterruptibly();
             }
             if (closing) {
                 return null;
             }
+            busySlots = slots.length - nrFree + 1;
             return slots[freeSlots[--nrFree]];
         }
         finally {
@@ -517,10 +564,58 @@ public final class IoUringBackingFile
         return -1;
     }
 
-    /** Submits every SQE published so far, this thread's or another's. */
+    /**
+     * Submits every SQE published so far, this thread's or another's, then reaps what the kernel completed
+     * during the submission (page-cache hits complete inline) in this thread: no hand-off to the completion
+     * thread for them. That thread is woken only when operations are left in the kernel.
+     */
     private void submitPending()
     {
         enterQuietly();
+        if (reapLock.isHeldByCurrentThread() || !reapLock.tryLock()) {
+            // Called from a completion, or another thread reaps right now: it hands the CQEs on.
+            return;
+        }
+        try {
+            reapInline();
+        }
+        finally {
+            reapLock.unlock();
+        }
+        wakeCompletionThread();
+    }
+
+    /** Submits what is published and makes sure the completion thread waits for it; reaps nothing. */
+    private void submitAndWake()
+    {
+        enterQuietly();
+        wakeCompletionThread();
+    }
+
+    /** Unparks the completion thread when operations are in flight (Dekker with {@link #parkWhileIdle}). */
+    private void wakeCompletionThread()
+    {
+        if (busySlots > 0 && completionThreadParked) {
+            LockSupport.unpark(completionThread);
+        }
+    }
+
+    /** Reaps ready CQEs and submits the continuations they wrote. Under {@link #reapLock}. */
+    private void reapInline()
+    {
+        try {
+            do {
+                continued = false;
+                ring.reap(handler);
+                if (continued) {
+                    enterQuietly();
+                }
+            }
+            while (continued);
+        }
+        catch (IoUringException | RuntimeException e) {
+            log.error("io_uring completion on {}", fd, e);
+        }
     }
 
     private void enterQuietly()
@@ -549,15 +644,21 @@ public final class IoUringBackingFile
     {
         while (!stopped) {
             try {
-                continued = false;
-                ring.reap(handler);
-                // Only for its own continuations (or a submission that gave up): entering for SQEs that a
-                // plug holds back would defeat the batching.
-                if (continued || submitBacklog) {
-                    submitBacklog = false;
-                    enterQuietly();
+                reapLock.lock();
+                try {
+                    continued = false;
+                    ring.reap(handler);
+                    // Only for its own continuations (or a submission that gave up): entering for SQEs that a
+                    // plug holds back would defeat the batching.
+                    if (continued || submitBacklog) {
+                        submitBacklog = false;
+                        enterQuietly();
+                    }
                 }
-                if (!stopped) {
+                finally {
+                    reapLock.unlock();
+                }
+                if (!stopped && parkWhileIdle()) {
                     ring.waitCompletions(1);
                 }
             }
@@ -565,6 +666,21 @@ public final class IoUringBackingFile
                 log.error("io_uring completion loop on {}", fd, e);
             }
         }
+    }
+
+    /**
+     * While no operation is in flight, waits in Java rather than in {@code io_uring_enter}: a thread
+     * waiting in the kernel is woken for every CQE, also for those its submitter reaps inline. Returns
+     * whether to wait for CQEs now.
+     */
+    private boolean parkWhileIdle()
+    {
+        completionThreadParked = true;
+        while (busySlots == 0 && !submitBacklog && !stopped) {
+            LockSupport.park(this);
+        }
+        completionThreadParked = false;
+        return !stopped;
     }
 
     private void handle(long userData, int res, int flags)
@@ -640,6 +756,7 @@ public final class IoUringBackingFile
         }
         slot.clear();
         freeSlots[nrFree++] = slot.index;
+        busySlots = slots.length - nrFree;
         slotFreed.signalAll();
     }
 
@@ -683,7 +800,9 @@ public final class IoUringBackingFile
         finally {
             lock.unlock();
         }
-        submitPending();
+        // Not submitPending(): reaping the wakeup here could leave the completion thread asleep in the kernel.
+        enterQuietly();
+        LockSupport.unpark(completionThread);
         boolean interrupted = false;
         while (true) {
             try {
