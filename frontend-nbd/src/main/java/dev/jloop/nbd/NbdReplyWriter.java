@@ -15,8 +15,10 @@ import static java.util.Objects.requireNonNull;
 /**
  * Sends the replies of one connection, in the order they are queued (completion order). Completions
  * run on device threads that must never wait for a slow client, so {@link #queue} only links the
- * request into a list; this thread does the blocking socket write (header and page buffers in one
- * gathering write) and recycles the request afterwards.
+ * request into a list; this thread does the blocking socket write and recycles the requests
+ * afterwards. It takes every reply queued so far at once and sends their headers and page buffers
+ * in one gathering write (up to {@value #MAX_GATHER} buffers), so a burst of completions costs
+ * one system call, not one per reply.
  *
  * <p>After a failed write (the client went away) replies are dropped but requests are still
  * recycled, so pages and budget come back and the reader can finish.
@@ -25,6 +27,9 @@ final class NbdReplyWriter
         implements Runnable
 {
     private static final Logger log = LoggerFactory.getLogger(NbdReplyWriter.class);
+
+    /** Buffers per gathering write: Linux's IOV_MAX. */
+    static final int MAX_GATHER = 1024;
 
     private final NbdChannel channel;
     private final NbdTransmission transmission;
@@ -35,6 +40,7 @@ final class NbdReplyWriter
     private NbdRequest tail;
     private boolean stopping;
     private boolean broken;
+    private final ByteBuffer[] gather = new ByteBuffer[MAX_GATHER];
 
     NbdReplyWriter(NbdChannel channel, NbdTransmission transmission, String peer)
     {
@@ -79,80 +85,133 @@ final class NbdReplyWriter
     @Override
     public void run()
     {
-        NbdRequest request;
-        while ((request = take()) != null) {
-            if (!broken) {
-                try {
-                    write(request);
+        NbdRequest batch;
+        while ((batch = takeAll()) != null) {
+            NbdRequest first = batch;
+            int count = 0;
+            NbdRequest next;
+            for (NbdRequest request = batch; request != null; request = next) {
+                next = request.next;
+                int buffers = buffers(request);
+                if (count > 0 && count + buffers > MAX_GATHER) {
+                    first = send(first, request, count);
+                    count = 0;
                 }
-                catch (IOException e) {
-                    broken = true;
-                    log.debug("{}: cannot send replies, dropping them: {}", peer, e.toString());
-                    try {
-                        // The reader must stop too: nobody will see the replies of further requests.
-                        channel.shutdownInput();
+                if (buffers > MAX_GATHER) {
+                    // A READ in many small pages: its own writes, a gather array at a time.
+                    count = add(request, 0, MAX_GATHER);
+                    for (int page = MAX_GATHER - 1; page < request.nrPages; page += MAX_GATHER) {
+                        writeQuietly(count);
+                        count = 0;
+                        for (int i = page; i < Math.min(request.nrPages, page + MAX_GATHER); i++) {
+                            gather[count++] = request.pages[i].buffer();
+                        }
                     }
-                    catch (IOException ignored) {
-                        // already closed
-                    }
+                    first = send(first, next, count);
+                    count = 0;
+                    continue;
                 }
+                count = add(request, count, MAX_GATHER);
             }
-            transmission.recycle(request);
+            send(first, null, count);
         }
     }
 
-    private NbdRequest take()
+    /** Writes the gathered replies of {@code [first, end)}, recycles them, and returns {@code end}. */
+    private NbdRequest send(NbdRequest first, NbdRequest end, int count)
+    {
+        writeQuietly(count);
+        NbdRequest request = first;
+        while (request != end) {
+            NbdRequest next = request.next;
+            request.next = null;
+            transmission.recycle(request);
+            request = next;
+        }
+        return end;
+    }
+
+    /** Every reply queued so far, linked through {@link NbdRequest#next}; {@code null} once stopped and drained. */
+    private NbdRequest takeAll()
     {
         lock.lock();
         try {
             while (head == null && !stopping) {
                 queued.awaitUninterruptibly();
             }
-            NbdRequest request = head;
-            if (request != null) {
-                head = request.next;
-                if (head == null) {
-                    tail = null;
-                }
-                request.next = null;
-            }
-            return request;
+            NbdRequest batch = head;
+            head = null;
+            tail = null;
+            return batch;
         }
         finally {
             lock.unlock();
         }
     }
 
-    private void write(NbdRequest request)
-            throws IOException
+    private static int buffers(NbdRequest request)
     {
-        ByteBuffer header = request.replyHeader.clear()
+        return hasPayload(request) ? request.nrPages + 1 : 1;
+    }
+
+    private static boolean hasPayload(NbdRequest request)
+    {
+        return request.type == CMD_READ && request.error == 0 && request.nrPages > 0;
+    }
+
+    /** Writes {@code gather[0, count)} unless the connection broke, and clears it. */
+    private void writeQuietly(int count)
+    {
+        if (!broken && count > 0) {
+            try {
+                write(count);
+            }
+            catch (IOException e) {
+                broken = true;
+                log.debug("{}: cannot send replies, dropping them: {}", peer, e.toString());
+                try {
+                    // The reader must stop too: nobody will see the replies of further requests.
+                    channel.shutdownInput();
+                }
+                catch (IOException ignored) {
+                    // already closed
+                }
+            }
+        }
+        for (int i = 0; i < count; i++) {
+            gather[i] = null;
+        }
+    }
+
+    /**
+     * Adds the reply's header and, for a READ, its pages to the gather array from {@code count}, at most
+     * up to {@code limit} buffers; returns the new count.
+     */
+    private int add(NbdRequest request, int count, int limit)
+    {
+        gather[count++] = request.replyHeader.clear()
                 .putInt(SIMPLE_REPLY_MAGIC)
                 .putInt(request.error)
                 .putLong(request.cookie)
                 .flip();
-        if (request.type != CMD_READ || request.error != 0 || request.nrPages == 0) {
-            while (header.hasRemaining()) {
-                channel.write(header);
+        if (hasPayload(request)) {
+            request.preparePageBuffers();
+            for (int i = 0; i < request.nrPages && count < limit; i++) {
+                gather[count++] = request.pages[i].buffer();
             }
-            return;
         }
-        request.preparePageBuffers();
-        ByteBuffer[] gather = request.gather;
-        gather[0] = header;
-        for (int i = 0; i < request.nrPages; i++) {
-            gather[i + 1] = request.pages[i].buffer();
-        }
-        int count = request.nrPages + 1;
+        return count;
+    }
+
+    private void write(int count)
+            throws IOException
+    {
         int first = 0;
         while (first < count) {
             channel.write(gather, first, count - first);
             while (first < count && !gather[first].hasRemaining()) {
                 first++;
             }
-        }
-        for (int i = 0; i < count; i++) {
-            gather[i] = null;
         }
     }
 }
