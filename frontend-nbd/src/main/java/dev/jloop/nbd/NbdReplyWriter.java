@@ -39,6 +39,8 @@ final class NbdReplyWriter
     private NbdRequest head;
     private NbdRequest tail;
     private boolean stopping;
+    /** Held while replies are written: by this thread, or by the reader sending what completed in it. */
+    private final ReentrantLock sendLock = new ReentrantLock();
     private boolean broken;
     private final ByteBuffer[] gather = new ByteBuffer[MAX_GATHER];
 
@@ -69,6 +71,39 @@ final class NbdReplyWriter
         }
     }
 
+    /**
+     * The reader thread's replies (requests that completed while it submitted them, linked through
+     * {@link NbdRequest#next}): it writes them itself when no write is under way, which saves waking
+     * this thread; else they join the queue. Like nbdkit's threads, the reader then waits for a client
+     * that does not read its replies, and reads no further requests meanwhile.
+     */
+    void sendOrQueue(NbdRequest first, NbdRequest last)
+    {
+        if (sendLock.tryLock()) {
+            try {
+                sendAll(first);
+            }
+            finally {
+                sendLock.unlock();
+            }
+            return;
+        }
+        lock.lock();
+        try {
+            if (tail == null) {
+                head = first;
+            }
+            else {
+                tail.next = first;
+            }
+            tail = last;
+            queued.signal();
+        }
+        finally {
+            lock.unlock();
+        }
+    }
+
     /** Lets the thread end once the queue is empty; the caller has made sure nothing more is queued. */
     void stop()
     {
@@ -87,6 +122,20 @@ final class NbdReplyWriter
     {
         NbdRequest batch;
         while ((batch = takeAll()) != null) {
+            sendLock.lock();
+            try {
+                sendAll(batch);
+            }
+            finally {
+                sendLock.unlock();
+            }
+        }
+    }
+
+    /** Writes and recycles the replies linked from {@code batch}. Under {@link #sendLock}. */
+    private void sendAll(NbdRequest batch)
+    {
+        {
             NbdRequest first = batch;
             int count = 0;
             NbdRequest next;

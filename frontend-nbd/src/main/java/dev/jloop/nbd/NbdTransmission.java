@@ -80,6 +80,10 @@ final class NbdTransmission
     private int requestsInUse;
 
     private boolean plugged;
+    private Thread reader;
+    /** Replies of requests that completed in the reader thread itself, sent when it unplugs. Reader only. */
+    private NbdRequest completedHead;
+    private NbdRequest completedTail;
 
     NbdTransmission(
             NbdChannel channel,
@@ -108,6 +112,7 @@ final class NbdTransmission
     void run(String threadName)
             throws IOException
     {
+        reader = Thread.currentThread();
         Thread writerThread = new Thread(writer, threadName + "-writer");
         writerThread.setDaemon(true);
         writerThread.start();
@@ -304,6 +309,18 @@ final class NbdTransmission
             return;
         }
         request.error = NbdProtocol.nbdError(error);
+        if (Thread.currentThread() == reader) {
+            // Completed inside this thread's submit or unplug: sent in one go at the next unplug.
+            request.next = null;
+            if (completedTail == null) {
+                completedHead = request;
+            }
+            else {
+                completedTail.next = request;
+            }
+            completedTail = request;
+            return;
+        }
         writer.queue(request);
     }
 
@@ -495,6 +512,13 @@ final class NbdTransmission
         if (plugged) {
             plugged = false;
             device.unplug();
+        }
+        if (completedHead != null) {
+            NbdRequest first = completedHead;
+            NbdRequest last = completedTail;
+            completedHead = null;
+            completedTail = null;
+            writer.sendOrQueue(first, last);
         }
     }
 
