@@ -72,6 +72,8 @@ public final class IoUringBackingFile
     static final int IOV_PER_SLOT = 64;
     private static final int BLOCK = BounceIo.DIRECT_BLOCK_SIZE;
     private static final int BOUNCE_SIZE = 256 * 1024;
+    /** Buffered writes up to this size are a pwrite in the submitting thread; larger ones overlap with it on the ring. */
+    private static final long INLINE_WRITE_MAX = 64 * 1024;
     private static final long WAKEUP = -1L;
     private static final long CANCEL = -2L;
     private static final int FIXED_FILE = 0;
@@ -221,7 +223,7 @@ public final class IoUringBackingFile
             return 0;
         }
         boolean dsync = (kiocb.flags() & Kiocb.IOCB_DSYNC) != 0;
-        if (!direct && !dsync && iter.isDirect()) {
+        if (!direct && !dsync && iter.isDirect() && iter.count() <= INLINE_WRITE_MAX) {
             return writeBuffered(iter, pos);
         }
         if (!goesStraight(iter, pos)) {
@@ -396,10 +398,11 @@ public final class IoUringBackingFile
     }
 
     /**
-     * A write into the page cache, done here with {@code pwrite}. ext4 and most other file systems cannot
-     * take a buffered write without blocking ({@code FMODE_BUF_WASYNC}), so io_uring would hand each
-     * one to an io-wq worker, serialised per file: a thread hand-off and a wakeup to save a copy of a
-     * few microseconds. Durable (FUA) writes stay on the ring, where their fdatasync waits.
+     * A small write into the page cache, done here with {@code pwrite}. ext4 and most other file systems
+     * cannot take a buffered write without blocking ({@code FMODE_BUF_WASYNC}), so io_uring would hand
+     * each one to an io-wq worker, serialised per file: a thread hand-off and a wakeup to save a copy of
+     * a few microseconds. Large writes stay on the ring, where the worker's copy overlaps with the
+     * submitter's next request; durable (FUA) writes too, where their fdatasync waits.
      */
     private long writeBuffered(IovIter iter, long pos)
     {
