@@ -647,10 +647,11 @@ public final class IoUringBackingFile
     {
         while (!stopped) {
             try {
+                int reaped;
                 reapLock.lock();
                 try {
                     continued = false;
-                    ring.reap(handler);
+                    reaped = ring.reap(handler);
                     // Only for its own continuations (or a submission that gave up): entering for SQEs that a
                     // plug holds back would defeat the batching.
                     if (continued || submitBacklog) {
@@ -661,7 +662,9 @@ public final class IoUringBackingFile
                 finally {
                     reapLock.unlock();
                 }
-                if (!stopped && parkWhileIdle()) {
+                // Woken for CQEs that were still there to reap (the device's own I/O, not page-cache hits
+                // that submitters reap inline): keep waiting in the kernel, where the next one is quickest.
+                if (!stopped && (reaped > 0 || parkWhileIdle())) {
                     ring.waitCompletions(1);
                 }
             }
@@ -673,8 +676,8 @@ public final class IoUringBackingFile
 
     /**
      * While no operation is in flight, waits in Java rather than in {@code io_uring_enter}: a thread
-     * waiting in the kernel is woken for every CQE, also for those its submitter reaps inline. Returns
-     * whether to wait for CQEs now.
+     * waiting in the kernel is woken for every CQE, also for those its submitters reap inline. Returns
+     * whether to wait for CQEs now. Used after a wakeup that found nothing to reap.
      */
     private boolean parkWhileIdle()
     {
