@@ -38,7 +38,9 @@ import static java.util.Objects.requireNonNull;
 /**
  * The transmission phase of one connection, with simple replies: the reader side (this thread)
  * parses requests, turns them into bios and submits them, without waiting for earlier ones; replies
- * go out through the {@link NbdReplyWriter} in completion order.
+ * go out through the {@link NbdReplyWriter} in completion order. Requests that complete inside the
+ * reader's own submission (page-cache hits, backends that answer at once) are replied to by the reader itself
+ * at its next unplug, one gathering write for all of them, which saves a thread hand-off each.
  *
  * <p>The reader holds the device's plug while it works through requests already in its input
  * buffer, and drops it before anything that may block (a socket read, waiting for budget or pages),
