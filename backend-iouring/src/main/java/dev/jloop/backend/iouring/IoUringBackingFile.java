@@ -39,10 +39,16 @@ import static java.util.Objects.requireNonNull;
  * tail published (never around a wait for I/O), then calls {@code io_uring_enter} to submit, outside
  * the lock (the kernel serialises submitters and clamps {@code to_submit} to what is pending, so any
  * thread's enter submits everyone's SQEs). Inside a {@link #plug()} the enter is deferred to the
- * outermost {@link #unplug()}: one enter per batch. One completion thread waits in
- * {@code io_uring_enter(GETEVENTS)}, reaps CQEs and calls {@link Kiocb#complete(long)}; it allocates
- * nothing and waits for nothing but CQEs (it takes {@link #lock} only to write the SQE that continues a
- * short transfer or to return a slot). The ring is therefore not set up with SINGLE_ISSUER.
+ * outermost {@link #unplug()}: one enter per batch. After its enter a submitter reaps, in its own
+ * thread, what completed during the enter (page-cache hits complete inside it), so those need no
+ * hand-off; the CQ side is held by one reaper at a time ({@link #reapLock}; a completion that submits
+ * again does not reap from inside itself). One completion thread waits in
+ * {@code io_uring_enter(GETEVENTS)} for the rest (device I/O), reaps CQEs and calls
+ * {@link Kiocb#complete(long)}; it allocates nothing and waits for nothing but CQEs (it takes
+ * {@link #lock} only to write the SQE that continues a short transfer or to return a slot). When its
+ * wakeups find nothing left to reap and no slot is busy it parks in Java, since a thread waiting in
+ * the kernel is woken for every CQE; a submitter that leaves operations in flight unparks it. The ring
+ * is therefore not set up with SINGLE_ISSUER.
  *
  * <p>In flight is bounded by a fixed array of slots ({@code queue-depth}, default
  * {@link BackendConfig#queueDepth()}); each slot owns its kiocb between submission and completion
@@ -53,7 +59,8 @@ import static java.util.Objects.requireNonNull;
  * <p>Data paths: a direct iterator (KVEC, BVEC) aligned as the file needs goes straight to the ring:
  * READ/WRITE for one segment (READ_FIXED/WRITE_FIXED when it lies in buffers given to
  * {@link #registerBuffers}), READV/WRITEV for several (at most {@value #IOV_PER_SLOT} per SQE; the rest
- * follows as a continuation). Short transfers are resubmitted for the rest, a read returning 0 (end of
+ * follows as a continuation). Buffered (not {@code O_DIRECT}) writes of up to 64 KiB without FUA are a
+ * {@code pwrite} in the submitting thread instead (see {@link #writeBuffered}). Short transfers are resubmitted for the rest, a read returning 0 (end of
  * file) completes with what was read, {@code -EAGAIN} is retried. Heap (IOVEC) iterators and, under
  * {@code O_DIRECT}, unaligned requests are bounced synchronously in the submitting thread through a
  * per-thread aligned buffer with {@code pread}/{@code pwrite} ({@link BounceIo}: read-modify-write of
