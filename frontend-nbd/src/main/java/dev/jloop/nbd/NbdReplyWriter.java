@@ -88,6 +88,12 @@ final class NbdReplyWriter
             }
             return;
         }
+        queueAll(first, last);
+    }
+
+    /** Queues the replies linked from {@code first} to {@code last}; never blocks on I/O. Any thread. */
+    void queueAll(NbdRequest first, NbdRequest last)
+    {
         lock.lock();
         try {
             if (tail == null) {

@@ -39,8 +39,9 @@ import static java.util.Objects.requireNonNull;
  * The transmission phase of one connection, with simple replies: the reader side (this thread)
  * parses requests, turns them into bios and submits them, without waiting for earlier ones; replies
  * go out through the {@link NbdReplyWriter} in completion order. Requests that complete inside the
- * reader's own submission (page-cache hits, backends that answer at once) are replied to by the reader itself
- * at its next unplug, one gathering write for all of them, which saves a thread hand-off each.
+ * reader's own submission (page-cache hits, backends that answer at once) are collected and, at the
+ * reader's next unplug, sent by the reader itself in one gathering write when they are few (no thread
+ * hand-off), or handed to the writer in one go when they are many (written while the reader parses on).
  *
  * <p>The reader holds the device's plug while it works through requests already in its input
  * buffer, and drops it before anything that may block (a socket read, waiting for budget or pages),
@@ -63,6 +64,11 @@ final class NbdTransmission
     /** Largest READ or WRITE served: twice the 32 MiB advertised, as nbdkit and qemu accept. */
     static final int MAX_REQUEST_LENGTH = 64 << 20;
     private static final int INPUT_BUFFER_SIZE = 64 << 10;
+    /**
+     * Replies the reader sends itself at most: a larger burst goes to the writer thread in one hand-off,
+     * so that it is written while the reader parses the next requests.
+     */
+    private static final int DIRECT_REPLIES = 4;
 
     private final NbdChannel channel;
     private final BlockDevice device;
@@ -86,6 +92,7 @@ final class NbdTransmission
     /** Replies of requests that completed in the reader thread itself, sent when it unplugs. Reader only. */
     private NbdRequest completedHead;
     private NbdRequest completedTail;
+    private int completedCount;
 
     NbdTransmission(
             NbdChannel channel,
@@ -312,7 +319,7 @@ final class NbdTransmission
         }
         request.error = NbdProtocol.nbdError(error);
         if (Thread.currentThread() == reader) {
-            // Completed inside this thread's submit or unplug: sent in one go at the next unplug.
+            // Completed inside this thread's submit or unplug: answered in one go at the next unplug.
             request.next = null;
             if (completedTail == null) {
                 completedHead = request;
@@ -321,6 +328,7 @@ final class NbdTransmission
                 completedTail.next = request;
             }
             completedTail = request;
+            completedCount++;
             return;
         }
         writer.queue(request);
@@ -518,9 +526,16 @@ final class NbdTransmission
         if (completedHead != null) {
             NbdRequest first = completedHead;
             NbdRequest last = completedTail;
+            int n = completedCount;
             completedHead = null;
             completedTail = null;
-            writer.sendOrQueue(first, last);
+            completedCount = 0;
+            if (n > DIRECT_REPLIES) {
+                writer.queueAll(first, last);
+            }
+            else {
+                writer.sendOrQueue(first, last);
+            }
         }
     }
 
