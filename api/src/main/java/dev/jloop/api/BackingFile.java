@@ -54,6 +54,17 @@ public interface BackingFile extends Closeable
      */
     long extents(long offset, long length, ExtentSink sink);
 
+    /**
+     * Starts bringing {@code [offset, offset + length)} into the host's page cache, for a read soon
+     * (NBD_CMD_CACHE; {@code posix_fadvise(POSIX_FADV_WILLNEED)}). Advisory and synchronous: returns
+     * 0 once the read-ahead is started (not finished), or {@code -errno}. Declare
+     * {@link Capabilities#cache()} when it does something; the default does nothing.
+     */
+    default long cache(long offset, long length)
+    {
+        return 0;
+    }
+
     /** Current size in bytes. */
     long size();
 

@@ -12,12 +12,19 @@ public final class Bio
     public enum Op
     {
         READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES,
+        /** Read-ahead: bring the range into the host's cache ({@code posix_fadvise(WILLNEED)}); advisory. */
+        CACHE,
     }
 
     /** Durable before completion (forced unit access); on WRITE and WRITE_ZEROES. */
     public static final int REQ_FUA = 1;
     /** WRITE_ZEROES must keep the range allocated (no hole); NBD's NO_HOLE. */
     public static final int REQ_NOUNMAP = 1 << 1;
+    /**
+     * WRITE_ZEROES must fail at once with {@code -EOPNOTSUPP} where the device would fall back to
+     * writing zeros (the kernel's {@code BLKDEV_ZERO_NOFALLBACK}; NBD's FAST_ZERO).
+     */
+    public static final int REQ_NOFALLBACK = 1 << 2;
 
     private Op op;
     private int flags;
@@ -73,6 +80,11 @@ public final class Bio
     public boolean noUnmap()
     {
         return (flags & REQ_NOUNMAP) != 0;
+    }
+
+    public boolean noFallback()
+    {
+        return (flags & REQ_NOFALLBACK) != 0;
     }
 
     public long offset()

@@ -28,6 +28,26 @@ public interface BlockDevice extends Closeable
     void submit(Bio bio);
 
     /**
+     * Reports the data and hole ranges of {@code [offset, offset + length)} to {@code sink}, in
+     * ascending, contiguous order from {@code offset} (as {@link BackingFile#extents}); the sink may
+     * stop early. Synchronous and callable from any thread; meant for NBD block status and for
+     * sparse reads. Returns 0 or {@code -errno} ({@code -EINVAL} for a range outside the device).
+     *
+     * <p>The default, for devices that cannot tell, reports the whole range as data, which is always
+     * a correct answer.
+     */
+    default long extents(long offset, long length, ExtentSink sink)
+    {
+        if (offset < 0 || length < 0 || offset > size() || length > size() - offset) {
+            return -Errno.EINVAL;
+        }
+        if (length > 0) {
+            sink.extent(offset, length, ExtentSink.DATA);
+        }
+        return 0;
+    }
+
+    /**
      * Request memory will come from these direct regions; passed on to the backing file
      * ({@link BackingFile#registerMemory}). Called by the frontend before it submits anything.
      */

@@ -16,6 +16,7 @@ public final class Capabilities
     private final boolean zero;
     private final boolean extents;
     private final boolean multiConn;
+    private final boolean cache;
     private final ThreadModel threadModel;
     private final int logicalBlockSize;
 
@@ -28,6 +29,7 @@ public final class Capabilities
         this.zero = b.zero;
         this.extents = b.extents;
         this.multiConn = b.multiConn;
+        this.cache = b.cache;
         this.threadModel = requireNonNull(b.threadModel, "threadModel is null");
         if (b.logicalBlockSize < 1 || Integer.bitCount(b.logicalBlockSize) != 1) {
             throw new IllegalArgumentException("logical block size must be a power of two: " + b.logicalBlockSize);
@@ -44,7 +46,7 @@ public final class Capabilities
     {
         return new Builder()
                 .readOnly(readOnly).flush(flush).nativeFua(nativeFua).trim(trim).zero(zero)
-                .extents(extents).multiConn(multiConn).threadModel(threadModel)
+                .extents(extents).multiConn(multiConn).cache(cache).threadModel(threadModel)
                 .logicalBlockSize(logicalBlockSize);
     }
 
@@ -90,6 +92,12 @@ public final class Capabilities
         return multiConn;
     }
 
+    /** {@link BackingFile#cache} starts a read-ahead into the host's page cache. */
+    public boolean cache()
+    {
+        return cache;
+    }
+
     public ThreadModel threadModel()
     {
         return threadModel;
@@ -109,7 +117,7 @@ public final class Capabilities
     {
         return "Capabilities{readOnly=" + readOnly + ", flush=" + flush + ", nativeFua=" + nativeFua
                 + ", trim=" + trim + ", zero=" + zero + ", extents=" + extents + ", multiConn=" + multiConn
-                + ", threadModel=" + threadModel + ", logicalBlockSize=" + logicalBlockSize + "}";
+                + ", cache=" + cache + ", threadModel=" + threadModel + ", logicalBlockSize=" + logicalBlockSize + "}";
     }
 
     public static final class Builder
@@ -121,6 +129,7 @@ public final class Capabilities
         private boolean zero;
         private boolean extents;
         private boolean multiConn;
+        private boolean cache;
         private ThreadModel threadModel = ThreadModel.PARALLEL;
         private int logicalBlockSize = 1;
 
@@ -165,6 +174,12 @@ public final class Capabilities
         public Builder multiConn(boolean multiConn)
         {
             this.multiConn = multiConn;
+            return this;
+        }
+
+        public Builder cache(boolean cache)
+        {
+            this.cache = cache;
             return this;
         }
 

@@ -21,27 +21,32 @@ import java.net.BindException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayDeque;
+import java.util.ArrayList;
 import java.util.Deque;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 
 import static java.util.Objects.requireNonNull;
 
 /**
- * One running {@code jloop serve}: the backing file, its loop device and the frontend, started in
- * that order and closed in the reverse order.
+ * One running {@code jloop serve}: for each export a backing file and its loop device, then the
+ * frontend serving them all; started in that order and closed in the reverse order.
  */
 final class JloopServer
         implements Closeable
 {
     private static final Logger log = LoggerFactory.getLogger(JloopServer.class);
+    private static final int DEFAULT_QUEUE_DEPTH = 64;
 
     private final ServeOptions options;
     private final BackendFactory backend;
     private final FrontendFactory frontend;
     private final Deque<Closeable> started = new ArrayDeque<>();
+    private final List<String> exportNames = new ArrayList<>();
     private Frontend running;
-    private long size;
 
     @Inject
     JloopServer(ServeOptions options, BackendFactory backend, FrontendFactory frontend)
@@ -54,42 +59,231 @@ final class JloopServer
     /** Starts serving; returns the line that tells the user where. */
     String start()
     {
-        Path file = options.file;
-        prepareFile(file);
-        BackendConfig config = new BackendConfig(file, options.readOnly, options.direct, options.queueDepth,
-                Map.of("uring-sqpoll", Boolean.toString(options.uringSqpoll)));
-        try {
-            BackingFile backingFile = openBackingFile(config);
-            started.push(backingFile);
-            LoopDevice device = new LoopDevice(backingFile, new AioKernel(), file.getFileName().toString());
-            started.pop();
-            started.push(device);
-            size = device.size();
+        return start(listenConfig(), Map.of());
+    }
 
-            Listen listen = Listen.parse(options.listen);
-            FrontendConfig frontendConfig = new FrontendConfig(listen.host(), listen.port(), options.socket, Map.of());
-            String description = file.getFileName() + " (" + Sizes.format(size) + ")";
-            running = createFrontend(frontendConfig, List.of(new Export(options.export, description, device)));
+    /**
+     * Starts serving at {@code where} (host and port, or a socket) with the frontend options the CLI
+     * gives plus {@code frontendOptions}; returns the line that tells the user where.
+     */
+    String start(FrontendConfig where, Map<String, String> frontendOptions)
+    {
+        // checked before any file is created or opened
+        Map<String, String> allOptions = new LinkedHashMap<>(frontendOptions());
+        allOptions.putAll(frontendOptions);
+        List<ExportSpec> specs = exportSpecs();
+        List<Export> exports = new ArrayList<>();
+        List<String> served = new ArrayList<>();
+        try {
+            for (ExportSpec spec : specs) {
+                Path file = spec.file();
+                prepareFile(file, spec.size(), spec.file() == options.file ? "--size SIZE" : "size=SIZE to its --export");
+                BackendConfig config = new BackendConfig(file, options.readOnly || spec.readOnly(), options.direct,
+                        options.queueDepth != null ? options.queueDepth : DEFAULT_QUEUE_DEPTH,
+                        Map.of("uring-sqpoll", Boolean.toString(options.uringSqpoll)));
+                BackingFile backingFile = openBackingFile(config);
+                started.push(backingFile);
+                LoopDevice device = new LoopDevice(backingFile, new AioKernel(), file.getFileName().toString());
+                started.pop();
+                started.push(device);
+                long deviceSize = device.size();
+                String description = spec.description() != null ? spec.description() : file.getFileName() + " (" + Sizes.format(deviceSize) + ")";
+                exports.add(new Export(spec.name(), description, device));
+                exportNames.add(spec.name());
+                served.add(specs.size() == 1
+                        ? file + ", " + Sizes.format(deviceSize)
+                        : "'" + spec.name() + "' " + file + " " + Sizes.format(deviceSize) + (config.readOnly() ? " read-only" : ""));
+            }
+
+            FrontendConfig frontendConfig = new FrontendConfig(where.host(), where.port(), where.socket().orElse(null), allOptions);
+            running = createFrontend(frontendConfig, exports);
             started.push(running);
         }
         catch (RuntimeException e) {
             closeQuietly(e);
             throw e;
         }
-        return String.format("jloop: serving %s: %s, %s, backend %s%s, frontend %s",
-                running.uri(), file, Sizes.format(size), backend.name(), options.backend.equals("auto") ? " (auto)" : "",
-                frontend.name());
+        return String.format("jloop: serving %s: %s, backend %s%s, frontend %s%s",
+                running.uri(), String.join("; ", served), backend.name(), options.backend.equals("auto") ? " (auto)" : "",
+                frontend.name(), options.tls.equals("off") ? "" : ", tls " + options.tls);
     }
 
-    private void prepareFile(Path file)
+    /** Where the CLI asks to serve: --socket, or --listen (default 127.0.0.1:10809). */
+    FrontendConfig listenConfig()
     {
-        if (options.size == null) {
+        if (options.socket != null && options.listen != null) {
+            throw new UserException("--socket and --listen exclude each other: serve on a Unix socket or on TCP");
+        }
+        Listen listen = Listen.parse(options.listen != null ? options.listen : ServeOptions.DEFAULT_LISTEN);
+        return new FrontendConfig(listen.host(), listen.port(), options.socket, Map.of());
+    }
+
+    /** The positional FILE (named by a plain --export NAME) first, then every --export NAME=FILE in order. */
+    List<ExportSpec> exportSpecs()
+    {
+        List<String> names = new ArrayList<>();
+        List<ExportSpec> specs = new ArrayList<>();
+        for (String text : options.exports) {
+            if (ExportSpec.isSpec(text)) {
+                specs.add(ExportSpec.parse(text));
+            }
+            else {
+                names.add(text);
+            }
+        }
+        if (names.size() > 1) {
+            throw new UserException("--export NAME given " + names.size() + " times (" + String.join(", ", names)
+                    + "); it names FILE: add further exports as --export " + ExportSpec.SYNTAX);
+        }
+        if (options.file != null) {
+            specs.add(0, new ExportSpec(names.isEmpty() ? "" : names.get(0), options.file, options.size, false, null));
+        }
+        else if (options.size != null) {
+            throw new UserException("--size is the size of FILE, but no FILE is given; size each export with --export NAME=FILE,size=SIZE");
+        }
+        if (options.file == null && !names.isEmpty()) {
+            throw new UserException("--export " + names.get(0) + " names FILE, but no FILE is given; to serve a file under that name use --export "
+                    + names.get(0) + "=FILE");
+        }
+        if (specs.isEmpty()) {
+            throw new UserException("nothing to serve: give FILE, or --export " + ExportSpec.SYNTAX);
+        }
+        Set<String> seen = new HashSet<>();
+        for (ExportSpec spec : specs) {
+            if (!seen.add(spec.name())) {
+                throw new UserException("two exports are named '" + spec.name() + "'" + (spec.name().isEmpty() ? " (the empty name is FILE's unless --export NAME names it)" : ""));
+            }
+        }
+        return specs;
+    }
+
+    /** The frontend options from the command line, as the chosen frontend names them. */
+    private Map<String, String> frontendOptions()
+    {
+        return frontend.name().equals("ublk") ? ublkOptions() : nbdOptions();
+    }
+
+    /**
+     * Queues, queue depth and device id; unset ones are left out. The NBD-only options are refused
+     * here rather than ignored, so a user never believes TLS or a connection limit is in force.
+     */
+    private Map<String, String> ublkOptions()
+    {
+        List<String> nbdOnly = new ArrayList<>();
+        if (!options.tls.equals("off")) {
+            nbdOnly.add("--tls");
+        }
+        if (options.tlsCertificates != null) {
+            nbdOnly.add("--tls-certificates");
+        }
+        if (options.tlsCert != null) {
+            nbdOnly.add("--tls-cert");
+        }
+        if (options.tlsKey != null) {
+            nbdOnly.add("--tls-key");
+        }
+        if (options.tlsCa != null) {
+            nbdOnly.add("--tls-ca");
+        }
+        if (options.tlsVerifyPeer) {
+            nbdOnly.add("--tls-verify-peer");
+        }
+        if (options.handshakeTimeout != null) {
+            nbdOnly.add("--handshake-timeout");
+        }
+        if (options.replyTimeout != null) {
+            nbdOnly.add("--reply-timeout");
+        }
+        if (options.maxConnections != 0) {
+            nbdOnly.add("--max-connections");
+        }
+        if (options.run != null) {
+            nbdOnly.add("--run");
+        }
+        if (options.stdio) {
+            nbdOnly.add("--stdio");
+        }
+        if (options.socket != null || options.listen != null) {
+            nbdOnly.add(options.socket != null ? "--socket" : "--listen");
+        }
+        if (!nbdOnly.isEmpty()) {
+            throw new UserException(String.join(", ", nbdOnly) + " apply to --frontend nbd only");
+        }
+        Map<String, String> map = new LinkedHashMap<>();
+        if (options.queues != null) {
+            map.put("queues", options.queues.toString());
+        }
+        if (options.queueDepth != null) {
+            map.put("queue-depth", options.queueDepth.toString());
+        }
+        if (options.ublkId != null) {
+            map.put("ublk-id", options.ublkId.toString());
+        }
+        return map;
+    }
+
+    /** TLS and connection limits, named as NbdServer takes them. */
+    private Map<String, String> nbdOptions()
+    {
+        if (options.queues != null || options.ublkId != null) {
+            throw new UserException("--queues and --ublk-id apply to --frontend ublk only");
+        }
+        Map<String, String> map = new LinkedHashMap<>();
+        if (options.maxConnections < 0) {
+            throw new UserException("--max-connections must be 0 (no limit) or more, not " + options.maxConnections);
+        }
+        int handshakeTimeout = options.handshakeTimeout != null ? options.handshakeTimeout : ServeOptions.DEFAULT_HANDSHAKE_TIMEOUT;
+        if (handshakeTimeout < 0) {
+            throw new UserException("--handshake-timeout must be 0 (none) or more seconds, not " + handshakeTimeout);
+        }
+        int replyTimeout = options.replyTimeout != null ? options.replyTimeout : ServeOptions.DEFAULT_REPLY_TIMEOUT;
+        if (replyTimeout < 0) {
+            throw new UserException("--reply-timeout must be 0 (none) or more seconds, not " + replyTimeout);
+        }
+        if (options.maxConnections > 0) {
+            map.put("max-connections", Integer.toString(options.maxConnections));
+        }
+        map.put("handshake-timeout-ms", Long.toString(handshakeTimeout * 1000L));
+        map.put("reply-timeout-ms", Long.toString(replyTimeout * 1000L));
+        if (!List.of("off", "on", "require").contains(options.tls)) {
+            throw new UserException("bad --tls '" + options.tls + "': expected off, on or require");
+        }
+        if (!options.tls.equals("off")) {
+            map.put("tls", options.tls);
+        }
+        else if (options.tlsCertificates != null || options.tlsCert != null || options.tlsKey != null || options.tlsCa != null || options.tlsVerifyPeer) {
+            throw new UserException("TLS certificates given but --tls is off: add --tls on or --tls require");
+        }
+        if (options.tlsCa != null && !options.tlsVerifyPeer) {
+            throw new UserException("--tls-ca is the CA that client certificates are checked against, which only --tls-verify-peer does: "
+                    + "add --tls-verify-peer, or drop --tls-ca");
+        }
+        putPath(map, "tls-certificates", options.tlsCertificates);
+        putPath(map, "tls-cert", options.tlsCert);
+        putPath(map, "tls-key", options.tlsKey);
+        putPath(map, "tls-ca", options.tlsCa);
+        if (options.tlsVerifyPeer) {
+            map.put("tls-verify-peer", "true");
+        }
+        return map;
+    }
+
+    private static void putPath(Map<String, String> map, String key, Path path)
+    {
+        if (path != null) {
+            map.put(key, path.toAbsolutePath().toString());
+        }
+    }
+
+    private void prepareFile(Path file, String sizeText, String howToSize)
+    {
+        if (sizeText == null) {
             if (!Files.exists(file)) {
-                throw new UserException(file + ": no such file (add --size SIZE to create it)");
+                throw new UserException(file + ": no such file (add " + howToSize + " to create it)");
             }
             return;
         }
-        long wanted = Sizes.parse(options.size);
+        long wanted = Sizes.parse(sizeText);
         // setLength extends with ftruncate, which keeps the new range sparse.
         try (RandomAccessFile raf = new RandomAccessFile(file.toFile(), "rw")) {
             long current = raf.length();
@@ -128,11 +322,28 @@ final class JloopServer
         catch (IOException e) {
             throw new UserException("cannot start the " + frontend.name() + " frontend: " + e.getMessage(), e);
         }
+        catch (IllegalArgumentException e) {
+            // the frontend's check of its options: a bad certificate or key, for example
+            throw new UserException(e.getMessage(), e);
+        }
     }
 
     String uri()
     {
         return running.uri();
+    }
+
+    /** The name of the first export, the one clients get when they ask for the empty name. */
+    String firstExportName()
+    {
+        return exportNames.get(0);
+    }
+
+    /** Waits until the frontend ends on its own (the one client of --stdio has gone). */
+    void awaitEnd()
+            throws InterruptedException
+    {
+        running.awaitEnd();
     }
 
     /** Stops the frontend (letting requests in flight finish), then flushes and closes the device. */

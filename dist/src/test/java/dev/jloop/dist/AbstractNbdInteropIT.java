@@ -7,6 +7,7 @@ import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
 import java.io.OutputStream;
+import java.io.RandomAccessFile;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
@@ -88,9 +89,14 @@ abstract class AbstractNbdInteropIT
         String json = Exec.check(30, "nbdinfo", "--json", server.uri());
         assertEquals(64 * MIB, jsonNumber(json, "export-size"), json);
         assertEquals("false", jsonValue(json, "is_read_only"), json);
-        for (String flag : List.of("can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn")) {
+        for (String flag : List.of("can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn", "can_fast_zero", "can_cache", "can_df", "structured")) {
             assertEquals("true", jsonValue(json, flag), flag + " in " + json);
         }
+        assertTrue(Pattern.compile("\"contexts\"\\s*:\\s*\\[\\s*\"base:allocation\"").matcher(json).find(), json);
+        assertEquals("\"disk.img (64 MiB)\"", jsonValue(json, "description"), json);
+        assertEquals(1, jsonNumber(json, "block_size_minimum"), json);
+        assertEquals(4096, jsonNumber(json, "block_size_preferred"), json);
+        assertEquals(32 * MIB, jsonNumber(json, "block_size_maximum"), json);
         assertEquals(64 * MIB, Files.size(image), "--size creates the file with that size");
         assertEquals(0, server.stop());
 
@@ -98,6 +104,158 @@ abstract class AbstractNbdInteropIT
         String readOnlyJson = Exec.check(30, "nbdinfo", "--json", readOnly.uri());
         assertEquals("true", jsonValue(readOnlyJson, "is_read_only"), readOnlyJson);
         assertEquals("false", jsonValue(readOnlyJson, "can_trim"), readOnlyJson);
+        assertEquals("false", jsonValue(readOnlyJson, "can_fast_zero"), readOnlyJson);
+        assertEquals("true", jsonValue(readOnlyJson, "can_multi_conn"), readOnlyJson);
+        assertEquals(0, readOnly.stop());
+
+        // O_DIRECT: the smallest block a client should send is the file's logical block
+        JloopProcess direct = serveOnSocket(image, "--direct");
+        String directJson = Exec.check(30, "nbdinfo", "--json", direct.uri());
+        assertEquals(4096, jsonNumber(directJson, "block_size_minimum"), directJson);
+        assertEquals(4096, jsonNumber(directJson, "block_size_preferred"), directJson);
+        assertEquals("false", jsonValue(directJson, "can_cache"), "no page cache to warm under O_DIRECT: " + directJson);
+    }
+
+    /** Data at these [offset, length) ranges of a 32 MiB sparse file, holes elsewhere. */
+    private static final long[][] SPARSE_LAYOUT = {
+            {0, 64 << 10},
+            {MIB, 256 << 10},
+            {8 * MIB, 64 << 10},
+            {20 * MIB, MIB},
+            {32 * MIB - (64 << 10), 64 << 10},
+    };
+    private static final long SPARSE_SIZE = 32 * MIB;
+
+    private static void writeSparse(Path file)
+            throws IOException
+    {
+        Random random = new Random(11);
+        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            channel.truncate(0);
+            for (long[] range : SPARSE_LAYOUT) {
+                byte[] data = new byte[(int) range[1]];
+                random.nextBytes(data);
+                channel.write(ByteBuffer.wrap(data), range[0]);
+            }
+        }
+        try (RandomAccessFile raf = new RandomAccessFile(file.toFile(), "rw")) {
+            raf.setLength(SPARSE_SIZE);
+        }
+    }
+
+    private static List<List<Long>> expectedData()
+    {
+        return Arrays.stream(SPARSE_LAYOUT).map(r -> List.of(r[0], r[1])).toList();
+    }
+
+    @Test
+    void nbdinfoMapAndQemuImgMapMatchTheFileHoles()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdinfo");
+        CiAssumptions.assumeCommand("qemu-img");
+        Path image = dir.resolve("sparse.img");
+        writeSparse(image);
+        // the file system's own view, without jloop
+        assertEquals(expectedData(), qemuImgData(Exec.check(60, "qemu-img", "map", "--output=json", "-f", "raw", image.toString())),
+                "the test file is not sparse as planned on this file system");
+        JloopProcess server = serveOnSocket(image, "--read-only");
+
+        String map = Exec.check(60, "nbdinfo", "--map", server.uri());
+        List<List<Long>> data = new ArrayList<>();
+        long end = 0;
+        for (String line : Exec.lines(map)) {
+            String[] fields = line.trim().split("\\s+");
+            long start = Long.parseLong(fields[0]);
+            long length = Long.parseLong(fields[1]);
+            int type = Integer.parseInt(fields[2]);
+            assertEquals(end, start, "extents are contiguous: " + map);
+            end = start + length;
+            if (type == 0) {
+                data.add(List.of(start, length));
+            }
+            else {
+                assertEquals(3, type, "holes read as zeros: " + map);
+            }
+        }
+        assertEquals(SPARSE_SIZE, end, map);
+        assertEquals(expectedData(), data, map);
+
+        String json = Exec.check(60, "qemu-img", "map", "--output=json", "-f", "raw", server.uri());
+        assertEquals(expectedData(), qemuImgData(json), json);
+    }
+
+    @Test
+    void nbdcopyKeepsHolesBothWays()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdcopy");
+        CiAssumptions.assumeCommand("qemu-img");
+        CiAssumptions.assumeCommand("qemu-io");
+        Path source = dir.resolve("source.img");
+        writeSparse(source);
+        Path image = dir.resolve("disk.img");
+        JloopProcess server = serveOnSocket(image, "--size", "32M");
+        // a dirty export first: holes of the source must become holes (or zeros) there, not stay stale
+        Exec.check(120, "qemu-io", "-f", "raw", "-c", "write -P 0x77 0 32M", server.uri());
+
+        Exec.check(300, "nbdcopy", source.toString(), server.uri());
+        Path copy = dir.resolve("copy.img");
+        Exec.check(300, "nbdcopy", server.uri(), copy.toString());
+        assertEquals(-1, Files.mismatch(source, copy), "data copied through NBD differs");
+        assertEquals(0, server.stop());
+        assertEquals(-1, Files.mismatch(source, image), "the served file differs");
+
+        long dataBytes = Arrays.stream(SPARSE_LAYOUT).mapToLong(r -> r[1]).sum();
+        for (Path file : List.of(image, copy)) {
+            long allocated = allocatedBytes(file);
+            assertTrue(allocated <= dataBytes + MIB, file.getFileName() + " holds " + allocated + " bytes for " + dataBytes + " of data: holes were filled");
+            assertEquals(expectedData(), qemuImgData(Exec.check(60, "qemu-img", "map", "--output=json", "-f", "raw", file.toString())),
+                    file.getFileName() + ": holes where the source has them");
+        }
+    }
+
+    @Test
+    void structuredReadsOfHolesReadZeros()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdcopy");
+        Path source = dir.resolve("source.img");
+        writeSparse(source);
+        JloopProcess server = serveOnSocket(source, "--read-only");
+        // without block status nbdcopy reads everything: the holes come back as OFFSET_HOLE chunks
+        Path copy = dir.resolve("copy.img");
+        Exec.check(300, "nbdcopy", "--no-extents", "--request-size=4194304", server.uri(), copy.toString());
+        assertEquals(-1, Files.mismatch(source, copy));
+    }
+
+    private static long allocatedBytes(Path file)
+    {
+        String[] blocks = Exec.check(30, "stat", "-c", "%b %B", file.toString()).trim().split(" ");
+        return Long.parseLong(blocks[0]) * Long.parseLong(blocks[1]);
+    }
+
+    /** The data ranges of {@code qemu-img map --output=json}, adjacent ones merged. */
+    static List<List<Long>> qemuImgData(String json)
+    {
+        List<List<Long>> data = new ArrayList<>();
+        Matcher m = Pattern.compile("\"start\":\\s*(\\d+),\\s*\"length\":\\s*(\\d+),[^}]*\"data\":\\s*(true|false)").matcher(json);
+        while (m.find()) {
+            if (!m.group(3).equals("true")) {
+                continue;
+            }
+            long start = Long.parseLong(m.group(1));
+            long length = Long.parseLong(m.group(2));
+            if (!data.isEmpty()) {
+                List<Long> last = data.get(data.size() - 1);
+                if (last.get(0) + last.get(1) == start) {
+                    data.set(data.size() - 1, List.of(last.get(0), last.get(1) + length));
+                    continue;
+                }
+            }
+            data.add(List.of(start, length));
+        }
+        return data;
     }
 
     @Test
@@ -135,6 +293,7 @@ abstract class AbstractNbdInteropIT
             throws Exception
     {
         CiAssumptions.assumeCommand("qemu-io");
+        CiAssumptions.assumeCommand("qemu-img");
         Path image = dir.resolve("disk.img");
         JloopProcess server = serveOnSocket(image, "--size", "16M");
         String out = Exec.check(120, "qemu-io", "-f", "raw", "-d", "unmap",
@@ -159,15 +318,24 @@ abstract class AbstractNbdInteropIT
         assertEquals(15, countMatches(out, "^(read|wrote|discard) \\d+/\\d+ bytes", out), out);
         assertEquals(0, server.stop());
 
-        byte[] data = Files.readAllBytes(image);
-        assertTrue(allEqual(data, 0, 4097, (byte) 0xab));
-        assertTrue(allEqual(data, 4097, 4097 + 12345, (byte) 0x5a));
-        assertTrue(allEqual(data, 4097 + 12345, (int) MIB, (byte) 0xab));
-        assertTrue(allEqual(data, (int) MIB, (int) (2 * MIB), (byte) 0), "write zeroes reached the file");
-        assertTrue(allEqual(data, (int) (2 * MIB), (int) (3 * MIB), (byte) 0), "discard reached the file");
-        assertTrue(allEqual(data, (int) (4 * MIB), (int) (4 * MIB + 65536), (byte) 0xcd));
-        assertTrue(allEqual(data, (int) (8 * MIB), (int) (9 * MIB), (byte) 0));
-        assertTrue(allEqual(data, (int) (9 * MIB), (int) (10 * MIB), (byte) 0x11));
+        // -z -u and discard may unmap: holes in the file; -z alone (NO_HOLE) keeps its blocks, zeroed
+        // in place (ext4 reports such unwritten extents as holes to SEEK_DATA, so count blocks instead)
+        List<List<Long>> data = qemuImgData(Exec.check(60, "qemu-img", "map", "--output=json", "-f", "raw", image.toString()));
+        assertFalse(overlaps(data, 8 * MIB, MIB), "write -z -u punched a hole: " + data);
+        assertFalse(overlaps(data, 2 * MIB, MIB), "discard punched a hole: " + data);
+        long allocated = allocatedBytes(image);
+        long written = 4 * MIB + 65536 + 2 * MIB - MIB - MIB;
+        assertTrue(allocated >= written && allocated <= written + 65536,
+                "allocated " + allocated + " bytes, expected " + written + " (NO_HOLE zeroing keeps blocks, unmapping frees them)");
+        byte[] bytes = Files.readAllBytes(image);
+        assertTrue(allEqual(bytes, 0, 4097, (byte) 0xab));
+        assertTrue(allEqual(bytes, 4097, 4097 + 12345, (byte) 0x5a));
+        assertTrue(allEqual(bytes, 4097 + 12345, (int) MIB, (byte) 0xab));
+        assertTrue(allEqual(bytes, (int) MIB, (int) (2 * MIB), (byte) 0), "write zeroes reached the file");
+        assertTrue(allEqual(bytes, (int) (2 * MIB), (int) (3 * MIB), (byte) 0), "discard reached the file");
+        assertTrue(allEqual(bytes, (int) (4 * MIB), (int) (4 * MIB + 65536), (byte) 0xcd));
+        assertTrue(allEqual(bytes, (int) (8 * MIB), (int) (9 * MIB), (byte) 0));
+        assertTrue(allEqual(bytes, (int) (9 * MIB), (int) (10 * MIB), (byte) 0x11));
     }
 
     @Test
@@ -179,7 +347,7 @@ abstract class AbstractNbdInteropIT
         Path image = dir.resolve("disk.img");
         JloopProcess server = serveOnSocket(image, "--size", "64M");
         Exec fio = Exec.run(600, "fio", "--name=verify", "--ioengine=nbd", "--uri=" + server.uri(),
-                "--rw=randrw", "--bs=4k", "--iodepth=32", "--size=64M", "--io_size=64M",
+                "--rw=randrw", "--bs=4k", "--iodepth=64", "--size=64M", "--io_size=64M",
                 "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_backlog=1024",
                 "--randrepeat=1", "--norandommap=0", "--verify_state_save=0");
         assertEquals(0, fio.exitCode(), fio.stdout() + fio.stderr());
@@ -249,6 +417,16 @@ abstract class AbstractNbdInteropIT
             Exec.run(30, "fusermount3", "-u", fuse.toString());
             nbdfuse.destroy();
         }
+    }
+
+    private static boolean covers(List<List<Long>> ranges, long offset, long length)
+    {
+        return ranges.stream().anyMatch(r -> r.get(0) <= offset && r.get(0) + r.get(1) >= offset + length);
+    }
+
+    private static boolean overlaps(List<List<Long>> ranges, long offset, long length)
+    {
+        return ranges.stream().anyMatch(r -> r.get(0) < offset + length && offset < r.get(0) + r.get(1));
     }
 
     static void writeRandom(Path file, long size, long seed)

@@ -69,6 +69,15 @@ class JloopCommandIT
     }
 
     @Test
+    void tlsCaWithoutPeerVerificationIsRefused()
+    {
+        Exec result = jloop("serve", "--backend", "sync", "--tls", "require", "--tls-certificates", dir.toString(),
+                "--tls-ca", dir.resolve("ca-cert.pem").toString(), "--size", "1M", dir.resolve("a.img").toString());
+        assertOneLineError(result, "add --tls-verify-peer");
+        assertTrue(Files.notExists(dir.resolve("a.img")), "nothing is created when an option is refused");
+    }
+
+    @Test
     void unknownBackendListsTheKnownOnes()
     {
         Exec result = jloop("serve", "--backend", "nope", "--size", "1M", dir.resolve("a.img").toString());

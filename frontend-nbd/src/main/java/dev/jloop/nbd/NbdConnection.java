@@ -7,14 +7,16 @@ import org.slf4j.LoggerFactory;
 import java.io.EOFException;
 import java.io.IOException;
 import java.nio.channels.ClosedChannelException;
-import java.nio.channels.SocketChannel;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 import static java.util.Objects.requireNonNull;
 
 /**
  * One client: the handshake, then the transmission phase, on this connection's own thread (which
  * is the reader; the transmission adds a writer thread). Ends on ABORT, DISC, end of input, a
- * protocol error, or when the server closes.
+ * protocol error, when the handshake takes longer than the server allows, or when the server closes.
  */
 final class NbdConnection
         implements Runnable
@@ -22,14 +24,16 @@ final class NbdConnection
     private static final Logger log = LoggerFactory.getLogger(NbdConnection.class);
 
     private final NbdServer server;
-    private final NbdChannel channel;
     private final String name;
     private final String peer;
+    // Replaced by the TLS channel after STARTTLS; read by threads that stop or close the connection.
+    private volatile NbdChannel channel;
+    private final AtomicBoolean handshakeOver = new AtomicBoolean();
 
-    NbdConnection(NbdServer server, SocketChannel channel, String name, String peer)
+    NbdConnection(NbdServer server, NbdChannel channel, String name, String peer)
     {
         this.server = requireNonNull(server, "server is null");
-        this.channel = NbdChannel.of(requireNonNull(channel, "channel is null"));
+        this.channel = requireNonNull(channel, "channel is null");
         this.name = requireNonNull(name, "name is null");
         this.peer = requireNonNull(peer, "peer is null");
     }
@@ -43,21 +47,44 @@ final class NbdConnection
     public void run()
     {
         log.debug("{}: connection open", peer);
+        ScheduledFuture<?> deadline = server.handshakeDeadline(this);
         try {
-            NbdHandshake handshake = new NbdHandshake(channel, server.exports(), server.exportsByName(), peer);
-            Export export = handshake.negotiate();
+            NbdHandshake handshake = new NbdHandshake(channel, server.exports(), server.exportsByName(), peer, server.tls(), server.pagePool().capacity());
+            Export export;
+            try {
+                export = handshake.negotiate();
+            }
+            finally {
+                channel = handshake.channel();
+                if (!handshakeOver.compareAndSet(false, true)) {
+                    throw new EOFException("handshake timed out");
+                }
+                if (deadline != null) {
+                    deadline.cancel(false);
+                }
+            }
             if (export != null) {
                 log.debug("{}: serving export '{}'", peer, export.name());
-                int flags = NbdHandshake.transmissionFlags(export.device().capabilities());
-                new NbdTransmission(
+                int flags = handshake.transmissionFlags(export);
+                NbdTransmission transmission = new NbdTransmission(
                         channel,
                         export.device(),
                         flags,
+                        handshake.structuredReplies(),
+                        handshake.baseAllocation(export),
                         server.pagePool(),
                         server.maxInflightBytes(),
                         server.maxInflightRequests(),
-                        peer)
-                        .run(name);
+                        peer);
+                ScheduledFuture<?> watchdog = server.watchReplies(new ReplyWatchdog(transmission.writer()));
+                try {
+                    transmission.run(name);
+                }
+                finally {
+                    if (watchdog != null) {
+                        watchdog.cancel(false);
+                    }
+                }
             }
         }
         catch (NbdProtocolException e) {
@@ -75,6 +102,52 @@ final class NbdConnection
         finally {
             closeChannel();
             log.debug("{}: connection closed", peer);
+        }
+    }
+
+    /** Called by the server's timer: a client still in the handshake is dropped. */
+    void handshakeTimedOut()
+    {
+        if (handshakeOver.compareAndSet(false, true)) {
+            log.warn("{}: handshake not finished within {} ms, closing the connection", peer, server.handshakeTimeoutMillis());
+            closeChannel();
+        }
+    }
+
+    /**
+     * Closes the connection when its replies have made no progress for {@code reply-timeout-ms}
+     * while some are waiting: the client stopped reading them, and its pages must come back for the
+     * others. Sending then fails, the replies are dropped and the connection ends. Runs on the
+     * server's timer.
+     */
+    private final class ReplyWatchdog
+            implements Runnable
+    {
+        private final NbdReplyWriter writer;
+        private long progress = -1;
+        private long since;
+        private boolean fired;
+
+        ReplyWatchdog(NbdReplyWriter writer)
+        {
+            this.writer = requireNonNull(writer, "writer is null");
+        }
+
+        @Override
+        public void run()
+        {
+            long now = System.nanoTime();
+            long current = writer.progress();
+            if (fired || !writer.busy() || current != progress) {
+                progress = current;
+                since = now;
+                return;
+            }
+            if (now - since >= TimeUnit.MILLISECONDS.toNanos(server.replyTimeoutMillis())) {
+                fired = true;
+                log.warn("{}: replies not taken for {} ms (reply-timeout-ms), closing the connection", peer, server.replyTimeoutMillis());
+                closeChannel();
+            }
         }
     }
 

@@ -16,6 +16,8 @@ import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.Map;
 
+import static dev.jloop.nbd.NbdProtocol.BASE_ALLOCATION;
+import static dev.jloop.nbd.NbdProtocol.BASE_ALLOCATION_ID;
 import static dev.jloop.nbd.NbdProtocol.FLAG_CAN_MULTI_CONN;
 import static dev.jloop.nbd.NbdProtocol.FLAG_C_FIXED_NEWSTYLE;
 import static dev.jloop.nbd.NbdProtocol.FLAG_C_NO_ZEROES;
@@ -23,6 +25,9 @@ import static dev.jloop.nbd.NbdProtocol.FLAG_FIXED_NEWSTYLE;
 import static dev.jloop.nbd.NbdProtocol.FLAG_HAS_FLAGS;
 import static dev.jloop.nbd.NbdProtocol.FLAG_NO_ZEROES;
 import static dev.jloop.nbd.NbdProtocol.FLAG_READ_ONLY;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_CACHE;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_DF;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FAST_ZERO;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FLUSH;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FUA;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_TRIM;
@@ -39,22 +44,37 @@ import static dev.jloop.nbd.NbdProtocol.OPT_EXPORT_NAME;
 import static dev.jloop.nbd.NbdProtocol.OPT_GO;
 import static dev.jloop.nbd.NbdProtocol.OPT_INFO;
 import static dev.jloop.nbd.NbdProtocol.OPT_LIST;
+import static dev.jloop.nbd.NbdProtocol.OPT_LIST_META_CONTEXT;
+import static dev.jloop.nbd.NbdProtocol.OPT_SET_META_CONTEXT;
+import static dev.jloop.nbd.NbdProtocol.OPT_STARTTLS;
+import static dev.jloop.nbd.NbdProtocol.OPT_STRUCTURED_REPLY;
 import static dev.jloop.nbd.NbdProtocol.PREFERRED_BLOCK_SIZE;
 import static dev.jloop.nbd.NbdProtocol.REPLY_MAGIC;
 import static dev.jloop.nbd.NbdProtocol.REP_ACK;
 import static dev.jloop.nbd.NbdProtocol.REP_ERR_INVALID;
+import static dev.jloop.nbd.NbdProtocol.REP_ERR_TLS_REQD;
 import static dev.jloop.nbd.NbdProtocol.REP_ERR_TOO_BIG;
 import static dev.jloop.nbd.NbdProtocol.REP_ERR_UNKNOWN;
 import static dev.jloop.nbd.NbdProtocol.REP_ERR_UNSUP;
 import static dev.jloop.nbd.NbdProtocol.REP_INFO;
+import static dev.jloop.nbd.NbdProtocol.REP_META_CONTEXT;
 import static dev.jloop.nbd.NbdProtocol.REP_SERVER;
 import static java.util.Objects.requireNonNull;
 
 /**
  * The fixed newstyle handshake and option haggling of one connection, up to the start of the
- * transmission phase. Options that change later phases (STARTTLS, STRUCTURED_REPLY,
- * SET_META_CONTEXT) belong here and record what was negotiated; for now they are refused with
- * NBD_REP_ERR_UNSUP.
+ * transmission phase. Options that change later phases (STRUCTURED_REPLY, SET_META_CONTEXT) record
+ * what was negotiated here; {@link #structuredReplies()} and {@link #baseAllocation(Export)} hand it
+ * on to the transmission phase.
+ *
+ * <p>Metadata contexts: only {@code base:allocation} exists. LIST_META_CONTEXT lists it for an
+ * empty query list, for the query {@code base:} (its namespace) and for the name itself; unknown
+ * namespaces and names are ignored, as the spec asks. SET_META_CONTEXT selects it for one export;
+ * BLOCK_STATUS is then allowed only if the client goes on to that same export.
+ *
+ * <p>STARTTLS (with {@link NbdTls} on or require) swaps {@link #channel()} for a TLS channel
+ * after its ACK and forgets what was negotiated before; under require every other option but
+ * ABORT is refused with NBD_REP_ERR_TLS_REQD until then.
  *
  * <p>Runs on the connection's reader thread with blocking, exact-length reads, so nothing the client
  * sends after the handshake is consumed here. Heap buffers are fine: this runs once per connection.
@@ -65,18 +85,34 @@ final class NbdHandshake
 
     /** Option data above this is discarded unread and refused with NBD_REP_ERR_TOO_BIG. */
     static final int MAX_OPTION_LENGTH = 64 << 10;
+    /** Option data above this is not even read past: the client is hostile or broken, and is dropped. */
+    static final int MAX_OPTION_SKIP = 16 << 20;
 
-    private final NbdChannel channel;
+    private NbdChannel channel;
+    private final NbdTls tls;
+    private boolean tlsStarted;
     private final Map<String, Export> exports;
     private final List<Export> exportList;
     private final String peer;
+    private final long pagePoolCapacity;
     private final ByteBuffer header = ByteBuffer.allocate(20);
     private boolean fixedNewstyle;
     private boolean noZeroes;
+    private boolean structuredReplies;
+    /** The export SET_META_CONTEXT selected {@code base:allocation} for, or null. */
+    private Export metaContextExport;
 
     NbdHandshake(NbdChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer)
     {
+        this(channel, exports, exportsByName, peer, NbdTls.OFF, Long.MAX_VALUE);
+    }
+
+    /** @param pagePoolCapacity bytes of the page pool requests take their pages from: the largest payload served */
+    NbdHandshake(NbdChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer, NbdTls tls, long pagePoolCapacity)
+    {
+        this.pagePoolCapacity = pagePoolCapacity;
         this.channel = requireNonNull(channel, "channel is null");
+        this.tls = requireNonNull(tls, "tls is null");
         this.exportList = requireNonNull(exports, "exports is null");
         this.exports = requireNonNull(exportsByName, "exportsByName is null");
         this.peer = requireNonNull(peer, "peer is null");
@@ -121,11 +157,21 @@ final class NbdHandshake
                 if (opt == OPT_EXPORT_NAME) {
                     throw new NbdProtocolException("export name of " + length + " bytes");
                 }
+                if (length > MAX_OPTION_SKIP) {
+                    throw new NbdProtocolException("option " + opt + " with " + length + " bytes of data");
+                }
                 skip(length);
                 replyError(opt, REP_ERR_TOO_BIG, "option data of " + length + " bytes is too long");
                 continue;
             }
             ByteBuffer data = readFully((int) length);
+            if (tls.mode() == NbdTls.Mode.REQUIRE && !tlsStarted && opt != OPT_STARTTLS && opt != OPT_ABORT) {
+                if (opt == OPT_EXPORT_NAME) {
+                    throw new NbdProtocolException("NBD_OPT_EXPORT_NAME without TLS, which this server requires");
+                }
+                replyError(opt, REP_ERR_TLS_REQD, "this server requires TLS: start it with NBD_OPT_STARTTLS");
+                continue;
+            }
             switch (opt) {
                 case OPT_EXPORT_NAME: {
                     Export export = lookup(decodeName(data));
@@ -135,7 +181,7 @@ final class NbdHandshake
                     }
                     ByteBuffer reply = ByteBuffer.allocate(noZeroes ? 10 : 10 + 124)
                             .putLong(export.device().size())
-                            .putShort((short) transmissionFlags(export.device().capabilities()));
+                            .putShort((short) transmissionFlags(export));
                     writeFully(reply.position(reply.capacity()).flip());
                     return export;
                 }
@@ -169,11 +215,71 @@ final class NbdHandshake
                     }
                     break;
                 }
+                case OPT_STARTTLS:
+                    if (tls.mode() == NbdTls.Mode.OFF) {
+                        replyError(opt, REP_ERR_UNSUP, "TLS is not enabled on this server");
+                    }
+                    else if (tlsStarted) {
+                        replyError(opt, REP_ERR_INVALID, "TLS is already started");
+                    }
+                    else if (length != 0) {
+                        replyError(opt, REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+                    }
+                    else {
+                        reply(opt, REP_ACK, ByteBuffer.allocate(0));
+                        channel = tls.startTls(channel);
+                        tlsStarted = true;
+                        // the spec: what was negotiated before TLS does not carry over
+                        structuredReplies = false;
+                        metaContextExport = null;
+                        log.debug("{}: TLS started", peer);
+                    }
+                    break;
+                case OPT_STRUCTURED_REPLY:
+                    if (length != 0) {
+                        replyError(opt, REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data");
+                        break;
+                    }
+                    structuredReplies = true;
+                    reply(opt, REP_ACK, ByteBuffer.allocate(0));
+                    break;
+                case OPT_LIST_META_CONTEXT:
+                case OPT_SET_META_CONTEXT:
+                    metaContext(opt, data);
+                    break;
                 default:
                     replyError(opt, REP_ERR_UNSUP, "option " + opt + " is not supported");
                     break;
             }
         }
+    }
+
+    /** The connection's channel: the one given, or the TLS channel after NBD_OPT_STARTTLS. */
+    NbdChannel channel()
+    {
+        return channel;
+    }
+
+    /** Whether NBD_OPT_STRUCTURED_REPLY was negotiated. */
+    boolean structuredReplies()
+    {
+        return structuredReplies;
+    }
+
+    /** Whether {@code base:allocation} was selected for {@code export}, the one the client went on to. */
+    boolean baseAllocation(Export export)
+    {
+        return structuredReplies && metaContextExport != null && metaContextExport == export;
+    }
+
+    /** The transmission flags of an export on this connection (DF only with structured replies). */
+    int transmissionFlags(Export export)
+    {
+        int flags = transmissionFlags(export.device().capabilities());
+        if (structuredReplies) {
+            flags |= FLAG_SEND_DF;
+        }
+        return flags;
     }
 
     /** Whether the client asked for no 124 zero bytes after NBD_OPT_EXPORT_NAME. */
@@ -182,7 +288,10 @@ final class NbdHandshake
         return noZeroes;
     }
 
-    /** The transmission flags of a device: only what it declares, and nothing that writes when read-only. */
+    /**
+     * The transmission flags of a device, whatever was negotiated: only what it declares, and
+     * nothing that writes when read-only.
+     */
     static int transmissionFlags(Capabilities capabilities)
     {
         int flags = FLAG_HAS_FLAGS;
@@ -205,6 +314,13 @@ final class NbdHandshake
         }
         if (capabilities.multiConn()) {
             flags |= FLAG_CAN_MULTI_CONN;
+        }
+        if (capabilities.cache()) {
+            flags |= FLAG_SEND_CACHE;
+        }
+        if ((flags & FLAG_SEND_WRITE_ZEROES) != 0) {
+            // Fast zeroing is always honest: the device fails at once where it would write zeros.
+            flags |= FLAG_SEND_FAST_ZERO;
         }
         return flags;
     }
@@ -254,7 +370,7 @@ final class NbdHandshake
         ByteBuffer exportInfo = ByteBuffer.allocate(12)
                 .putShort((short) INFO_EXPORT)
                 .putLong(device.size())
-                .putShort((short) transmissionFlags(capabilities));
+                .putShort((short) transmissionFlags(export));
         reply(opt, REP_INFO, exportInfo.flip());
         for (int i = 0; i < requests; i++) {
             int type = Short.toUnsignedInt(data.getShort());
@@ -267,11 +383,15 @@ final class NbdHandshake
                     break;
                 case INFO_BLOCK_SIZE: {
                     int minimum = minimumBlockSize(capabilities);
+                    int preferred = Math.max(minimum, PREFERRED_BLOCK_SIZE);
+                    // A READ or WRITE larger than the page pool gets ENOMEM: never invite one. The
+                    // spec wants a multiple of the minimum, and at least the preferred size.
+                    int maximum = (int) Math.max(preferred, Math.min(MAX_PAYLOAD_ADVERTISED, pagePoolCapacity) / preferred * preferred);
                     ByteBuffer blockSize = ByteBuffer.allocate(14)
                             .putShort((short) INFO_BLOCK_SIZE)
                             .putInt(minimum)
-                            .putInt(Math.max(minimum, PREFERRED_BLOCK_SIZE))
-                            .putInt(MAX_PAYLOAD_ADVERTISED);
+                            .putInt(preferred)
+                            .putInt(maximum);
                     reply(opt, REP_INFO, blockSize.flip());
                     break;
                 }
@@ -282,6 +402,83 @@ final class NbdHandshake
         }
         reply(opt, REP_ACK, ByteBuffer.allocate(0));
         return export;
+    }
+
+    /**
+     * NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT: u32 export name length, name, u32
+     * number of queries, then each query as u32 length and string.
+     */
+    private void metaContext(int opt, ByteBuffer data)
+            throws IOException
+    {
+        if (!structuredReplies) {
+            replyError(opt, REP_ERR_INVALID, "metadata contexts need NBD_OPT_STRUCTURED_REPLY first");
+            return;
+        }
+        if (data.remaining() < 8) {
+            replyError(opt, REP_ERR_INVALID, "option data too short");
+            return;
+        }
+        long nameLength = Integer.toUnsignedLong(data.getInt());
+        if (nameLength > data.remaining() - 4) {
+            replyError(opt, REP_ERR_INVALID, "export name length past the option data");
+            return;
+        }
+        ByteBuffer nameBytes = data.slice(data.position(), (int) nameLength);
+        data.position(data.position() + (int) nameLength);
+        long queries = Integer.toUnsignedLong(data.getInt());
+        boolean selected = opt == OPT_LIST_META_CONTEXT && queries == 0;
+        for (long i = 0; i < queries; i++) {
+            if (data.remaining() < 4) {
+                replyError(opt, REP_ERR_INVALID, "fewer queries than announced");
+                return;
+            }
+            long queryLength = Integer.toUnsignedLong(data.getInt());
+            if (queryLength > data.remaining()) {
+                replyError(opt, REP_ERR_INVALID, "query length past the option data");
+                return;
+            }
+            ByteBuffer queryBytes = data.slice(data.position(), (int) queryLength);
+            data.position(data.position() + (int) queryLength);
+            String query;
+            try {
+                query = decodeName(queryBytes);
+            }
+            catch (NbdProtocolException e) {
+                replyError(opt, REP_ERR_INVALID, "query is not UTF-8");
+                return;
+            }
+            if (query.equals(BASE_ALLOCATION) || (opt == OPT_LIST_META_CONTEXT && query.equals("base:"))) {
+                selected = true;
+            }
+        }
+        if (data.hasRemaining()) {
+            replyError(opt, REP_ERR_INVALID, "option data after the last query");
+            return;
+        }
+        String name;
+        try {
+            name = decodeName(nameBytes);
+        }
+        catch (NbdProtocolException e) {
+            replyError(opt, REP_ERR_INVALID, e.getMessage());
+            return;
+        }
+        Export export = lookup(name);
+        if (export == null) {
+            replyError(opt, REP_ERR_UNKNOWN, "unknown export");
+            return;
+        }
+        if (opt == OPT_SET_META_CONTEXT) {
+            metaContextExport = selected ? export : null;
+        }
+        if (selected) {
+            byte[] context = BASE_ALLOCATION.getBytes(StandardCharsets.UTF_8);
+            // The spec: ids in LIST replies are reserved and SHOULD be 0.
+            int id = opt == OPT_SET_META_CONTEXT ? BASE_ALLOCATION_ID : 0;
+            reply(opt, REP_META_CONTEXT, ByteBuffer.allocate(4 + context.length).putInt(id).put(context).flip());
+        }
+        reply(opt, REP_ACK, ByteBuffer.allocate(0));
     }
 
     /** The export of that name; the empty name (the client's default) is the first export unless one is named "". */

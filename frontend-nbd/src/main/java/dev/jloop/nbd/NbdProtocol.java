@@ -26,11 +26,14 @@ final class NbdProtocol
     static final int OPT_INFO = 6;
     static final int OPT_GO = 7;
     static final int OPT_STRUCTURED_REPLY = 8;
+    static final int OPT_LIST_META_CONTEXT = 9;
+    static final int OPT_SET_META_CONTEXT = 10;
 
     // Option replies (NBD_REP_*)
     static final int REP_ACK = 1;
     static final int REP_SERVER = 2;
     static final int REP_INFO = 3;
+    static final int REP_META_CONTEXT = 4;
     static final int REP_FLAG_ERROR = 1 << 31;
     static final int REP_ERR_UNSUP = REP_FLAG_ERROR | 1;
     static final int REP_ERR_POLICY = REP_FLAG_ERROR | 2;
@@ -64,8 +67,27 @@ final class NbdProtocol
     // Transmission
     static final int REQUEST_MAGIC = 0x25609513;
     static final int SIMPLE_REPLY_MAGIC = 0x67446698;
+    static final int STRUCTURED_REPLY_MAGIC = 0x668e33ef;
     static final int REQUEST_SIZE = 28;
     static final int SIMPLE_REPLY_SIZE = 16;
+    static final int CHUNK_HEADER_SIZE = 20;
+
+    // Structured reply chunks (NBD_REPLY_FLAG_*, NBD_REPLY_TYPE_*)
+    static final int REPLY_FLAG_DONE = 1;
+    static final int REPLY_TYPE_NONE = 0;
+    static final int REPLY_TYPE_OFFSET_DATA = 1;
+    static final int REPLY_TYPE_OFFSET_HOLE = 2;
+    /** 5 in the spec; the reference implementation's nbd.h once said 3. */
+    static final int REPLY_TYPE_BLOCK_STATUS = 5;
+    static final int REPLY_TYPE_ERROR = (1 << 15) + 1;
+    static final int REPLY_TYPE_ERROR_OFFSET = (1 << 15) + 2;
+
+    // Metadata contexts
+    static final String BASE_ALLOCATION = "base:allocation";
+    /** The id of {@code base:allocation} in SET_META_CONTEXT replies and BLOCK_STATUS chunks. */
+    static final int BASE_ALLOCATION_ID = 1;
+    static final int STATE_HOLE = 1;
+    static final int STATE_ZERO = 1 << 1;
 
     // Commands (NBD_CMD_*)
     static final int CMD_READ = 0;

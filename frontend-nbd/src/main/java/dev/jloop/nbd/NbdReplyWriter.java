@@ -1,24 +1,37 @@
 package dev.jloop.nbd;
 
+import dev.jloop.api.Errno;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
+import static dev.jloop.nbd.NbdProtocol.CMD_BLOCK_STATUS;
 import static dev.jloop.nbd.NbdProtocol.CMD_READ;
+import static dev.jloop.nbd.NbdProtocol.REPLY_FLAG_DONE;
+import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_ERROR;
+import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_ERROR_OFFSET;
+import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_NONE;
+import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_OFFSET_DATA;
+import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_OFFSET_HOLE;
 import static dev.jloop.nbd.NbdProtocol.SIMPLE_REPLY_MAGIC;
+import static dev.jloop.nbd.NbdProtocol.STRUCTURED_REPLY_MAGIC;
+import static dev.jloop.nbd.NbdProtocol.nbdError;
 import static java.util.Objects.requireNonNull;
 
 /**
- * Sends the replies of one connection, in the order they are queued (completion order). Completions
- * run on device threads that must never wait for a slow client, so {@link #queue} only links the
- * request into a list; this thread does the blocking socket write and recycles the requests
- * afterwards. It takes every reply queued so far at once and sends their headers and page buffers
- * in one gathering write (up to {@value #MAX_GATHER} buffers), so a burst of completions costs
- * one system call, not one per reply.
+ * Sends the replies of one connection, simple or structured, in the order they are queued
+ * (completion order). Completions run on device threads that must never wait for a slow client, so
+ * {@link #queue} only links the request into a list; this thread does the blocking socket write and
+ * recycles the requests afterwards. It takes every reply queued so far at once and gathers their
+ * headers and page buffers into as few gathering writes as it can (up to {@value #MAX_GATHER}
+ * buffers, {@value #MAX_WRITE} bytes each), so a burst of completions costs one system call, not one
+ * per reply. The reader thread sends the replies that completed inside it through the same routine
+ * ({@link #sendOrQueue}).
  *
  * <p>After a failed write (the client went away) replies are dropped but requests are still
  * recycled, so pages and budget come back and the reader can finish.
@@ -30,6 +43,8 @@ final class NbdReplyWriter
 
     /** Buffers per gathering write: Linux's IOV_MAX. */
     static final int MAX_GATHER = 1024;
+    /** Most bytes given to one socket write: a client reading at least this much per reply-timeout-ms is not dropped. */
+    static final int MAX_WRITE = 1 << 20;
 
     private final NbdChannel channel;
     private final NbdTransmission transmission;
@@ -41,8 +56,14 @@ final class NbdReplyWriter
     private boolean stopping;
     /** Held while replies are written: by this thread, or by the reader sending what completed in it. */
     private final ReentrantLock sendLock = new ReentrantLock();
-    private boolean broken;
+    // Under sendLock: the buffers gathered for the next socket write.
     private final ByteBuffer[] gather = new ByteBuffer[MAX_GATHER];
+    private int count;
+    private volatile boolean broken;
+    // For the server's reply watchdog: socket writes that moved bytes, and whether a thread is
+    // writing replies (a client that stopped reading leaves it writing and progress still).
+    private volatile long progress;
+    private volatile boolean writing;
 
     NbdReplyWriter(NbdChannel channel, NbdTransmission transmission, String peer)
     {
@@ -55,27 +76,15 @@ final class NbdReplyWriter
     void queue(NbdRequest request)
     {
         request.next = null;
-        lock.lock();
-        try {
-            if (tail == null) {
-                head = request;
-            }
-            else {
-                tail.next = request;
-            }
-            tail = request;
-            queued.signal();
-        }
-        finally {
-            lock.unlock();
-        }
+        queueAll(request, request);
     }
 
     /**
      * The reader thread's replies (requests that completed while it submitted them, linked through
      * {@link NbdRequest#next}): it writes them itself when no write is under way, which saves waking
      * this thread; else they join the queue. Like nbdkit's threads, the reader then waits for a client
-     * that does not read its replies, and reads no further requests meanwhile.
+     * that does not read its replies, and reads no further requests meanwhile; the reply watchdog
+     * sees that write as it sees this thread's.
      */
     void sendOrQueue(NbdRequest first, NbdRequest last)
     {
@@ -123,6 +132,30 @@ final class NbdReplyWriter
         }
     }
 
+    /** Socket writes so far; read by the reply watchdog, which compares it between its rounds. */
+    long progress()
+    {
+        return progress;
+    }
+
+    /** Whether replies are being written or wait to be; false once sending has failed. */
+    boolean busy()
+    {
+        if (broken) {
+            return false;
+        }
+        if (writing) {
+            return true;
+        }
+        lock.lock();
+        try {
+            return head != null;
+        }
+        finally {
+            lock.unlock();
+        }
+    }
+
     @Override
     public void run()
     {
@@ -136,54 +169,6 @@ final class NbdReplyWriter
                 sendLock.unlock();
             }
         }
-    }
-
-    /** Writes and recycles the replies linked from {@code batch}. Under {@link #sendLock}. */
-    private void sendAll(NbdRequest batch)
-    {
-        {
-            NbdRequest first = batch;
-            int count = 0;
-            NbdRequest next;
-            for (NbdRequest request = batch; request != null; request = next) {
-                next = request.next;
-                int buffers = buffers(request);
-                if (count > 0 && count + buffers > MAX_GATHER) {
-                    first = send(first, request, count);
-                    count = 0;
-                }
-                if (buffers > MAX_GATHER) {
-                    // A READ in many small pages: its own writes, a gather array at a time.
-                    count = add(request, 0, MAX_GATHER);
-                    for (int page = MAX_GATHER - 1; page < request.nrPages; page += MAX_GATHER) {
-                        writeQuietly(count);
-                        count = 0;
-                        for (int i = page; i < Math.min(request.nrPages, page + MAX_GATHER); i++) {
-                            gather[count++] = request.pages[i].buffer();
-                        }
-                    }
-                    first = send(first, next, count);
-                    count = 0;
-                    continue;
-                }
-                count = add(request, count, MAX_GATHER);
-            }
-            send(first, null, count);
-        }
-    }
-
-    /** Writes the gathered replies of {@code [first, end)}, recycles them, and returns {@code end}. */
-    private NbdRequest send(NbdRequest first, NbdRequest end, int count)
-    {
-        writeQuietly(count);
-        NbdRequest request = first;
-        while (request != end) {
-            NbdRequest next = request.next;
-            request.next = null;
-            transmission.recycle(request);
-            request = next;
-        }
-        return end;
     }
 
     /** Every reply queued so far, linked through {@link NbdRequest#next}; {@code null} once stopped and drained. */
@@ -204,22 +189,186 @@ final class NbdReplyWriter
         }
     }
 
-    private static int buffers(NbdRequest request)
+    /**
+     * Writes and recycles the replies linked from {@code batch}. Under {@link #sendLock}. A request is
+     * recycled once a write has taken all of its buffers, so a long batch gives pages back as it goes.
+     */
+    private void sendAll(NbdRequest batch)
     {
-        return hasPayload(request) ? request.nrPages + 1 : 1;
+        writing = true;
+        try {
+            NbdRequest first = batch;
+            NbdRequest next;
+            for (NbdRequest request = batch; request != null; request = next) {
+                next = request.next;
+                long writes = progress;
+                add(request);
+                if (progress != writes) {
+                    // Writes went out while adding this reply: the earlier ones are all sent.
+                    first = recycle(first, request);
+                }
+            }
+            flush();
+            recycle(first, null);
+        }
+        finally {
+            writing = false;
+        }
     }
 
-    private static boolean hasPayload(NbdRequest request)
+    /** Recycles the requests of {@code [first, end)} and returns {@code end}. */
+    private NbdRequest recycle(NbdRequest first, NbdRequest end)
     {
-        return request.type == CMD_READ && request.error == 0 && request.nrPages > 0;
+        NbdRequest request = first;
+        while (request != end) {
+            NbdRequest next = request.next;
+            request.next = null;
+            transmission.recycle(request);
+            request = next;
+        }
+        return end;
+    }
+
+    /** Adds the buffers of the request's reply to the gather array, writing whenever it must. */
+    private void add(NbdRequest request)
+    {
+        if (request.structured) {
+            addStructured(request);
+            return;
+        }
+        gather(request.replyHeader.clear()
+                .putInt(SIMPLE_REPLY_MAGIC)
+                .putInt(request.error)
+                .putLong(request.cookie)
+                .flip());
+        if (request.type == CMD_READ && request.error == 0 && request.nrPages > 0) {
+            request.preparePageBuffers();
+            for (int i = 0; i < request.nrPages; i++) {
+                gather(request.pages[i].buffer());
+            }
+        }
+    }
+
+    /**
+     * The chunks of a structured READ or BLOCK_STATUS reply. READ: the chunk headers are written
+     * into one buffer as they come; each data chunk gathers the headers not yet sent and the page
+     * buffers holding the chunk's bytes (positions and limits set for that chunk). As the header
+     * buffer and a page may serve two chunks, what is gathered is written before the next chunk
+     * reuses them. The last chunk carries NBD_REPLY_FLAG_DONE.
+     */
+    private void addStructured(NbdRequest request)
+    {
+        if (request.error != 0) {
+            addError(request, REPLY_TYPE_ERROR, request.error, 0);
+            return;
+        }
+        if (request.type == CMD_BLOCK_STATUS) {
+            gather(request.statusReply);
+            return;
+        }
+        for (int k = 0; k < request.nrChunks; k++) {
+            if (request.chunkError[k] != 0) {
+                // The read failed in this chunk: one error chunk stands for the whole reply.
+                addError(request, REPLY_TYPE_ERROR_OFFSET, nbdError(request.chunkError[k]), request.offset + request.chunkOffset[k]);
+                return;
+            }
+        }
+        ByteBuffer headers = request.chunkHeaders().clear();
+        if (request.nrChunks == 0) {
+            // a zero-length READ
+            chunkHeader(headers, request, REPLY_FLAG_DONE, REPLY_TYPE_NONE, 0);
+            gather(headers.flip());
+            return;
+        }
+        int mark = 0;
+        boolean headersGathered = false;
+        int page = 0;
+        long pageStart = 0;
+        for (int k = 0; k < request.nrChunks; k++) {
+            int flags = k == request.nrChunks - 1 ? REPLY_FLAG_DONE : 0;
+            long length = request.chunkLength[k];
+            if (headersGathered) {
+                // The previous data chunk's window of the header buffer, and maybe its last page, must go first.
+                flush();
+                headers.limit(headers.capacity()).position(mark);
+                headersGathered = false;
+            }
+            if (request.chunkHole[k]) {
+                chunkHeader(headers, request, flags, REPLY_TYPE_OFFSET_HOLE, 12)
+                        .putLong(request.offset + request.chunkOffset[k])
+                        .putInt((int) length);
+                continue;
+            }
+            chunkHeader(headers, request, flags, REPLY_TYPE_OFFSET_DATA, 8 + length)
+                    .putLong(request.offset + request.chunkOffset[k]);
+            int end = headers.position();
+            gather(headers.limit(end).position(mark));
+            headersGathered = true;
+            long from = request.chunkOffset[k] - request.pageBase;
+            long to = from + length;
+            while (pageStart + request.pages[page].size() <= from) {
+                pageStart += request.pages[page].size();
+                page++;
+            }
+            long start = pageStart;
+            for (int i = page; i < request.nrPages && start < to; i++) {
+                int size = request.pages[i].size();
+                ByteBuffer buffer = request.pages[i].buffer().clear();
+                buffer.limit((int) Math.min(to - start, size)).position((int) Math.max(from - start, 0));
+                gather(buffer);
+                start += size;
+            }
+            mark = end;
+        }
+        if (!headersGathered && headers.position() > mark) {
+            // hole chunks after the last data chunk, or a reply of holes only
+            gather(headers.limit(headers.position()).position(mark));
+        }
+    }
+
+    private void addError(NbdRequest request, int type, int error, long offset)
+    {
+        byte[] message = ("server error: " + Errno.name(error)).getBytes(StandardCharsets.US_ASCII);
+        ByteBuffer chunk = request.chunkHeaders().clear();
+        chunkHeader(chunk, request, REPLY_FLAG_DONE, type, 6 + message.length + (type == REPLY_TYPE_ERROR_OFFSET ? 8 : 0))
+                .putInt(error)
+                .putShort((short) message.length)
+                .put(message);
+        if (type == REPLY_TYPE_ERROR_OFFSET) {
+            chunk.putLong(offset);
+        }
+        gather(chunk.flip());
+    }
+
+    private static ByteBuffer chunkHeader(ByteBuffer buffer, NbdRequest request, int flags, int type, long length)
+    {
+        return buffer.putInt(STRUCTURED_REPLY_MAGIC)
+                .putShort((short) flags)
+                .putShort((short) type)
+                .putLong(request.cookie)
+                .putInt((int) length);
+    }
+
+    private void gather(ByteBuffer buffer)
+    {
+        if (count == MAX_GATHER) {
+            flush();
+        }
+        gather[count++] = buffer;
     }
 
     /** Writes {@code gather[0, count)} unless the connection broke, and clears it. */
-    private void writeQuietly(int count)
+    private void flush()
     {
         if (!broken && count > 0) {
             try {
-                write(count);
+                int first = 0;
+                while (first < count) {
+                    writeSome(first);
+                    while (first < count && !gather[first].hasRemaining()) {
+                        first++;
+                    }
+                }
             }
             catch (IOException e) {
                 broken = true;
@@ -236,37 +385,39 @@ final class NbdReplyWriter
         for (int i = 0; i < count; i++) {
             gather[i] = null;
         }
+        count = 0;
     }
 
     /**
-     * Adds the reply's header and, for a READ, its pages to the gather array from {@code count}, at most
-     * up to {@code limit} buffers; returns the new count.
+     * One socket write of at most {@link #MAX_WRITE} bytes from {@code gather[first, count)}. A
+     * blocking write returns only once all it was given is sent, so without the cap a client that
+     * reads a 32 MiB reply slowly would look to the reply watchdog like one that stopped reading.
      */
-    private int add(NbdRequest request, int count, int limit)
-    {
-        gather[count++] = request.replyHeader.clear()
-                .putInt(SIMPLE_REPLY_MAGIC)
-                .putInt(request.error)
-                .putLong(request.cookie)
-                .flip();
-        if (hasPayload(request)) {
-            request.preparePageBuffers();
-            for (int i = 0; i < request.nrPages && count < limit; i++) {
-                gather[count++] = request.pages[i].buffer();
-            }
-        }
-        return count;
-    }
-
-    private void write(int count)
+    private void writeSome(int first)
             throws IOException
     {
-        int first = 0;
-        while (first < count) {
-            channel.write(gather, first, count - first);
-            while (first < count && !gather[first].hasRemaining()) {
-                first++;
+        long total = 0;
+        int end = first;
+        ByteBuffer cut = null;
+        int limit = 0;
+        while (end < count) {
+            ByteBuffer buffer = gather[end++];
+            if (total + buffer.remaining() > MAX_WRITE) {
+                cut = buffer;
+                limit = buffer.limit();
+                buffer.limit(buffer.position() + (int) (MAX_WRITE - total));
+                break;
+            }
+            total += buffer.remaining();
+        }
+        try {
+            channel.write(gather, first, end - first);
+        }
+        finally {
+            if (cut != null) {
+                cut.limit(limit);
             }
         }
+        progress++;
     }
 }

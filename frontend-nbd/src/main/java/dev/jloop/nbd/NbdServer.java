@@ -10,9 +10,11 @@ import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.net.InetSocketAddress;
+import java.net.SocketAddress;
 import java.net.StandardProtocolFamily;
 import java.net.StandardSocketOptions;
 import java.net.UnixDomainSocketAddress;
+import java.nio.channels.Channel;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
@@ -28,30 +30,66 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
 
 import static java.util.Objects.requireNonNull;
 
 /**
- * An NBD server (fixed newstyle, simple replies) over TCP or a Unix socket, serving one or more
- * exports. Each connection has a reader thread (handshake, then requests) and a writer thread
- * (replies); request data lives in pages of one server-wide {@link PagePool}.
+ * An NBD server (fixed newstyle, structured replies; docs/nbd.md) over TCP, a Unix socket, an
+ * inherited (socket activation) socket or standard input/output, serving one or more exports,
+ * with optional TLS. Each connection has a reader thread (handshake, then requests) and a writer
+ * thread (replies); request data lives in pages of one server-wide {@link PagePool}.
  *
  * <p>Options ({@link FrontendConfig#options()}); sizes take a K, M or G suffix (powers of 1024):
  * <ul>
  * <li>{@code max-inflight-bytes} (default 128M): payload bytes one connection may have in flight,
- *     from page allocation to the reply being written. A client that stops reading replies stalls
- *     only itself once it reaches this.
+ *     from page allocation to the reply being written. A client that stops reading replies stops
+ *     getting new requests served once it reaches this.
  * <li>{@code max-inflight-requests} (default 256): requests one connection may have in flight.
  * <li>{@code page-pool-bytes} (default 512M): capacity of the page pool this server creates (not
- *     used when a pool is given). Requests beyond it get ENOMEM; it should be at least
- *     {@code max-inflight-bytes} times the number of clients expected, or stalled clients can
- *     take all pages and slow the others.
+ *     used when a pool is given). Requests beyond it get ENOMEM, and the handshake advertises at
+ *     most this as the largest payload. Clients that stop reading their replies can hold all pages
+ *     until {@code reply-timeout-ms} drops them; other clients wait for pages meanwhile.
+ * <li>{@code reply-timeout-ms} (default 60000, 0 = none): a connection whose replies have made no
+ *     progress for this long (the client stopped reading them) is closed, giving its pages back,
+ *     so a client that stops reading stalls only itself for longer than this. Replies go out at
+ *     most 1 MiB per socket write, each counting as progress: slow readers are not dropped.
  * <li>{@code registered-bytes} (default 64M): how much of this server's page pool is carved at
  *     start and offered to the exports' devices to pin once ({@link BlockDevice#registerMemory},
  *     io_uring fixed buffers); pages beyond it work the same, unpinned.
  * <li>{@code close-timeout-ms} (default 30000): how long {@link #close()} waits for in-flight
  *     requests and their replies before it closes the sockets of clients that do not read.
+ * <li>{@code max-connections} (default 0, no limit): clients served at once; one more is closed as
+ *     soon as it is accepted, with a log line, as nbdkit's limit filter does.
+ * <li>{@code handshake-timeout-ms} (default 10000, 0 = none): a client that has not finished the
+ *     handshake (TLS included) by then is dropped, so idle connections cannot pile up; as
+ *     qemu-nbd's {@code --handshake-limit}.
+ * <li>{@code stdio} (default false): serve exactly one client on the process's standard input and
+ *     output (a socket, as {@code nbd_connect_command} passes, or a pair of pipes) instead of
+ *     listening; {@link #awaitEnd()} returns when it leaves. Host, port and socket are ignored.
+ * <li>{@code socket-activation} (default false): serve on the listening socket the process
+ *     inherited on standard input (systemd socket activation, {@code LISTEN_FDS}, which
+ *     {@code bin/jloop} moves from descriptor 3 to 0) instead of binding one. With {@code stdio},
+ *     exactly one client is accepted there and served.
+ * <li>{@code tls} ({@code off}, {@code on} or {@code require}; default off): NBD_OPT_STARTTLS with
+ *     X.509 certificates. Under {@code on} clients may also go on in clear text; under
+ *     {@code require} every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD.
+ *     PSK is not offered: JSSE has no TLS-PSK.
+ * <li>{@code tls-cert}, {@code tls-key}: the server's certificate (chain) and private key, PEM; the
+ *     key PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted.
+ * <li>{@code tls-certificates}: a directory in qemu's and nbdkit's layout instead
+ *     ({@code server-cert.pem}, {@code server-key.pem}, {@code ca-cert.pem}).
+ * <li>{@code tls-verify-peer} (default false): clients must present a certificate signed by
+ *     {@code tls-ca} (default: {@code ca-cert.pem} of {@code tls-certificates}).
+ * <li>{@code tls-ca}: CA certificates, PEM, that client certificates are checked against.
  * </ul>
  */
 public final class NbdServer
@@ -64,7 +102,19 @@ public final class NbdServer
     public static final String PAGE_POOL_BYTES = "page-pool-bytes";
     public static final String CLOSE_TIMEOUT_MS = "close-timeout-ms";
     public static final String REGISTERED_BYTES = "registered-bytes";
-    private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS, REGISTERED_BYTES);
+    public static final String MAX_CONNECTIONS = "max-connections";
+    public static final String HANDSHAKE_TIMEOUT_MS = "handshake-timeout-ms";
+    public static final String REPLY_TIMEOUT_MS = "reply-timeout-ms";
+    public static final String STDIO = "stdio";
+    public static final String SOCKET_ACTIVATION = "socket-activation";
+    public static final String TLS = "tls";
+    public static final String TLS_CERT = "tls-cert";
+    public static final String TLS_KEY = "tls-key";
+    public static final String TLS_CA = "tls-ca";
+    public static final String TLS_CERTIFICATES = "tls-certificates";
+    public static final String TLS_VERIFY_PEER = "tls-verify-peer";
+    private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS, REGISTERED_BYTES,
+            MAX_CONNECTIONS, HANDSHAKE_TIMEOUT_MS, REPLY_TIMEOUT_MS, STDIO, SOCKET_ACTIVATION, TLS, TLS_CERT, TLS_KEY, TLS_CA, TLS_CERTIFICATES, TLS_VERIFY_PEER);
 
     private final List<Export> exports;
     private final Map<String, Export> exportsByName;
@@ -73,10 +123,23 @@ public final class NbdServer
     private final int maxInflightBytes;
     private final int maxInflightRequests;
     private final long closeTimeoutMillis;
+    private final int maxConnections;
+    private final long handshakeTimeoutMillis;
+    private final long replyTimeoutMillis;
+    private final ThreadFactory connectionThreads;
+    private final NbdTls tls;
+    private final ScheduledExecutorService timer;
+    private final List<Thread> timerThreads = new CopyOnWriteArrayList<>();
     private final ServerSocketChannel listener;
     private final Path socketPath;
+    private final boolean unixSocket;
+    private final boolean singleClient;
+    // An inherited listener stays open: closing it points stdin, stdout and stderr at /dev/null (sun.nio.ch.InheritedChannel).
+    private final boolean inheritedListener;
+    private boolean servedSingleClient;
     private final String uri;
     private final Thread acceptThread;
+    private final CountDownLatch ended = new CountDownLatch(1);
     private final Map<NbdConnection, Thread> connections = new LinkedHashMap<>();
     private int nextConnectionId;
     private boolean closed;
@@ -86,12 +149,24 @@ public final class NbdServer
             throws IOException
     {
         long capacity = parseSize(config.options(), PAGE_POOL_BYTES, 512L << 20);
-        PagePool pagePool = new PagePool(capacity);
-        pagePool.reserve(parseSize(config.options(), REGISTERED_BYTES, 64L << 20));
-        for (Export export : exports) {
-            export.device().registerMemory(pagePool.slabs());
+        return startOwning(config, exports, new PagePool(capacity), Thread::new);
+    }
+
+    /** Starts a server that owns {@code pagePool}: closes it on failure as on {@link #close()}. */
+    static NbdServer startOwning(FrontendConfig config, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
+            throws IOException
+    {
+        try {
+            pagePool.reserve(parseSize(config.options(), REGISTERED_BYTES, 64L << 20));
+            for (Export export : exports) {
+                export.device().registerMemory(pagePool.slabs());
+            }
+            return new NbdServer(config, exports, pagePool, true, connectionThreads);
         }
-        return new NbdServer(config, exports, pagePool, true);
+        catch (IOException | RuntimeException | Error e) {
+            pagePool.close();
+            throw e;
+        }
     }
 
     /**
@@ -101,12 +176,20 @@ public final class NbdServer
     public static NbdServer start(FrontendConfig config, List<Export> exports, PagePool pagePool)
             throws IOException
     {
-        return new NbdServer(config, exports, requireNonNull(pagePool, "pagePool is null"), false);
+        return start(config, exports, pagePool, Thread::new);
     }
 
-    private NbdServer(FrontendConfig config, List<Export> exports, PagePool pagePool, boolean ownsPagePool)
+    /** As above; connection threads come from {@code connectionThreads}. */
+    static NbdServer start(FrontendConfig config, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
             throws IOException
     {
+        return new NbdServer(config, exports, requireNonNull(pagePool, "pagePool is null"), false, connectionThreads);
+    }
+
+    private NbdServer(FrontendConfig config, List<Export> exports, PagePool pagePool, boolean ownsPagePool, ThreadFactory connectionThreads)
+            throws IOException
+    {
+        this.connectionThreads = requireNonNull(connectionThreads, "connectionThreads is null");
         requireNonNull(config, "config is null");
         this.exports = List.copyOf(requireNonNull(exports, "exports is null"));
         if (this.exports.isEmpty()) {
@@ -131,11 +214,60 @@ public final class NbdServer
         this.maxInflightBytes = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_BYTES, 128L << 20));
         this.maxInflightRequests = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_REQUESTS, 256));
         this.closeTimeoutMillis = parseSize(options, CLOSE_TIMEOUT_MS, 30_000);
+        this.maxConnections = (int) Math.min(Integer.MAX_VALUE, parseCount(options, MAX_CONNECTIONS, 0));
+        this.handshakeTimeoutMillis = parseCount(options, HANDSHAKE_TIMEOUT_MS, 10_000);
+        this.replyTimeoutMillis = parseCount(options, REPLY_TIMEOUT_MS, 60_000);
+        this.tls = NbdTls.fromOptions(options);
+        boolean stdio = Boolean.parseBoolean(options.getOrDefault(STDIO, "false"));
+        boolean activated = Boolean.parseBoolean(options.getOrDefault(SOCKET_ACTIVATION, "false"));
+        this.singleClient = stdio;
+        this.inheritedListener = activated;
         this.pagePool = pagePool;
         this.ownsPagePool = ownsPagePool;
 
         String firstExport = this.exports.get(0).name();
-        if (config.socket().isPresent()) {
+        if (stdio && !activated) {
+            NbdChannel channel = StdioNbdChannel.open();
+            this.listener = null;
+            this.socketPath = null;
+            this.unixSocket = false;
+            this.uri = "stdio";
+            this.acceptThread = null;
+            this.timer = newTimer();
+            synchronized (this) {
+                NbdConnection connection = new NbdConnection(this, channel, "nbd-conn-0", "stdio");
+                Thread thread = new Thread(() -> runAndEnd(connection), "nbd-conn-0");
+                thread.setDaemon(true);
+                connections.put(connection, thread);
+                thread.start();
+            }
+            log.info("NBD server serving one client on standard input/output");
+            return;
+        }
+        if (activated) {
+            Channel inherited = System.inheritedChannel();
+            if (!(inherited instanceof ServerSocketChannel)) {
+                throw new IOException("socket activation: standard input is not the listening socket (" + inherited
+                        + "); start jloop through bin/jloop, which moves LISTEN_FDS' descriptor 3 there");
+            }
+            ServerSocketChannel channel = (ServerSocketChannel) inherited;
+            channel.configureBlocking(true);
+            this.listener = channel;
+            // The activator made the socket and removes it: not ours to delete.
+            this.socketPath = null;
+            SocketAddress address = channel.getLocalAddress();
+            if (address instanceof UnixDomainSocketAddress) {
+                this.unixSocket = true;
+                this.uri = "nbd+unix:///" + encode(firstExport, false) + "?socket=" + encode(((UnixDomainSocketAddress) address).getPath().toString(), true);
+            }
+            else {
+                this.unixSocket = false;
+                InetSocketAddress inet = (InetSocketAddress) address;
+                String host = inet.getAddress().getHostAddress();
+                this.uri = "nbd://" + (host.contains(":") ? "[" + host + "]" : host) + ":" + inet.getPort() + "/" + encode(firstExport, false);
+            }
+        }
+        else if (config.socket().isPresent()) {
             Path path = config.socket().get().toAbsolutePath();
             removeStaleSocket(path);
             ServerSocketChannel channel = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
@@ -148,6 +280,7 @@ public final class NbdServer
             }
             this.listener = channel;
             this.socketPath = path;
+            this.unixSocket = true;
             this.uri = "nbd+unix:///" + encode(firstExport, false) + "?socket=" + encode(path.toString(), true);
         }
         else {
@@ -162,10 +295,13 @@ public final class NbdServer
             }
             this.listener = channel;
             this.socketPath = null;
+            this.unixSocket = false;
             int port = ((InetSocketAddress) channel.getLocalAddress()).getPort();
             String host = config.host().contains(":") ? "[" + config.host() + "]" : config.host();
             this.uri = "nbd://" + host + ":" + port + "/" + encode(firstExport, false);
         }
+        // after binding, so a failed start leaves no thread behind
+        this.timer = newTimer();
         this.acceptThread = new Thread(this::acceptLoop, "nbd-accept");
         acceptThread.setDaemon(true);
         acceptThread.start();
@@ -178,6 +314,14 @@ public final class NbdServer
         return uri;
     }
 
+    /** With {@code stdio}: returns once the one client has gone. Otherwise waits for {@link #close()}. */
+    @Override
+    public void awaitEnd()
+            throws InterruptedException
+    {
+        ended.await();
+    }
+
     @Override
     public void close()
     {
@@ -187,13 +331,15 @@ public final class NbdServer
             }
             closed = true;
         }
-        try {
-            listener.close();
+        if (listener != null && !inheritedListener) {
+            try {
+                listener.close();
+            }
+            catch (IOException e) {
+                log.warn("closing the listening socket failed: {}", e.toString());
+            }
+            joinQuietly(acceptThread, 0);
         }
-        catch (IOException e) {
-            log.warn("closing the listening socket failed: {}", e.toString());
-        }
-        joinQuietly(acceptThread, 0);
         Map<NbdConnection, Thread> snapshot;
         synchronized (this) {
             snapshot = new LinkedHashMap<>(connections);
@@ -224,9 +370,16 @@ public final class NbdServer
                 log.warn("cannot remove socket {}: {}", socketPath, e.toString());
             }
         }
+        if (timer != null) {
+            timer.shutdownNow();
+            awaitQuietly(timer);
+            // a terminated executor's thread may still be finishing
+            timerThreads.forEach(thread -> joinQuietly(thread, 0));
+        }
         if (ownsPagePool) {
             pagePool.close();
         }
+        ended.countDown();
         log.info("NBD server on {} closed", uri);
     }
 
@@ -255,6 +408,58 @@ public final class NbdServer
         return maxInflightRequests;
     }
 
+    NbdTls tls()
+    {
+        return tls;
+    }
+
+    /**
+     * Drops the connection unless its handshake is over within {@code handshake-timeout-ms}; the
+     * caller cancels the returned future when it is. Null when there is no limit.
+     */
+    ScheduledFuture<?> handshakeDeadline(NbdConnection connection)
+    {
+        if (timer == null || handshakeTimeoutMillis == 0) {
+            return null;
+        }
+        try {
+            return timer.schedule(connection::handshakeTimedOut, handshakeTimeoutMillis, TimeUnit.MILLISECONDS);
+        }
+        catch (RejectedExecutionException e) {
+            // closing: the connection is being stopped anyway
+            return null;
+        }
+    }
+
+    long handshakeTimeoutMillis()
+    {
+        return handshakeTimeoutMillis;
+    }
+
+    /**
+     * Runs {@code check} several times per {@code reply-timeout-ms} until the caller cancels the
+     * returned future. Null when there is no reply timeout.
+     */
+    ScheduledFuture<?> watchReplies(Runnable check)
+    {
+        if (timer == null || replyTimeoutMillis == 0) {
+            return null;
+        }
+        long period = Math.max(10, replyTimeoutMillis / 4);
+        try {
+            return timer.scheduleAtFixedRate(check, period, period, TimeUnit.MILLISECONDS);
+        }
+        catch (RejectedExecutionException e) {
+            // closing: the connection is being stopped anyway
+            return null;
+        }
+    }
+
+    long replyTimeoutMillis()
+    {
+        return replyTimeoutMillis;
+    }
+
     private void acceptLoop()
     {
         while (true) {
@@ -275,14 +480,15 @@ public final class NbdServer
                 log.warn("accept failed: {}", e.toString());
                 continue;
             }
+            NbdConnection started = null;
             try {
                 String peer;
-                if (socketPath == null) {
+                if (!unixSocket) {
                     channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
                     peer = String.valueOf(channel.getRemoteAddress());
                 }
                 else {
-                    peer = "unix:" + socketPath;
+                    peer = "unix:" + (socketPath != null ? socketPath : channel.getLocalAddress());
                 }
                 synchronized (this) {
                     if (closed) {
@@ -291,24 +497,76 @@ public final class NbdServer
                     }
                     // Ended connections stay listed until their threads are gone, so close() can join them.
                     connections.values().removeIf(thread -> !thread.isAlive());
+                    if (singleClient && servedSingleClient) {
+                        log.warn("{}: refused, this server serves one client only (stdio)", peer);
+                        channel.close();
+                        continue;
+                    }
+                    if (maxConnections > 0 && connections.size() >= maxConnections) {
+                        log.warn("{}: refused, already serving max-connections={} clients", peer, maxConnections);
+                        channel.close();
+                        continue;
+                    }
                     int id = nextConnectionId++;
                     String name = "nbd-conn-" + id;
-                    NbdConnection connection = new NbdConnection(this, channel, name, name + " " + peer);
-                    Thread thread = new Thread(connection, name);
+                    NbdConnection connection = new NbdConnection(this, NbdChannel.of(channel), name, name + " " + peer);
+                    started = connection;
+                    Thread thread = connectionThreads.newThread(singleClient ? () -> runAndEnd(connection) : connection);
+                    thread.setName(name);
                     thread.setDaemon(true);
                     connections.put(connection, thread);
+                    servedSingleClient = singleClient;
                     thread.start();
                 }
             }
-            catch (IOException e) {
+            catch (Throwable e) {
+                // Whatever went wrong (an OutOfMemoryError when no native thread can be made, say) concerns this
+                // client only: the accept thread must go on serving the next ones.
                 log.warn("cannot set up an accepted connection: {}", e.toString());
+                synchronized (this) {
+                    if (started != null) {
+                        connections.remove(started);
+                    }
+                }
                 try {
                     channel.close();
                 }
-                catch (IOException ignored) {
+                catch (IOException | RuntimeException ignored) {
                     // nothing more to do with it
                 }
+                if (!(e instanceof IOException)) {
+                    // out of threads or memory: give the others a moment before the next client
+                    try {
+                        Thread.sleep(100);
+                    }
+                    catch (InterruptedException interrupted) {
+                        return;
+                    }
+                }
             }
+        }
+    }
+
+    private ScheduledExecutorService newTimer()
+    {
+        if (handshakeTimeoutMillis == 0 && replyTimeoutMillis == 0) {
+            return null;
+        }
+        return Executors.newSingleThreadScheduledExecutor(runnable -> {
+            Thread thread = new Thread(runnable, "nbd-timer");
+            thread.setDaemon(true);
+            timerThreads.add(thread);
+            return thread;
+        });
+    }
+
+    private void runAndEnd(NbdConnection connection)
+    {
+        try {
+            connection.run();
+        }
+        finally {
+            ended.countDown();
         }
     }
 
@@ -383,6 +641,35 @@ public final class NbdServer
         }
         catch (NumberFormatException | ArithmeticException e) {
             throw new IllegalArgumentException("nbd option " + key + " is not a size: " + value);
+        }
+    }
+
+    /** A count or time; 0 allowed (meaning "no limit" where the option says so). */
+    static long parseCount(Map<String, String> options, String key, long defaultValue)
+    {
+        String value = options.get(key);
+        if (value == null) {
+            return defaultValue;
+        }
+        try {
+            long number = Long.parseLong(value.trim());
+            if (number < 0) {
+                throw new IllegalArgumentException("nbd option " + key + " must not be negative: " + value);
+            }
+            return number;
+        }
+        catch (NumberFormatException e) {
+            throw new IllegalArgumentException("nbd option " + key + " is not a number: " + value);
+        }
+    }
+
+    private static void awaitQuietly(ExecutorService executor)
+    {
+        try {
+            executor.awaitTermination(1, TimeUnit.MINUTES);
+        }
+        catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         }
     }
 

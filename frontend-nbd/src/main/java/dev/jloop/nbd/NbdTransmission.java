@@ -3,7 +3,9 @@ package dev.jloop.nbd;
 import dev.jloop.api.Bio;
 import dev.jloop.api.BioEndIo;
 import dev.jloop.api.BlockDevice;
+import dev.jloop.api.ExtentSink;
 import dev.jloop.api.IovIter;
+import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.PagePool;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -15,33 +17,58 @@ import java.util.concurrent.Semaphore;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
+import static dev.jloop.nbd.NbdProtocol.BASE_ALLOCATION_ID;
+import static dev.jloop.nbd.NbdProtocol.CHUNK_HEADER_SIZE;
+import static dev.jloop.nbd.NbdProtocol.CMD_BLOCK_STATUS;
+import static dev.jloop.nbd.NbdProtocol.CMD_CACHE;
 import static dev.jloop.nbd.NbdProtocol.CMD_DISC;
+import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_DF;
+import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FAST_ZERO;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FUA;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_NO_HOLE;
+import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_REQ_ONE;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLUSH;
 import static dev.jloop.nbd.NbdProtocol.CMD_READ;
 import static dev.jloop.nbd.NbdProtocol.CMD_TRIM;
 import static dev.jloop.nbd.NbdProtocol.CMD_WRITE;
 import static dev.jloop.nbd.NbdProtocol.CMD_WRITE_ZEROES;
 import static dev.jloop.nbd.NbdProtocol.FLAG_READ_ONLY;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_CACHE;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FAST_ZERO;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FLUSH;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FUA;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_TRIM;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_WRITE_ZEROES;
 import static dev.jloop.nbd.NbdProtocol.NBD_EINVAL;
+import static dev.jloop.nbd.NbdProtocol.NBD_EIO;
 import static dev.jloop.nbd.NbdProtocol.NBD_ENOMEM;
+import static dev.jloop.nbd.NbdProtocol.NBD_ENOSPC;
 import static dev.jloop.nbd.NbdProtocol.NBD_EPERM;
+import static dev.jloop.nbd.NbdProtocol.REPLY_FLAG_DONE;
+import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_BLOCK_STATUS;
 import static dev.jloop.nbd.NbdProtocol.REQUEST_MAGIC;
 import static dev.jloop.nbd.NbdProtocol.REQUEST_SIZE;
+import static dev.jloop.nbd.NbdProtocol.STATE_HOLE;
+import static dev.jloop.nbd.NbdProtocol.STATE_ZERO;
+import static dev.jloop.nbd.NbdProtocol.STRUCTURED_REPLY_MAGIC;
 import static java.util.Objects.requireNonNull;
 
 /**
- * The transmission phase of one connection, with simple replies: the reader side (this thread)
- * parses requests, turns them into bios and submits them, without waiting for earlier ones; replies
- * go out through the {@link NbdReplyWriter} in completion order. Requests that complete inside the
- * reader's own submission (page-cache hits, backends that answer at once) are collected and, at the
- * reader's next unplug, sent by the reader itself in one gathering write when they are few (no thread
- * hand-off), or handed to the writer in one go when they are many (written while the reader parses on).
+ * The transmission phase of one connection: the reader side (this thread) parses requests, turns
+ * them into bios and submits them, without waiting for earlier ones; replies go out through the
+ * {@link NbdReplyWriter} in completion order. Replies made inside the reader's own work (refusals,
+ * BLOCK_STATUS, requests that complete inside its submission: page-cache hits, backends that answer
+ * at once) are collected and, at the reader's next unplug, sent by the reader itself in one gathering
+ * write when they are few (no thread hand-off), or handed to the writer in one go when they are many
+ * (written while the reader parses on). Simple and structured replies take either way alike.
+ *
+ * <p>Structured replies, once negotiated, answer READ and BLOCK_STATUS (other commands keep simple
+ * replies, as the spec allows). A READ of at least {@link #HOLE_MIN} bytes asks the device for its
+ * extents first: holes of at least {@code HOLE_MIN} become OFFSET_HOLE chunks that are neither read
+ * nor sent, the rest OFFSET_DATA chunks read by one bio each; a read wholly inside a hole is one
+ * OFFSET_HOLE chunk and touches no page. With NBD_CMD_FLAG_DF a read that is not a single hole is
+ * one data chunk. BLOCK_STATUS ({@code base:allocation}) is answered from the device's extents
+ * on this thread, at most {@link NbdRequest#MAX_EXTENTS} extents (one with REQ_ONE).
  *
  * <p>The reader holds the device's plug while it works through requests already in its input
  * buffer, and drops it before anything that may block (a socket read, waiting for budget or pages),
@@ -69,10 +96,19 @@ final class NbdTransmission
      * so that it is written while the reader parses the next requests.
      */
     private static final int DIRECT_REPLIES = 4;
+    /**
+     * Smallest hole a structured READ skips, and smallest READ that asks for extents: below this a
+     * separate chunk and bio cost more than sending the zeros.
+     */
+    static final int HOLE_MIN = 32 << 10;
 
     private final NbdChannel channel;
     private final BlockDevice device;
     private final int transmissionFlags;
+    private final boolean structuredReplies;
+    private final boolean baseAllocation;
+    private final ReadPlanner readPlanner = new ReadPlanner();
+    private final StatusCollector statusCollector = new StatusCollector();
     private final PagePool pagePool;
     private final int maxInflightBytes;
     private final int maxInflightRequests;
@@ -98,6 +134,8 @@ final class NbdTransmission
             NbdChannel channel,
             BlockDevice device,
             int transmissionFlags,
+            boolean structuredReplies,
+            boolean baseAllocation,
             PagePool pagePool,
             int maxInflightBytes,
             int maxInflightRequests,
@@ -106,12 +144,19 @@ final class NbdTransmission
         this.channel = requireNonNull(channel, "channel is null");
         this.device = requireNonNull(device, "device is null");
         this.transmissionFlags = transmissionFlags;
+        this.structuredReplies = structuredReplies;
+        this.baseAllocation = baseAllocation && structuredReplies;
         this.pagePool = requireNonNull(pagePool, "pagePool is null");
         this.maxInflightBytes = maxInflightBytes;
         this.maxInflightRequests = maxInflightRequests;
         this.peer = requireNonNull(peer, "peer is null");
         this.inflightBytes = new Semaphore(maxInflightBytes);
         this.writer = new NbdReplyWriter(channel, this, peer);
+    }
+
+    NbdReplyWriter writer()
+    {
+        return writer;
     }
 
     /**
@@ -175,12 +220,14 @@ final class NbdTransmission
         }
     }
 
-    /** Hands the request to the device, or its error reply to the writer. */
+    /** Hands the request to the device, or answers it at once. */
     private void start(NbdRequest request, int flags, long offset)
             throws IOException
     {
         int type = request.type;
         long length = request.length;
+        request.offset = offset;
+        request.structured = structuredReplies && (type == CMD_READ || type == CMD_BLOCK_STATUS);
         int error = validate(flags, type, offset, length);
         if (error != 0) {
             log.debug("{}: {} offset={} length={} flags=0x{} refused with NBD error {}",
@@ -189,23 +236,32 @@ final class NbdTransmission
                 skip(length);
             }
             request.error = error;
-            writer.queue(request);
+            reply(request);
+            return;
+        }
+        if (type == CMD_BLOCK_STATUS) {
+            blockStatus(request, flags);
+            reply(request);
             return;
         }
         if (length == 0 && type != CMD_FLUSH) {
             // Nothing to do, and a zero-length bio is not something devices need to handle.
-            writer.queue(request);
+            reply(request);
+            return;
+        }
+        if (type == CMD_READ && structuredReplies) {
+            startStructuredRead(request, (flags & CMD_FLAG_DF) != 0);
             return;
         }
         switch (type) {
             case CMD_READ:
             case CMD_WRITE:
-                if (!allocatePages(request)) {
+                if (!allocatePages(request, length)) {
                     if (type == CMD_WRITE) {
                         skip(length);
                     }
                     request.error = NBD_ENOMEM;
-                    writer.queue(request);
+                    reply(request);
                     return;
                 }
                 if (type == CMD_WRITE) {
@@ -230,6 +286,9 @@ final class NbdTransmission
             case CMD_WRITE_ZEROES:
                 request.bio.init(Bio.Op.WRITE_ZEROES, offset, length, bioFlags(flags), null);
                 break;
+            case CMD_CACHE:
+                request.bio.init(Bio.Op.CACHE, offset, length, 0, null);
+                break;
             default:
                 throw new AssertionError("validated command " + type);
         }
@@ -244,7 +303,7 @@ final class NbdTransmission
         int neededTransmissionFlag;
         switch (type) {
             case CMD_READ:
-                allowedFlags = 0;
+                allowedFlags = structuredReplies ? CMD_FLAG_DF : 0;
                 neededTransmissionFlag = 0;
                 break;
             case CMD_WRITE:
@@ -260,11 +319,24 @@ final class NbdTransmission
                 neededTransmissionFlag = FLAG_SEND_TRIM;
                 break;
             case CMD_WRITE_ZEROES:
-                allowedFlags = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE;
+                allowedFlags = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE
+                        | ((transmissionFlags & FLAG_SEND_FAST_ZERO) != 0 ? CMD_FLAG_FAST_ZERO : 0);
                 neededTransmissionFlag = FLAG_SEND_WRITE_ZEROES;
                 break;
+            case CMD_CACHE:
+                allowedFlags = 0;
+                neededTransmissionFlag = FLAG_SEND_CACHE;
+                break;
+            case CMD_BLOCK_STATUS:
+                if (!baseAllocation) {
+                    // The spec: BLOCK_STATUS without a selected metadata context SHOULD get EINVAL.
+                    return NBD_EINVAL;
+                }
+                allowedFlags = CMD_FLAG_REQ_ONE;
+                neededTransmissionFlag = 0;
+                break;
             default:
-                // CACHE, BLOCK_STATUS and the rest are not advertised: the spec's answer is EINVAL.
+                // RESIZE and the rest are not advertised: the spec's answer is EINVAL.
                 return NBD_EINVAL;
         }
         if ((flags & ~allowedFlags) != 0) {
@@ -286,10 +358,17 @@ final class NbdTransmission
         if ((type == CMD_READ || type == CMD_WRITE) && length > MAX_REQUEST_LENGTH) {
             return NBD_EINVAL;
         }
+        if (type == CMD_BLOCK_STATUS && length == 0) {
+            return NBD_EINVAL;
+        }
         // offset is unsigned on the wire: negative here means past 2^63, beyond any device
         long size = device.size();
-        if (offset < 0 || offset > size || length > size - offset) {
+        if (offset < 0) {
             return NBD_EINVAL;
+        }
+        if (offset > size || length > size - offset) {
+            // The spec: a write that reaches past the end SHOULD get ENOSPC; other commands EINVAL.
+            return type == CMD_WRITE || type == CMD_WRITE_ZEROES ? NBD_ENOSPC : NBD_EINVAL;
         }
         return 0;
     }
@@ -302,6 +381,9 @@ final class NbdTransmission
         }
         if ((nbdFlags & CMD_FLAG_NO_HOLE) != 0) {
             flags |= Bio.REQ_NOUNMAP;
+        }
+        if ((nbdFlags & CMD_FLAG_FAST_ZERO) != 0) {
+            flags |= Bio.REQ_NOFALLBACK;
         }
         return flags;
     }
@@ -317,21 +399,239 @@ final class NbdTransmission
             device.submit(bio);
             return;
         }
-        request.error = NbdProtocol.nbdError(error);
-        if (Thread.currentThread() == reader) {
-            // Completed inside this thread's submit or unplug: answered in one go at the next unplug.
-            request.next = null;
-            if (completedTail == null) {
-                completedHead = request;
+        if (request.structured && request.type == CMD_READ) {
+            if (error != 0) {
+                request.chunkError[request.chunkOf(bio)] = error;
             }
-            else {
-                completedTail.next = request;
+            // The decrement publishes the error to whoever queues the reply.
+            if (request.pendingBios.decrementAndGet() == 0) {
+                reply(request);
             }
-            completedTail = request;
-            completedCount++;
             return;
         }
-        writer.queue(request);
+        request.error = NbdProtocol.nbdError(error);
+        reply(request);
+    }
+
+    /**
+     * The request's reply is ready: made by the reader thread (inside its own work, or a completion
+     * inside its submit or unplug), it is answered in one go at the reader's next unplug; from any
+     * other thread it goes to the writer.
+     */
+    private void reply(NbdRequest request)
+    {
+        if (Thread.currentThread() != reader) {
+            writer.queue(request);
+            return;
+        }
+        request.next = null;
+        if (completedTail == null) {
+            completedHead = request;
+        }
+        else {
+            completedTail.next = request;
+        }
+        completedTail = request;
+        completedCount++;
+    }
+
+    /**
+     * Plans the chunks of a structured READ from the device's extents, takes pages from the first
+     * data chunk to the end of the last, and submits one bio per data chunk. A read without data
+     * chunks goes to the writer at once.
+     */
+    private void startStructuredRead(NbdRequest request, boolean dontFragment)
+            throws IOException
+    {
+        long length = request.length;
+        if (length >= HOLE_MIN && device.capabilities().extents()) {
+            readPlanner.start(request);
+            long res = device.extents(request.offset, length, readPlanner);
+            long covered = res < 0 ? 0 : readPlanner.covered;
+            if (res < 0) {
+                // Extents are an optimisation: without them the read is plain data.
+                request.nrChunks = 0;
+            }
+            if (covered < length) {
+                request.addChunk(covered, length - covered, false);
+            }
+        }
+        else {
+            request.addChunk(0, length, false);
+        }
+        if (dontFragment && request.nrChunks > 1) {
+            request.nrChunks = 0;
+            request.addChunk(0, length, false);
+        }
+        int first = -1;
+        int last = -1;
+        int dataChunks = 0;
+        for (int k = 0; k < request.nrChunks; k++) {
+            if (!request.chunkHole[k]) {
+                if (first < 0) {
+                    first = k;
+                }
+                last = k;
+                dataChunks++;
+            }
+        }
+        if (dataChunks == 0) {
+            reply(request);
+            return;
+        }
+        long base = request.chunkOffset[first];
+        long span = request.chunkOffset[last] + request.chunkLength[last] - base;
+        if (!allocatePages(request, span)) {
+            request.error = NBD_ENOMEM;
+            reply(request);
+            return;
+        }
+        request.pageBase = base;
+        request.clearPageBuffers();
+        for (int k = first; k <= last; k++) {
+            if (request.chunkHole[k]) {
+                continue;
+            }
+            Bio bio = request.chunkBio(k);
+            BvecIter iter = request.chunkIters[k];
+            iter.reset(IovIter.Direction.DEST, request.pages, request.nrPages, span);
+            iter.advance(request.chunkOffset[k] - base);
+            iter.truncate(request.chunkLength[k]);
+            bio.init(Bio.Op.READ, request.offset + request.chunkOffset[k], request.chunkLength[k], 0, iter)
+                    .setEndIo(this, request);
+        }
+        request.pendingBios.set(dataChunks);
+        // Nothing of the request may be touched after its last bio is submitted: it may be recycled by then.
+        Bio[] bios = request.chunkBios;
+        boolean[] holes = request.chunkHole;
+        for (int k = first; k <= last; k++) {
+            if (!holes[k]) {
+                device.submit(bios[k]);
+            }
+        }
+    }
+
+    /** Answers BLOCK_STATUS for {@code base:allocation} into the request's status reply, or sets its error. */
+    private void blockStatus(NbdRequest request, int flags)
+    {
+        ByteBuffer reply = request.statusReply().clear();
+        reply.position(CHUNK_HEADER_SIZE + 4);
+        statusCollector.start(reply, (flags & CMD_FLAG_REQ_ONE) != 0 ? 1 : NbdRequest.MAX_EXTENTS, request.offset + request.length);
+        long res = device.extents(request.offset, request.length, statusCollector);
+        statusCollector.finish();
+        if (res < 0 || statusCollector.count == 0) {
+            request.error = res < 0 ? NbdProtocol.nbdError((int) res) : NBD_EIO;
+            return;
+        }
+        reply.putInt(0, STRUCTURED_REPLY_MAGIC)
+                .putShort(4, (short) REPLY_FLAG_DONE)
+                .putShort(6, (short) REPLY_TYPE_BLOCK_STATUS)
+                .putLong(8, request.cookie)
+                .putInt(16, reply.position() - CHUNK_HEADER_SIZE)
+                .putInt(CHUNK_HEADER_SIZE, BASE_ALLOCATION_ID);
+        reply.flip();
+    }
+
+    /** Turns extents into the chunks of a structured READ; reused by the reader thread. */
+    private static final class ReadPlanner
+            implements ExtentSink
+    {
+        private NbdRequest request;
+        long covered;
+
+        void start(NbdRequest request)
+        {
+            this.request = request;
+            this.covered = 0;
+            request.nrChunks = 0;
+        }
+
+        @Override
+        public boolean extent(long offset, long length, int type)
+        {
+            long relative = offset - request.offset;
+            length = Math.min(length, request.length - relative);
+            if (length <= 0) {
+                return false;
+            }
+            boolean hole = (type & ExtentSink.ZERO) != 0 && length >= HOLE_MIN;
+            int n = request.nrChunks;
+            if (n > 0 && request.chunkHole[n - 1] == hole) {
+                request.chunkLength[n - 1] += length;
+            }
+            else if (n >= NbdRequest.MAX_READ_CHUNKS - 1) {
+                // keep the last chunk for the rest, sent as data
+                return false;
+            }
+            else {
+                request.addChunk(relative, length, hole);
+            }
+            covered = relative + length;
+            return true;
+        }
+    }
+
+    /** Collects {@code base:allocation} extents into a BLOCK_STATUS chunk, merging equal neighbours. */
+    private static final class StatusCollector
+            implements ExtentSink
+    {
+        private ByteBuffer reply;
+        private int max;
+        private long end;
+        int count;
+        private long pendingLength;
+        private int pendingFlags;
+
+        void start(ByteBuffer reply, int max, long end)
+        {
+            this.reply = reply;
+            this.max = max;
+            this.end = end;
+            this.count = 0;
+            this.pendingLength = 0;
+        }
+
+        @Override
+        public boolean extent(long offset, long length, int type)
+        {
+            // A backend reporting past the request is clipped: no extent may reach beyond it.
+            length = Math.min(length, end - offset);
+            if (length <= 0) {
+                return false;
+            }
+            // ExtentSink's HOLE and ZERO are NBD_STATE_HOLE and NBD_STATE_ZERO
+            int flags = type & (STATE_HOLE | STATE_ZERO);
+            if (pendingLength > 0 && flags == pendingFlags) {
+                // lengths sum to at most the request's u32 length
+                pendingLength += length;
+                return true;
+            }
+            if (pendingLength > 0) {
+                emit();
+                if (count == max) {
+                    pendingLength = 0;
+                    return false;
+                }
+            }
+            pendingLength = length;
+            pendingFlags = flags;
+            return true;
+        }
+
+        void finish()
+        {
+            if (pendingLength > 0 && count < max) {
+                emit();
+            }
+            pendingLength = 0;
+            reply = null;
+        }
+
+        private void emit()
+        {
+            reply.putInt((int) pendingLength).putInt(pendingFlags);
+            count++;
+        }
     }
 
     /** Returns a request whose reply has been sent or dropped: pages, budget, then the request itself. */
@@ -403,11 +703,10 @@ final class NbdTransmission
         }
     }
 
-    /** Takes budget and pages for a READ or WRITE; false when the page pool can never hold it. */
-    private boolean allocatePages(NbdRequest request)
+    /** Takes budget and pages of {@code length} bytes for a READ or WRITE; false when the page pool can never hold it. */
+    private boolean allocatePages(NbdRequest request, long length)
             throws IOException
     {
-        long length = request.length;
         if (length > pagePool.capacity()) {
             return false;
         }

@@ -40,7 +40,7 @@ final class MemoryBlockDevice
 
     static Capabilities allCapabilities()
     {
-        return Capabilities.builder().flush(true).nativeFua(true).trim(true).zero(true).multiConn(true).build();
+        return Capabilities.builder().flush(true).nativeFua(true).trim(true).zero(true).multiConn(true).extents(true).cache(true).build();
     }
 
     /** Fails every following request with {@code -errno} (0 to succeed again). */
@@ -102,6 +102,36 @@ final class MemoryBlockDevice
     public Capabilities capabilities()
     {
         return capabilities;
+    }
+
+    /** Chunks never written, or discarded, are holes that read as zeros; written ones are data. */
+    @Override
+    public synchronized long extents(long offset, long length, dev.jloop.api.ExtentSink sink)
+    {
+        if (!capabilities.extents()) {
+            return BlockDevice.super.extents(offset, length, sink);
+        }
+        if (offset < 0 || length < 0 || offset > size || length > size - offset) {
+            return -dev.jloop.api.Errno.EINVAL;
+        }
+        log.add("EXTENTS " + offset + " " + length);
+        if (error != 0) {
+            return -error;
+        }
+        long pos = offset;
+        long end = offset + length;
+        while (pos < end) {
+            boolean data = chunks.containsKey(pos / CHUNK);
+            long next = Math.min(end, (pos / CHUNK + 1) * CHUNK);
+            while (next < end && chunks.containsKey(next / CHUNK) == data) {
+                next = Math.min(end, next + CHUNK);
+            }
+            if (!sink.extent(pos, next - pos, data ? dev.jloop.api.ExtentSink.DATA : dev.jloop.api.ExtentSink.HOLE | dev.jloop.api.ExtentSink.ZERO)) {
+                return 0;
+            }
+            pos = next;
+        }
+        return 0;
     }
 
     @Override
@@ -178,7 +208,13 @@ final class MemoryBlockDevice
                 break;
             }
             case DISCARD:
+                zero(bio.offset(), bio.length());
+                break;
             case WRITE_ZEROES:
+                if (bio.noFallback() && !capabilities.zero()) {
+                    bio.endIo(-dev.jloop.api.Errno.EOPNOTSUPP);
+                    return;
+                }
                 zero(bio.offset(), bio.length());
                 break;
             case FLUSH:
@@ -197,6 +233,10 @@ final class MemoryBlockDevice
             byte[] chunk = chunks.get(position / CHUNK);
             if (chunk != null) {
                 java.util.Arrays.fill(chunk, inChunk, inChunk + n, (byte) 0);
+                if (n == CHUNK) {
+                    // a whole chunk zeroed becomes a hole again, as a punched one would
+                    chunks.remove(position / CHUNK);
+                }
             }
             done += n;
         }

@@ -37,11 +37,26 @@ final class NbdTestClient
 
     record Reply(int error, long cookie) {}
 
+    /** One structured reply chunk, its payload whole. */
+    record Chunk(int flags, int type, long cookie, byte[] data)
+    {
+        ByteBuffer buffer()
+        {
+            return ByteBuffer.wrap(data);
+        }
+
+        boolean done()
+        {
+            return (flags & NbdProtocol.REPLY_FLAG_DONE) != 0;
+        }
+    }
+
     private final SocketChannel channel;
     private final DataInputStream in;
     private final DataOutputStream out;
     long exportSize;
     int transmissionFlags;
+    final java.util.Map<String, Integer> metaContexts = new java.util.HashMap<>();
 
     NbdTestClient(SocketAddress address)
             throws IOException
@@ -73,6 +88,144 @@ final class NbdTestClient
                 client.exportSize = data.getLong();
                 client.transmissionFlags = Short.toUnsignedInt(data.getShort());
             }
+        }
+    }
+
+    /**
+     * Connects with structured replies and, when {@code contexts} are given, SET_META_CONTEXT for
+     * them, then NBD_OPT_GO. {@link #metaContexts} holds what the server selected.
+     */
+    static NbdTestClient openStructured(SocketAddress address, String export, String... contexts)
+            throws IOException
+    {
+        NbdTestClient client = new NbdTestClient(address);
+        client.readGreeting();
+        client.sendClientFlags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+        client.sendOption(NbdProtocol.OPT_STRUCTURED_REPLY, new byte[0]);
+        OptionReply structured = client.readOptionReply();
+        if (structured.type() != REP_ACK) {
+            client.close();
+            throw new IOException("NBD_OPT_STRUCTURED_REPLY refused: " + Integer.toHexString(structured.type()));
+        }
+        if (contexts.length > 0) {
+            client.sendOption(NbdProtocol.OPT_SET_META_CONTEXT, metaContextRequest(export, contexts));
+            OptionReply reply;
+            while ((reply = client.readOptionReply()).type() == NbdProtocol.REP_META_CONTEXT) {
+                ByteBuffer data = reply.buffer();
+                int id = data.getInt();
+                client.metaContexts.put(StandardCharsets.UTF_8.decode(data).toString(), id);
+            }
+            if (reply.type() != REP_ACK) {
+                client.close();
+                throw new IOException("NBD_OPT_SET_META_CONTEXT failed: " + Integer.toHexString(reply.type()));
+            }
+        }
+        client.sendOption(OPT_GO, infoRequest(export));
+        while (true) {
+            OptionReply reply = client.readOptionReply();
+            if (reply.type() == REP_ACK) {
+                return client;
+            }
+            if (reply.type() != REP_INFO) {
+                client.close();
+                throw new IOException("NBD_OPT_GO failed with reply type " + Integer.toHexString(reply.type()));
+            }
+            ByteBuffer data = reply.buffer();
+            if (data.getShort() == NbdProtocol.INFO_EXPORT) {
+                client.exportSize = data.getLong();
+                client.transmissionFlags = Short.toUnsignedInt(data.getShort());
+            }
+        }
+    }
+
+    static byte[] metaContextRequest(String export, String... queries)
+    {
+        byte[] name = export.getBytes(StandardCharsets.UTF_8);
+        int length = 4 + name.length + 4;
+        for (String query : queries) {
+            length += 4 + query.getBytes(StandardCharsets.UTF_8).length;
+        }
+        ByteBuffer data = ByteBuffer.allocate(length).putInt(name.length).put(name).putInt(queries.length);
+        for (String query : queries) {
+            byte[] bytes = query.getBytes(StandardCharsets.UTF_8);
+            data.putInt(bytes.length).put(bytes);
+        }
+        return data.array();
+    }
+
+    Chunk readChunk()
+            throws IOException
+    {
+        int magic = in.readInt();
+        if (magic != NbdProtocol.STRUCTURED_REPLY_MAGIC) {
+            throw new IOException("bad structured reply magic " + Integer.toHexString(magic));
+        }
+        int flags = in.readUnsignedShort();
+        int type = in.readUnsignedShort();
+        long cookie = in.readLong();
+        int length = in.readInt();
+        byte[] data = new byte[length];
+        in.readFully(data);
+        return new Chunk(flags, type, cookie, data);
+    }
+
+    /** The chunks of one reply, up to and including the one flagged DONE. */
+    java.util.List<Chunk> readChunks()
+            throws IOException
+    {
+        java.util.List<Chunk> chunks = new java.util.ArrayList<>();
+        Chunk chunk;
+        do {
+            chunk = readChunk();
+            chunks.add(chunk);
+        }
+        while (!chunk.done());
+        return chunks;
+    }
+
+    /** Rebuilds the data of a structured READ reply from its chunks; fails on gaps, overlaps or errors. */
+    static byte[] assemble(java.util.List<Chunk> chunks, long offset, int length)
+            throws IOException
+    {
+        byte[] data = new byte[length];
+        boolean[] seen = new boolean[length];
+        for (Chunk chunk : chunks) {
+            ByteBuffer b = chunk.buffer();
+            switch (chunk.type()) {
+                case NbdProtocol.REPLY_TYPE_OFFSET_DATA: {
+                    int at = (int) (b.getLong() - offset);
+                    int n = b.remaining();
+                    b.get(data, at, n);
+                    mark(seen, at, n);
+                    break;
+                }
+                case NbdProtocol.REPLY_TYPE_OFFSET_HOLE: {
+                    int at = (int) (b.getLong() - offset);
+                    mark(seen, at, b.getInt());
+                    break;
+                }
+                case NbdProtocol.REPLY_TYPE_NONE:
+                    break;
+                default:
+                    throw new IOException("chunk of type " + chunk.type() + " in a READ reply");
+            }
+        }
+        for (int i = 0; i < length; i++) {
+            if (!seen[i]) {
+                throw new IOException("byte " + i + " of the read is in no chunk");
+            }
+        }
+        return data;
+    }
+
+    private static void mark(boolean[] seen, int at, int n)
+            throws IOException
+    {
+        for (int i = at; i < at + n; i++) {
+            if (seen[i]) {
+                throw new IOException("chunks overlap at byte " + i);
+            }
+            seen[i] = true;
         }
     }
 

@@ -48,7 +48,7 @@ class TestNbdHandshake
         extends AbstractNbdServerTest
 {
     private static final int ALL_FLAGS = FLAG_HAS_FLAGS | FLAG_SEND_FLUSH | FLAG_SEND_FUA | FLAG_SEND_TRIM
-            | FLAG_SEND_WRITE_ZEROES | FLAG_CAN_MULTI_CONN;
+            | FLAG_SEND_WRITE_ZEROES | FLAG_CAN_MULTI_CONN | NbdProtocol.FLAG_SEND_FAST_ZERO | NbdProtocol.FLAG_SEND_CACHE;
 
     @BeforeEach
     void start()
@@ -258,12 +258,15 @@ class TestNbdHandshake
             throws IOException
     {
         try (NbdTestClient client = negotiating()) {
-            for (int option : new int[] {99, OPT_STRUCTURED_REPLY, OPT_STARTTLS, 4}) {
+            for (int option : new int[] {99, OPT_STARTTLS, 4, 11}) {
                 client.sendOption(option, new byte[3]);
                 NbdTestClient.OptionReply reply = client.readOptionReply();
                 assertEquals(option, reply.option());
                 assertEquals(REP_ERR_UNSUP, reply.type());
             }
+            // known, but it takes no data
+            client.sendOption(OPT_STRUCTURED_REPLY, new byte[3]);
+            assertEquals(NbdProtocol.REP_ERR_INVALID, client.readOptionReply().type());
             client.sendOption(OPT_GO, NbdTestClient.infoRequest("disk"));
             assertEquals(REP_ACK, repliesUpToAck(client).get(1).type());
             assertServes(client, disk);

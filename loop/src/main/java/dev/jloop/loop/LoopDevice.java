@@ -6,6 +6,7 @@ import dev.jloop.api.Bio;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
+import dev.jloop.api.ExtentSink;
 import dev.jloop.api.Fallocate;
 import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
@@ -49,7 +50,13 @@ import static java.util.Objects.requireNonNull;
  * <li>DISCARD punches a hole (size kept) where the backend can; it is advisory, so a file system
  *     that cannot punch holes still completes it successfully.</li>
  * <li>WRITE_ZEROES punches a hole, or with {@link Bio#REQ_NOUNMAP} zeroes the range in place
- *     ({@code FALLOC_FL_ZERO_RANGE}); where fallocate is unsupported it writes zeros.</li>
+ *     ({@code FALLOC_FL_ZERO_RANGE}); where fallocate is unsupported it writes zeros, unless
+ *     {@link Bio#REQ_NOFALLBACK} asks it to fail with {@code -EOPNOTSUPP} instead.</li>
+ * <li>CACHE starts a read-ahead ({@link BackingFile#cache}) where the backend declares it, and
+ *     otherwise succeeds doing nothing: it is advisory.</li>
+ * <li>{@link #extents} asks the backing file (SEEK_DATA/SEEK_HOLE) where it declares extents. All
+ *     exports' connections share this one device and file, so a FLUSH from any of them covers the
+ *     writes completed on all of them (what NBD's multi-conn needs).</li>
  * <li>Short reads and writes are resubmitted for the rest; a read past end of file reads zeros.</li>
  * </ul>
  *
@@ -140,6 +147,25 @@ public final class LoopDevice
     }
 
     @Override
+    public long extents(long offset, long length, ExtentSink sink)
+    {
+        if (closed) {
+            return -Errno.ESHUTDOWN;
+        }
+        if (offset < 0 || length < 0 || offset > size || length > size - offset) {
+            return -Errno.EINVAL;
+        }
+        if (length == 0) {
+            return 0;
+        }
+        if (!capabilities.extents()) {
+            sink.extent(offset, length, ExtentSink.DATA);
+            return 0;
+        }
+        return file.extents(offset, length, sink);
+    }
+
+    @Override
     public void registerMemory(List<ByteBuffer> regions)
     {
         file.registerMemory(regions);
@@ -177,7 +203,7 @@ public final class LoopDevice
         if ((op == Bio.Op.READ || op == Bio.Op.WRITE) && (bio.iter() == null || bio.iter().count() != length)) {
             return -Errno.EINVAL;
         }
-        if (op != Bio.Op.READ && capabilities.readOnly()) {
+        if (op != Bio.Op.READ && op != Bio.Op.CACHE && capabilities.readOnly()) {
             return -Errno.EPERM;
         }
         return 0;
@@ -227,12 +253,22 @@ public final class LoopDevice
                     return;
                 }
                 if (!capabilities.zero()) {
+                    if (bio.noFallback()) {
+                        finish(kiocb, bio, -Errno.EOPNOTSUPP);
+                        return;
+                    }
                     writeZeros(kiocb, bio, bio.offset());
                     return;
                 }
                 int mode = bio.noUnmap() ? Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE : Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE;
                 kiocb.initFallocate(file, mode, bio.offset(), bio.length());
                 break;
+            case CACHE: {
+                long res = capabilities.cache() && bio.length() > 0 ? file.cache(bio.offset(), bio.length()) : 0;
+                // Advisory: a file system that cannot read ahead has still done all that was asked.
+                finish(kiocb, bio, res == -Errno.EOPNOTSUPP || res == -Errno.ENOSYS ? 0 : (int) res);
+                return;
+            }
             default:
                 finish(kiocb, bio, -Errno.EINVAL);
                 return;
@@ -285,6 +321,10 @@ public final class LoopDevice
             case FALLOCATE:
                 if (res == -Errno.EOPNOTSUPP) {
                     if (bio.op() == Bio.Op.WRITE_ZEROES) {
+                        if (bio.noFallback()) {
+                            finish(kiocb, bio, -Errno.EOPNOTSUPP);
+                            return;
+                        }
                         writeZeros(kiocb, bio, bio.offset());
                         return;
                     }

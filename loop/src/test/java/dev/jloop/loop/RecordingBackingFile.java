@@ -93,6 +93,13 @@ final class RecordingBackingFile
     }
 
     @Override
+    public long cache(long offset, long length)
+    {
+        enter("cache " + offset + "+" + length);
+        return exit(delegate.cache(offset, length));
+    }
+
+    @Override
     public long size()
     {
         return delegate.size();

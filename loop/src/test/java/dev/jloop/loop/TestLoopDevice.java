@@ -261,6 +261,58 @@ class TestLoopDevice
     }
 
     @Test
+    void fastZeroFailsInsteadOfWritingZeros()
+            throws Exception
+    {
+        RecordingBackingFile file = new RecordingBackingFile(new MemoryBackingFile(SIZE), PARALLEL, true);
+        LoopDevice device = device(file);
+        byte[] data = random(8192, 6);
+        assertEquals(0, write(device, 0, data, 0));
+        file.ops.clear();
+        assertEquals(-Errno.EOPNOTSUPP, run(device, Bio.Op.WRITE_ZEROES, 0, 8192, Bio.REQ_NOFALLBACK | Bio.REQ_NOUNMAP, null));
+        assertEquals(List.of("fallocate " + (Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE) + " 0+8192"), file.ops);
+        assertArrayEquals(data, read(device, 0, 8192), "a failed fast zero changes nothing");
+
+        // a backend that cannot zero at all fails fast without trying
+        RecordingBackingFile noZero = file(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().zero(false).build());
+        assertEquals(-Errno.EOPNOTSUPP, run(device(noZero), Bio.Op.WRITE_ZEROES, 0, 4096, Bio.REQ_NOFALLBACK, null));
+        assertEquals(List.of(), noZero.ops);
+    }
+
+    @Test
+    void cacheReadsAheadWhereDeclaredAndIsAdvisoryElsewhere()
+            throws Exception
+    {
+        RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().cache(true).readOnly(true).build());
+        assertEquals(0, run(device(file), Bio.Op.CACHE, 4096, 1 << 20, 0, null));
+        assertEquals(List.of("cache 4096+1048576"), file.ops, "read-ahead is allowed on a read-only device");
+
+        RecordingBackingFile without = file(new MemoryBackingFile(SIZE), PARALLEL);
+        LoopDevice device = device(without);
+        assertEquals(0, run(device, Bio.Op.CACHE, 0, 4096, 0, null));
+        assertEquals(-Errno.EINVAL, run(device, Bio.Op.CACHE, SIZE, 1, 0, null));
+        assertEquals(List.of(), without.ops);
+    }
+
+    @Test
+    void extentsComeFromTheFileWhereDeclared()
+            throws Exception
+    {
+        LoopDevice device = device(file(new MemoryBackingFile(SIZE), PARALLEL));
+        assertEquals(0, write(device, 1 << 20, random(8192, 7), 0));
+        List<String> extents = new ArrayList<>();
+        assertEquals(0, device.extents(0, 4 << 20, (offset, length, type) -> extents.add(offset + "+" + length + ":" + type)));
+        int hole = dev.jloop.api.ExtentSink.HOLE | dev.jloop.api.ExtentSink.ZERO;
+        assertEquals(List.of("0+1048576:" + hole, "1048576+8192:0", "1056768+3137536:" + hole), extents);
+        assertEquals(-Errno.EINVAL, device.extents(SIZE - 1, 2, (offset, length, type) -> true));
+
+        LoopDevice blind = device(file(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().extents(false).build()));
+        List<String> all = new ArrayList<>();
+        assertEquals(0, blind.extents(10, 100, (offset, length, type) -> all.add(offset + "+" + length + ":" + type)));
+        assertEquals(List.of("10+100:0"), all, "a file that cannot tell is all data");
+    }
+
+    @Test
     void serialBackendRunsOneRequestAtATimeOnOneWorker()
             throws Exception
     {

@@ -33,6 +33,7 @@ public final class Posix
     public static final int POSIX_FADV_NORMAL = 0;
     public static final int POSIX_FADV_RANDOM = 1;
     public static final int POSIX_FADV_SEQUENTIAL = 2;
+    public static final int POSIX_FADV_WILLNEED = 3;
     public static final int POSIX_FADV_DONTNEED = 4;
 
     /** Errno values the backends test for that {@link dev.jloop.api.Errno} does not name. */

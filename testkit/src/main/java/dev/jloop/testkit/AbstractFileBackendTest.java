@@ -320,6 +320,13 @@ public abstract class AbstractFileBackendTest
             assertEquals(direct() ? BLOCK : 1, capabilities.logicalBlockSize());
             assertTrue(capabilities.flush() && capabilities.trim() && capabilities.zero() && capabilities.extents() && capabilities.multiConn());
             assertTrue(!capabilities.readOnly());
+            // read-ahead warms the page cache, which O_DIRECT does not use
+            assertEquals(!direct(), capabilities.cache());
+            assertEquals(0, file.cache(0, BLOCK * 9L), "read-ahead reaching past the end");
+            assertEquals(0, file.cache(BLOCK, 1), "read-ahead of a byte");
+        }
+        try (BackingFile readOnly = open(file(BLOCK, 2), true)) {
+            assertEquals(0, readOnly.cache(0, BLOCK), "read-ahead on a read-only file");
         }
     }
 

@@ -53,6 +53,7 @@ public final class SyncBackingFile
                 .zero(true)
                 .extents(true)
                 .multiConn(true)
+                .cache(!direct)
                 .threadModel(ThreadModel.SERIALIZE_REQUESTS)
                 .logicalBlockSize(direct ? BounceIo.DIRECT_BLOCK_SIZE : 1)
                 .build();
@@ -123,6 +124,16 @@ public final class SyncBackingFile
             return -Errno.EBADF;
         }
         return Extents.report(fdNumber, offset, length, sink);
+    }
+
+    /** Read-ahead through {@code posix_fadvise(WILLNEED)}; not serialised, it only starts reads. */
+    @Override
+    public long cache(long offset, long length)
+    {
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        return Posix.fadvise(fdNumber, offset, length, Posix.POSIX_FADV_WILLNEED);
     }
 
     @Override

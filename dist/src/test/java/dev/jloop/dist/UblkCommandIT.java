@@ -1,0 +1,125 @@
+package dev.jloop.dist;
+
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * {@code jloop serve --frontend ublk} where the kernel has no ublk driver (these build machines): the
+ * options are known and checked, and the user is told which module to load. The ublk frontend against
+ * a real driver is tested in a VM ({@code src/test/vm/ublk-scenario.sh}).
+ */
+class UblkCommandIT
+{
+    private Path dir;
+
+    @BeforeEach
+    void setUp()
+            throws Exception
+    {
+        Path base = Path.of("target", "it-tmp").toAbsolutePath();
+        Files.createDirectories(base);
+        dir = Files.createTempDirectory(base, "ublk");
+    }
+
+    @AfterEach
+    void tearDown()
+    {
+        Exec.run(30, "rm", "-rf", dir.toString());
+    }
+
+    private static Exec jloop(String... args)
+    {
+        return Exec.run(60, null, Map.of(), JloopProcess.command(args).toArray(String[]::new));
+    }
+
+    @Test
+    void helpListsTheUblkOptions()
+    {
+        Exec help = jloop("serve", "--help");
+        assertEquals(0, help.exitCode());
+        for (String option : List.of("ublk", "--queues", "--ublk-id", "--queue-depth")) {
+            assertTrue(help.stdout().contains(option), option + " missing from help:\n" + help.stdout());
+        }
+    }
+
+    @Test
+    void withoutTheDriverSaysWhichModuleToLoad()
+    {
+        assumeTrue(Files.notExists(Path.of("/dev/ublk-control")), "this kernel has ublk_drv loaded");
+        Exec result = jloop("serve", "--frontend", "ublk", "--backend", "sync", "--size", "1M", dir.resolve("a.img").toString());
+        assertOneLineError(result, "modprobe ublk_drv");
+        assertTrue(result.stderr().contains("Linux 6.0"), result.stderr());
+    }
+
+    @Test
+    void badUblkOptionsAreRefusedBeforeTheKernelIsAsked()
+    {
+        assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--queues", "0", "--size", "1M",
+                dir.resolve("a.img").toString()), "ublk queues must be from 1 to 4096: 0");
+        assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--ublk-id", "-2", "--size", "1M",
+                dir.resolve("a.img").toString()), "ublk device id must be 0 or more: -2");
+        assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--queue-depth", "5000", "--size", "1M",
+                dir.resolve("a.img").toString()), "ublk queue depth must be from 1 to 4096: 5000");
+    }
+
+    @Test
+    void ublkOptionsWithNbdAreRefusedAndQueueDepthStillWorks()
+            throws Exception
+    {
+        assertOneLineError(jloop("serve", "--backend", "sync", "--queues", "2", "--size", "1M", dir.resolve("a.img").toString()),
+                "--queues and --ublk-id apply to --frontend ublk only");
+        try (JloopProcess server = JloopProcess.serve(dir, "--backend", "sync", "--queue-depth", "8", "--listen", "127.0.0.1:0",
+                "--size", "1M", dir.resolve("b.img").toString())) {
+            assertTrue(server.uri().startsWith("nbd://127.0.0.1:"), server.uri());
+        }
+    }
+
+    @Test
+    void nbdOnlyOptionsAreRefusedWithUblkRatherThanIgnored()
+    {
+        String image = dir.resolve("a.img").toString();
+        List<List<String>> nbdOnly = List.of(
+                List.of("--tls-cert", "server-cert.pem"),
+                List.of("--tls-key", "server-key.pem"),
+                List.of("--tls-ca", "ca-cert.pem"),
+                List.of("--tls-certificates", "pki"),
+                List.of("--tls-verify-peer"),
+                List.of("--handshake-timeout", "30"),
+                List.of("--reply-timeout", "30"));
+        for (List<String> option : nbdOnly) {
+            List<String> args = new java.util.ArrayList<>(List.of("serve", "--frontend", "ublk", "--backend", "sync", "--size", "1M"));
+            args.addAll(option);
+            args.add(image);
+            assertOneLineError(jloop(args.toArray(String[]::new)), option.get(0) + " apply to --frontend nbd only");
+        }
+        assertTrue(Files.notExists(dir.resolve("a.img")), "nothing is created when an option is refused");
+    }
+
+    @Test
+    void socketActivationIsRefusedWithUblk()
+    {
+        // as systemd starts it: LISTEN_PID names the process bin/jloop becomes, descriptor 3 is the socket
+        List<String> command = new java.util.ArrayList<>(List.of("sh", "-c", "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$@\" 3</dev/null", "sh"));
+        command.addAll(JloopProcess.command("serve", "--frontend", "ublk", "--backend", "sync", "--size", "1M", dir.resolve("a.img").toString()));
+        Exec result = Exec.run(60, null, Map.of(), command.toArray(String[]::new));
+        assertOneLineError(result, "started by socket activation (LISTEN_FDS), but --frontend ublk serves no socket");
+    }
+
+    private static void assertOneLineError(Exec result, String expected)
+    {
+        assertEquals(1, result.exitCode(), result.stdout() + result.stderr());
+        List<String> lines = result.stderr().lines().toList();
+        assertEquals(1, lines.size(), "one line expected:\n" + result.stderr());
+        assertTrue(lines.get(0).startsWith("jloop: ") && lines.get(0).contains(expected), lines.get(0));
+    }
+}

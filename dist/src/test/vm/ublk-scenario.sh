@@ -1,0 +1,230 @@
+#!/bin/sh
+# Guest-side scenario for the ublk frontend: run as root inside a VM whose kernel has ublk_drv loaded
+# (Linux 6.12 recommended) and ext4 available (built in or loaded). Needs: mkfs.ext4, fsck.ext4, mount,
+# fio (libaio), blkdiscard, blockdev, sha256sum, cmp; setpriv for the non-root check (skipped without).
+# Under TCG a jloop start takes 10-60 s; JLOOP_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# shortens it a little. The whole scenario took 5-9 minutes on a loaded 2-core host.
+#
+#   ublk-scenario.sh JLOOP_HOME WORKDIR
+#
+# JLOOP_HOME is an unpacked distribution (bin/jloop, lib/); WORKDIR a writable scratch directory
+# (images are created there). Exits 0 when every check passed, non-zero with a "FAIL:" line on the
+# first mismatch. Checks, for each backend (sync, nio, io_uring):
+#   - ext4 on /dev/ublkbN: mkfs, mount, checksummed files, remount and verify, umount, fsck -fn
+#   - fio randrw with verify=crc32c at iodepth 32 on the raw device
+#   - blkdiscard and blkdiscard -z (zero-out) read back as zeros
+# then once: --ublk-id, --queues, --queue-depth, --read-only and --direct as the kernel sees them, a
+# taken id and a non-root user refused with a clear message;
+# SIGTERM while fio writes -> the device disappears, the server exits 0, and after a restart
+# (with --ublk-id) the data written before the last completed flush is intact; SIGTERM right after a
+# buffered dd -> its data is in the image; and SIGTERM with a
+# file system still mounted -> exit 0, the id is free again after the umount.
+set -u
+JLOOP_HOME=${1:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}
+: "${2:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}"
+# Images and the jloop copy live in guest RAM: WORKDIR may be the host's share (9p), slow for I/O.
+W=$(mktemp -d /tmp/ublk-scenario.XXXXXX) && chmod 755 "$W"    # the non-root check runs jloop from here
+J=$W/jloop/bin/jloop
+MNT=$W/mnt
+SIZE=${UBLK_SCENARIO_SIZE:-128M}
+PID=
+DEV=
+
+fail()
+{
+    echo "ublk-scenario: FAIL: $*" >&2
+    [ -f "$W/err.log" ] && tail -20 "$W/err.log" >&2
+    umount "$MNT" 2>/dev/null
+    [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+    exit 1
+}
+
+step()
+{
+    echo "ublk-scenario: [$(cut -d' ' -f1 /proc/uptime)s] $*"
+}
+
+# start_server IMAGE ARGS... : starts jloop, waits for its start line, sets PID and DEV
+start_server()
+{
+    image=$1
+    shift
+    : >"$W/out.log"
+    "$J" serve --frontend ublk "$@" "$image" >"$W/out.log" 2>"$W/err.log" &
+    PID=$!
+    i=0
+    while ! grep -q '^jloop: serving /dev/ublkb' "$W/out.log"; do
+        kill -0 "$PID" 2>/dev/null || { wait "$PID"; PID=; fail "jloop exited with $? before serving ($*)"; }
+        i=$((i + 1))
+        [ $i -lt 240 ] || fail "no start line after 120 s ($*)"
+        sleep 0.5
+    done
+    DEV=$(sed -n 's|^jloop: serving \(/dev/ublkb[0-9]*\):.*|\1|p' "$W/out.log")
+    [ -b "$DEV" ] || fail "start line names $DEV, which is not a block device"
+    step "serving $DEV ($*)"
+}
+
+# stop_server: SIGTERM, exit code 0, and no ublk device or character device left behind
+stop_server()
+{
+    id=${DEV#/dev/ublkb}
+    kill -TERM "$PID"
+    (sleep 90 && kill -KILL "$PID" 2>/dev/null) &
+    dog=$!
+    wait "$PID"
+    rc=$?
+    kill "$dog" 2>/dev/null
+    PID=
+    [ $rc -ne 137 ] || fail "jloop did not exit within 90 s of SIGTERM"
+    [ $rc -eq 0 ] || fail "jloop exited with $rc after SIGTERM"
+    i=0
+    while [ -e "$DEV" ] || [ -e "/dev/ublkc$id" ] || [ -e "/sys/class/ublk-char/ublkc$id" ]; do
+        i=$((i + 1))
+        [ $i -lt 20 ] || fail "$DEV or /dev/ublkc$id still present after the server exited"
+        sleep 0.5
+    done
+    step "stopped, $DEV gone"
+}
+
+# zeros DEV OFFSET_MIB LENGTH_MIB: fails unless that range reads back as zeros
+expect_zeros()
+{
+    dd if="$1" of="$W/range" bs=1M skip="$2" count="$3" iflag=direct 2>/dev/null || fail "reading $1 at ${2}M"
+    head -c "$(($3 * 1048576))" /dev/zero >"$W/zero"
+    cmp -s "$W/range" "$W/zero" || fail "$4: $1 at ${2}M+${3}M does not read back as zeros"
+}
+
+filesystem()
+{
+    mkfs.ext4 -q -F "$DEV" || fail "mkfs.ext4 $DEV"
+    mkdir -p "$MNT"
+    mount "$DEV" "$MNT" || fail "mount $DEV"
+    for n in 1 2 3 4 5 6; do
+        head -c $((n * 700000)) /dev/urandom >"$MNT/file$n" || fail "writing file$n"
+    done
+    mkdir -p "$MNT/dir" && cp "$MNT/file3" "$MNT/dir/copy"
+    (cd "$MNT" && sha256sum file* dir/copy >"$W/sums")
+    umount "$MNT" || fail "umount"
+    mount "$DEV" "$MNT" || fail "second mount"
+    (cd "$MNT" && sha256sum -c --quiet "$W/sums") || fail "checksums differ after remount"
+    umount "$MNT" || fail "second umount"
+    fsck.ext4 -fn "$DEV" >"$W/fsck.log" 2>&1 || { cat "$W/fsck.log"; fail "fsck.ext4 -fn $DEV"; }
+    step "ext4: files verified, fsck clean"
+}
+
+fio_verify()
+{
+    fio --name=ublk-verify --filename="$DEV" --ioengine=libaio --direct=1 --rw=randrw --bs=4k \
+        --iodepth=32 --size=32M --verify=crc32c --verify_fatal=1 --do_verify=1 --randrepeat=0 --eta=never \
+        --output="$W/fio.log" || { cat "$W/fio.log"; fail "fio randrw verify=crc32c on $DEV"; }
+    step "fio randrw crc32c verified"
+}
+
+discard_and_zero()
+{
+    dd if=/dev/urandom of="$DEV" bs=1M seek=4 count=8 oflag=direct conv=fsync 2>/dev/null || fail "pattern write"
+    blkdiscard -f -o $((4 * 1048576)) -l $((4 * 1048576)) "$DEV" || fail "blkdiscard"
+    expect_zeros "$DEV" 4 4 "blkdiscard"
+    blkdiscard -f -z -o $((8 * 1048576)) -l $((4 * 1048576)) "$DEV" || fail "blkdiscard -z"
+    expect_zeros "$DEV" 8 4 "zero-out"
+    step "discard and zero-out read back as zeros"
+}
+
+[ "$(id -u)" = 0 ] || fail "must run as root"
+[ -e /dev/ublk-control ] || modprobe ublk_drv
+[ -e /dev/ublk-control ] || fail "/dev/ublk-control is missing: modprobe ublk_drv"
+mkdir -p "$W" || fail "cannot create $W"
+[ -x "$JLOOP_HOME/bin/jloop" ] || fail "$JLOOP_HOME/bin/jloop is not executable"
+# A local copy: loading classes through a VM's shared file system (9p) costs many seconds per start.
+rm -rf "$W/jloop" && cp -r "$JLOOP_HOME" "$W/jloop" || fail "cannot copy $JLOOP_HOME to $W"
+grep -qw ext4 /proc/filesystems || modprobe ext4 2>/dev/null
+grep -qw ext4 /proc/filesystems || fail "the guest kernel has no ext4 (load the ext4 module first)"
+
+for backend in sync nio io_uring; do
+    rm -f "$W/$backend.img"
+    queues=1
+    [ $backend = io_uring ] && queues=2
+    start_server "$W/$backend.img" --backend $backend --size "$SIZE" --queues $queues
+    filesystem
+    fio_verify
+    discard_and_zero
+    stop_server
+done
+
+# Options and refusals: id, queues, depth, read-only, 4 KiB blocks under --direct; a taken id; not root
+rm -f "$W/opt.img"
+start_server "$W/opt.img" --backend io_uring --size 16M --ublk-id 3 --queues 2 --queue-depth 16 --read-only --direct
+[ "$DEV" = /dev/ublkb3 ] || fail "--ublk-id 3 gave $DEV"
+[ "$(blockdev --getro "$DEV")" = 1 ] || fail "--read-only: $DEV is not read-only"
+[ "$(blockdev --getss "$DEV")" = 4096 ] || fail "--direct: logical block size $(blockdev --getss "$DEV"), expected 4096"
+[ "$(cat /sys/block/ublkb3/mq/*/nr_tags 2>/dev/null | sort -u)" = 16 ] || fail "--queue-depth 16: nr_tags $(cat /sys/block/ublkb3/mq/*/nr_tags)"
+[ "$(ls /sys/block/ublkb3/mq | wc -l)" = 2 ] || fail "--queues 2: $(ls /sys/block/ublkb3/mq | wc -l) queues"
+dd if=/dev/zero of="$DEV" bs=4k count=1 oflag=direct 2>/dev/null && fail "a write to the read-only device succeeded"
+dd if="$DEV" of=/dev/null bs=1M iflag=direct 2>/dev/null || fail "reading the read-only device"
+KEEP_PID=$PID
+KEEP_DEV=$DEV
+"$J" serve --frontend ublk --backend sync --ublk-id 3 "$W/opt.img" >"$W/taken.out" 2>"$W/taken.err" &&
+    fail "a second server took ublk id 3"
+grep -q 'EEXIST.*--ublk-id' "$W/taken.err" || fail "taken id: unclear error: $(cat "$W/taken.err")"
+PID=$KEEP_PID
+DEV=$KEEP_DEV
+stop_server
+if command -v setpriv >/dev/null; then
+    chmod 644 "$W/opt.img"
+    setpriv --reuid=65534 --regid=65534 --clear-groups "$J" serve --frontend ublk --backend sync --read-only "$W/opt.img" \
+        >"$W/user.out" 2>"$W/user.err" && fail "a non-root user started a ublk device"
+    grep -q 'needs root' "$W/user.err" || fail "not root: unclear error: $(cat "$W/user.err")"
+fi
+step "options and refusals as expected"
+
+# SIGTERM while fio writes: flushed data survives, the device goes away, exit code 0
+rm -f "$W/term.img"
+start_server "$W/term.img" --backend nio --size 64M
+dd if=/dev/urandom of="$W/flushed" bs=1M count=8 2>/dev/null
+dd if="$W/flushed" of="$DEV" bs=1M count=4 oflag=direct conv=fsync 2>/dev/null || fail "writing the flushed range"
+fio --name=ublk-term --filename="$DEV" --ioengine=libaio --direct=1 --rw=randwrite --bs=64k --iodepth=32 \
+    --offset=16M --size=40M --time_based --runtime=60 --output="$W/fio-term.log" &
+FIO=$!
+sleep 3
+# the last flush completes while fio keeps 32 writes in flight
+dd if="$W/flushed" of="$DEV" bs=1M skip=4 seek=4 count=4 conv=fsync 2>/dev/null || fail "writing under load"
+kill -0 $FIO 2>/dev/null || fail "fio ended before SIGTERM"
+stop_server
+i=0
+while kill -0 $FIO 2>/dev/null; do
+    i=$((i + 1))
+    [ $i -lt 60 ] || { kill -KILL $FIO; fail "fio still runs 30 s after the device went away"; }
+    sleep 0.5
+done
+start_server "$W/term.img" --backend nio --ublk-id 0
+[ "$DEV" = /dev/ublkb0 ] || fail "--ublk-id 0 gave $DEV"
+dd if="$DEV" of="$W/readback" bs=1M count=8 iflag=direct 2>/dev/null || fail "reading back after restart"
+cmp -s "$W/flushed" "$W/readback" || fail "data flushed before SIGTERM differs after restart"
+stop_server
+step "SIGTERM under load: device gone, exit 0, flushed data intact"
+
+# SIGTERM right after a buffered write: what dd was told was written is in the file (the server
+# writes the page cache back before it removes the disk)
+rm -f "$W/buffered.img"
+start_server "$W/buffered.img" --backend sync --size 64M
+dd if=/dev/urandom of="$W/buffered" bs=1M count=32 2>/dev/null
+dd if="$W/buffered" of="$DEV" bs=1M count=32 2>/dev/null || fail "buffered write"
+stop_server
+cmp -s -n $((32 << 20)) "$W/buffered" "$W/buffered.img" || fail "data of a buffered write before SIGTERM is not in the file"
+step "SIGTERM after a buffered write: the page cache reached the file"
+
+# SIGTERM while a file system is still mounted: the server exits 0 all the same (the kernel keeps
+# the deleted device until the umount), and the id is free again afterwards
+rm -f "$W/mounted.img"
+start_server "$W/mounted.img" --backend sync --size 64M
+mkfs.ext4 -q -F "$DEV" || fail "mkfs.ext4 $DEV"
+mount "$DEV" "$MNT" || fail "mount $DEV"
+echo data >"$MNT/x" && sync
+stop_server
+umount "$MNT" 2>/dev/null || umount -l "$MNT" || fail "umount after the device went away"
+start_server "$W/mounted.img" --backend sync --ublk-id 0
+[ "$DEV" = /dev/ublkb0 ] || fail "id 0 not free after the umount: got $DEV"
+fsck.ext4 -fn "$DEV" >"$W/fsck.log" 2>&1 || { cat "$W/fsck.log"; fail "fsck.ext4 -fn after stopping under a mount"; }
+stop_server
+step "SIGTERM with a mounted file system: exit 0, id freed after umount"
+echo "ublk-scenario: PASS"

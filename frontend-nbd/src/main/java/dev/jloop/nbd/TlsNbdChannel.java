@@ -1,0 +1,334 @@
+package dev.jloop.nbd;
+
+import javax.net.ssl.SSLEngine;
+import javax.net.ssl.SSLEngineResult;
+import javax.net.ssl.SSLEngineResult.HandshakeStatus;
+import javax.net.ssl.SSLException;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.ClosedChannelException;
+import java.util.concurrent.locks.ReentrantLock;
+
+import static java.util.Objects.requireNonNull;
+
+/**
+ * An NBD connection after STARTTLS: a blocking {@link SSLEngine} over the plain channel, so it works
+ * on TCP, Unix sockets and pipes alike.
+ *
+ * <p>One thread reads while another writes, as {@link NbdChannel} allows: {@code unwrap} and the
+ * transport's reads happen under the read lock, {@code wrap} and the transport's writes under the
+ * write lock (SSLEngine lets the two run concurrently). When unwrapping asks for a wrap (a TLS 1.3
+ * KeyUpdate to answer) the reader takes the write lock too; the writer never takes the read lock,
+ * so the two cannot deadlock.
+ */
+final class TlsNbdChannel
+        implements NbdChannel
+{
+    private static final ByteBuffer EMPTY = ByteBuffer.allocate(0);
+    // Several TLS records per transport write: fewer system calls for large read replies.
+    private static final int RECORDS_PER_WRITE = 4;
+
+    private final NbdChannel transport;
+    private final SSLEngine engine;
+    private final ReentrantLock readLock = new ReentrantLock();
+    private final ReentrantLock writeLock = new ReentrantLock();
+    /** Ciphertext read from the transport and not yet unwrapped; in write mode. */
+    private ByteBuffer netIn;
+    /** Plain text unwrapped and not yet handed out; in read mode. */
+    private ByteBuffer appIn;
+    /** Ciphertext to write; in write mode between uses. */
+    private ByteBuffer netOut;
+    private boolean inputEnded;
+
+    private TlsNbdChannel(NbdChannel transport, SSLEngine engine)
+    {
+        this.transport = requireNonNull(transport, "transport is null");
+        this.engine = requireNonNull(engine, "engine is null");
+        int packet = engine.getSession().getPacketBufferSize();
+        this.netIn = ByteBuffer.allocate(packet);
+        this.appIn = ByteBuffer.allocate(engine.getSession().getApplicationBufferSize()).flip();
+        this.netOut = ByteBuffer.allocate(packet * RECORDS_PER_WRITE);
+    }
+
+    /** Runs the TLS handshake on the calling thread; the channel is ready for data when this returns. */
+    static TlsNbdChannel handshake(NbdChannel transport, SSLEngine engine)
+            throws IOException
+    {
+        TlsNbdChannel channel = new TlsNbdChannel(transport, engine);
+        engine.beginHandshake();
+        channel.readLock.lock();
+        channel.writeLock.lock();
+        try {
+            HandshakeStatus status = engine.getHandshakeStatus();
+            while (status != HandshakeStatus.FINISHED && status != HandshakeStatus.NOT_HANDSHAKING) {
+                switch (status) {
+                    case NEED_UNWRAP:
+                    case NEED_UNWRAP_AGAIN: {
+                        SSLEngineResult result = channel.unwrap();
+                        if (result == null || result.getStatus() == SSLEngineResult.Status.CLOSED) {
+                            throw new EOFException("client closed the connection during the TLS handshake");
+                        }
+                        status = result.getHandshakeStatus();
+                        break;
+                    }
+                    case NEED_WRAP:
+                        status = channel.wrapAndFlush(new ByteBuffer[] {EMPTY}, 0, 1).getHandshakeStatus();
+                        break;
+                    case NEED_TASK:
+                        runTasks(engine);
+                        status = engine.getHandshakeStatus();
+                        break;
+                    default:
+                        throw new SSLException("unexpected TLS handshake state " + status);
+                }
+            }
+        }
+        catch (SSLException e) {
+            channel.sendAlert();
+            throw e;
+        }
+        finally {
+            channel.writeLock.unlock();
+            channel.readLock.unlock();
+        }
+        return channel;
+    }
+
+    @Override
+    public int read(ByteBuffer buffer)
+            throws IOException
+    {
+        return (int) read(new ByteBuffer[] {buffer}, 0, 1);
+    }
+
+    @Override
+    public long read(ByteBuffer[] buffers, int offset, int length)
+            throws IOException
+    {
+        readLock.lock();
+        try {
+            if (!fill()) {
+                return -1;
+            }
+            long copied = 0;
+            for (int i = offset; i < offset + length && appIn.hasRemaining(); i++) {
+                ByteBuffer buffer = buffers[i];
+                int n = Math.min(buffer.remaining(), appIn.remaining());
+                buffer.put(appIn.slice(appIn.position(), n));
+                appIn.position(appIn.position() + n);
+                copied += n;
+            }
+            return copied;
+        }
+        finally {
+            readLock.unlock();
+        }
+    }
+
+    @Override
+    public long write(ByteBuffer[] buffers, int offset, int length)
+            throws IOException
+    {
+        writeLock.lock();
+        try {
+            long total = 0;
+            while (hasRemaining(buffers, offset, length)) {
+                SSLEngineResult result = wrapAndFlush(buffers, offset, length);
+                if (result.getStatus() == SSLEngineResult.Status.CLOSED) {
+                    throw new ClosedChannelException();
+                }
+                total += result.bytesConsumed();
+            }
+            return total;
+        }
+        finally {
+            writeLock.unlock();
+        }
+    }
+
+    @Override
+    public void shutdownInput()
+            throws IOException
+    {
+        transport.shutdownInput();
+    }
+
+    /** Sends close_notify when no write is under way (a stalled writer must not hold up the close), then closes the socket. */
+    @Override
+    public void close()
+            throws IOException
+    {
+        try {
+            if (writeLock.tryLock()) {
+                try {
+                    engine.closeOutbound();
+                    while (!engine.isOutboundDone()) {
+                        SSLEngineResult result = wrapAndFlush(new ByteBuffer[] {EMPTY}, 0, 1);
+                        if (result.getStatus() == SSLEngineResult.Status.CLOSED && result.bytesProduced() == 0) {
+                            break;
+                        }
+                    }
+                }
+                catch (IOException e) {
+                    // the peer is gone: nothing to tell it
+                }
+                finally {
+                    writeLock.unlock();
+                }
+            }
+        }
+        finally {
+            transport.close();
+        }
+    }
+
+    /** After a failed handshake the engine holds an alert saying why: the client should hear it rather than see the socket drop. */
+    private void sendAlert()
+    {
+        try {
+            engine.closeOutbound();
+            for (int i = 0; i < 4 && !engine.isOutboundDone(); i++) {
+                wrapAndFlush(new ByteBuffer[] {EMPTY}, 0, 1);
+            }
+        }
+        catch (IOException | RuntimeException e) {
+            // the client may be gone already; the handshake failure is what matters
+        }
+    }
+
+    /** Makes plain text available in {@link #appIn}; false at the end of input. Under the read lock. */
+    private boolean fill()
+            throws IOException
+    {
+        while (!appIn.hasRemaining()) {
+            if (inputEnded) {
+                return false;
+            }
+            SSLEngineResult result = unwrap();
+            if (result == null || result.getStatus() == SSLEngineResult.Status.CLOSED) {
+                inputEnded = true;
+                return appIn.hasRemaining();
+            }
+            HandshakeStatus status = result.getHandshakeStatus();
+            while (status == HandshakeStatus.NEED_TASK || status == HandshakeStatus.NEED_WRAP) {
+                if (status == HandshakeStatus.NEED_TASK) {
+                    runTasks(engine);
+                    status = engine.getHandshakeStatus();
+                }
+                else {
+                    writeLock.lock();
+                    try {
+                        status = wrapAndFlush(new ByteBuffer[] {EMPTY}, 0, 1).getHandshakeStatus();
+                    }
+                    finally {
+                        writeLock.unlock();
+                    }
+                }
+            }
+        }
+        return true;
+    }
+
+    /**
+     * Unwraps one record into {@link #appIn}, reading from the transport as needed; null when the
+     * transport ended (with or without close_notify: the NBD layer sees end of input either way).
+     */
+    private SSLEngineResult unwrap()
+            throws IOException
+    {
+        while (true) {
+            netIn.flip();
+            appIn.compact();
+            SSLEngineResult result;
+            try {
+                result = engine.unwrap(netIn, appIn);
+            }
+            finally {
+                appIn.flip();
+                netIn.compact();
+            }
+            switch (result.getStatus()) {
+                case OK:
+                case CLOSED:
+                    return result;
+                case BUFFER_OVERFLOW:
+                    appIn = grow(appIn, engine.getSession().getApplicationBufferSize(), true);
+                    break;
+                case BUFFER_UNDERFLOW:
+                    if (!netIn.hasRemaining()) {
+                        netIn = grow(netIn, engine.getSession().getPacketBufferSize(), false);
+                    }
+                    if (transport.read(netIn) < 0) {
+                        return null;
+                    }
+                    break;
+                default:
+                    throw new SSLException("unexpected unwrap status " + result.getStatus());
+            }
+        }
+    }
+
+    /** Wraps what fits of the buffers into records and writes them out. Under the write lock. */
+    private SSLEngineResult wrapAndFlush(ByteBuffer[] buffers, int offset, int length)
+            throws IOException
+    {
+        netOut.clear();
+        SSLEngineResult result;
+        long consumed = 0;
+        HandshakeStatus status;
+        while (true) {
+            result = engine.wrap(buffers, offset, length, netOut);
+            consumed += result.bytesConsumed();
+            if (result.getStatus() == SSLEngineResult.Status.BUFFER_OVERFLOW) {
+                if (netOut.position() == 0) {
+                    netOut = ByteBuffer.allocate(engine.getSession().getPacketBufferSize() * RECORDS_PER_WRITE);
+                    continue;
+                }
+                break;
+            }
+            status = result.getHandshakeStatus();
+            if (result.getStatus() != SSLEngineResult.Status.OK || status != HandshakeStatus.NOT_HANDSHAKING
+                    || !hasRemaining(buffers, offset, length)) {
+                break;
+            }
+        }
+        netOut.flip();
+        while (netOut.hasRemaining()) {
+            transport.write(netOut);
+        }
+        return new SSLEngineResult(result.getStatus(), result.getHandshakeStatus(), (int) consumed, 0);
+    }
+
+    private static boolean hasRemaining(ByteBuffer[] buffers, int offset, int length)
+    {
+        for (int i = offset; i < offset + length; i++) {
+            if (buffers[i].hasRemaining()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** A bigger buffer with the same contents; {@code readMode} says whether position..limit or 0..position hold them. */
+    private static ByteBuffer grow(ByteBuffer buffer, int atLeast, boolean readMode)
+    {
+        ByteBuffer bigger = ByteBuffer.allocate(Math.max(atLeast, buffer.capacity()) + buffer.capacity());
+        if (readMode) {
+            bigger.put(buffer).flip();
+        }
+        else {
+            bigger.put(buffer.flip());
+        }
+        return bigger;
+    }
+
+    private static void runTasks(SSLEngine engine)
+    {
+        Runnable task;
+        while ((task = engine.getDelegatedTask()) != null) {
+            task.run();
+        }
+    }
+}
