@@ -18,16 +18,20 @@ import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_ERROR_OFFSET;
 import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_NONE;
 import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_OFFSET_DATA;
 import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_OFFSET_HOLE;
+import static dev.jloop.nbd.NbdProtocol.SIMPLE_REPLY_MAGIC;
 import static dev.jloop.nbd.NbdProtocol.STRUCTURED_REPLY_MAGIC;
 import static dev.jloop.nbd.NbdProtocol.nbdError;
-import static dev.jloop.nbd.NbdProtocol.SIMPLE_REPLY_MAGIC;
 import static java.util.Objects.requireNonNull;
 
 /**
- * Sends the replies of one connection, simple or structured, in the order they are queued (completion order). Completions
- * run on device threads that must never wait for a slow client, so {@link #queue} only links the
- * request into a list; this thread does the blocking socket write (header and page buffers in one
- * gathering write) and recycles the request afterwards.
+ * Sends the replies of one connection, simple or structured, in the order they are queued
+ * (completion order). Completions run on device threads that must never wait for a slow client, so
+ * {@link #queue} only links the request into a list; this thread does the blocking socket write and
+ * recycles the requests afterwards. It takes every reply queued so far at once and gathers their
+ * headers and page buffers into as few gathering writes as it can (up to {@value #MAX_GATHER}
+ * buffers, {@value #MAX_WRITE} bytes each), so a burst of completions costs one system call, not one
+ * per reply. The reader thread sends the replies that completed inside it through the same routine
+ * ({@link #sendOrQueue}).
  *
  * <p>After a failed write (the client went away) replies are dropped but requests are still
  * recycled, so pages and budget come back and the reader can finish.
@@ -37,6 +41,8 @@ final class NbdReplyWriter
 {
     private static final Logger log = LoggerFactory.getLogger(NbdReplyWriter.class);
 
+    /** Buffers per gathering write: Linux's IOV_MAX. */
+    static final int MAX_GATHER = 1024;
     /** Most bytes given to one socket write: a client reading at least this much per reply-timeout-ms is not dropped. */
     static final int MAX_WRITE = 1 << 20;
 
@@ -48,11 +54,16 @@ final class NbdReplyWriter
     private NbdRequest head;
     private NbdRequest tail;
     private boolean stopping;
-    private boolean broken;
-    // For the server's reply watchdog: socket writes that moved bytes, and whether a reply is being
-    // written (a client that stopped reading leaves busy set and progress still).
+    /** Held while replies are written: by this thread, or by the reader sending what completed in it. */
+    private final ReentrantLock sendLock = new ReentrantLock();
+    // Under sendLock: the buffers gathered for the next socket write.
+    private final ByteBuffer[] gather = new ByteBuffer[MAX_GATHER];
+    private int count;
+    private volatile boolean broken;
+    // For the server's reply watchdog: socket writes that moved bytes, and whether a thread is
+    // writing replies (a client that stopped reading leaves it writing and progress still).
     private volatile long progress;
-    private volatile boolean busy;
+    private volatile boolean writing;
 
     NbdReplyWriter(NbdChannel channel, NbdTransmission transmission, String peer)
     {
@@ -65,15 +76,42 @@ final class NbdReplyWriter
     void queue(NbdRequest request)
     {
         request.next = null;
+        queueAll(request, request);
+    }
+
+    /**
+     * The reader thread's replies (requests that completed while it submitted them, linked through
+     * {@link NbdRequest#next}): it writes them itself when no write is under way, which saves waking
+     * this thread; else they join the queue. Like nbdkit's threads, the reader then waits for a client
+     * that does not read its replies, and reads no further requests meanwhile; the reply watchdog
+     * sees that write as it sees this thread's.
+     */
+    void sendOrQueue(NbdRequest first, NbdRequest last)
+    {
+        if (sendLock.tryLock()) {
+            try {
+                sendAll(first);
+            }
+            finally {
+                sendLock.unlock();
+            }
+            return;
+        }
+        queueAll(first, last);
+    }
+
+    /** Queues the replies linked from {@code first} to {@code last}; never blocks on I/O. Any thread. */
+    void queueAll(NbdRequest first, NbdRequest last)
+    {
         lock.lock();
         try {
             if (tail == null) {
-                head = request;
+                head = first;
             }
             else {
-                tail.next = request;
+                tail.next = first;
             }
-            tail = request;
+            tail = last;
             queued.signal();
         }
         finally {
@@ -100,110 +138,138 @@ final class NbdReplyWriter
         return progress;
     }
 
-    /** Whether a reply is being written or waits to be; false once sending has failed. */
+    /** Whether replies are being written or wait to be; false once sending has failed. */
     boolean busy()
     {
-        return busy;
-    }
-
-    @Override
-    public void run()
-    {
-        NbdRequest request;
-        while ((request = take()) != null) {
-            if (!broken) {
-                try {
-                    write(request);
-                }
-                catch (IOException e) {
-                    broken = true;
-                    busy = false;
-                    log.debug("{}: cannot send replies, dropping them: {}", peer, e.toString());
-                    try {
-                        // The reader must stop too: nobody will see the replies of further requests.
-                        channel.shutdownInput();
-                    }
-                    catch (IOException ignored) {
-                        // already closed
-                    }
-                }
-            }
-            transmission.recycle(request);
+        if (broken) {
+            return false;
         }
-    }
-
-    private NbdRequest take()
-    {
+        if (writing) {
+            return true;
+        }
         lock.lock();
         try {
-            if (head == null) {
-                busy = false;
-            }
-            while (head == null && !stopping) {
-                queued.awaitUninterruptibly();
-            }
-            NbdRequest request = head;
-            busy = request != null && !broken;
-            if (request != null) {
-                head = request.next;
-                if (head == null) {
-                    tail = null;
-                }
-                request.next = null;
-            }
-            return request;
+            return head != null;
         }
         finally {
             lock.unlock();
         }
     }
 
-    private void write(NbdRequest request)
-            throws IOException
+    @Override
+    public void run()
+    {
+        NbdRequest batch;
+        while ((batch = takeAll()) != null) {
+            sendLock.lock();
+            try {
+                sendAll(batch);
+            }
+            finally {
+                sendLock.unlock();
+            }
+        }
+    }
+
+    /** Every reply queued so far, linked through {@link NbdRequest#next}; {@code null} once stopped and drained. */
+    private NbdRequest takeAll()
+    {
+        lock.lock();
+        try {
+            while (head == null && !stopping) {
+                queued.awaitUninterruptibly();
+            }
+            NbdRequest batch = head;
+            head = null;
+            tail = null;
+            return batch;
+        }
+        finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Writes and recycles the replies linked from {@code batch}. Under {@link #sendLock}. A request is
+     * recycled once a write has taken all of its buffers, so a long batch gives pages back as it goes.
+     */
+    private void sendAll(NbdRequest batch)
+    {
+        writing = true;
+        try {
+            NbdRequest first = batch;
+            NbdRequest next;
+            for (NbdRequest request = batch; request != null; request = next) {
+                next = request.next;
+                long writes = progress;
+                add(request);
+                if (progress != writes) {
+                    // Writes went out while adding this reply: the earlier ones are all sent.
+                    first = recycle(first, request);
+                }
+            }
+            flush();
+            recycle(first, null);
+        }
+        finally {
+            writing = false;
+        }
+    }
+
+    /** Recycles the requests of {@code [first, end)} and returns {@code end}. */
+    private NbdRequest recycle(NbdRequest first, NbdRequest end)
+    {
+        NbdRequest request = first;
+        while (request != end) {
+            NbdRequest next = request.next;
+            request.next = null;
+            transmission.recycle(request);
+            request = next;
+        }
+        return end;
+    }
+
+    /** Adds the buffers of the request's reply to the gather array, writing whenever it must. */
+    private void add(NbdRequest request)
     {
         if (request.structured) {
-            writeStructured(request);
+            addStructured(request);
             return;
         }
-        ByteBuffer header = request.replyHeader.clear()
+        gather(request.replyHeader.clear()
                 .putInt(SIMPLE_REPLY_MAGIC)
                 .putInt(request.error)
                 .putLong(request.cookie)
-                .flip();
-        if (request.type != CMD_READ || request.error != 0 || request.nrPages == 0) {
-            writeFully(header);
-            return;
+                .flip());
+        if (request.type == CMD_READ && request.error == 0 && request.nrPages > 0) {
+            request.preparePageBuffers();
+            for (int i = 0; i < request.nrPages; i++) {
+                gather(request.pages[i].buffer());
+            }
         }
-        request.preparePageBuffers();
-        ByteBuffer[] gather = request.gather;
-        gather[0] = header;
-        for (int i = 0; i < request.nrPages; i++) {
-            gather[i + 1] = request.pages[i].buffer();
-        }
-        writeGather(gather, request.nrPages + 1);
     }
 
     /**
      * The chunks of a structured READ or BLOCK_STATUS reply. READ: the chunk headers are written
-     * into one buffer as they come; each data chunk goes out as one gathering write of the headers
-     * not yet sent and the page buffers holding the chunk's bytes (positions and limits set for that
-     * chunk, as two chunks may share a page). The last chunk carries NBD_REPLY_FLAG_DONE.
+     * into one buffer as they come; each data chunk gathers the headers not yet sent and the page
+     * buffers holding the chunk's bytes (positions and limits set for that chunk). As the header
+     * buffer and a page may serve two chunks, what is gathered is written before the next chunk
+     * reuses them. The last chunk carries NBD_REPLY_FLAG_DONE.
      */
-    private void writeStructured(NbdRequest request)
-            throws IOException
+    private void addStructured(NbdRequest request)
     {
         if (request.error != 0) {
-            writeError(request, REPLY_TYPE_ERROR, request.error, 0);
+            addError(request, REPLY_TYPE_ERROR, request.error, 0);
             return;
         }
         if (request.type == CMD_BLOCK_STATUS) {
-            writeFully(request.statusReply);
+            gather(request.statusReply);
             return;
         }
         for (int k = 0; k < request.nrChunks; k++) {
             if (request.chunkError[k] != 0) {
                 // The read failed in this chunk: one error chunk stands for the whole reply.
-                writeError(request, REPLY_TYPE_ERROR_OFFSET, nbdError(request.chunkError[k]), request.offset + request.chunkOffset[k]);
+                addError(request, REPLY_TYPE_ERROR_OFFSET, nbdError(request.chunkError[k]), request.offset + request.chunkOffset[k]);
                 return;
             }
         }
@@ -211,16 +277,22 @@ final class NbdReplyWriter
         if (request.nrChunks == 0) {
             // a zero-length READ
             chunkHeader(headers, request, REPLY_FLAG_DONE, REPLY_TYPE_NONE, 0);
-            writeFully(headers.flip());
+            gather(headers.flip());
             return;
         }
-        ByteBuffer[] gather = request.gather;
         int mark = 0;
+        boolean headersGathered = false;
         int page = 0;
         long pageStart = 0;
         for (int k = 0; k < request.nrChunks; k++) {
             int flags = k == request.nrChunks - 1 ? REPLY_FLAG_DONE : 0;
             long length = request.chunkLength[k];
+            if (headersGathered) {
+                // The previous data chunk's window of the header buffer, and maybe its last page, must go first.
+                flush();
+                headers.limit(headers.capacity()).position(mark);
+                headersGathered = false;
+            }
             if (request.chunkHole[k]) {
                 chunkHeader(headers, request, flags, REPLY_TYPE_OFFSET_HOLE, 12)
                         .putLong(request.offset + request.chunkOffset[k])
@@ -230,9 +302,8 @@ final class NbdReplyWriter
             chunkHeader(headers, request, flags, REPLY_TYPE_OFFSET_DATA, 8 + length)
                     .putLong(request.offset + request.chunkOffset[k]);
             int end = headers.position();
-            headers.limit(end).position(mark);
-            gather[0] = headers;
-            int count = 1;
+            gather(headers.limit(end).position(mark));
+            headersGathered = true;
             long from = request.chunkOffset[k] - request.pageBase;
             long to = from + length;
             while (pageStart + request.pages[page].size() <= from) {
@@ -244,21 +315,18 @@ final class NbdReplyWriter
                 int size = request.pages[i].size();
                 ByteBuffer buffer = request.pages[i].buffer().clear();
                 buffer.limit((int) Math.min(to - start, size)).position((int) Math.max(from - start, 0));
-                gather[count++] = buffer;
+                gather(buffer);
                 start += size;
             }
-            writeGather(gather, count);
             mark = end;
-            headers.limit(headers.capacity()).position(end);
         }
-        if (headers.position() > mark) {
-            headers.limit(headers.position()).position(mark);
-            writeFully(headers);
+        if (!headersGathered && headers.position() > mark) {
+            // hole chunks after the last data chunk, or a reply of holes only
+            gather(headers.limit(headers.position()).position(mark));
         }
     }
 
-    private void writeError(NbdRequest request, int type, int error, long offset)
-            throws IOException
+    private void addError(NbdRequest request, int type, int error, long offset)
     {
         byte[] message = ("server error: " + Errno.name(error)).getBytes(StandardCharsets.US_ASCII);
         ByteBuffer chunk = request.chunkHeaders().clear();
@@ -269,7 +337,7 @@ final class NbdReplyWriter
         if (type == REPLY_TYPE_ERROR_OFFSET) {
             chunk.putLong(offset);
         }
-        writeFully(chunk.flip());
+        gather(chunk.flip());
     }
 
     private static ByteBuffer chunkHeader(ByteBuffer buffer, NbdRequest request, int flags, int type, long length)
@@ -281,40 +349,51 @@ final class NbdReplyWriter
                 .putInt((int) length);
     }
 
-    private void writeFully(ByteBuffer buffer)
-            throws IOException
+    private void gather(ByteBuffer buffer)
     {
-        while (buffer.hasRemaining()) {
-            channel.write(buffer);
-            progress++;
+        if (count == MAX_GATHER) {
+            flush();
         }
+        gather[count++] = buffer;
     }
 
-    private void writeGather(ByteBuffer[] gather, int count)
-            throws IOException
+    /** Writes {@code gather[0, count)} unless the connection broke, and clears it. */
+    private void flush()
     {
-        int first = 0;
-        try {
-            while (first < count) {
-                writeSome(gather, first, count);
-                while (first < count && !gather[first].hasRemaining()) {
-                    first++;
+        if (!broken && count > 0) {
+            try {
+                int first = 0;
+                while (first < count) {
+                    writeSome(first);
+                    while (first < count && !gather[first].hasRemaining()) {
+                        first++;
+                    }
+                }
+            }
+            catch (IOException e) {
+                broken = true;
+                log.debug("{}: cannot send replies, dropping them: {}", peer, e.toString());
+                try {
+                    // The reader must stop too: nobody will see the replies of further requests.
+                    channel.shutdownInput();
+                }
+                catch (IOException ignored) {
+                    // already closed
                 }
             }
         }
-        finally {
-            for (int i = 0; i < count; i++) {
-                gather[i] = null;
-            }
+        for (int i = 0; i < count; i++) {
+            gather[i] = null;
         }
+        count = 0;
     }
 
     /**
-     * One socket write of at most {@link #MAX_WRITE} bytes from {@code buffers[first .. count)}. A
+     * One socket write of at most {@link #MAX_WRITE} bytes from {@code gather[first, count)}. A
      * blocking write returns only once all it was given is sent, so without the cap a client that
      * reads a 32 MiB reply slowly would look to the reply watchdog like one that stopped reading.
      */
-    private void writeSome(ByteBuffer[] buffers, int first, int count)
+    private void writeSome(int first)
             throws IOException
     {
         long total = 0;
@@ -322,7 +401,7 @@ final class NbdReplyWriter
         ByteBuffer cut = null;
         int limit = 0;
         while (end < count) {
-            ByteBuffer buffer = buffers[end++];
+            ByteBuffer buffer = gather[end++];
             if (total + buffer.remaining() > MAX_WRITE) {
                 cut = buffer;
                 limit = buffer.limit();
@@ -332,7 +411,7 @@ final class NbdReplyWriter
             total += buffer.remaining();
         }
         try {
-            channel.write(buffers, first, end - first);
+            channel.write(gather, first, end - first);
         }
         finally {
             if (cut != null) {

@@ -56,7 +56,11 @@ import static java.util.Objects.requireNonNull;
 /**
  * The transmission phase of one connection: the reader side (this thread) parses requests, turns
  * them into bios and submits them, without waiting for earlier ones; replies go out through the
- * {@link NbdReplyWriter} in completion order.
+ * {@link NbdReplyWriter} in completion order. Replies made inside the reader's own work (refusals,
+ * BLOCK_STATUS, requests that complete inside its submission: page-cache hits, backends that answer
+ * at once) are collected and, at the reader's next unplug, sent by the reader itself in one gathering
+ * write when they are few (no thread hand-off), or handed to the writer in one go when they are many
+ * (written while the reader parses on). Simple and structured replies take either way alike.
  *
  * <p>Structured replies, once negotiated, answer READ and BLOCK_STATUS (other commands keep simple
  * replies, as the spec allows). A READ of at least {@link #HOLE_MIN} bytes asks the device for its
@@ -88,6 +92,11 @@ final class NbdTransmission
     static final int MAX_REQUEST_LENGTH = 64 << 20;
     private static final int INPUT_BUFFER_SIZE = 64 << 10;
     /**
+     * Replies the reader sends itself at most: a larger burst goes to the writer thread in one hand-off,
+     * so that it is written while the reader parses the next requests.
+     */
+    private static final int DIRECT_REPLIES = 4;
+    /**
      * Smallest hole a structured READ skips, and smallest READ that asks for extents: below this a
      * separate chunk and bio cost more than sending the zeros.
      */
@@ -115,6 +124,11 @@ final class NbdTransmission
     private int requestsInUse;
 
     private boolean plugged;
+    private Thread reader;
+    /** Replies of requests that completed in the reader thread itself, sent when it unplugs. Reader only. */
+    private NbdRequest completedHead;
+    private NbdRequest completedTail;
+    private int completedCount;
 
     NbdTransmission(
             NbdChannel channel,
@@ -152,6 +166,7 @@ final class NbdTransmission
     void run(String threadName)
             throws IOException
     {
+        reader = Thread.currentThread();
         Thread writerThread = new Thread(writer, threadName + "-writer");
         writerThread.setDaemon(true);
         writerThread.start();
@@ -205,7 +220,7 @@ final class NbdTransmission
         }
     }
 
-    /** Hands the request to the device, or its error reply to the writer. */
+    /** Hands the request to the device, or answers it at once. */
     private void start(NbdRequest request, int flags, long offset)
             throws IOException
     {
@@ -221,17 +236,17 @@ final class NbdTransmission
                 skip(length);
             }
             request.error = error;
-            writer.queue(request);
+            reply(request);
             return;
         }
         if (type == CMD_BLOCK_STATUS) {
             blockStatus(request, flags);
-            writer.queue(request);
+            reply(request);
             return;
         }
         if (length == 0 && type != CMD_FLUSH) {
             // Nothing to do, and a zero-length bio is not something devices need to handle.
-            writer.queue(request);
+            reply(request);
             return;
         }
         if (type == CMD_READ && structuredReplies) {
@@ -246,7 +261,7 @@ final class NbdTransmission
                         skip(length);
                     }
                     request.error = NBD_ENOMEM;
-                    writer.queue(request);
+                    reply(request);
                     return;
                 }
                 if (type == CMD_WRITE) {
@@ -390,12 +405,34 @@ final class NbdTransmission
             }
             // The decrement publishes the error to whoever queues the reply.
             if (request.pendingBios.decrementAndGet() == 0) {
-                writer.queue(request);
+                reply(request);
             }
             return;
         }
         request.error = NbdProtocol.nbdError(error);
-        writer.queue(request);
+        reply(request);
+    }
+
+    /**
+     * The request's reply is ready: made by the reader thread (inside its own work, or a completion
+     * inside its submit or unplug), it is answered in one go at the reader's next unplug; from any
+     * other thread it goes to the writer.
+     */
+    private void reply(NbdRequest request)
+    {
+        if (Thread.currentThread() != reader) {
+            writer.queue(request);
+            return;
+        }
+        request.next = null;
+        if (completedTail == null) {
+            completedHead = request;
+        }
+        else {
+            completedTail.next = request;
+        }
+        completedTail = request;
+        completedCount++;
     }
 
     /**
@@ -439,14 +476,14 @@ final class NbdTransmission
             }
         }
         if (dataChunks == 0) {
-            writer.queue(request);
+            reply(request);
             return;
         }
         long base = request.chunkOffset[first];
         long span = request.chunkOffset[last] + request.chunkLength[last] - base;
         if (!allocatePages(request, span)) {
             request.error = NBD_ENOMEM;
-            writer.queue(request);
+            reply(request);
             return;
         }
         request.pageBase = base;
@@ -784,6 +821,20 @@ final class NbdTransmission
         if (plugged) {
             plugged = false;
             device.unplug();
+        }
+        if (completedHead != null) {
+            NbdRequest first = completedHead;
+            NbdRequest last = completedTail;
+            int n = completedCount;
+            completedHead = null;
+            completedTail = null;
+            completedCount = 0;
+            if (n > DIRECT_REPLIES) {
+                writer.queueAll(first, last);
+            }
+            else {
+                writer.sendOrQueue(first, last);
+            }
         }
     }
 

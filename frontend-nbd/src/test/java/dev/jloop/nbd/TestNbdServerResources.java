@@ -6,12 +6,15 @@ import dev.jloop.iter.PagePool;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.net.SocketAddress;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ExecutorService;
@@ -20,6 +23,7 @@ import java.util.concurrent.Future;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.BooleanSupplier;
 
 import static dev.jloop.nbd.NbdProtocol.CMD_READ;
 import static dev.jloop.nbd.NbdProtocol.FLAG_C_FIXED_NEWSTYLE;
@@ -28,6 +32,7 @@ import static dev.jloop.nbd.NbdProtocol.INFO_BLOCK_SIZE;
 import static dev.jloop.nbd.NbdProtocol.OPT_GO;
 import static dev.jloop.nbd.NbdProtocol.REP_ACK;
 import static dev.jloop.nbd.NbdProtocol.REP_INFO;
+import static dev.jloop.nbd.NbdProtocol.REQUEST_MAGIC;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -73,12 +78,12 @@ class TestNbdServerResources
         ExecutorService normal = Executors.newSingleThreadExecutor();
         try {
             // Each asks for the whole pool and never reads: what the sockets do not buffer holds pages.
+            // The eight requests go in one write, so that the reader hands their replies to the writer
+            // thread and reads on; a few it would write itself, blocking before it takes more pages.
             for (int i = 0; i < 4; i++) {
                 NbdTestClient client = NbdTestClient.open(address(), "disk");
                 stalled.add(client);
-                for (int k = 0; k < 8; k++) {
-                    client.sendRequest(0, CMD_READ, k, 0, READ_LENGTH);
-                }
+                client.sendRaw(reads(8, READ_LENGTH));
             }
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
             while (pagePool.usedBytes() < pagePool.capacity() - READ_LENGTH && System.nanoTime() < deadline) {
@@ -112,6 +117,91 @@ class TestNbdServerResources
                 client.close();
             }
         }
+    }
+
+    /**
+     * Four READs that complete inside the reader's own submission are few enough for the reader to
+     * write their replies itself; it then blocks on a client that reads nothing, and the watchdog
+     * must see that write as replies without progress, simple or structured.
+     */
+    @ParameterizedTest
+    @ValueSource(booleans = {false, true})
+    void aClientThatStopsReadingRepliesTheReaderWritesIsClosed(boolean structured)
+            throws Exception
+    {
+        pagePool = new PagePool(64L << 20);
+        server = NbdServer.start(config(Map.of("max-inflight-bytes", "64M", "reply-timeout-ms", "1000")), exports, pagePool);
+        byte[] expected = new byte[8 << 20];
+        for (int i = 0; i < expected.length; i += 4096) {
+            expected[i] = (byte) ((i >> 12) | 1);
+        }
+        disk.write(0, expected);
+
+        try (NbdTestClient stalled = structured ? NbdTestClient.openStructured(address(), "disk") : NbdTestClient.open(address(), "disk")) {
+            // 32 MiB of replies, far more than the sockets buffer, asked for in one write
+            stalled.sendRaw(reads(4, expected.length));
+            assertTrue(waitFor(() -> readerWritesReplies(), 10), "the reader thread did not write the replies itself");
+            assertTrue(waitFor(() -> pagePool.usedBytes() == 0, 10), "the connection was not closed: " + pagePool.usedBytes() + " bytes of pages held");
+            assertThrows(IOException.class, () -> {
+                byte[] data = new byte[expected.length];
+                for (int k = 0; k < 4; k++) {
+                    if (structured) {
+                        assertArrayEquals(expected, NbdTestClient.assemble(stalled.readChunks(), 0, expected.length));
+                    }
+                    else {
+                        assertEquals(0, stalled.readReply().error());
+                        stalled.readFully(data);
+                    }
+                }
+            }, "every reply arrived though the connection was closed");
+        }
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            assertArrayEquals(Arrays.copyOf(expected, 4096), client.read(0, 4096), "the server no longer serves");
+        }
+    }
+
+    /** {@code count} READ requests of {@code length} bytes from offset 0, cookies 0 up. */
+    private static byte[] reads(int count, int length)
+    {
+        ByteBuffer requests = ByteBuffer.allocate(count * NbdProtocol.REQUEST_SIZE);
+        for (int k = 0; k < count; k++) {
+            requests.putInt(REQUEST_MAGIC)
+                    .putShort((short) 0)
+                    .putShort((short) CMD_READ)
+                    .putLong(k)
+                    .putLong(0)
+                    .putInt(length);
+        }
+        return requests.array();
+    }
+
+    /** Whether a thread other than a reply writer is writing replies: the reader answering its own completions. */
+    private static boolean readerWritesReplies()
+    {
+        for (Map.Entry<Thread, StackTraceElement[]> thread : Thread.getAllStackTraces().entrySet()) {
+            if (thread.getKey().getName().endsWith("-writer")) {
+                continue;
+            }
+            for (StackTraceElement frame : thread.getValue()) {
+                if (frame.getClassName().equals(NbdReplyWriter.class.getName()) && frame.getMethodName().equals("writeSome")) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    private static boolean waitFor(BooleanSupplier condition, int seconds)
+            throws InterruptedException
+    {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
+        while (!condition.getAsBoolean()) {
+            if (System.nanoTime() > deadline) {
+                return false;
+            }
+            Thread.sleep(10);
+        }
+        return true;
     }
 
     @Test

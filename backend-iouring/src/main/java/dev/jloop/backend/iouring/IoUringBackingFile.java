@@ -25,6 +25,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.LockSupport;
 import java.util.concurrent.locks.ReentrantLock;
 
 import static java.util.Objects.requireNonNull;
@@ -38,10 +39,16 @@ import static java.util.Objects.requireNonNull;
  * tail published (never around a wait for I/O), then calls {@code io_uring_enter} to submit, outside
  * the lock (the kernel serialises submitters and clamps {@code to_submit} to what is pending, so any
  * thread's enter submits everyone's SQEs). Inside a {@link #plug()} the enter is deferred to the
- * outermost {@link #unplug()}: one enter per batch. One completion thread waits in
- * {@code io_uring_enter(GETEVENTS)}, reaps CQEs and calls {@link Kiocb#complete(long)}; it allocates
- * nothing and waits for nothing but CQEs (it takes {@link #lock} only to write the SQE that continues a
- * short transfer or to return a slot). The ring is therefore not set up with SINGLE_ISSUER.
+ * outermost {@link #unplug()}: one enter per batch. After its enter a submitter reaps, in its own
+ * thread, what completed during the enter (page-cache hits complete inside it), so those need no
+ * hand-off; the CQ side is held by one reaper at a time ({@link #reapLock}; a completion that submits
+ * again does not reap from inside itself). One completion thread waits in
+ * {@code io_uring_enter(GETEVENTS)} for the rest (device I/O), reaps CQEs and calls
+ * {@link Kiocb#complete(long)}; it allocates nothing and waits for nothing but CQEs (it takes
+ * {@link #lock} only to write the SQE that continues a short transfer or to return a slot). When its
+ * wakeups find nothing left to reap and no slot is busy it parks in Java, since a thread waiting in
+ * the kernel is woken for every CQE; a submitter that leaves operations in flight unparks it. The ring
+ * is therefore not set up with SINGLE_ISSUER.
  *
  * <p>In flight is bounded by a fixed array of slots ({@code queue-depth}, default
  * {@link BackendConfig#queueDepth()}); each slot owns its kiocb between submission and completion
@@ -52,7 +59,8 @@ import static java.util.Objects.requireNonNull;
  * <p>Data paths: a direct iterator (KVEC, BVEC) aligned as the file needs goes straight to the ring:
  * READ/WRITE for one segment (READ_FIXED/WRITE_FIXED when it lies in buffers given to
  * {@link #registerBuffers}), READV/WRITEV for several (at most {@value #IOV_PER_SLOT} per SQE; the rest
- * follows as a continuation). Short transfers are resubmitted for the rest, a read returning 0 (end of
+ * follows as a continuation). Buffered (not {@code O_DIRECT}) writes of up to 64 KiB without FUA are a
+ * {@code pwrite} in the submitting thread instead (see {@link #writeBuffered}). Short transfers are resubmitted for the rest, a read returning 0 (end of
  * file) completes with what was read, {@code -EAGAIN} is retried. Heap (IOVEC) iterators and, under
  * {@code O_DIRECT}, unaligned requests are bounced synchronously in the submitting thread through a
  * per-thread aligned buffer with {@code pread}/{@code pwrite} ({@link BounceIo}: read-modify-write of
@@ -71,6 +79,8 @@ public final class IoUringBackingFile
     static final int IOV_PER_SLOT = 64;
     private static final int BLOCK = BounceIo.DIRECT_BLOCK_SIZE;
     private static final int BOUNCE_SIZE = 256 * 1024;
+    /** Buffered writes up to this size are a pwrite in the submitting thread; larger ones overlap with it on the ring. */
+    private static final long INLINE_WRITE_MAX = 64 * 1024;
     private static final long WAKEUP = -1L;
     private static final long CANCEL = -2L;
     private static final int FIXED_FILE = 0;
@@ -91,18 +101,25 @@ public final class IoUringBackingFile
     private int nrFree;
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition slotFreed = lock.newCondition();
+    /** The CQ side of the ring: held by whichever thread reaps (the completion thread, or a submitter inline). */
+    private final ReentrantLock reapLock = new ReentrantLock();
     private final ThreadLocal<Plug> plugs = ThreadLocal.withInitial(Plug::new);
     private final ThreadLocal<SyncBounce> bounces;
     private final BlockRangeLock blockLock = new BlockRangeLock();
     private final Thread completionThread;
     private final CompletionHandler handler = this::handle;
-    private final Runnable submitPending = this::submitPending;
+    /** What a thread about to wait for another's I/O runs first: it must not reap (it may hold a monitor). */
+    private final Runnable submitPending = this::submitAndWake;
 
     private volatile boolean closing;
     private boolean closed;
     private volatile boolean stopped;
-    /** Set by the completion thread while handling a batch: continuations were written, enter after it. */
+    /** Set while handling a batch: continuations were written, enter after it. Under {@link #reapLock}. */
     private boolean continued;
+    /** The completion thread waits in {@link LockSupport#park}, not in the kernel. */
+    private volatile boolean completionThreadParked;
+    /** Slots in use (written under {@link #lock}), read without it by the completion thread before it parks. */
+    private volatile int busySlots;
     /** A submitter gave up on {@code -EAGAIN}/{@code -EBUSY}: the completion thread submits after its next reap. */
     private volatile boolean submitBacklog;
 
@@ -214,6 +231,9 @@ public final class IoUringBackingFile
             return 0;
         }
         boolean dsync = (kiocb.flags() & Kiocb.IOCB_DSYNC) != 0;
+        if (!direct && !dsync && iter.isDirect() && iter.count() <= INLINE_WRITE_MAX) {
+            return writeBuffered(iter, pos);
+        }
         if (!goesStraight(iter, pos)) {
             long res = bounces.get().writeIter(iter, pos);
             if (res > 0 && dsync) {
@@ -395,6 +415,42 @@ public final class IoUringBackingFile
         return iter.isDirect() && (!direct || ((pos | iter.alignment()) & (BLOCK - 1)) == 0);
     }
 
+    /**
+     * A small write into the page cache, done here with {@code pwrite}. ext4 and most other file systems
+     * cannot take a buffered write without blocking ({@code FMODE_BUF_WASYNC}), so io_uring would hand
+     * each one to an io-wq worker, serialised per file: a thread hand-off and a wakeup to save a copy of
+     * a few microseconds. Large writes stay on the ring, where the worker's copy overlaps with the
+     * submitter's next request; durable (FUA) writes too, where their fdatasync waits.
+     */
+    private long writeBuffered(IovIter iter, long pos)
+    {
+        long done = 0;
+        int nrSegs = iter.nrSegs();
+        for (int i = 0; i < nrSegs; i++) {
+            long address = iter.segmentAddress(i);
+            int length = iter.segmentLength(i);
+            long n = Posix.pwrite(fd.intValue(), address, length, pos + done);
+            if (n == -Errno.EINTR) {
+                i--;
+                continue;
+            }
+            if (n < 0) {
+                return done > 0 ? advanced(iter, done) : n;
+            }
+            done += n;
+            if (n < length) {
+                break;
+            }
+        }
+        return done > 0 ? advanced(iter, done) : -Errno.EIO;
+    }
+
+    private static long advanced(IovIter iter, long bytes)
+    {
+        iter.advance(bytes);
+        return bytes;
+    }
+
     private long queueRw(Kiocb kiocb, int op, IovIter iter, long pos, int rwFlags)
     {
         long firstBlock = pos / BLOCK;
@@ -424,12 +480,13 @@ public final class IoUringBackingFile
         try {
             while (nrFree == 0 && !closing) {
                 // The slots may be held by SQEs batched behind a plug, this thread's or another's.
-                enterQuietly();
+                submitAndWake();
                 slotFreed.awaitUninterruptibly();
             }
             if (closing) {
                 return null;
             }
+            busySlots = slots.length - nrFree + 1;
             return slots[freeSlots[--nrFree]];
         }
         finally {
@@ -528,10 +585,58 @@ public final class IoUringBackingFile
         return -1;
     }
 
-    /** Submits every SQE published so far, this thread's or another's. */
+    /**
+     * Submits every SQE published so far, this thread's or another's, then reaps what the kernel completed
+     * during the submission (page-cache hits complete inline) in this thread: no hand-off to the completion
+     * thread for them. That thread is woken only when operations are left in the kernel.
+     */
     private void submitPending()
     {
         enterQuietly();
+        if (reapLock.isHeldByCurrentThread() || !reapLock.tryLock()) {
+            // Called from a completion, or another thread reaps right now: it hands the CQEs on.
+            return;
+        }
+        try {
+            reapInline();
+        }
+        finally {
+            reapLock.unlock();
+        }
+        wakeCompletionThread();
+    }
+
+    /** Submits what is published and makes sure the completion thread waits for it; reaps nothing. */
+    private void submitAndWake()
+    {
+        enterQuietly();
+        wakeCompletionThread();
+    }
+
+    /** Unparks the completion thread when operations are in flight (Dekker with {@link #parkWhileIdle}). */
+    private void wakeCompletionThread()
+    {
+        if (busySlots > 0 && completionThreadParked) {
+            LockSupport.unpark(completionThread);
+        }
+    }
+
+    /** Reaps ready CQEs and submits the continuations they wrote. Under {@link #reapLock}. */
+    private void reapInline()
+    {
+        try {
+            do {
+                continued = false;
+                ring.reap(handler);
+                if (continued) {
+                    enterQuietly();
+                }
+            }
+            while (continued);
+        }
+        catch (IoUringException | RuntimeException e) {
+            log.error("io_uring completion on {}", fd, e);
+        }
     }
 
     private void enterQuietly()
@@ -560,15 +665,24 @@ public final class IoUringBackingFile
     {
         while (!stopped) {
             try {
-                continued = false;
-                ring.reap(handler);
-                // Only for its own continuations (or a submission that gave up): entering for SQEs that a
-                // plug holds back would defeat the batching.
-                if (continued || submitBacklog) {
-                    submitBacklog = false;
-                    enterQuietly();
+                int reaped;
+                reapLock.lock();
+                try {
+                    continued = false;
+                    reaped = ring.reap(handler);
+                    // Only for its own continuations (or a submission that gave up): entering for SQEs that a
+                    // plug holds back would defeat the batching.
+                    if (continued || submitBacklog) {
+                        submitBacklog = false;
+                        enterQuietly();
+                    }
                 }
-                if (!stopped) {
+                finally {
+                    reapLock.unlock();
+                }
+                // Woken for CQEs that were still there to reap (the device's own I/O, not page-cache hits
+                // that submitters reap inline): keep waiting in the kernel, where the next one is quickest.
+                if (!stopped && (reaped > 0 || parkWhileIdle())) {
                     ring.waitCompletions(1);
                 }
             }
@@ -576,6 +690,21 @@ public final class IoUringBackingFile
                 log.error("io_uring completion loop on {}", fd, e);
             }
         }
+    }
+
+    /**
+     * While no operation is in flight, waits in Java rather than in {@code io_uring_enter}: a thread
+     * waiting in the kernel is woken for every CQE, also for those its submitters reap inline. Returns
+     * whether to wait for CQEs now. Used after a wakeup that found nothing to reap.
+     */
+    private boolean parkWhileIdle()
+    {
+        completionThreadParked = true;
+        while (busySlots == 0 && !submitBacklog && !stopped) {
+            LockSupport.park(this);
+        }
+        completionThreadParked = false;
+        return !stopped;
     }
 
     private void handle(long userData, int res, int flags)
@@ -651,6 +780,7 @@ public final class IoUringBackingFile
         }
         slot.clear();
         freeSlots[nrFree++] = slot.index;
+        busySlots = slots.length - nrFree;
         slotFreed.signalAll();
     }
 
@@ -694,7 +824,9 @@ public final class IoUringBackingFile
         finally {
             lock.unlock();
         }
-        submitPending();
+        // Not submitPending(): reaping the wakeup here could leave the completion thread asleep in the kernel.
+        enterQuietly();
+        LockSupport.unpark(completionThread);
         boolean interrupted = false;
         while (true) {
             try {
