@@ -20,8 +20,6 @@ backends=${NBD_BACKENDS:-sync nio io_uring}
 connections=4
 device=/dev/nbd0
 port=10809
-# C2 compiles cost more than they save in a short run on an emulated CPU.
-export JLOOP_JAVA_OPTS=${JLOOP_JAVA_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC}
 
 started=$(date +%s)
 say() { printf '[nbd %4ss] %s\n' $(($(date +%s) - started)) "$*"; }

@@ -2,8 +2,8 @@
 # Guest-side scenario for the ublk frontend: run as root inside a VM whose kernel has ublk_drv loaded
 # (Linux 6.12 recommended) and ext4 available (built in or loaded). Needs: mkfs.ext4, fsck.ext4, mount,
 # fio (libaio), blkdiscard, blockdev, sha256sum, cmp; setpriv for the non-root check (skipped without).
-# Under TCG a jloop start takes 10-60 s; JLOOP_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-# shortens it a little. The whole scenario took 5-9 minutes on a loaded 2-core host.
+# Under TCG a jloop start takes 10-60 s (vm-guest.sh sets JLOOP_JAVA_OPTS for the emulated CPU).
+# The whole scenario took 5-9 minutes on a loaded 2-core host.
 #
 #   ublk-scenario.sh JLOOP_HOME WORKDIR
 #

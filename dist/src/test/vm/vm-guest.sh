@@ -10,6 +10,9 @@ say() { echo "[guest $(uptime_s)s] $*"; }
 # The kernel package is unpacked on the host, not installed: its modules live under KROOT.
 mkdir -p "/lib/modules/$KVER" && mount --bind "$KROOT/lib/modules/$KVER" "/lib/modules/$KVER"
 ip link set lo up
+# Every jloop in the guest: C1 only (C2 compiles do not pay off on an emulated CPU) and no AVX code
+# from the JIT: HotSpot crashed (SIGSEGV in compiled code) under qemu 7.2's TCG emulation of AVX.
+export JLOOP_JAVA_OPTS=${JLOOP_JAVA_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:UseAVX=0}
 
 for scenario in $SCENARIOS; do
     name=$(basename "$scenario" -scenario.sh)
