@@ -4,8 +4,6 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 
-import static java.util.Objects.requireNonNull;
-
 /**
  * The byte stream of one NBD connection: a plain socket, or the same socket after STARTTLS. Reads
  * and writes block; one thread reads while another writes.
@@ -39,43 +37,6 @@ interface NbdChannel
 
     static NbdChannel of(SocketChannel socket)
     {
-        requireNonNull(socket, "socket is null");
-        return new NbdChannel()
-        {
-            @Override
-            public int read(ByteBuffer buffer)
-                    throws IOException
-            {
-                return socket.read(buffer);
-            }
-
-            @Override
-            public long read(ByteBuffer[] buffers, int offset, int length)
-                    throws IOException
-            {
-                return socket.read(buffers, offset, length);
-            }
-
-            @Override
-            public long write(ByteBuffer[] buffers, int offset, int length)
-                    throws IOException
-            {
-                return socket.write(buffers, offset, length);
-            }
-
-            @Override
-            public void shutdownInput()
-                    throws IOException
-            {
-                socket.shutdownInput();
-            }
-
-            @Override
-            public void close()
-                    throws IOException
-            {
-                socket.close();
-            }
-        };
+        return new SocketNbdChannel(socket, false);
     }
 }

@@ -36,7 +36,7 @@ final class StdioNbdChannel
         if (inherited instanceof SocketChannel) {
             SocketChannel socket = (SocketChannel) inherited;
             socket.configureBlocking(true);
-            return inheritedSocket(socket);
+            return new SocketNbdChannel(socket, true);
         }
         if (inherited != null) {
             throw new IOException("standard input is a listening socket, not a connection: use --socket or socket activation instead of --stdio");
@@ -46,58 +46,6 @@ final class StdioNbdChannel
                     + "e.g. nbdinfo -- [ jloop serve --stdio FILE ]");
         }
         return new StdioNbdChannel(new FileInputStream(FileDescriptor.in).getChannel(), new FileOutputStream(FileDescriptor.out).getChannel());
-    }
-
-    /**
-     * The socket, shut down instead of closed: closing an inherited channel makes the JDK point
-     * descriptors 0, 1 and 2 at /dev/null (sun.nio.ch.InheritedChannel), and the log on stderr
-     * would be lost. The process's exit closes it.
-     */
-    private static NbdChannel inheritedSocket(SocketChannel socket)
-    {
-        NbdChannel plain = NbdChannel.of(socket);
-        return new NbdChannel()
-        {
-            @Override
-            public int read(ByteBuffer buffer)
-                    throws IOException
-            {
-                return plain.read(buffer);
-            }
-
-            @Override
-            public long read(ByteBuffer[] buffers, int offset, int length)
-                    throws IOException
-            {
-                return plain.read(buffers, offset, length);
-            }
-
-            @Override
-            public long write(ByteBuffer[] buffers, int offset, int length)
-                    throws IOException
-            {
-                return plain.write(buffers, offset, length);
-            }
-
-            @Override
-            public void shutdownInput()
-                    throws IOException
-            {
-                plain.shutdownInput();
-            }
-
-            @Override
-            public void close()
-                    throws IOException
-            {
-                try {
-                    socket.shutdownInput();
-                }
-                finally {
-                    socket.shutdownOutput();
-                }
-            }
-        };
     }
 
     @Override
