@@ -21,6 +21,25 @@ import java.util.List;
  * caller resubmits the rest); a read at or past end of file returns 0.
  *
  * <p>Threading: what may call concurrently is declared by {@link Capabilities#threadModel()}.
+ *
+ * <p><b>The completion rule.</b> A completion runs where the backend calls
+ * {@link Kiocb#complete(long)}: a reaper thread, a pool worker, a library's callback thread. Like the
+ * kernel's completion context it must never wait for the file's capacity, for a lock the file's
+ * submission path takes, or for the network. The loop device keeps its side of it: its completions
+ * submit nothing to the file; follow-up work (the fdatasync that emulates FUA, the rest of a short
+ * transfer, the writes that replace an unsupported zeroing) goes on the device's work queue and is
+ * submitted from a thread that may wait. A backend keeps its side:
+ * <ul>
+ * <li>call {@link Kiocb#complete(long)} holding no lock that {@code readIter}, {@code writeIter},
+ *     {@code fsync} or {@code fallocate} may wait for;</li>
+ * <li>an operation may wait for free capacity (ring slots, a bounded queue) only up to the
+ *     {@link Capabilities#queueDepth()} it declares: the loop device never has more than that many
+ *     operations in flight on the file, and holds the rest itself. A backend that declares 0 must
+ *     never wait for capacity at all.</li>
+ * </ul>
+ * What the device then holds back is bounded by the frontends: NBD's bytes-in-flight budget per
+ * connection, ublk's queue depth per queue. The conformance kit floods every backend with follow-up
+ * work under full capacity and fails a backend that hangs.
  */
 public interface BackingFile extends Closeable
 {

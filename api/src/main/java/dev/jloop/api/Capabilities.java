@@ -19,6 +19,7 @@ public final class Capabilities
     private final boolean cache;
     private final ThreadModel threadModel;
     private final int logicalBlockSize;
+    private final int queueDepth;
 
     private Capabilities(Builder b)
     {
@@ -35,6 +36,10 @@ public final class Capabilities
             throw new IllegalArgumentException("logical block size must be a power of two: " + b.logicalBlockSize);
         }
         this.logicalBlockSize = b.logicalBlockSize;
+        if (b.queueDepth < 0) {
+            throw new IllegalArgumentException("queue depth must not be negative: " + b.queueDepth);
+        }
+        this.queueDepth = b.queueDepth;
     }
 
     public static Builder builder()
@@ -47,7 +52,7 @@ public final class Capabilities
         return new Builder()
                 .readOnly(readOnly).flush(flush).nativeFua(nativeFua).trim(trim).zero(zero)
                 .extents(extents).multiConn(multiConn).cache(cache).threadModel(threadModel)
-                .logicalBlockSize(logicalBlockSize);
+                .logicalBlockSize(logicalBlockSize).queueDepth(queueDepth);
     }
 
     /** Writes, trims and zeroes are refused with EPERM. */
@@ -112,12 +117,23 @@ public final class Capabilities
         return logicalBlockSize;
     }
 
+    /**
+     * How many operations the file takes at once without making the submitter wait (its ring slots or
+     * queue), or 0 when it never waits. The loop device keeps no more than this in flight and holds the
+     * rest in its own queue, so that no submitter, and above all no frontend thread, blocks on the
+     * file's capacity.
+     */
+    public int queueDepth()
+    {
+        return queueDepth;
+    }
+
     @Override
     public String toString()
     {
         return "Capabilities{readOnly=" + readOnly + ", flush=" + flush + ", nativeFua=" + nativeFua
                 + ", trim=" + trim + ", zero=" + zero + ", extents=" + extents + ", multiConn=" + multiConn
-                + ", cache=" + cache + ", threadModel=" + threadModel + ", logicalBlockSize=" + logicalBlockSize + "}";
+                + ", cache=" + cache + ", threadModel=" + threadModel + ", logicalBlockSize=" + logicalBlockSize + ", queueDepth=" + queueDepth + "}";
     }
 
     public static final class Builder
@@ -132,6 +148,7 @@ public final class Capabilities
         private boolean cache;
         private ThreadModel threadModel = ThreadModel.PARALLEL;
         private int logicalBlockSize = 1;
+        private int queueDepth;
 
         private Builder() {}
 
@@ -192,6 +209,12 @@ public final class Capabilities
         public Builder logicalBlockSize(int logicalBlockSize)
         {
             this.logicalBlockSize = logicalBlockSize;
+            return this;
+        }
+
+        public Builder queueDepth(int queueDepth)
+        {
+            this.queueDepth = queueDepth;
             return this;
         }
 

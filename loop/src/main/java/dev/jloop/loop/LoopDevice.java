@@ -22,13 +22,12 @@ import java.io.InterruptedIOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayDeque;
 import java.util.List;
-import java.util.concurrent.ArrayBlockingQueue;
-import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.LockSupport;
 
 import static java.util.Objects.requireNonNull;
 
@@ -60,8 +59,19 @@ import static java.util.Objects.requireNonNull;
  * <li>Short reads and writes are resubmitted for the rest; a read past end of file reads zeros.</li>
  * </ul>
  *
- * <p>Resubmissions from a completion run through a per-thread trampoline, so a backend that
- * completes synchronously never recurses deeper than one level.
+ * <p>Completions never wait (the rule in {@link BackingFile}'s javadoc). A completion that needs more
+ * work on the file (FUA's fdatasync, the rest of a short transfer, zeros written where fallocate
+ * cannot zero) does not submit it: it hands the kiocb to the device's worker thread, the loop driver's
+ * work queue, which submits it and may wait doing so. Only a completion that runs inside one of this
+ * thread's own submissions (a backend that answered at once) queues its follow-up on a per-thread
+ * trampoline instead, submitted as soon as that submission returns; so that path costs no hand-off
+ * and never recurses more than one level.
+ *
+ * <p>The device keeps at most {@link Capabilities#queueDepth()} kiocbs in flight on the file (when the
+ * file declares a depth). A submission beyond it waits in the same work queue, not in the file, so a
+ * frontend's thread never blocks on the file's capacity. The work queue is unbounded by itself;
+ * what it holds is bounded by what the frontends let in: NBD's bytes in flight per connection, ublk's
+ * queue depth.
  */
 public final class LoopDevice
         implements BlockDevice, KiocbCompletion
@@ -81,10 +91,18 @@ public final class LoopDevice
     private final AtomicInteger inFlight = new AtomicInteger();
     private volatile boolean closed;
 
-    // Serialised mode only: the queue of the single worker, and its "request finished" signal.
-    private final BlockingQueue<Bio> queue;
-    private final Semaphore finished;
+    /** Kiocbs on the file at most; 0 when the file never makes a submitter wait. */
+    private final int queueDepth;
+    /** Kiocbs submitted to the file and not completed yet (counted only with a queue depth). */
+    private final AtomicInteger onFile = new AtomicInteger();
+    /** The work queue: kiocbs for the worker to submit, in order. */
+    private final ConcurrentLinkedQueue<Kiocb> deferred = new ConcurrentLinkedQueue<>();
     private final Thread worker;
+    private volatile boolean stopping;
+
+    // Serialised mode only: the requests waiting for the worker, and the one it serves.
+    private final ConcurrentLinkedQueue<Bio> requests;
+    private volatile Bio current;
 
     public LoopDevice(BackingFile file, AioKernel aio, String name)
     {
@@ -92,18 +110,13 @@ public final class LoopDevice
         this.aio = requireNonNull(aio, "aio is null");
         this.capabilities = file.capabilities();
         this.size = file.size();
-        if (capabilities.threadModel() == ThreadModel.SERIALIZE_REQUESTS) {
-            queue = new ArrayBlockingQueue<>(4096);
-            finished = new Semaphore(0);
-            worker = new Thread(this::serve, "loop-" + name);
-            worker.setDaemon(true);
-            worker.start();
-        }
-        else {
-            queue = null;
-            finished = null;
-            worker = null;
-        }
+        boolean serialised = capabilities.threadModel() == ThreadModel.SERIALIZE_REQUESTS;
+        // One request at a time has at most one kiocb on the file: nothing to count.
+        this.queueDepth = serialised ? 0 : capabilities.queueDepth();
+        this.requests = serialised ? new ConcurrentLinkedQueue<>() : null;
+        this.worker = new Thread(this::work, "loop-" + name);
+        worker.setDaemon(true);
+        worker.start();
     }
 
     @Override
@@ -133,17 +146,12 @@ public final class LoopDevice
             end(bio, error);
             return;
         }
-        if (queue == null) {
+        if (requests == null) {
             start(bio);
             return;
         }
-        try {
-            queue.put(bio);
-        }
-        catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            end(bio, -Errno.EINTR);
-        }
+        requests.add(bio);
+        LockSupport.unpark(worker);
     }
 
     @Override
@@ -180,7 +188,23 @@ public final class LoopDevice
     @Override
     public void unplug()
     {
-        aio.unplug(file);
+        // Completions reaped while submitting the batch start their follow-ups from here, not from the reaper.
+        Trampoline t = trampoline.get();
+        if (t.active) {
+            aio.unplug(file);
+            return;
+        }
+        t.active = true;
+        try {
+            aio.unplug(file);
+        }
+        finally {
+            t.active = false;
+        }
+        Kiocb next = t.pending.poll();
+        if (next != null) {
+            submit(next);
+        }
     }
 
     private int validate(Bio bio)
@@ -209,18 +233,45 @@ public final class LoopDevice
         return 0;
     }
 
-    private void serve()
+    /**
+     * The worker: submits what completions deferred and, for a serialised file, starts the next request
+     * once the last one has ended. It may wait for the file; nothing waits for it but the work queue.
+     */
+    private void work()
     {
         while (true) {
-            Bio bio;
-            try {
-                bio = queue.take();
+            submitDeferred();
+            if (requests != null && current == null) {
+                Bio bio = requests.poll();
+                if (bio != null) {
+                    current = bio;
+                    start(bio);
+                    continue;
+                }
             }
-            catch (InterruptedException e) {
+            if (stopping) {
                 return;
             }
-            start(bio);
-            finished.acquireUninterruptibly();
+            LockSupport.park(this);
+        }
+    }
+
+    /** Worker: submits deferred kiocbs, in order, while the file has room. */
+    private void submitDeferred()
+    {
+        Trampoline t = trampoline.get();
+        t.active = true;
+        try {
+            while (!deferred.isEmpty() && admit()) {
+                aio.submit(deferred.poll());
+                Kiocb next;
+                while ((next = t.pending.poll()) != null) {
+                    deferred.add(next);
+                }
+            }
+        }
+        finally {
+            t.active = false;
         }
     }
 
@@ -279,6 +330,12 @@ public final class LoopDevice
     @Override
     public void complete(Kiocb kiocb, long res)
     {
+        if (queueDepth > 0) {
+            onFile.decrementAndGet();
+            if (!deferred.isEmpty()) {
+                LockSupport.unpark(worker);
+            }
+        }
         Bio bio = (Bio) kiocb.privateData();
         if (res < 0 && !(res == -Errno.EOPNOTSUPP && kiocb.op() == Kiocb.Op.FALLOCATE)) {
             finish(kiocb, bio, (int) res);
@@ -344,7 +401,7 @@ public final class LoopDevice
         boolean wroteDurably = bio.op() == Bio.Op.WRITE && capabilities.nativeFua();
         if (bio.fua() && !wroteDurably && capabilities.flush()) {
             kiocb.initFsync(file, true);
-            submit(kiocb);
+            followUp(kiocb);
             return;
         }
         finish(kiocb, bio, 0);
@@ -353,7 +410,7 @@ public final class LoopDevice
     private void resubmitRw(Kiocb kiocb, long res)
     {
         kiocb.initRw(kiocb.op(), file, kiocb.iter(), kiocb.pos() + res, kiocb.flags());
-        submit(kiocb);
+        followUp(kiocb);
     }
 
     /** Writes the zeros of {@code [from, bio end)} one chunk at a time (the fallocate fallback). */
@@ -362,15 +419,16 @@ public final class LoopDevice
         long length = Math.min(ZERO_CHUNK, bio.offset() + bio.length() - from);
         IovIter zeros = KvecIter.of(IovIter.Direction.SOURCE, ZEROS.duplicate().limit((int) length));
         kiocb.initRw(Kiocb.Op.WRITE, file, zeros, from, 0);
-        submit(kiocb);
+        followUp(kiocb);
     }
 
     private void finish(Kiocb kiocb, Bio bio, int error)
     {
         aio.free(kiocb);
         end(bio, error);
-        if (finished != null) {
-            finished.release();
+        if (requests != null) {
+            current = null;
+            LockSupport.unpark(worker);
         }
     }
 
@@ -385,7 +443,11 @@ public final class LoopDevice
         }
     }
 
-    /** Submits through this thread's trampoline: a submission made from a completion running inside a submission waits for it to return. */
+    /**
+     * Submits from a submission context (a frontend's thread, the worker) through this thread's
+     * trampoline: a follow-up made by a completion that ran inside the submission waits for it to
+     * return. Behind a non-empty work queue, or with the file full, the kiocb joins the queue.
+     */
     private void submit(Kiocb kiocb)
     {
         Trampoline t = trampoline.get();
@@ -395,14 +457,57 @@ public final class LoopDevice
         }
         t.active = true;
         try {
-            aio.submit(kiocb);
-            Kiocb next;
-            while ((next = t.pending.poll()) != null) {
-                aio.submit(next);
+            Kiocb next = kiocb;
+            do {
+                if (deferred.isEmpty() && admit()) {
+                    aio.submit(next);
+                }
+                else {
+                    defer(next);
+                }
             }
+            while ((next = t.pending.poll()) != null);
         }
         finally {
             t.active = false;
+        }
+    }
+
+    /**
+     * The next step of a request whose kiocb just completed. Inside this thread's own submission it
+     * waits on the trampoline; anywhere else this is a completion context, which must not submit.
+     */
+    private void followUp(Kiocb kiocb)
+    {
+        Trampoline t = trampoline.get();
+        if (t.active) {
+            t.pending.add(kiocb);
+        }
+        else {
+            defer(kiocb);
+        }
+    }
+
+    private void defer(Kiocb kiocb)
+    {
+        deferred.add(kiocb);
+        LockSupport.unpark(worker);
+    }
+
+    /** Takes room for one kiocb on the file, if it has room. */
+    private boolean admit()
+    {
+        if (queueDepth == 0) {
+            return true;
+        }
+        while (true) {
+            int n = onFile.get();
+            if (n >= queueDepth) {
+                return false;
+            }
+            if (onFile.compareAndSet(n, n + 1)) {
+                return true;
+            }
         }
     }
 
@@ -422,9 +527,11 @@ public final class LoopDevice
             while (inFlight.get() > 0 && System.nanoTime() < deadline) {
                 Thread.sleep(1);
             }
-            if (worker != null) {
-                worker.interrupt();
-                worker.join(TimeUnit.SECONDS.toMillis(CLOSE_TIMEOUT_SECONDS));
+            stopping = true;
+            LockSupport.unpark(worker);
+            worker.join(TimeUnit.SECONDS.toMillis(CLOSE_TIMEOUT_SECONDS));
+            if (inFlight.get() > 0) {
+                throw new IOException(inFlight.get() + " requests still in flight after " + CLOSE_TIMEOUT_SECONDS + " s");
             }
             if (!aio.awaitIdle(CLOSE_TIMEOUT_SECONDS, TimeUnit.SECONDS)) {
                 throw new IOException("requests still in flight after " + CLOSE_TIMEOUT_SECONDS + " s");

@@ -14,6 +14,8 @@ import dev.jloop.iter.PagePool;
 import dev.jloop.testkit.MemoryBackingFile;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -27,6 +29,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 class TestLoopDevice
@@ -163,6 +166,96 @@ class TestLoopDevice
         assertEquals(-Errno.EPERM, run(ro, Bio.Op.WRITE_ZEROES, 0, 4096, 0, null));
         assertEquals(0, run(ro, Bio.Op.FLUSH, 0, 0, 0, null));
         assertArrayEquals(new byte[4096], read(ro, 0, 4096));
+    }
+
+    /**
+     * FUA writes, zeroes and trims each need an fdatasync after their first operation. On a file whose
+     * completion thread alone frees slots, a completion that submitted that fdatasync itself would wait
+     * for a slot forever: the deep-queue hang of the io_uring backend.
+     */
+    @ParameterizedTest(name = "queue depth declared: {0}")
+    @ValueSource(booleans = {true, false})
+    void followUpsOfCompletionsNeverWaitForTheFilesCapacity(boolean declareDepth)
+            throws Exception
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(SIZE);
+        SlottedBackingFile file = new SlottedBackingFile(memory, PARALLEL, 4, declareDepth);
+        LoopDevice device = new LoopDevice(file, aio, "slotted");
+        devices.add(device);
+        int blocks = SIZE / 4096;
+        CountDownLatch ended = new CountDownLatch(blocks);
+        List<String> errors = new java.util.concurrent.CopyOnWriteArrayList<>();
+        for (int i = 0; i < blocks; i++) {
+            int block = i;
+            Bio bio = new Bio().setEndIo((b, error) -> {
+                if (error != 0) {
+                    errors.add(b + ": " + Errno.name(error));
+                }
+                ended.countDown();
+            }, null);
+            long offset = block * 4096L;
+            switch (block % 4) {
+                case 0, 3 -> {
+                    byte[] data = new byte[4096];
+                    Arrays.fill(data, (byte) (block + 1));
+                    bio.init(Bio.Op.WRITE, offset, 4096, Bio.REQ_FUA, IovecIter.of(IovIter.Direction.SOURCE, data));
+                }
+                case 1 -> bio.init(Bio.Op.WRITE_ZEROES, offset, 4096, Bio.REQ_FUA | (block % 8 == 1 ? Bio.REQ_NOUNMAP : 0), null);
+                default -> bio.init(Bio.Op.DISCARD, offset, 4096, Bio.REQ_FUA, null);
+            }
+            device.submit(bio);
+        }
+        assertTrue(ended.await(30, TimeUnit.SECONDS), ended.getCount() + " of " + blocks + " requests never ended");
+        assertEquals(List.of(), errors);
+        assertEquals(0, file.submittedFromCompletion.get(), "completions submitted to the file");
+        if (declareDepth) {
+            assertEquals(0, file.waits.get(), "submitters waited for the file's capacity although it was declared");
+        }
+        for (int block = 0; block < blocks; block++) {
+            byte[] expected = new byte[4096];
+            if (block % 4 == 0 || block % 4 == 3) {
+                Arrays.fill(expected, (byte) (block + 1));
+            }
+            byte[] actual = new byte[4096];
+            memory.read(block * 4096L, actual);
+            assertArrayEquals(expected, actual, "block " + block);
+        }
+    }
+
+    /** The serialised worker's queue has no fixed size: a submitter never blocks, whatever the backlog. */
+    @Test
+    void aSerialisedDeviceQueuesAnyNumberOfRequestsWithoutBlocking()
+            throws Exception
+    {
+        Capabilities serial = PARALLEL.toBuilder().threadModel(ThreadModel.SERIALIZE_REQUESTS).build();
+        LoopDevice device = device(file(new MemoryBackingFile(SIZE), serial));
+        CountDownLatch gate = new CountDownLatch(1);
+        int requests = 10_000;
+        CountDownLatch ended = new CountDownLatch(requests + 1);
+        AtomicInteger errors = new AtomicInteger();
+        device.submit(new Bio().init(Bio.Op.FLUSH, 0, 0, 0, null).setEndIo((b, error) -> {
+            // holds the worker, as a slow first request would
+            try {
+                gate.await();
+            }
+            catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            ended.countDown();
+        }, null));
+        assertTimeoutPreemptively(java.time.Duration.ofSeconds(20), () -> {
+            for (int i = 0; i < requests; i++) {
+                device.submit(new Bio().init(Bio.Op.FLUSH, 0, 0, 0, null).setEndIo((b, error) -> {
+                    if (error != 0) {
+                        errors.incrementAndGet();
+                    }
+                    ended.countDown();
+                }, null));
+            }
+        }, "a submitter blocked behind the serialised worker");
+        gate.countDown();
+        assertTrue(ended.await(30, TimeUnit.SECONDS), ended.getCount() + " requests never ended");
+        assertEquals(0, errors.get());
     }
 
     @Test

@@ -12,6 +12,8 @@ import dev.jloop.api.IovIter;
 import dev.jloop.api.IovIter.Direction;
 import dev.jloop.api.IovIter.Kind;
 import dev.jloop.api.Kiocb;
+import dev.jloop.api.KiocbCompletion;
+import dev.jloop.api.ThreadModel;
 import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.DirectMemory;
 import dev.jloop.iter.IovecIter;
@@ -560,6 +562,189 @@ public abstract class AbstractBackingFileTest
         public String toString()
         {
             return (writer >= 0 ? "write " : "read ") + length + " bytes at " + offset + " through " + kind;
+        }
+    }
+
+    /**
+     * The completion rule, from the backend's side: when it completes a kiocb, the backend has given
+     * back that operation's room and holds no lock its submission path takes. Here every completion
+     * submits its chain's next operation at once (write, fdatasync, read back, zero, read back), with
+     * as many chains as the declared {@link Capabilities#queueDepth()} (8 where none is declared)
+     * always in flight: a backend that completes while it still holds the slot, or under a lock that
+     * submission waits for, hangs here.
+     */
+    @Test
+    public void completionsThatSubmitAgainUnderFullCapacityNeverHang()
+            throws Exception
+    {
+        int maxChains = 256;
+        Path path = createFile("chains", new byte[maxChains * BLOCK]);
+        try (BackingFile file = open(path, false)) {
+            Capabilities capabilities = file.capabilities();
+            int chains = capabilities.threadModel() == ThreadModel.SERIALIZE_REQUESTS ? 1
+                    : Math.min(maxChains, capabilities.queueDepth() > 0 ? capabilities.queueDepth() : 8);
+            int rounds = 20;
+            CountDownLatch finished = new CountDownLatch(chains);
+            Chain[] all = new Chain[chains];
+            for (int i = 0; i < chains; i++) {
+                all[i] = new Chain(file, i, rounds, finished);
+            }
+            for (Chain chain : all) {
+                chain.next();
+            }
+            if (!finished.await(TIMEOUT_SECONDS, TimeUnit.SECONDS)) {
+                fail(finished.getCount() + " of " + chains + " chains stopped: completions that submit again hung the backend");
+            }
+            for (Chain chain : all) {
+                assertEquals(rounds, chain.round, "rounds of chain " + chain.index);
+            }
+        }
+    }
+
+    /** Per thread: submissions made by completions that ran inside a submission wait for it to return. */
+    private final ThreadLocal<Trampoline> trampolines = ThreadLocal.withInitial(Trampoline::new);
+
+    private static final class Trampoline
+    {
+        final java.util.ArrayDeque<Kiocb> pending = new java.util.ArrayDeque<>();
+        boolean active;
+    }
+
+    private void submitFromAnyContext(Kiocb kiocb)
+    {
+        Trampoline t = trampolines.get();
+        if (t.active) {
+            t.pending.add(kiocb);
+            return;
+        }
+        t.active = true;
+        try {
+            aio.submit(kiocb);
+            Kiocb next;
+            while ((next = t.pending.poll()) != null) {
+                aio.submit(next);
+            }
+        }
+        finally {
+            t.active = false;
+        }
+    }
+
+    /** One block's write, fdatasync, read back, zero, read back, {@code rounds} times, each step submitted by the last one's completion. */
+    private final class Chain
+            implements KiocbCompletion
+    {
+        private static final int WRITE = 0;
+        private static final int SYNC = 1;
+        private static final int READ = 2;
+        private static final int ZERO = 3;
+        private static final int READ_ZEROS = 4;
+
+        final int index;
+        final BackingFile file;
+        final int rounds;
+        final CountDownLatch finished;
+        final ByteBuffer buffer = DirectMemory.allocateAligned(BLOCK);
+        final Kiocb kiocb = aio.alloc();
+        int step;
+        int round;
+        boolean zeroed;
+        long done;
+
+        Chain(BackingFile file, int index, int rounds, CountDownLatch finished)
+        {
+            this.file = file;
+            this.index = index;
+            this.rounds = rounds;
+            this.finished = finished;
+        }
+
+        private byte pattern()
+        {
+            return (byte) (1 + index * 31 + round);
+        }
+
+        void next()
+        {
+            long pos = (long) index * BLOCK;
+            Capabilities capabilities = file.capabilities();
+            switch (step) {
+                case WRITE -> {
+                    buffer.clear();
+                    for (int i = 0; i < BLOCK; i++) {
+                        buffer.put(i, pattern());
+                    }
+                    buffer.position((int) done);
+                    kiocb.initRw(Kiocb.Op.WRITE, file, KvecIter.of(Direction.SOURCE, buffer), pos + done,
+                            capabilities.nativeFua() ? Kiocb.IOCB_DSYNC : 0);
+                }
+                case SYNC -> kiocb.initFsync(file, true);
+                case READ, READ_ZEROS -> {
+                    if (done == 0) {
+                        buffer.clear();
+                        for (int i = 0; i < BLOCK; i++) {
+                            buffer.put(i, (byte) 0x5a);
+                        }
+                    }
+                    buffer.clear().position((int) done);
+                    kiocb.initRw(Kiocb.Op.READ, file, KvecIter.of(Direction.DEST, buffer), pos + done, 0);
+                }
+                case ZERO -> kiocb.initFallocate(file, Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE, pos, BLOCK);
+                default -> throw new IllegalStateException("step " + step);
+            }
+            kiocb.initCallback(this, null);
+            submitFromAnyContext(kiocb);
+        }
+
+        // Runs on a backend thread or inside a submission: records violations instead of throwing.
+        @Override
+        public void complete(Kiocb completed, long res)
+        {
+            if (res < 0 && !(step == ZERO && (res == -Errno.EOPNOTSUPP || !file.capabilities().zero()))) {
+                violations.add("chain " + index + " step " + step + " round " + round + ": " + Errno.name(res));
+                stop();
+                return;
+            }
+            if ((step == WRITE || step == READ || step == READ_ZEROS) && res < BLOCK - done) {
+                if (res <= 0) {
+                    violations.add("chain " + index + " step " + step + ": transferred " + res + " of " + (BLOCK - done));
+                    stop();
+                    return;
+                }
+                done += res;
+                next();
+                return;
+            }
+            done = 0;
+            if (step == ZERO) {
+                zeroed = res == 0;
+            }
+            if (step == READ || step == READ_ZEROS) {
+                byte expected = step == READ_ZEROS && zeroed ? 0 : pattern();
+                for (int i = 0; i < BLOCK; i++) {
+                    if (buffer.get(i) != expected) {
+                        violations.add("chain " + index + " round " + round + ": byte " + i + " reads " + buffer.get(i) + ", expected " + expected);
+                        stop();
+                        return;
+                    }
+                }
+            }
+            step++;
+            if (step > READ_ZEROS) {
+                step = WRITE;
+                round++;
+                if (round == rounds) {
+                    stop();
+                    return;
+                }
+            }
+            next();
+        }
+
+        private void stop()
+        {
+            aio.free(kiocb);
+            finished.countDown();
         }
     }
 

@@ -147,6 +147,7 @@ public final class IoUringBackingFile
                 .cache(!direct)
                 .threadModel(ThreadModel.PARALLEL)
                 .logicalBlockSize(direct ? BLOCK : 1)
+                .queueDepth(queueDepth)
                 .build();
 
         FileDescriptor file = FileDescriptor.openBackingFile(config.path(), readOnly, direct);

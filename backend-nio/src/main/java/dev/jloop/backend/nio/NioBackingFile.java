@@ -89,6 +89,7 @@ public final class NioBackingFile
                 .cache(!direct)
                 .threadModel(ThreadModel.PARALLEL)
                 .logicalBlockSize(direct ? BounceIo.DIRECT_BLOCK_SIZE : 1)
+                .queueDepth(config.queueDepth())
                 .build();
         int nrWorkers = Math.min(config.queueDepth(), MAX_WORKERS);
         // room for every request the frontend may keep in flight, plus one STOP per worker
