@@ -325,10 +325,14 @@ final class NbdHandshake
         return flags;
     }
 
-    /** Smallest block size: the device's logical block, capped by the spec's 64 KiB limit on the minimum. */
-    static int minimumBlockSize(Capabilities capabilities)
+    /**
+     * Preferred block size: the device's logical block (4096 under {@code O_DIRECT}), at least 4 KiB.
+     * The minimum is always 1: the device bounces unaligned requests itself, as qemu-nbd with
+     * {@code --cache=none} does, and a larger minimum makes libnbd refuse smaller requests outright.
+     */
+    static int preferredBlockSize(Capabilities capabilities)
     {
-        return Math.min(capabilities.logicalBlockSize(), 64 << 10);
+        return Math.max(PREFERRED_BLOCK_SIZE, Math.min(capabilities.logicalBlockSize(), 2 << 20));
     }
 
     private Export infoOrGo(int opt, ByteBuffer data)
@@ -382,8 +386,8 @@ final class NbdHandshake
                     reply(opt, REP_INFO, info(INFO_DESCRIPTION, export.description()));
                     break;
                 case INFO_BLOCK_SIZE: {
-                    int minimum = minimumBlockSize(capabilities);
-                    int preferred = Math.max(minimum, PREFERRED_BLOCK_SIZE);
+                    int minimum = 1;
+                    int preferred = preferredBlockSize(capabilities);
                     // A READ or WRITE larger than the page pool gets ENOMEM: never invite one. The
                     // spec wants a multiple of the minimum, and at least the preferred size.
                     int maximum = (int) Math.max(preferred, Math.min(MAX_PAYLOAD_ADVERTISED, pagePoolCapacity) / preferred * preferred);

@@ -42,8 +42,6 @@ final class NbdRequest
     int permits;
     /** NBD error of the reply (not errno). */
     int error;
-    /** FUA on TRIM: the device honours FUA on writes only, so a FLUSH follows the discard. */
-    boolean flushAfter;
 
     /** Reply with structured chunks (READ and BLOCK_STATUS once negotiated). */
     boolean structured;
@@ -72,7 +70,6 @@ final class NbdRequest
         this.type = type;
         this.length = length;
         this.error = 0;
-        this.flushAfter = false;
         this.structured = false;
         this.offset = 0;
         this.nrChunks = 0;

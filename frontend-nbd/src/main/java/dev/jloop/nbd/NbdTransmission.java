@@ -280,8 +280,7 @@ final class NbdTransmission
                 request.bio.init(Bio.Op.FLUSH, 0, 0, 0, null);
                 break;
             case CMD_TRIM:
-                request.flushAfter = (flags & CMD_FLAG_FUA) != 0;
-                request.bio.init(Bio.Op.DISCARD, offset, length, 0, null);
+                request.bio.init(Bio.Op.DISCARD, offset, length, bioFlags(flags), null);
                 break;
             case CMD_WRITE_ZEROES:
                 request.bio.init(Bio.Op.WRITE_ZEROES, offset, length, bioFlags(flags), null);
@@ -339,6 +338,11 @@ final class NbdTransmission
                 // RESIZE and the rest are not advertised: the spec's answer is EINVAL.
                 return NBD_EINVAL;
         }
+        // The spec: once FUA is negotiated the server MUST accept it on every command, if only by ignoring
+        // it (older qemu sets it on FLUSH). It means something to WRITE, WRITE_ZEROES and TRIM only.
+        if ((transmissionFlags & FLAG_SEND_FUA) != 0) {
+            allowedFlags |= CMD_FLAG_FUA;
+        }
         if ((flags & ~allowedFlags) != 0) {
             return NBD_EINVAL;
         }
@@ -388,17 +392,11 @@ final class NbdTransmission
         return flags;
     }
 
-    /** Device thread: queues the reply, or sends the FLUSH that makes a FUA trim durable. */
+    /** Device thread: queues the reply. */
     @Override
     public void endIo(Bio bio, int error)
     {
         NbdRequest request = (NbdRequest) bio.privateData();
-        if (error == 0 && request.flushAfter) {
-            request.flushAfter = false;
-            bio.init(Bio.Op.FLUSH, 0, 0, 0, null);
-            device.submit(bio);
-            return;
-        }
         if (request.structured && request.type == CMD_READ) {
             if (error != 0) {
                 request.chunkError[request.chunkOf(bio)] = error;

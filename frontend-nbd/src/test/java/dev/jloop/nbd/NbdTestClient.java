@@ -369,7 +369,14 @@ final class NbdTestClient
     byte[] read(long offset, int length)
             throws IOException
     {
-        sendRequest(0, NbdProtocol.CMD_READ, 0xfeed, offset, length);
+        return read(0, offset, length);
+    }
+
+    /** Round trip of one READ with command flags, returning its data; fails on an error reply. */
+    byte[] read(int flags, long offset, int length)
+            throws IOException
+    {
+        sendRequest(flags, NbdProtocol.CMD_READ, 0xfeed, offset, length);
         Reply reply = readReply();
         if (reply.error() != 0 || reply.cookie() != 0xfeed) {
             throw new IOException("READ failed: " + reply);

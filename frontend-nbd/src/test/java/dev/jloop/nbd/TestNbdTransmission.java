@@ -184,7 +184,7 @@ class TestNbdTransmission
         startServer(Map.of());
         try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
             assertEquals(NBD_EINVAL, client.roundTrip(0, 9, 0, 1, null));
-            assertEquals(NBD_EINVAL, client.roundTrip(1, CMD_CACHE, 0, 1, null));
+            assertEquals(NBD_EINVAL, client.roundTrip(1 << 6, CMD_CACHE, 0, 1, null));
             // no metadata context (nor structured replies) negotiated
             assertEquals(NBD_EINVAL, client.roundTrip(0, CMD_BLOCK_STATUS, 0, 1, null));
             assertEquals(NBD_EINVAL, client.roundTrip(1 << 7, CMD_READ, 0, 1, null));
@@ -232,10 +232,37 @@ class TestNbdTransmission
                         "WRITE 0 1 flags=" + Bio.REQ_FUA,
                         "WRITE_ZEROES 4096 8192 flags=" + (Bio.REQ_FUA | Bio.REQ_NOUNMAP),
                         "WRITE_ZEROES 4096 10 flags=0",
-                        "DISCARD 0 4096 flags=0",
-                        "FLUSH 0 0 flags=0",
+                        "DISCARD 0 4096 flags=" + Bio.REQ_FUA,
                         "FLUSH 0 0 flags=0"),
                 disk.log());
+    }
+
+    /** The spec: once FUA is negotiated the server MUST accept it on every command, if only by ignoring it. */
+    @Test
+    void fuaIsAcceptedOnEveryCommand()
+            throws IOException
+    {
+        startServer(Map.of());
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_WRITE, 0, 1, new byte[] {7}));
+            assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_FLUSH, 0, 0, null), "FLUSH with FUA, as older qemu sends it");
+            assertArrayEquals(new byte[] {7}, client.read(CMD_FLAG_FUA, 0, 1), "READ with FUA");
+            assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_CACHE, 0, 4096, null), "CACHE with FUA");
+        }
+        assertEquals(List.of("WRITE 0 1 flags=" + Bio.REQ_FUA, "FLUSH 0 0 flags=0", "READ 0 1 flags=0", "CACHE 0 4096 flags=0"),
+                disk.log());
+    }
+
+    @Test
+    void fuaIsRefusedWhereItWasNotNegotiated()
+            throws IOException
+    {
+        MemoryBlockDevice plain = new MemoryBlockDevice(1 << 20, Capabilities.builder().flush(false).build());
+        startServer(Map.of(), List.of(new Export("plain", "", plain)));
+        try (NbdTestClient client = NbdTestClient.open(address(), "plain")) {
+            assertEquals(0, client.transmissionFlags & NbdProtocol.FLAG_SEND_FUA);
+            assertEquals(NBD_EINVAL, client.roundTrip(CMD_FLAG_FUA, CMD_READ, 0, 1, null));
+        }
     }
 
     @Test
