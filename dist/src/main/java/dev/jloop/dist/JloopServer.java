@@ -69,6 +69,10 @@ final class JloopServer
     String start(FrontendConfig where, Map<String, String> frontendOptions)
     {
         // checked before any file is created or opened
+        if (options.uringSqpoll && !backend.name().equals("io_uring")) {
+            throw new UserException("--uring-sqpoll applies to the io_uring backend only, and the backend is '" + backend.name()
+                    + "'" + (options.backend.equals("auto") ? " (auto)" : "") + ": drop it, or use --backend io_uring");
+        }
         Map<String, String> allOptions = new LinkedHashMap<>(frontendOptions());
         allOptions.putAll(frontendOptions);
         List<ExportSpec> specs = exportSpecs();

@@ -25,7 +25,8 @@ import java.util.regex.Pattern;
 
 /**
  * The {@code jloop} command. Mistakes the user can fix end with one line on stderr and exit code 1
- * (2 for a malformed command line); SIGTERM and SIGINT stop the server cleanly with exit code 0.
+ * (2 for a malformed command line); SIGTERM and SIGINT stop the server cleanly with exit code 0, and a
+ * second one while it stops exits at once.
  * With {@code --run} the exit code is the command's.
  */
 @Command(name = "jloop", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
@@ -126,8 +127,8 @@ public final class Main
             }
             JloopServer server = Guice.createInjector(new ServeModule(options)).getInstance(JloopServer.class);
             CountDownLatch stop = new CountDownLatch(1);
-            Signal.handle(new Signal("TERM"), signal -> stop.countDown());
-            Signal.handle(new Signal("INT"), signal -> stop.countDown());
+            Signal.handle(new Signal("TERM"), signal -> stopOrExit(stop, signal));
+            Signal.handle(new Signal("INT"), signal -> stopOrExit(stop, signal));
             if (options.stdio || activated) {
                 return serveStdio(server, stop, activated);
             }
@@ -140,6 +141,24 @@ public final class Main
             stop.await();
             server.close();
             return 0;
+        }
+
+        /**
+         * The first SIGTERM or SIGINT stops the server cleanly; a second one while it stops (Ctrl-C twice)
+         * exits at once with 128 + the signal's number. That loses nothing a client was promised: a write
+         * is acknowledged only after the file took it, and durable only after a flush or FUA that was
+         * acknowledged too; requests not yet answered were never promised.
+         */
+        private static void stopOrExit(CountDownLatch stop, Signal signal)
+        {
+            if (stop.getCount() > 0) {
+                stop.countDown();
+                return;
+            }
+            System.err.println("jloop: SIG" + signal.getName() + " again while stopping: exiting now; "
+                    + "requests not yet answered are dropped, every acknowledged write is in the file");
+            System.err.flush();
+            Runtime.getRuntime().halt(128 + signal.getNumber());
         }
 
         /**

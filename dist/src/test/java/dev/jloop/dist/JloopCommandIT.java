@@ -5,14 +5,22 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
 import java.net.InetAddress;
+import java.net.InetSocketAddress;
 import java.net.ServerSocket;
+import java.net.Socket;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The {@code jloop} command as a user meets it: help, version, one-line errors, TCP serving, SIGTERM. */
@@ -78,6 +86,16 @@ class JloopCommandIT
     }
 
     @Test
+    void sqpollWithoutIoUringIsRefused()
+    {
+        for (String backend : List.of("sync", "nio")) {
+            Exec result = jloop("serve", "--backend", backend, "--uring-sqpoll", "--size", "1M", dir.resolve("a.img").toString());
+            assertOneLineError(result, "--uring-sqpoll applies to the io_uring backend only, and the backend is '" + backend + "'");
+            assertTrue(Files.notExists(dir.resolve("a.img")), "nothing is created when an option is refused");
+        }
+    }
+
+    @Test
     void unknownBackendListsTheKnownOnes()
     {
         Exec result = jloop("serve", "--backend", "nope", "--size", "1M", dir.resolve("a.img").toString());
@@ -114,6 +132,55 @@ class JloopCommandIT
         byte[] data = Files.readAllBytes(image);
         for (int i = 1 << 20; i < 2 << 20; i++) {
             assertEquals((byte) 0x77, data[i], "byte " + i);
+        }
+    }
+
+    /**
+     * A client that stops reading its replies holds a clean stop up to the close timeout; a second
+     * SIGTERM then ends jloop at once (Ctrl-C twice), with one line saying so.
+     */
+    @Test
+    void secondSigtermWhileStoppingExitsAtOnce()
+            throws Exception
+    {
+        Path image = dir.resolve("stuck.img");
+        try (JloopProcess server = JloopProcess.serve(dir, "--backend", "sync", "--listen", "127.0.0.1:0", "--size", "64M", image.toString());
+                Socket client = new Socket()) {
+            Matcher port = Pattern.compile(":(\\d+)/").matcher(server.uri());
+            assertTrue(port.find(), server.uri());
+            client.setReceiveBufferSize(4096);
+            client.connect(new InetSocketAddress(InetAddress.getLoopbackAddress(), Integer.parseInt(port.group(1))));
+            DataOutputStream out = new DataOutputStream(client.getOutputStream());
+            DataInputStream in = new DataInputStream(client.getInputStream());
+            // fixed newstyle with NO_ZEROES, then NBD_OPT_EXPORT_NAME of the default export
+            in.readFully(new byte[18]);
+            out.writeInt(3);
+            out.writeLong(0x49484156454F5054L);
+            out.writeInt(1);
+            out.writeInt(0);
+            out.flush();
+            assertEquals(64L << 20, in.readLong());
+            in.readShort();
+            // READs of 1 MiB whose replies are never read: the replies fill the socket and stay there
+            for (int i = 0; i < 64; i++) {
+                out.writeInt(0x25609513);
+                out.writeShort(0);
+                out.writeShort(0);
+                out.writeLong(i);
+                out.writeLong((long) i << 20);
+                out.writeInt(1 << 20);
+            }
+            out.flush();
+            Thread.sleep(1000);
+            Process process = server.process();
+            process.destroy();
+            assertFalse(process.waitFor(2, TimeUnit.SECONDS), "a clean stop waits for the client's replies");
+            long start = System.nanoTime();
+            process.destroy();
+            assertTrue(process.waitFor(10, TimeUnit.SECONDS), "the second SIGTERM did not end jloop\n" + server.log());
+            assertTrue(System.nanoTime() - start < TimeUnit.SECONDS.toNanos(10));
+            assertEquals(128 + 15, process.exitValue(), server.log());
+            assertTrue(server.log().contains("jloop: SIGTERM again while stopping: exiting now"), server.log());
         }
     }
 

@@ -100,6 +100,11 @@ final class JloopProcess
         return startLine;
     }
 
+    Process process()
+    {
+        return process;
+    }
+
     String log()
     {
         try {
