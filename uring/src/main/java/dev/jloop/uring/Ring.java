@@ -9,6 +9,7 @@ import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.LongConsumer;
 
 import static dev.jloop.uring.IoUring.ENTER_GETEVENTS;
 import static dev.jloop.uring.IoUring.ENTER_SQ_WAKEUP;
@@ -373,6 +374,29 @@ public final class Ring
     public boolean prepAsyncCancel(long target, int cancelFlags, long userData)
     {
         return prep(IoUring.OP_ASYNC_CANCEL, 0, -1, 0, target, 0, cancelFlags, userData, 0);
+    }
+
+    /**
+     * Takes back the SQEs written or published but not consumed by the kernel: hands each one's user
+     * data to {@code sink} and moves the SQ tail back to the kernel's head. For a ring whose submission
+     * failed for good, so that what it holds can be failed instead of waiting forever. SQ side; only
+     * while no {@code io_uring_enter(2)} runs and never under SQPOLL, whose kernel thread consumes SQEs
+     * on its own. Returns how many were taken back.
+     */
+    public int withdraw(LongConsumer sink)
+    {
+        if ((setupFlags & SETUP_SQPOLL) != 0) {
+            throw new IllegalStateException("SQEs cannot be taken back from an SQPOLL ring");
+        }
+        int head = (int) INT.getAcquire(sqRing, sqHead);
+        int n = 0;
+        for (int i = head; i != sqeTail; i++) {
+            sink.accept(sqes.getLong((i & (sqEntries - 1)) * sqeSize + 32));
+            n++;
+        }
+        sqeTail = head;
+        INT.setRelease(sqRing, sqTail, head);
+        return n;
     }
 
     /** Publishes the SQEs written so far (store-release of the SQ tail). Returns how many the kernel has not consumed. */

@@ -111,6 +111,34 @@ class RingTest
     }
 
     @Test
+    void withdrawTakesBackWhatTheKernelHasNotConsumed()
+            throws IoUringException
+    {
+        Ring ring = ring(Ring.builder(4));
+        // past a wrap of the 4-entry ring, so the SQE index is the masked position
+        for (int i = 0; i < 3; i++) {
+            assertTrue(ring.prepNop(i));
+        }
+        assertEquals(3, ring.submitAndWait(3));
+        assertEquals(3, ring.reap((userData, res, flags) -> {}));
+        assertTrue(ring.prepNop(10));
+        assertTrue(ring.prepNop(11));
+        ring.flush();
+        assertTrue(ring.prepNop(12)); // written, not yet published
+        List<Long> withdrawn = new ArrayList<>();
+        assertEquals(3, ring.withdraw(withdrawn::add));
+        assertEquals(List.of(10L, 11L, 12L), withdrawn);
+        assertEquals(0, ring.sqPending());
+        assertEquals(4, ring.sqSpace());
+        // the kernel never sees them: the next submission is just the new one
+        assertTrue(ring.prepNop(20));
+        assertEquals(1, ring.submitAndWait(1));
+        List<Long> reaped = new ArrayList<>();
+        ring.reap((userData, res, flags) -> reaped.add(userData));
+        assertEquals(List.of(20L), reaped);
+    }
+
+    @Test
     void wrapAroundOverManyNops()
             throws IoUringException
     {

@@ -81,6 +81,8 @@ public final class IoUringBackingFile
     private static final int BOUNCE_SIZE = 256 * 1024;
     /** Buffered writes up to this size are a pwrite in the submitting thread; larger ones overlap with it on the ring. */
     private static final long INLINE_WRITE_MAX = 64 * 1024;
+    /** {@link #progress}: the rest of the transfer is on the ring again. */
+    private static final long CONTINUED = Long.MIN_VALUE;
     private static final long WAKEUP = -1L;
     private static final long CANCEL = -2L;
     private static final int FIXED_FILE = 0;
@@ -93,6 +95,7 @@ public final class IoUringBackingFile
     private final FileDescriptor fd;
     private final boolean readOnly;
     private final boolean direct;
+    private final boolean sqpoll;
     private final Capabilities capabilities;
     private final Ring ring;
     private final Pointer iovecs;
@@ -122,6 +125,8 @@ public final class IoUringBackingFile
     private volatile int busySlots;
     /** A submitter gave up on {@code -EAGAIN}/{@code -EBUSY}: the completion thread submits after its next reap. */
     private volatile boolean submitBacklog;
+    /** The errno with which {@code io_uring_enter} failed for good; 0 while the ring submits. */
+    private volatile int submitErrno;
 
     private long[] fixedStart = new long[0];
     private long[] fixedEnd = new long[0];
@@ -134,7 +139,7 @@ public final class IoUringBackingFile
         this.readOnly = config.readOnly();
         this.direct = config.direct();
         int queueDepth = intOption(config, "queue-depth", config.queueDepth());
-        boolean sqpoll = Boolean.parseBoolean(config.options().getOrDefault("uring-sqpoll", "false"));
+        this.sqpoll = Boolean.parseBoolean(config.options().getOrDefault("uring-sqpoll", "false"));
 
         this.capabilities = Capabilities.builder()
                 .readOnly(readOnly)
@@ -403,6 +408,12 @@ public final class IoUringBackingFile
         }
     }
 
+    /** The ring's descriptor, for tests that break it. */
+    int ringFd()
+    {
+        return ring.fd();
+    }
+
     /** {@code io_uring_enter} calls that submitted SQEs so far (statistics, tests of batching). */
     public long submitCalls()
     {
@@ -499,10 +510,10 @@ public final class IoUringBackingFile
     {
         lock.lock();
         try {
-            if (closing) {
-                // close() has started: it waits for busy slots only, so give this one back unused.
+            if (closing || submitErrno != 0) {
+                // close() has started (it waits for busy slots only), or the ring cannot submit: give it back unused.
                 release(slot);
-                return -Errno.ESHUTDOWN;
+                return closing ? -Errno.ESHUTDOWN : -submitErrno;
             }
             prepare(slot);
             ring.flush();
@@ -656,7 +667,44 @@ public final class IoUringBackingFile
             }
         }
         catch (IoUringException e) {
-            log.error("io_uring submission failed on {}", fd, e);
+            failSubmission(e);
+        }
+    }
+
+    /**
+     * {@code io_uring_enter} failed with something other than EAGAIN or EBUSY (EINTR is retried): the
+     * ring cannot submit, and trying again would fail the same way. The SQEs the kernel has not taken
+     * are withdrawn and their kiocbs completed with the error, so that nothing waits for them forever;
+     * later operations fail at once. What the kernel took still completes through the CQ.
+     */
+    private void failSubmission(IoUringException e)
+    {
+        log.error("io_uring submission failed on {}; failing the operations it had not taken", fd, e);
+        if (sqpoll) {
+            // The kernel's SQ thread takes SQEs on its own; the enter only woke it.
+            return;
+        }
+        Kiocb[] failed = new Kiocb[slots.length];
+        int n = 0;
+        lock.lock();
+        try {
+            submitErrno = e.errno();
+            long[] withdrawn = new long[slots.length + 2];
+            int[] count = {0};
+            ring.withdraw(userData -> withdrawn[count[0]++] = userData);
+            for (int i = 0; i < count[0]; i++) {
+                if (withdrawn[i] >= 0) {
+                    Slot slot = slots[(int) withdrawn[i]];
+                    failed[n++] = slot.kiocb;
+                    release(slot);
+                }
+            }
+        }
+        finally {
+            lock.unlock();
+        }
+        for (int i = 0; i < n; i++) {
+            completeQuietly(failed[i], -e.errno());
         }
     }
 
@@ -689,6 +737,8 @@ public final class IoUringBackingFile
             }
             catch (IoUringException | RuntimeException e) {
                 log.error("io_uring completion loop on {}", fd, e);
+                // A broken ring fails the same way at once: no hot loop of errors. CQEs still arrive in memory.
+                LockSupport.parkNanos(this, 10_000_000L);
             }
         }
     }
@@ -714,37 +764,49 @@ public final class IoUringBackingFile
             return; // WAKEUP or CANCEL
         }
         Slot slot = slots[(int) userData];
-        if (slot.op == OP_READ || slot.op == OP_WRITE) {
-            if ((res == -Errno.EAGAIN || res == -Errno.EINTR) && !closing) {
-                resubmit(slot);
-                return;
-            }
-            if (res > 0) {
-                slot.iter.advance(res);
-                slot.done += res;
-                slot.pos += res;
-                if (slot.iter.count() > 0 && !closing) {
-                    resubmit(slot);
-                    return;
-                }
-            }
-            long result;
-            if (closing) {
-                result = -Errno.ECANCELED;
-            }
-            else if (res < 0) {
-                result = slot.done > 0 ? slot.done : res;
-            }
-            else if (res == 0 && slot.op == OP_WRITE && slot.done == 0) {
-                result = -Errno.EIO;
-            }
-            else {
-                result = slot.done;
-            }
-            finish(slot, result);
-            return;
+        long result;
+        try {
+            result = progress(slot, res);
         }
-        finish(slot, closing ? -Errno.ECANCELED : res);
+        catch (RuntimeException e) {
+            // A bug on this side must not leave the operation without its completion.
+            log.error("io_uring completion of {} on {} failed; completing it with EIO", slot.kiocb, fd, e);
+            result = -Errno.EIO;
+        }
+        if (result != CONTINUED) {
+            finish(slot, result);
+        }
+    }
+
+    /** Where a CQE leaves the slot's operation: its result, or {@link #CONTINUED} when the rest was resubmitted. */
+    private long progress(Slot slot, int res)
+    {
+        if (slot.op != OP_READ && slot.op != OP_WRITE) {
+            return closing ? -Errno.ECANCELED : res;
+        }
+        if ((res == -Errno.EAGAIN || res == -Errno.EINTR) && !closing) {
+            resubmit(slot);
+            return CONTINUED;
+        }
+        if (res > 0) {
+            slot.iter.advance(res);
+            slot.done += res;
+            slot.pos += res;
+            if (slot.iter.count() > 0 && !closing) {
+                resubmit(slot);
+                return CONTINUED;
+            }
+        }
+        if (closing) {
+            return -Errno.ECANCELED;
+        }
+        if (res < 0) {
+            return slot.done > 0 ? slot.done : res;
+        }
+        if (res == 0 && slot.op == OP_WRITE && slot.done == 0) {
+            return -Errno.EIO;
+        }
+        return slot.done;
     }
 
     private void resubmit(Slot slot)
@@ -769,8 +831,22 @@ public final class IoUringBackingFile
         }
         finally {
             lock.unlock();
+            completeQuietly(kiocb, res);
         }
-        kiocb.complete(res);
+    }
+
+    /**
+     * Completes outside every lock. A callback that throws is the caller's bug; the kiocb has completed
+     * all the same, and the reaper goes on with the next CQE instead of losing the batch.
+     */
+    private static void completeQuietly(Kiocb kiocb, long res)
+    {
+        try {
+            kiocb.complete(res);
+        }
+        catch (RuntimeException | Error e) {
+            log.error("completion callback of {} failed", kiocb, e);
+        }
     }
 
     /** Returns a slot to the free list. Under {@link #lock}. */

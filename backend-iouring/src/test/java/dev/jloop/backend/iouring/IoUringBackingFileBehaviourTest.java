@@ -180,6 +180,53 @@ class IoUringBackingFileBehaviourTest
         }
     }
 
+    /** The libc calls that break a ring under its owner's feet. */
+    public interface BreakingLibC
+    {
+        int open(String path, int flags);
+
+        int dup2(int oldFd, int newFd);
+
+        int close(int fd);
+    }
+
+    /**
+     * When {@code io_uring_enter} fails for good (here: the ring's descriptor now names /dev/null, so
+     * it fails with EOPNOTSUPP), what the kernel has not taken completes with the error instead of
+     * waiting forever, and later requests fail at once.
+     */
+    @Test
+    void aRingThatCannotSubmitFailsItsRequestsInsteadOfLosingThem()
+            throws Exception
+    {
+        IoUringBackingFile file = open(false, 8);
+        BreakingLibC libc = jnr.ffi.LibraryLoader.create(BreakingLibC.class).load("c");
+        int devNull = libc.open("/dev/null", 0);
+        assertTrue(devNull >= 0);
+        try {
+            assertTrue(libc.dup2(devNull, file.ringFd()) >= 0);
+            Reads reads = new Reads(4, 4096);
+            file.plug();
+            for (int i = 0; i < reads.n; i++) {
+                reads.submit(file, i, (long) i * 4096);
+            }
+            file.unplug();
+            assertTrue(reads.done.await(10, TimeUnit.SECONDS), reads.done.getCount() + " requests never completed");
+            for (int i = 0; i < reads.n; i++) {
+                assertEquals(1, reads.completions.get(i), "completions of request " + i);
+                assertEquals(-Errno.EOPNOTSUPP, reads.results.get(i), "request " + i);
+            }
+            Reads later = new Reads(1, 4096);
+            later.submit(file, 0, 0);
+            assertTrue(later.done.await(10, TimeUnit.SECONDS));
+            assertEquals(-Errno.EOPNOTSUPP, later.results.get(0));
+        }
+        finally {
+            file.close();
+            libc.close(devNull);
+        }
+    }
+
     @Test
     void pluggedSubmissionsTakeOneEnter()
             throws Exception
