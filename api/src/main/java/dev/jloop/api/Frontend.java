@@ -24,7 +24,11 @@ public interface Frontend extends Closeable
 
     /**
      * Stops accepting, lets requests in flight finish and their replies go out, closes every
-     * connection. Does not close the exports' devices (their creator does). Idempotent.
+     * connection. Does not close the exports' devices (their creator does, once this returned).
+     * Idempotent.
+     *
+     * @throws StillServingException when it could not stop and still uses the devices, which must then
+     *         stay open
      */
     @Override
     void close();

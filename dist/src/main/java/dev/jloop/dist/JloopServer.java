@@ -4,10 +4,13 @@ import dev.jloop.aio.AioKernel;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
+import dev.jloop.api.Bio;
+import dev.jloop.api.Errno;
 import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
+import dev.jloop.api.StillServingException;
 import dev.jloop.loop.LoopDevice;
 import jakarta.inject.Inject;
 import org.slf4j.Logger;
@@ -28,6 +31,10 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 import static java.util.Objects.requireNonNull;
 
@@ -350,15 +357,25 @@ final class JloopServer
         running.awaitEnd();
     }
 
-    /** Stops the frontend (letting requests in flight finish), then flushes and closes the device. */
+    /**
+     * Stops the frontend (letting requests in flight finish), then flushes and closes the device. A
+     * frontend that cannot stop ({@link StillServingException}) still uses the devices: they are
+     * flushed and left open, and the process must end to stop it.
+     */
     @Override
     public void close()
             throws IOException
     {
         IOException failure = null;
         while (!started.isEmpty()) {
+            Closeable next = started.pop();
             try {
-                started.pop().close();
+                next.close();
+            }
+            catch (StillServingException e) {
+                log.error("{}", e.getMessage());
+                flushOpenDevices();
+                throw new IOException(e.getMessage() + "; the files were flushed and stay open until jloop exits", e);
             }
             catch (IOException | RuntimeException e) {
                 if (failure == null) {
@@ -371,6 +388,30 @@ final class JloopServer
         }
         if (failure != null) {
             throw failure;
+        }
+    }
+
+    /** What every device acknowledged becomes durable, while they stay open for a frontend that still serves. */
+    private void flushOpenDevices()
+    {
+        for (Closeable closeable : started) {
+            if (closeable instanceof LoopDevice device && !device.capabilities().readOnly()) {
+                CompletableFuture<Integer> flushed = new CompletableFuture<>();
+                device.submit(new Bio().init(Bio.Op.FLUSH, 0, 0, 0, null).setEndIo((bio, error) -> flushed.complete(error), null));
+                try {
+                    int error = flushed.get(60, TimeUnit.SECONDS);
+                    if (error != 0) {
+                        log.error("flush failed: {}", Errno.name(error));
+                    }
+                }
+                catch (ExecutionException | TimeoutException e) {
+                    log.error("flush did not finish: {}", e.toString());
+                }
+                catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
         }
     }
 

@@ -280,7 +280,7 @@ final class UblkQueue
                 bio.init(Bio.Op.FLUSH, 0, 0, 0, null);
                 break;
             case UblkCmd.OP_DISCARD:
-                bio.init(Bio.Op.DISCARD, offset, length, 0, null);
+                bio.init(Bio.Op.DISCARD, offset, length, flags, null);
                 break;
             case UblkCmd.OP_WRITE_ZEROES:
                 bio.init(Bio.Op.WRITE_ZEROES, offset, length, flags | ((opFlags & UblkCmd.IO_F_NOUNMAP) != 0 ? Bio.REQ_NOUNMAP : 0), null);

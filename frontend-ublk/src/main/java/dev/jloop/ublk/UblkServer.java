@@ -4,6 +4,7 @@ import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Frontend;
+import dev.jloop.api.StillServingException;
 import dev.jloop.iter.PagePool;
 import dev.jloop.uring.IoUring;
 import dev.jloop.uring.Ring;
@@ -306,6 +307,9 @@ public final class UblkServer
         }
         closed = true;
         IOException failure = teardown(null);
+        if (failure instanceof UblkControl.CommandTimeoutException) {
+            throw new StillServingException(failure.getMessage() + "; its queues keep serving, the device must stay open", failure);
+        }
         if (failure != null) {
             throw new UncheckedIOException(failure);
         }

@@ -5,6 +5,7 @@ import dev.jloop.api.Bio;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
+import dev.jloop.api.StillServingException;
 import dev.jloop.loop.LoopDevice;
 import dev.jloop.testkit.MemoryBackingFile;
 import org.junit.jupiter.api.AfterEach;
@@ -225,12 +226,16 @@ class UblkServerTest
         assertEquals(0, queue.awaitCommit(1));
         queue.request(2, UblkCmd.OP_WRITE_ZEROES, 8, 8, null);
         assertEquals(0, queue.awaitCommit(2));
+        queue.request(3, UblkCmd.OP_DISCARD | UblkCmd.IO_F_FUA, 8, 8, null);
+        assertEquals(0, queue.awaitCommit(3));
         synchronized (seen) {
             assertEquals(Bio.Op.WRITE, seen.get(0).op());
             assertEquals(4096, seen.get(0).offset());
             assertEquals(Bio.REQ_FUA, seen.get(0).flags());
             assertEquals(Bio.REQ_FUA | Bio.REQ_NOUNMAP, seen.get(1).flags());
             assertEquals(0, seen.get(2).flags());
+            assertEquals(Bio.Op.DISCARD, seen.get(3).op());
+            assertEquals(Bio.REQ_FUA, seen.get(3).flags(), "a FUA discard is durable before it completes");
         }
     }
 
@@ -421,7 +426,7 @@ class UblkServerTest
         UblkServer stuckServer = UblkServer.start(stuck, new UblkServer.Config(1, DEPTH, -1, BUFFER, Duration.ofMillis(300), Duration.ofSeconds(5)), device);
         try {
             long start = System.nanoTime();
-            RuntimeException e = assertThrows(RuntimeException.class, stuckServer::close);
+            StillServingException e = assertThrows(StillServingException.class, stuckServer::close, "the device's creator must keep it open");
             assertTrue(e.getMessage().contains("STOP_DEV") && e.getMessage().contains("no answer"), e.getMessage());
             assertTrue(System.nanoTime() - start < Duration.ofSeconds(3).toNanos(), "close must not hang on a stuck STOP_DEV");
             assertFalse(stuck.events().contains("close-ring 0"), "queues stopped while STOP_DEV was pending: " + stuck.events());

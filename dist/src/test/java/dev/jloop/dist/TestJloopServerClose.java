@@ -1,0 +1,191 @@
+package dev.jloop.dist;
+
+import dev.jloop.api.BackendConfig;
+import dev.jloop.api.BackendFactory;
+import dev.jloop.api.BackingFile;
+import dev.jloop.api.Capabilities;
+import dev.jloop.api.Export;
+import dev.jloop.api.ExtentSink;
+import dev.jloop.api.Frontend;
+import dev.jloop.api.FrontendConfig;
+import dev.jloop.api.FrontendFactory;
+import dev.jloop.api.IovIter;
+import dev.jloop.api.Kiocb;
+import dev.jloop.api.StillServingException;
+import dev.jloop.testkit.MemoryBackingFile;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import picocli.CommandLine;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Closing in reverse order, and what happens when the frontend cannot stop. */
+class TestJloopServerClose
+{
+    @TempDir
+    Path dir;
+
+    /**
+     * A ublk STOP_DEV the kernel does not answer leaves the queues serving: the device they write to
+     * must stay open (flushed, not closed under them), and the close fails so that jloop says so.
+     */
+    @Test
+    void aFrontendThatStillServesKeepsItsDevicesOpenAndFlushed()
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(1 << 20);
+        AtomicInteger fsyncs = new AtomicInteger();
+        JloopServer server = server(memory, fsyncs, true);
+        server.start();
+        IOException e = assertThrows(IOException.class, server::close);
+        assertTrue(e.getMessage().contains("STOP_DEV got no answer") && e.getMessage().contains("stay open"), e.getMessage());
+        assertFalse(memory.isClosed(), "the device was closed under a frontend that still serves it");
+        assertEquals(1, fsyncs.get(), "what was acknowledged is flushed");
+    }
+
+    @Test
+    void aFrontendThatStopsLetsTheDevicesCloseWithAFlush()
+            throws IOException
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(1 << 20);
+        AtomicInteger fsyncs = new AtomicInteger();
+        JloopServer server = server(memory, fsyncs, false);
+        server.start();
+        server.close();
+        assertTrue(memory.isClosed());
+        assertEquals(1, fsyncs.get(), "the flush on close");
+    }
+
+    private JloopServer server(MemoryBackingFile memory, AtomicInteger fsyncs, boolean stuck)
+    {
+        ServeOptions options = new ServeOptions();
+        new CommandLine(options).parseArgs("--size", "1M", dir.resolve("disk.img").toString());
+        BackendFactory backend = new BackendFactory()
+        {
+            @Override
+            public String name()
+            {
+                return "memory";
+            }
+
+            @Override
+            public String description()
+            {
+                return "memory, counting fsyncs";
+            }
+
+            @Override
+            public BackingFile open(BackendConfig config)
+            {
+                return new CountingFsyncs(memory, fsyncs);
+            }
+        };
+        FrontendFactory frontend = new FrontendFactory()
+        {
+            @Override
+            public String name()
+            {
+                return "fake";
+            }
+
+            @Override
+            public String description()
+            {
+                return "a frontend that may fail to stop";
+            }
+
+            @Override
+            public Frontend create(FrontendConfig config, List<Export> exports)
+            {
+                return new Frontend()
+                {
+                    @Override
+                    public String uri()
+                    {
+                        return "fake:";
+                    }
+
+                    @Override
+                    public void close()
+                    {
+                        if (stuck) {
+                            throw new StillServingException("ublk STOP_DEV got no answer from the kernel within 30000 ms", null);
+                        }
+                    }
+                };
+            }
+        };
+        return new JloopServer(options, backend, frontend);
+    }
+
+    /** The memory file, counting fsyncs. */
+    private static final class CountingFsyncs
+            implements BackingFile
+    {
+        private final BackingFile delegate;
+        private final AtomicInteger fsyncs;
+
+        CountingFsyncs(BackingFile delegate, AtomicInteger fsyncs)
+        {
+            this.delegate = delegate;
+            this.fsyncs = fsyncs;
+        }
+
+        @Override
+        public long readIter(Kiocb kiocb, IovIter iter, long pos)
+        {
+            return delegate.readIter(kiocb, iter, pos);
+        }
+
+        @Override
+        public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+        {
+            return delegate.writeIter(kiocb, iter, pos);
+        }
+
+        @Override
+        public long fsync(Kiocb kiocb, boolean datasync)
+        {
+            fsyncs.incrementAndGet();
+            return delegate.fsync(kiocb, datasync);
+        }
+
+        @Override
+        public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+        {
+            return delegate.fallocate(kiocb, mode, offset, length);
+        }
+
+        @Override
+        public long extents(long offset, long length, ExtentSink sink)
+        {
+            return delegate.extents(offset, length, sink);
+        }
+
+        @Override
+        public long size()
+        {
+            return delegate.size();
+        }
+
+        @Override
+        public Capabilities capabilities()
+        {
+            return delegate.capabilities().toBuilder().flush(true).build();
+        }
+
+        @Override
+        public void close()
+                throws IOException
+        {
+            delegate.close();
+        }
+    }
+}
