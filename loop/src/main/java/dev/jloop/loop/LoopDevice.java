@@ -240,14 +240,20 @@ public final class LoopDevice
     private void work()
     {
         while (true) {
-            submitDeferred();
-            if (requests != null && current == null) {
-                Bio bio = requests.poll();
-                if (bio != null) {
-                    current = bio;
-                    start(bio);
-                    continue;
+            try {
+                submitDeferred();
+                if (requests != null && current == null) {
+                    Bio bio = requests.poll();
+                    if (bio != null) {
+                        current = bio;
+                        start(bio);
+                        continue;
+                    }
                 }
+            }
+            catch (RuntimeException | Error e) {
+                // Everything it calls completes or ends what it took even when it fails; the worker must outlive a bug.
+                log.error("loop worker of {}", file, e);
             }
             if (stopping) {
                 return;
