@@ -22,7 +22,8 @@ public interface BlockDevice extends Closeable
 {
     long size();
 
-    Capabilities capabilities();
+    /** What the device offers, resolved from its file's capabilities: frontends translate it, nothing more. */
+    DeviceCapabilities capabilities();
 
     /** Starts the request; its end-io callback runs exactly once, possibly before this returns. */
     void submit(Bio bio);

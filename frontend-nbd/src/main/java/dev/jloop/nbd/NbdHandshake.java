@@ -1,7 +1,8 @@
 package dev.jloop.nbd;
 
 import dev.jloop.api.BlockDevice;
-import dev.jloop.api.Capabilities;
+import dev.jloop.api.DeviceCapabilities;
+import dev.jloop.api.DeviceCapabilities.Support;
 import dev.jloop.api.Export;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -289,10 +290,10 @@ final class NbdHandshake
     }
 
     /**
-     * The transmission flags of a device, whatever was negotiated: only what it declares, and
-     * nothing that writes when read-only.
+     * The transmission flags of a device, whatever was negotiated: a translation of what the device
+     * offers, emulated or native alike.
      */
-    static int transmissionFlags(Capabilities capabilities)
+    static int transmissionFlags(DeviceCapabilities capabilities)
     {
         int flags = FLAG_HAS_FLAGS;
         if (capabilities.flush()) {
@@ -301,26 +302,23 @@ final class NbdHandshake
         if (capabilities.readOnly()) {
             flags |= FLAG_READ_ONLY;
         }
-        else {
-            if (capabilities.flush() || capabilities.nativeFua()) {
-                flags |= FLAG_SEND_FUA;
-            }
-            if (capabilities.trim()) {
-                flags |= FLAG_SEND_TRIM;
-            }
-            if (capabilities.zero()) {
-                flags |= FLAG_SEND_WRITE_ZEROES;
-            }
+        if (capabilities.fua() != Support.NONE) {
+            flags |= FLAG_SEND_FUA;
+        }
+        if (capabilities.trim()) {
+            flags |= FLAG_SEND_TRIM;
+        }
+        if (capabilities.zero() != Support.NONE) {
+            flags |= FLAG_SEND_WRITE_ZEROES;
+        }
+        if (capabilities.fastZero()) {
+            flags |= FLAG_SEND_FAST_ZERO;
         }
         if (capabilities.multiConn()) {
             flags |= FLAG_CAN_MULTI_CONN;
         }
-        if (capabilities.cache()) {
+        if (capabilities.cache() != Support.NONE) {
             flags |= FLAG_SEND_CACHE;
-        }
-        if ((flags & FLAG_SEND_WRITE_ZEROES) != 0) {
-            // Fast zeroing is always honest: the device fails at once where it would write zeros.
-            flags |= FLAG_SEND_FAST_ZERO;
         }
         return flags;
     }
@@ -330,7 +328,7 @@ final class NbdHandshake
      * The minimum is always 1: the device bounces unaligned requests itself, as qemu-nbd with
      * {@code --cache=none} does, and a larger minimum makes libnbd refuse smaller requests outright.
      */
-    static int preferredBlockSize(Capabilities capabilities)
+    static int preferredBlockSize(DeviceCapabilities capabilities)
     {
         return Math.max(PREFERRED_BLOCK_SIZE, Math.min(capabilities.logicalBlockSize(), 2 << 20));
     }
@@ -370,7 +368,7 @@ final class NbdHandshake
         }
 
         BlockDevice device = export.device();
-        Capabilities capabilities = device.capabilities();
+        DeviceCapabilities capabilities = device.capabilities();
         ByteBuffer exportInfo = ByteBuffer.allocate(12)
                 .putShort((short) INFO_EXPORT)
                 .putLong(device.size())

@@ -1,6 +1,6 @@
 package dev.jloop.nbd;
 
-import dev.jloop.api.Capabilities;
+import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Export;
 import dev.jloop.api.FrontendConfig;
 import dev.jloop.iter.PagePool;
@@ -24,7 +24,7 @@ abstract class AbstractNbdServerTest
 
     final PagePool pagePool = new PagePool(256L << 20);
     final MemoryBlockDevice disk = new MemoryBlockDevice(DISK_SIZE, MemoryBlockDevice.allCapabilities());
-    final MemoryBlockDevice readOnlyDisk = new MemoryBlockDevice(1 << 20, Capabilities.builder().readOnly(true).flush(true).logicalBlockSize(512).build());
+    final MemoryBlockDevice readOnlyDisk = new MemoryBlockDevice(1 << 20, DeviceCapabilities.builder().readOnly(true).flush(true).logicalBlockSize(512).build());
     NbdServer server;
 
     void startServer(Map<String, String> options)

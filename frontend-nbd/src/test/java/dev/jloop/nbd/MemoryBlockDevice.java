@@ -2,7 +2,8 @@ package dev.jloop.nbd;
 
 import dev.jloop.api.Bio;
 import dev.jloop.api.BlockDevice;
-import dev.jloop.api.Capabilities;
+import dev.jloop.api.DeviceCapabilities;
+import dev.jloop.api.DeviceCapabilities.Support;
 import dev.jloop.api.IovIter;
 
 import java.util.ArrayList;
@@ -23,7 +24,7 @@ final class MemoryBlockDevice
     private static final int CHUNK = 4096;
 
     private final long size;
-    private final Capabilities capabilities;
+    private final DeviceCapabilities capabilities;
     private final Map<Long, byte[]> chunks = new HashMap<>();
     private final List<String> log = Collections.synchronizedList(new ArrayList<>());
     private final List<Bio> held = new ArrayList<>();
@@ -32,15 +33,16 @@ final class MemoryBlockDevice
     private volatile int error;
     private int holdUntil;
 
-    MemoryBlockDevice(long size, Capabilities capabilities)
+    MemoryBlockDevice(long size, DeviceCapabilities capabilities)
     {
         this.size = size;
         this.capabilities = capabilities;
     }
 
-    static Capabilities allCapabilities()
+    static DeviceCapabilities allCapabilities()
     {
-        return Capabilities.builder().flush(true).nativeFua(true).trim(true).zero(true).multiConn(true).extents(true).cache(true).build();
+        return DeviceCapabilities.builder().flush(true).fua(Support.NATIVE).trim(true).zero(Support.NATIVE).fastZero(true)
+                .multiConn(true).extents(true).cache(Support.NATIVE).build();
     }
 
     /** Fails every following request with {@code -errno} (0 to succeed again). */
@@ -99,7 +101,7 @@ final class MemoryBlockDevice
     }
 
     @Override
-    public Capabilities capabilities()
+    public DeviceCapabilities capabilities()
     {
         return capabilities;
     }
@@ -211,7 +213,7 @@ final class MemoryBlockDevice
                 zero(bio.offset(), bio.length());
                 break;
             case WRITE_ZEROES:
-                if (bio.noFallback() && !capabilities.zero()) {
+                if (bio.noFallback() && capabilities.zero() != Support.NATIVE) {
                     bio.endIo(-dev.jloop.api.Errno.EOPNOTSUPP);
                     return;
                 }

@@ -18,6 +18,7 @@ import static dev.jloop.nbd.NbdProtocol.BASE_ALLOCATION;
 import static dev.jloop.nbd.NbdProtocol.CMD_BLOCK_STATUS;
 import static dev.jloop.nbd.NbdProtocol.CMD_CACHE;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FAST_ZERO;
+import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FUA;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_NO_HOLE;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLUSH;
 import static dev.jloop.nbd.NbdProtocol.CMD_READ;
@@ -26,6 +27,9 @@ import static dev.jloop.nbd.NbdProtocol.CMD_WRITE_ZEROES;
 import static dev.jloop.nbd.NbdProtocol.FLAG_CAN_MULTI_CONN;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_CACHE;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FAST_ZERO;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FUA;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_TRIM;
+import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_WRITE_ZEROES;
 import static dev.jloop.nbd.NbdProtocol.NBD_ENOTSUP;
 import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_BLOCK_STATUS;
 import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_OFFSET_DATA;
@@ -43,6 +47,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class TestNbdOverLoopDevice
         extends AbstractNbdServerTest
 {
+    /** A backing file that can do everything. */
+    private static final Capabilities FILE = Capabilities.builder()
+            .flush(true).nativeFua(true).trim(true).zero(true).multiConn(true).extents(true).cache(true).build();
+
     private static final long SIZE = 16 << 20;
 
     private final List<LoopDevice> devices = new ArrayList<>();
@@ -79,7 +87,7 @@ class TestNbdOverLoopDevice
     void flushOnOneConnectionFollowsWritesCompletedOnAnother()
             throws IOException
     {
-        RecordingBackingFile file = file(MemoryBlockDevice.allCapabilities(), false, 4);
+        RecordingBackingFile file = file(FILE, false, 4);
         startServer(Map.of(), List.of(new Export("disk", "", device(file))));
         try (NbdTestClient a = NbdTestClient.open(address(), "disk");
                 NbdTestClient b = NbdTestClient.open(address(), "disk")) {
@@ -107,7 +115,7 @@ class TestNbdOverLoopDevice
     void multiConnOnlyWhereTheBackendSaysSo()
             throws IOException
     {
-        Capabilities single = MemoryBlockDevice.allCapabilities().toBuilder().multiConn(false).build();
+        Capabilities single = FILE.toBuilder().multiConn(false).build();
         startServer(Map.of(), List.of(new Export("disk", "", device(file(single, false, 0)))));
         try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
             assertEquals(0, client.transmissionFlags & FLAG_CAN_MULTI_CONN);
@@ -118,7 +126,7 @@ class TestNbdOverLoopDevice
     void fastZeroFailsWhereZeroingWouldWriteZeros()
             throws IOException
     {
-        RecordingBackingFile file = file(MemoryBlockDevice.allCapabilities(), true, 0);
+        RecordingBackingFile file = file(FILE, true, 0);
         startServer(Map.of(), List.of(new Export("disk", "", device(file))));
         try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
             assertEquals(FLAG_SEND_FAST_ZERO, client.transmissionFlags & FLAG_SEND_FAST_ZERO);
@@ -135,11 +143,32 @@ class TestNbdOverLoopDevice
         }
     }
 
+    /** NBD offers what the device offers, emulated or not: the same device as ublk sees. */
+    @Test
+    void aFileThatCannotZeroOrFuaStillGetsBothFromTheDevice()
+            throws IOException
+    {
+        Capabilities plain = Capabilities.builder().flush(true).build();
+        RecordingBackingFile file = file(plain, false, 0);
+        startServer(Map.of(), List.of(new Export("disk", "", device(file))));
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            int offered = FLAG_SEND_WRITE_ZEROES | FLAG_SEND_FAST_ZERO | FLAG_SEND_FUA;
+            assertEquals(offered, client.transmissionFlags & offered);
+            assertEquals(0, client.transmissionFlags & (FLAG_SEND_TRIM | FLAG_SEND_CACHE));
+            byte[] ones = new byte[4096];
+            java.util.Arrays.fill(ones, (byte) 1);
+            assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_WRITE, 0, ones.length, ones));
+            assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_WRITE_ZEROES, 0, 4096, null));
+            assertArrayEquals(new byte[4096], client.read(0, 4096));
+        }
+        assertEquals(List.of("write 0+4096", "fsync", "write 0+4096", "fsync", "read 0+4096"), file.ops);
+    }
+
     @Test
     void extentsAndReadAheadComeFromTheBackingFile()
             throws IOException
     {
-        RecordingBackingFile file = file(MemoryBlockDevice.allCapabilities(), false, 2);
+        RecordingBackingFile file = file(FILE, false, 2);
         startServer(Map.of(), List.of(new Export("disk", "", device(file))));
         byte[] data = new byte[128 << 10];
         new java.util.Random(3).nextBytes(data);

@@ -1,6 +1,6 @@
 package dev.jloop.nbd;
 
-import dev.jloop.api.Capabilities;
+import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Export;
 import org.junit.jupiter.api.Test;
@@ -323,7 +323,7 @@ class TestNbdStructuredReplies
     void devicesWithoutExtentsAreAllData()
             throws IOException
     {
-        MemoryBlockDevice plain = new MemoryBlockDevice(1 << 20, Capabilities.builder().build());
+        MemoryBlockDevice plain = new MemoryBlockDevice(1 << 20, DeviceCapabilities.builder().build());
         startServer(Map.of(), List.of(new Export("plain", "", plain)));
         try (NbdTestClient client = NbdTestClient.openStructured(address(), "plain", BASE_ALLOCATION)) {
             assertEquals(0, client.transmissionFlags & (FLAG_SEND_CACHE | FLAG_SEND_FAST_ZERO));

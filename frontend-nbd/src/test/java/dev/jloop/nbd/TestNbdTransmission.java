@@ -1,7 +1,7 @@
 package dev.jloop.nbd;
 
 import dev.jloop.api.Bio;
-import dev.jloop.api.Capabilities;
+import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Export;
 import org.junit.jupiter.api.Test;
@@ -203,7 +203,7 @@ class TestNbdTransmission
     void commandsTheDeviceDoesNotDeclareAreInvalid()
             throws IOException
     {
-        MemoryBlockDevice plain = new MemoryBlockDevice(1 << 20, Capabilities.builder().build());
+        MemoryBlockDevice plain = new MemoryBlockDevice(1 << 20, DeviceCapabilities.builder().build());
         startServer(Map.of(), List.of(new Export("plain", "", plain)));
         try (NbdTestClient client = NbdTestClient.open(address(), "plain")) {
             assertEquals(NbdProtocol.FLAG_HAS_FLAGS, client.transmissionFlags);
@@ -257,7 +257,7 @@ class TestNbdTransmission
     void fuaIsRefusedWhereItWasNotNegotiated()
             throws IOException
     {
-        MemoryBlockDevice plain = new MemoryBlockDevice(1 << 20, Capabilities.builder().flush(false).build());
+        MemoryBlockDevice plain = new MemoryBlockDevice(1 << 20, DeviceCapabilities.builder().build());
         startServer(Map.of(), List.of(new Export("plain", "", plain)));
         try (NbdTestClient client = NbdTestClient.open(address(), "plain")) {
             assertEquals(0, client.transmissionFlags & NbdProtocol.FLAG_SEND_FUA);

@@ -1,7 +1,8 @@
 package dev.jloop.ublk;
 
 import dev.jloop.api.BlockDevice;
-import dev.jloop.api.Capabilities;
+import dev.jloop.api.DeviceCapabilities;
+import dev.jloop.api.DeviceCapabilities.Support;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.StillServingException;
@@ -141,7 +142,7 @@ public final class UblkServer
     {
         control = new UblkControl(openControl(), config.commandTimeout());
         features = control.getFeatures();
-        Capabilities caps = device.capabilities();
+        DeviceCapabilities caps = device.capabilities();
         long wantedFlags = control.ioctlEncoding() ? UblkCmd.F_CMD_IOCTL_ENCODE : 0;
         int wantedBufferBytes = config.bufferBytes();
         while (wantedBufferBytes > (64 << 10) && (long) config.queues() * config.queueDepth() * wantedBufferBytes > MAX_BUFFER_MEMORY) {
@@ -210,12 +211,11 @@ public final class UblkServer
     }
 
     /**
-     * {@code struct ublk_params} from the device: 512-byte logical blocks (4096 when the backend needs
-     * aligned I/O, under O_DIRECT), a volatile cache and FUA when the backend can flush, discard when it
-     * can punch holes, write-zeroes unless read-only (the loop device writes zeros where it cannot
-     * allocate them), read-only as the device says.
+     * {@code struct ublk_params}, a translation of what the device offers: 512-byte logical blocks
+     * (4096 when it prefers aligned I/O, under O_DIRECT), a volatile cache when it flushes, FUA when it
+     * offers it, discard and write-zeroes when it offers them, read-only as it says.
      */
-    static UblkStructs.Params params(Capabilities caps, long size, int bufferBytes)
+    static UblkStructs.Params params(DeviceCapabilities caps, long size, int bufferBytes)
     {
         int logical = Math.max(512, caps.logicalBlockSize());
         int logicalShift = Integer.numberOfTrailingZeros(Integer.highestOneBit(Math.min(logical, 4096)));
@@ -225,11 +225,15 @@ public final class UblkServer
             attrs |= UblkCmd.ATTR_READ_ONLY;
         }
         if (caps.flush() && !caps.readOnly()) {
-            attrs |= UblkCmd.ATTR_VOLATILE_CACHE | UblkCmd.ATTR_FUA;
+            attrs |= UblkCmd.ATTR_VOLATILE_CACHE;
         }
+        if (caps.fua() != Support.NONE) {
+            attrs |= UblkCmd.ATTR_FUA;
+        }
+        // Discard limits exist for every writable device: a discard it cannot deallocate is a no-op.
         boolean discard = !caps.readOnly();
         int maxDiscard = caps.trim() ? (int) (0xffffffffL >> 9) : 0;
-        int maxWriteZeroes = (int) (0xffffffffL >> 9);
+        int maxWriteZeroes = caps.zero() != Support.NONE ? (int) (0xffffffffL >> 9) : 0;
         return new UblkStructs.Params(attrs, logicalShift, physicalShift, 12, logicalShift, bufferBytes >> 9,
                 (size >> logicalShift << logicalShift) >> 9, discard, 1 << physicalShift, maxDiscard, maxWriteZeroes);
     }

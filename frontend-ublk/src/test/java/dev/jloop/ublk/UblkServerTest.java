@@ -4,6 +4,7 @@ import dev.jloop.aio.AioKernel;
 import dev.jloop.api.Bio;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Capabilities;
+import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.StillServingException;
 import dev.jloop.loop.LoopDevice;
@@ -525,7 +526,7 @@ class UblkServerTest
     void paramsFollowCapabilities()
     {
         Capabilities direct = Capabilities.builder().flush(true).trim(false).zero(true).logicalBlockSize(4096).build();
-        UblkStructs.Params params = UblkServer.params(direct, (1L << 30) + 1000, 512 << 10);
+        UblkStructs.Params params = UblkServer.params(LoopDevice.resolve(direct), (1L << 30) + 1000, 512 << 10);
         assertEquals(12, params.logicalBsShift());
         assertEquals(12, params.physicalBsShift());
         assertEquals(1024, params.maxSectors());
@@ -535,10 +536,17 @@ class UblkServerTest
         assertEquals(UblkCmd.ATTR_VOLATILE_CACHE | UblkCmd.ATTR_FUA, params.attrs());
 
         Capabilities noFlush = Capabilities.builder().flush(false).trim(true).logicalBlockSize(1).build();
-        params = UblkServer.params(noFlush, 1 << 20, 64 << 10);
+        params = UblkServer.params(LoopDevice.resolve(noFlush), 1 << 20, 64 << 10);
         assertEquals(9, params.logicalBsShift());
         assertEquals(0, params.attrs());
         assertEquals((int) (0xffffffffL >> 9), params.maxDiscardSectors());
+        assertTrue(params.maxWriteZeroesSectors() > 0, "the device writes zeros where the file cannot zero");
+
+        Capabilities readOnly = Capabilities.builder().readOnly(true).flush(true).trim(true).zero(true).build();
+        params = UblkServer.params(LoopDevice.resolve(readOnly), 1 << 20, 64 << 10);
+        assertEquals(UblkCmd.ATTR_READ_ONLY, params.attrs());
+        assertEquals(0, params.maxWriteZeroesSectors());
+        assertEquals(0, params.maxDiscardSectors());
     }
 
     @Test
@@ -658,7 +666,7 @@ class UblkServerTest
         }
 
         @Override
-        public Capabilities capabilities()
+        public DeviceCapabilities capabilities()
         {
             return delegate.capabilities();
         }

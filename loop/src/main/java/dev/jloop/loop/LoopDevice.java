@@ -5,6 +5,8 @@ import dev.jloop.api.BackingFile;
 import dev.jloop.api.Bio;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Capabilities;
+import dev.jloop.api.DeviceCapabilities;
+import dev.jloop.api.DeviceCapabilities.Support;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
 import dev.jloop.api.Fallocate;
@@ -36,7 +38,7 @@ import static java.util.Objects.requireNonNull;
  * becomes a {@link Kiocb} submitted through {@link AioKernel}; many run at once when the backend is
  * {@link ThreadModel#PARALLEL}.
  *
- * <p>With a {@link ThreadModel#SERIALIZE_REQUESTS} backend (the sync backend) the device runs one
+ * <p>With a {@link ThreadModel#SERIALIZE_ALL_REQUESTS} backend (the sync backend) the device runs one
  * worker thread that takes one request at a time and finishes it before taking the next: the loop
  * driver before asynchronous I/O, kept as the baseline.
  *
@@ -85,7 +87,8 @@ public final class LoopDevice
 
     private final BackingFile file;
     private final AioKernel aio;
-    private final Capabilities capabilities;
+    private final Capabilities fileCapabilities;
+    private final DeviceCapabilities capabilities;
     private final long size;
     private final ThreadLocal<Trampoline> trampoline = ThreadLocal.withInitial(Trampoline::new);
     private final AtomicInteger inFlight = new AtomicInteger();
@@ -108,11 +111,12 @@ public final class LoopDevice
     {
         this.file = requireNonNull(file, "file is null");
         this.aio = requireNonNull(aio, "aio is null");
-        this.capabilities = file.capabilities();
+        this.fileCapabilities = file.capabilities();
+        this.capabilities = resolve(fileCapabilities);
         this.size = file.size();
-        boolean serialised = capabilities.threadModel() == ThreadModel.SERIALIZE_REQUESTS;
+        boolean serialised = fileCapabilities.threadModel() == ThreadModel.SERIALIZE_ALL_REQUESTS;
         // One request at a time has at most one kiocb on the file: nothing to count.
-        this.queueDepth = serialised ? 0 : capabilities.queueDepth();
+        this.queueDepth = serialised ? 0 : fileCapabilities.queueDepth();
         this.requests = serialised ? new ConcurrentLinkedQueue<>() : null;
         this.worker = new Thread(this::work, "loop-" + name);
         worker.setDaemon(true);
@@ -126,9 +130,33 @@ public final class LoopDevice
     }
 
     @Override
-    public Capabilities capabilities()
+    public DeviceCapabilities capabilities()
     {
         return capabilities;
+    }
+
+    /**
+     * What this device offers over a file that can do {@code file}: FUA natively or as the write and an
+     * fdatasync, zeroing by fallocate or by writing zeros, fast zeroing always (a zeroing the file
+     * cannot do fails at once under {@link Bio#REQ_NOFALLBACK}), nothing that writes when read-only.
+     */
+    public static DeviceCapabilities resolve(Capabilities file)
+    {
+        boolean writable = !file.readOnly();
+        Support fua = !writable ? Support.NONE : file.nativeFua() ? Support.NATIVE : file.flush() ? Support.EMULATED : Support.NONE;
+        Support zero = !writable ? Support.NONE : file.zero() ? Support.NATIVE : Support.EMULATED;
+        return DeviceCapabilities.builder()
+                .readOnly(file.readOnly())
+                .flush(file.flush())
+                .fua(fua)
+                .trim(writable && file.trim())
+                .zero(zero)
+                .fastZero(zero != Support.NONE)
+                .cache(file.cache() ? Support.NATIVE : Support.NONE)
+                .extents(file.extents())
+                .multiConn(file.multiConn())
+                .logicalBlockSize(file.logicalBlockSize())
+                .build();
     }
 
     /** Bios submitted and not yet ended. */
@@ -292,7 +320,7 @@ public final class LoopDevice
                     return;
                 }
                 kiocb.initRw(bio.op() == Bio.Op.READ ? Kiocb.Op.READ : Kiocb.Op.WRITE, file, bio.iter(), bio.offset(),
-                        bio.fua() && capabilities.nativeFua() ? Kiocb.IOCB_DSYNC : 0);
+                        bio.fua() && capabilities.fua() == Support.NATIVE ? Kiocb.IOCB_DSYNC : 0);
                 break;
             case FLUSH:
                 kiocb.initFsync(file, true);
@@ -309,7 +337,7 @@ public final class LoopDevice
                     afterDataOp(kiocb, bio);
                     return;
                 }
-                if (!capabilities.zero()) {
+                if (capabilities.zero() != Support.NATIVE) {
                     if (bio.noFallback()) {
                         finish(kiocb, bio, -Errno.EOPNOTSUPP);
                         return;
@@ -321,7 +349,7 @@ public final class LoopDevice
                 kiocb.initFallocate(file, mode, bio.offset(), bio.length());
                 break;
             case CACHE: {
-                long res = capabilities.cache() && bio.length() > 0 ? file.cache(bio.offset(), bio.length()) : 0;
+                long res = capabilities.cache() == Support.NATIVE && bio.length() > 0 ? file.cache(bio.offset(), bio.length()) : 0;
                 // Advisory: a file system that cannot read ahead has still done all that was asked.
                 finish(kiocb, bio, res == -Errno.EOPNOTSUPP || res == -Errno.ENOSYS ? 0 : (int) res);
                 return;
@@ -404,7 +432,7 @@ public final class LoopDevice
     /** After a write, zeroing or discard: FUA needs an fsync unless the write itself was durable. */
     private void afterDataOp(Kiocb kiocb, Bio bio)
     {
-        boolean wroteDurably = bio.op() == Bio.Op.WRITE && capabilities.nativeFua();
+        boolean wroteDurably = bio.op() == Bio.Op.WRITE && capabilities.fua() == Support.NATIVE;
         if (bio.fua() && !wroteDurably && capabilities.flush()) {
             kiocb.initFsync(file, true);
             followUp(kiocb);

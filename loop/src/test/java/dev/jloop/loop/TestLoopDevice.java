@@ -3,6 +3,7 @@ package dev.jloop.loop;
 import dev.jloop.aio.AioKernel;
 import dev.jloop.api.Bio;
 import dev.jloop.api.Capabilities;
+import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Fallocate;
 import dev.jloop.api.IovIter;
@@ -29,6 +30,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -227,7 +229,7 @@ class TestLoopDevice
     void aSerialisedDeviceQueuesAnyNumberOfRequestsWithoutBlocking()
             throws Exception
     {
-        Capabilities serial = PARALLEL.toBuilder().threadModel(ThreadModel.SERIALIZE_REQUESTS).build();
+        Capabilities serial = PARALLEL.toBuilder().threadModel(ThreadModel.SERIALIZE_ALL_REQUESTS).build();
         LoopDevice device = device(file(new MemoryBackingFile(SIZE), serial));
         CountDownLatch gate = new CountDownLatch(1);
         int requests = 10_000;
@@ -256,6 +258,32 @@ class TestLoopDevice
         gate.countDown();
         assertTrue(ended.await(30, TimeUnit.SECONDS), ended.getCount() + " requests never ended");
         assertEquals(0, errors.get());
+    }
+
+    /** What the device offers is resolved once, as nbdkit's none / emulate / native. */
+    @Test
+    void theDeviceStatesWhatItOffersAndHow()
+    {
+        DeviceCapabilities all = LoopDevice.resolve(PARALLEL.toBuilder().nativeFua(true).cache(true).build());
+        assertEquals(DeviceCapabilities.Support.NATIVE, all.fua());
+        assertEquals(DeviceCapabilities.Support.NATIVE, all.zero());
+        assertEquals(DeviceCapabilities.Support.NATIVE, all.cache());
+        assertTrue(all.fastZero() && all.trim() && all.flush() && all.extents() && all.multiConn());
+
+        DeviceCapabilities plain = LoopDevice.resolve(Capabilities.builder().flush(true).build());
+        assertEquals(DeviceCapabilities.Support.EMULATED, plain.fua(), "FUA as the write and an fdatasync");
+        assertEquals(DeviceCapabilities.Support.EMULATED, plain.zero(), "zeroing by writing zeros");
+        assertTrue(plain.fastZero(), "a fast zero fails at once where zeros would be written");
+        assertEquals(DeviceCapabilities.Support.NONE, plain.cache());
+        assertFalse(plain.trim());
+
+        assertEquals(DeviceCapabilities.Support.NONE, LoopDevice.resolve(Capabilities.builder().build()).fua(), "nothing makes data durable");
+
+        DeviceCapabilities readOnly = LoopDevice.resolve(PARALLEL.toBuilder().readOnly(true).nativeFua(true).build());
+        assertTrue(readOnly.readOnly() && readOnly.flush());
+        assertEquals(DeviceCapabilities.Support.NONE, readOnly.fua());
+        assertEquals(DeviceCapabilities.Support.NONE, readOnly.zero());
+        assertFalse(readOnly.trim() || readOnly.fastZero());
     }
 
     @Test
@@ -409,7 +437,7 @@ class TestLoopDevice
     void serialBackendRunsOneRequestAtATimeOnOneWorker()
             throws Exception
     {
-        Capabilities serial = PARALLEL.toBuilder().threadModel(ThreadModel.SERIALIZE_REQUESTS).build();
+        Capabilities serial = PARALLEL.toBuilder().threadModel(ThreadModel.SERIALIZE_ALL_REQUESTS).build();
         RecordingBackingFile file = file(new MemoryBackingFile(SIZE), serial);
         LoopDevice device = device(file);
         manyConcurrentRequests(device, 400);

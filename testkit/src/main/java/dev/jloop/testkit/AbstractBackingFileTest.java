@@ -581,7 +581,7 @@ public abstract class AbstractBackingFileTest
         Path path = createFile("chains", new byte[maxChains * BLOCK]);
         try (BackingFile file = open(path, false)) {
             Capabilities capabilities = file.capabilities();
-            int chains = capabilities.threadModel() == ThreadModel.SERIALIZE_REQUESTS ? 1
+            int chains = capabilities.threadModel() == ThreadModel.SERIALIZE_ALL_REQUESTS ? 1
                     : Math.min(maxChains, capabilities.queueDepth() > 0 ? capabilities.queueDepth() : 8);
             int rounds = 20;
             CountDownLatch finished = new CountDownLatch(chains);

@@ -24,7 +24,7 @@ import static java.util.Objects.requireNonNull;
  * one worker thread, one request at a time, as the loop driver did before asynchronous I/O.
  *
  * <p>Operations are serialised here as well (they share one bounce buffer), so a caller that
- * ignores {@link ThreadModel#SERIALIZE_REQUESTS} gets slowness, not corruption. After
+ * ignores {@link ThreadModel#SERIALIZE_ALL_REQUESTS} gets slowness, not corruption. After
  * {@link #close()} every operation fails with {@code -EBADF} instead of touching a descriptor number
  * the kernel may have reused.
  */
@@ -54,7 +54,7 @@ public final class SyncBackingFile
                 .extents(true)
                 .multiConn(true)
                 .cache(!direct)
-                .threadModel(ThreadModel.SERIALIZE_REQUESTS)
+                .threadModel(ThreadModel.SERIALIZE_ALL_REQUESTS)
                 .logicalBlockSize(direct ? BounceIo.DIRECT_BLOCK_SIZE : 1)
                 .build();
         this.io = new PosixIo(fdNumber, direct);

@@ -42,7 +42,7 @@ public class TestSyncBackend
             throws IOException
     {
         try (BackingFile file = factory().open(BackendConfig.of(file(BLOCK, 20)))) {
-            assertEquals(ThreadModel.SERIALIZE_REQUESTS, file.capabilities().threadModel());
+            assertEquals(ThreadModel.SERIALIZE_ALL_REQUESTS, file.capabilities().threadModel());
             Kiocb kiocb = new Kiocb(null);
             IovecIter iter = IovecIter.of(Direction.DEST, new byte[100]);
             kiocb.initRw(Kiocb.Op.READ, file, iter, 10, 0);
