@@ -342,6 +342,16 @@ final class NbdTestClient
         return new Reply(error, cookie);
     }
 
+    /** Whether the next reply is structured (a chunk) rather than simple; reads nothing. */
+    boolean nextReplyIsStructured()
+            throws IOException
+    {
+        in.mark(4);
+        int magic = in.readInt();
+        in.reset();
+        return magic == NbdProtocol.STRUCTURED_REPLY_MAGIC;
+    }
+
     byte[] readData(int length)
             throws IOException
     {

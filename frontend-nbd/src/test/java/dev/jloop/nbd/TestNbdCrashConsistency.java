@@ -6,8 +6,11 @@ import dev.jloop.api.BackingFile;
 import dev.jloop.api.Bio;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Capabilities;
+import dev.jloop.api.Errno;
 import dev.jloop.api.Export;
 import dev.jloop.api.ExtentSink;
+import dev.jloop.api.IovIter;
+import dev.jloop.api.Kiocb;
 import dev.jloop.backend.nio.NioBackendFactory;
 import dev.jloop.backend.sync.SyncBackendFactory;
 import dev.jloop.loop.LoopDevice;
@@ -59,6 +62,8 @@ import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FLUSH;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FUA;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_TRIM;
 import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_WRITE_ZEROES;
+import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_ERROR;
+import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_ERROR_OFFSET;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
@@ -69,9 +74,11 @@ import static org.junit.jupiter.api.Assertions.fail;
  *
  * <p>Each round, two to four connections send pipelined batches of WRITE (some with FUA),
  * WRITE_ZEROES (FUA, NO_HOLE), TRIM (FUA), FLUSH and READ at random sectors of a small export, half
- * of them in a hot region so that requests overlap. Once a random number of requests has been sent
- * the power is cut, with requests in flight; the clients then stop, take the replies still due and
- * disconnect, the power comes back, and the whole export is read back over NBD.
+ * of them in a hot region so that requests overlap; half of the connections take READs as
+ * structured replies, and long ones then skip holes found from extents. Once a random number of
+ * requests has been sent the power is cut, with requests in flight; the clients then stop, take the
+ * replies still due and disconnect, the power comes back, and the whole export is read back over
+ * NBD, in simple and sparse structured reads by turns.
  * {@link CrashHistory} checks what the reads during the round returned and what survived (its
  * class comment has the rules). The next round starts from what survived, on the same server.
  *
@@ -162,6 +169,18 @@ class TestNbdCrashConsistency
         assertConsistent(run(file, builder -> builder.nativeFua(false).sectorSize(4096), UnaryOperator.identity(), SEED + 3, 300, false));
     }
 
+    /**
+     * A file system that cannot fallocate, found out only when asked: zeroing falls back to writing
+     * zeros (then an fdatasync for FUA), and trimming does nothing.
+     */
+    @Test
+    void memoryFileWithoutFallocate()
+            throws Exception
+    {
+        BackingFile file = new FallocateUnsupported(MemoryBackingFile.builder(SIZE).queued(2).build());
+        assertConsistent(run(file, builder -> builder.nativeFua(true), UnaryOperator.identity(), SEED + 7, 300, false));
+    }
+
     @Test
     void checkerCatchesDiskThatForgetsFua()
             throws Exception
@@ -231,13 +250,13 @@ class TestNbdCrashConsistency
         device = new LoopDevice(volatileCache, new AioKernel(), "crash");
         startServer(Map.of(), List.of(new Export("disk", "", wrapper.apply(device))));
         Outcome outcome = new Outcome();
-        long[] content = readBack();
+        long[] content = readBack(false);
         int total = ROUNDS > 0 && !untilCaught ? ROUNDS : rounds;
         for (int round = 0; round < total && outcome.failures.isEmpty(); round++) {
             long roundSeed = seed + round * 0x9E3779B97F4A7C15L;
             CrashHistory history = new CrashHistory(content);
             long cutAt = round(history, roundSeed, outcome);
-            content = readBack();
+            content = readBack(round % 2 == 1);
             CrashHistory.Findings findings = history.check(cutAt, content);
             outcome.add(findings);
             if (!findings.violations.isEmpty()) {
@@ -298,12 +317,19 @@ class TestNbdCrashConsistency
         return cutAt;
     }
 
-    /** The value of every sector, read over a connection of its own. */
-    private long[] readBack()
+    /** The value of every sector, read over a connection of its own: simple replies, or a sparse structured read. */
+    private long[] readBack(boolean structured)
             throws IOException
     {
-        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
-            byte[] data = client.read(0, (int) SIZE);
+        try (NbdTestClient client = structured ? NbdTestClient.openStructured(address(), "disk") : NbdTestClient.open(address(), "disk")) {
+            byte[] data;
+            if (structured) {
+                client.sendRequest(0, CMD_READ, 1, 0, SIZE);
+                data = NbdTestClient.assemble(client.readChunks(), 0, (int) SIZE);
+            }
+            else {
+                data = client.read(0, (int) SIZE);
+            }
             long[] values = new long[SECTORS];
             for (int sector = 0; sector < SECTORS; sector++) {
                 values[sector] = CrashHistory.decode(data, sector * SECTOR, sector);
@@ -336,7 +362,9 @@ class TestNbdCrashConsistency
         Void run()
                 throws IOException
         {
-            try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            // Half of the connections take READs as structured replies: sparse reads planned from extents.
+            boolean structured = random.nextBoolean();
+            try (NbdTestClient client = structured ? NbdTestClient.openStructured(address(), "disk") : NbdTestClient.open(address(), "disk")) {
                 int needed = FLAG_SEND_FLUSH | FLAG_SEND_FUA | FLAG_SEND_TRIM | FLAG_SEND_WRITE_ZEROES | FLAG_CAN_MULTI_CONN;
                 assertEquals(needed, client.transmissionFlags & needed, "the export must offer what the workload sends");
                 Map<Long, Request> pending = new HashMap<>();
@@ -359,12 +387,19 @@ class TestNbdCrashConsistency
         private void send(NbdTestClient client, Map<Long, Request> pending)
                 throws IOException
         {
-            int sectors = random.nextInt(4) == 0 ? 1 + random.nextInt(64) : 1 + random.nextInt(8);
+            int kind = random.nextInt(100);
+            int sectors;
+            if (kind >= 77 && random.nextInt(3) == 0) {
+                // long enough that a structured read asks for extents and skips holes
+                sectors = NbdTransmission.HOLE_MIN / SECTOR + random.nextInt(3 * NbdTransmission.HOLE_MIN / SECTOR);
+            }
+            else {
+                sectors = random.nextInt(4) == 0 ? 1 + random.nextInt(64) : 1 + random.nextInt(8);
+            }
             int firstSector = random.nextBoolean()
                     ? random.nextInt(Math.max(1, HOT_SECTORS - sectors + 1))
                     : random.nextInt(SECTORS - sectors + 1);
             boolean fua = random.nextInt(3) == 0;
-            int kind = random.nextInt(100);
             long id = ids.incrementAndGet();
             Request request;
             int flags = fua ? CMD_FLAG_FUA : 0;
@@ -404,22 +439,44 @@ class TestNbdCrashConsistency
         private void receive(NbdTestClient client, Map<Long, Request> pending)
                 throws IOException
         {
+            if (client.nextReplyIsStructured()) {
+                List<NbdTestClient.Chunk> chunks = client.readChunks();
+                Request request = pending.remove(chunks.get(0).cookie());
+                if (request == null || request.kind != Kind.READ) {
+                    throw new IOException("structured reply to cookie " + chunks.get(0).cookie() + ": " + request);
+                }
+                int error = 0;
+                for (NbdTestClient.Chunk chunk : chunks) {
+                    if (chunk.type() == REPLY_TYPE_ERROR || chunk.type() == REPLY_TYPE_ERROR_OFFSET) {
+                        error = chunk.buffer().getInt();
+                    }
+                }
+                if (error == 0) {
+                    read(request, NbdTestClient.assemble(chunks, (long) request.firstSector * SECTOR, request.sectors * SECTOR));
+                }
+                history.answered(request, error);
+                return;
+            }
             NbdTestClient.Reply reply = client.readReply();
             Request request = pending.remove(reply.cookie());
             if (request == null) {
                 throw new IOException("reply to unknown cookie " + reply.cookie());
             }
             if (request.kind == Kind.READ && reply.error() == 0) {
-                byte[] data = client.readData(request.sectors * SECTOR);
-                request.read = new long[request.sectors];
-                for (int i = 0; i < request.sectors; i++) {
-                    request.read[i] = CrashHistory.decode(data, i * SECTOR, request.firstSector + i);
-                    if (request.read[i] == CrashHistory.GARBAGE) {
-                        request.data = data;
-                    }
-                }
+                read(request, client.readData(request.sectors * SECTOR));
             }
             history.answered(request, reply.error());
+        }
+
+        private void read(Request request, byte[] data)
+        {
+            request.read = new long[request.sectors];
+            for (int i = 0; i < request.sectors; i++) {
+                request.read[i] = CrashHistory.decode(data, i * SECTOR, request.firstSector + i);
+                if (request.read[i] == CrashHistory.GARBAGE) {
+                    request.data = data;
+                }
+            }
         }
     }
 
@@ -448,6 +505,67 @@ class TestNbdCrashConsistency
             return rounds + " rounds, " + lostSectors + " sectors lost by cuts, " + sectors + " sectors checked after cuts ("
                     + constrained + " constrained by durability, " + determined + " with one content allowed), "
                     + readSectors + " sectors of reads checked, " + failures.size() + " failed rounds";
+        }
+    }
+
+    /** Refuses fallocate with EOPNOTSUPP while declaring trim and zero, as a file system without them. */
+    private static final class FallocateUnsupported
+            implements BackingFile
+    {
+        private final BackingFile file;
+
+        FallocateUnsupported(BackingFile file)
+        {
+            this.file = file;
+        }
+
+        @Override
+        public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+        {
+            return -Errno.EOPNOTSUPP;
+        }
+
+        @Override
+        public long readIter(Kiocb kiocb, IovIter iter, long pos)
+        {
+            return file.readIter(kiocb, iter, pos);
+        }
+
+        @Override
+        public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+        {
+            return file.writeIter(kiocb, iter, pos);
+        }
+
+        @Override
+        public long fsync(Kiocb kiocb, boolean datasync)
+        {
+            return file.fsync(kiocb, datasync);
+        }
+
+        @Override
+        public long extents(long offset, long length, ExtentSink sink)
+        {
+            return file.extents(offset, length, sink);
+        }
+
+        @Override
+        public long size()
+        {
+            return file.size();
+        }
+
+        @Override
+        public Capabilities capabilities()
+        {
+            return file.capabilities();
+        }
+
+        @Override
+        public void close()
+                throws IOException
+        {
+            file.close();
         }
     }
 
