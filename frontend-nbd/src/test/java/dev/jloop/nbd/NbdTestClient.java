@@ -6,7 +6,9 @@ import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.EOFException;
 import java.io.IOException;
+import java.net.InetSocketAddress;
 import java.net.SocketAddress;
+import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
 import java.nio.channels.Channels;
 import java.nio.channels.SocketChannel;
@@ -62,6 +64,11 @@ final class NbdTestClient
             throws IOException
     {
         this.channel = SocketChannel.open(address);
+        if (address instanceof InetSocketAddress) {
+            // As the server: a request sent in two writes (an option header, then its data) must not wait
+            // for the peer's delayed ACK (40 ms and more once the connection is interactive).
+            channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
+        }
         this.in = new DataInputStream(new BufferedInputStream(Channels.newInputStream(channel)));
         this.out = new DataOutputStream(new BufferedOutputStream(Channels.newOutputStream(channel), 1 << 16));
     }
@@ -333,6 +340,16 @@ final class NbdTestClient
         int error = in.readInt();
         long cookie = in.readLong();
         return new Reply(error, cookie);
+    }
+
+    /** Whether the next reply is structured (a chunk) rather than simple; reads nothing. */
+    boolean nextReplyIsStructured()
+            throws IOException
+    {
+        in.mark(4);
+        int magic = in.readInt();
+        in.reset();
+        return magic == NbdProtocol.STRUCTURED_REPLY_MAGIC;
     }
 
     byte[] readData(int length)
