@@ -6,6 +6,7 @@ import dev.jloop.api.BackingFile;
 import dev.jloop.api.Bio;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Capabilities;
+import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Export;
 import dev.jloop.api.ExtentSink;
@@ -596,7 +597,7 @@ class TestNbdCrashConsistency
         }
 
         @Override
-        public Capabilities capabilities()
+        public DeviceCapabilities capabilities()
         {
             return device.capabilities();
         }
