@@ -1,6 +1,7 @@
 package dev.jloop.api;
 
 import java.io.IOException;
+import java.util.List;
 
 /**
  * Creates {@link BackingFile}s of one kind. Found with {@link java.util.ServiceLoader}: a backend jar
@@ -31,6 +32,16 @@ public interface BackendFactory
     default int autoPriority()
     {
         return 0;
+    }
+
+    /**
+     * The options this plugin takes, each with its type, default, help and an example: {@code jloop
+     * serve} offers each as {@code --KEY} and puts what the user gave into the config's options.
+     * Check them with {@link PluginOptions#parse}, which refuses keys not declared here.
+     */
+    default List<PluginOption> options()
+    {
+        return List.of();
     }
 
     /**

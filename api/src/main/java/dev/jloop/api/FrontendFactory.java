@@ -15,6 +15,16 @@ public interface FrontendFactory
     String description();
 
     /**
+     * The options this plugin takes, each with its type, default, help and an example: {@code jloop
+     * serve} offers each as {@code --KEY} and puts what the user gave into the config's options.
+     * Check them with {@link PluginOptions#parse}, which refuses keys not declared here.
+     */
+    default List<PluginOption> options()
+    {
+        return List.of();
+    }
+
+    /**
      * Binds and starts serving. Fails with an {@link IOException} whose message a user can act on
      * (address in use, socket path not writable, kernel module missing).
      */

@@ -1,5 +1,7 @@
 package dev.jloop.dist;
 
+import dev.jloop.api.Sizes;
+
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -52,7 +54,7 @@ record ExportSpec(String name, Path file, String size, boolean readOnly, String 
             switch (key) {
                 case "size":
                     size = required(text, key, value);
-                    Sizes.parse(size);
+                    parseSize(size);
                     break;
                 case "read-only":
                 case "readonly":
@@ -114,6 +116,17 @@ record ExportSpec(String name, Path file, String size, boolean readOnly, String 
                 return false;
             default:
                 throw new UserException("bad --export '" + text + "': " + key + " is on or off, not '" + value + "'");
+        }
+    }
+
+    /** A size as the command line takes it; a malformed one is the user's to fix. */
+    static long parseSize(String text)
+    {
+        try {
+            return Sizes.parse(text);
+        }
+        catch (IllegalArgumentException e) {
+            throw new UserException(e.getMessage(), e);
         }
     }
 }

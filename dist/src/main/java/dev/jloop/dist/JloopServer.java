@@ -10,6 +10,9 @@ import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
+import dev.jloop.api.PluginOption;
+import dev.jloop.api.PluginOptions;
+import dev.jloop.api.Sizes;
 import dev.jloop.api.StillServingException;
 import dev.jloop.loop.LoopDevice;
 import jakarta.inject.Inject;
@@ -49,6 +52,7 @@ final class JloopServer
     private static final int DEFAULT_QUEUE_DEPTH = 64;
 
     private final ServeOptions options;
+    private final PluginCli pluginCli;
     private final BackendFactory backend;
     private final FrontendFactory frontend;
     private final Deque<Closeable> started = new ArrayDeque<>();
@@ -56,9 +60,10 @@ final class JloopServer
     private Frontend running;
 
     @Inject
-    JloopServer(ServeOptions options, BackendFactory backend, FrontendFactory frontend)
+    JloopServer(ServeOptions options, BackendFactory backend, FrontendFactory frontend, PluginCli pluginCli)
     {
         this.options = requireNonNull(options, "options is null");
+        this.pluginCli = requireNonNull(pluginCli, "pluginCli is null");
         this.backend = requireNonNull(backend, "backend is null");
         this.frontend = requireNonNull(frontend, "frontend is null");
     }
@@ -76,10 +81,12 @@ final class JloopServer
     String start(FrontendConfig where, Map<String, String> frontendOptions)
     {
         // checked before any file is created or opened
-        if (options.uringSqpoll && !backend.name().equals("io_uring")) {
-            throw new UserException("--uring-sqpoll applies to the io_uring backend only, and the backend is '" + backend.name()
-                    + "'" + (options.backend.equals("auto") ? " (auto)" : "") + ": drop it, or use --backend io_uring");
-        }
+        List<PluginOption> chosen = new ArrayList<>(backend.options());
+        chosen.addAll(frontend.options());
+        pluginCli.checkGivenOnlyFor(chosen, "the backend is '" + backend.name() + "'" + (options.backend.equals("auto") ? " (auto)" : "")
+                + " and the frontend '" + frontend.name() + "'");
+        Map<String, String> backendOptions = pluginCli.given(backend.options(), genericOptions());
+        checkOptions("the " + backend.name() + " backend", backend.options(), backendOptions);
         Map<String, String> allOptions = new LinkedHashMap<>(frontendOptions());
         allOptions.putAll(frontendOptions);
         List<ExportSpec> specs = exportSpecs();
@@ -91,7 +98,7 @@ final class JloopServer
                 prepareFile(file, spec.size(), spec.file() == options.file ? "--size SIZE" : "size=SIZE to its --export");
                 BackendConfig config = new BackendConfig(file, options.readOnly || spec.readOnly(), options.direct,
                         options.queueDepth != null ? options.queueDepth : DEFAULT_QUEUE_DEPTH,
-                        Map.of("uring-sqpoll", Boolean.toString(options.uringSqpoll)));
+                        backendOptions);
                 BackingFile backingFile = openBackingFile(config);
                 started.push(backingFile);
                 LoopDevice device = new LoopDevice(backingFile, new AioKernel(), file.getFileName().toString());
@@ -220,25 +227,14 @@ final class JloopServer
         if (!nbdOnly.isEmpty()) {
             throw new UserException(String.join(", ", nbdOnly) + " apply to --frontend nbd only");
         }
-        Map<String, String> map = new LinkedHashMap<>();
-        if (options.queues != null) {
-            map.put("queues", options.queues.toString());
-        }
-        if (options.queueDepth != null) {
-            map.put("queue-depth", options.queueDepth.toString());
-        }
-        if (options.ublkId != null) {
-            map.put("ublk-id", options.ublkId.toString());
-        }
+        Map<String, String> map = pluginCli.given(frontend.options(), genericOptions());
+        checkOptions("the " + frontend.name() + " frontend", frontend.options(), map);
         return map;
     }
 
     /** TLS and connection limits, named as NbdServer takes them. */
     private Map<String, String> nbdOptions()
     {
-        if (options.queues != null || options.ublkId != null) {
-            throw new UserException("--queues and --ublk-id apply to --frontend ublk only");
-        }
         Map<String, String> map = new LinkedHashMap<>();
         if (options.maxConnections < 0) {
             throw new UserException("--max-connections must be 0 (no limit) or more, not " + options.maxConnections);
@@ -279,6 +275,23 @@ final class JloopServer
         return map;
     }
 
+    /** Values of serve's own options that a plugin may declare as well, such as --queue-depth. */
+    private Map<String, String> genericOptions()
+    {
+        return options.queueDepth == null ? Map.of() : Map.of("queue-depth", options.queueDepth.toString());
+    }
+
+    /** A plugin's options checked before any file is created, with the plugin's own message. */
+    private static void checkOptions(String plugin, List<PluginOption> declared, Map<String, String> given)
+    {
+        try {
+            PluginOptions.parse(plugin, declared, given);
+        }
+        catch (IllegalArgumentException e) {
+            throw new UserException(e.getMessage(), e);
+        }
+    }
+
     private static void putPath(Map<String, String> map, String key, Path path)
     {
         if (path != null) {
@@ -294,7 +307,7 @@ final class JloopServer
             }
             return;
         }
-        long wanted = Sizes.parse(sizeText);
+        long wanted = ExportSpec.parseSize(sizeText);
         // setLength extends with ftruncate, which keeps the new range sparse.
         try (RandomAccessFile raf = new RandomAccessFile(file.toFile(), "rw")) {
             long current = raf.length();

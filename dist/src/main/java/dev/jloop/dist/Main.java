@@ -2,6 +2,8 @@ package dev.jloop.dist;
 
 import com.google.inject.CreationException;
 import com.google.inject.Guice;
+import dev.jloop.api.BackendFactory;
+import dev.jloop.api.FrontendFactory;
 import com.google.inject.ProvisionException;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -41,6 +43,16 @@ public final class Main
 
     static int run(String[] args, PrintStream out, PrintStream err)
     {
+        Registry<BackendFactory> backends;
+        Registry<FrontendFactory> frontends;
+        try {
+            backends = Registry.load("backend", BackendFactory.class, BackendFactory::name);
+            frontends = Registry.load("frontend", FrontendFactory.class, FrontendFactory::name);
+        }
+        catch (IllegalStateException e) {
+            err.println("jloop: " + e.getMessage());
+            return 1;
+        }
         CommandLine commandLine = new CommandLine(new Main())
                 .setOut(new java.io.PrintWriter(out, true))
                 .setErr(new java.io.PrintWriter(err, true))
@@ -48,6 +60,12 @@ public final class Main
                     err.println("jloop: " + userMessage(e));
                     return 1;
                 });
+        // The plugins' own options join serve's before anything is parsed, help included.
+        CommandLine serve = commandLine.getSubcommands().get("serve");
+        Serve command = serve.getCommand();
+        command.backends = backends;
+        command.frontends = frontends;
+        command.pluginCli = new PluginCli(serve.getCommandSpec(), backends, frontends);
         return commandLine.execute(args);
     }
 
@@ -106,6 +124,9 @@ public final class Main
 
         @Mixin
         ServeOptions options = new ServeOptions();
+        Registry<BackendFactory> backends;
+        Registry<FrontendFactory> frontends;
+        PluginCli pluginCli;
 
         @Override
         public Integer call()
@@ -125,7 +146,7 @@ public final class Main
                 throw new UserException("started by socket activation (LISTEN_FDS), but --frontend ublk serves no socket: "
                         + "activate jloop with --frontend nbd, or start it directly");
             }
-            JloopServer server = Guice.createInjector(new ServeModule(options)).getInstance(JloopServer.class);
+            JloopServer server = Guice.createInjector(new ServeModule(options, backends, frontends, pluginCli)).getInstance(JloopServer.class);
             CountDownLatch stop = new CountDownLatch(1);
             Signal.handle(new Signal("TERM"), signal -> stopOrExit(stop, signal));
             Signal.handle(new Signal("INT"), signal -> stopOrExit(stop, signal));

@@ -4,6 +4,7 @@ import com.google.inject.AbstractModule;
 import com.google.inject.Provides;
 import com.google.inject.Scopes;
 import com.google.inject.Singleton;
+import com.google.inject.TypeLiteral;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.FrontendFactory;
 import org.slf4j.Logger;
@@ -23,31 +24,26 @@ final class ServeModule
     private static final Logger log = LoggerFactory.getLogger(ServeModule.class);
 
     private final ServeOptions options;
+    private final Registry<BackendFactory> backends;
+    private final Registry<FrontendFactory> frontends;
+    private final PluginCli pluginCli;
 
-    ServeModule(ServeOptions options)
+    ServeModule(ServeOptions options, Registry<BackendFactory> backends, Registry<FrontendFactory> frontends, PluginCli pluginCli)
     {
         this.options = requireNonNull(options, "options is null");
+        this.backends = requireNonNull(backends, "backends is null");
+        this.frontends = requireNonNull(frontends, "frontends is null");
+        this.pluginCli = requireNonNull(pluginCli, "pluginCli is null");
     }
 
     @Override
     protected void configure()
     {
         bind(ServeOptions.class).toInstance(options);
+        bind(new TypeLiteral<Registry<BackendFactory>>() {}).toInstance(backends);
+        bind(new TypeLiteral<Registry<FrontendFactory>>() {}).toInstance(frontends);
+        bind(PluginCli.class).toInstance(pluginCli);
         bind(JloopServer.class).in(Scopes.SINGLETON);
-    }
-
-    @Provides
-    @Singleton
-    static Registry<BackendFactory> backends()
-    {
-        return Registry.load("backend", BackendFactory.class, BackendFactory::name);
-    }
-
-    @Provides
-    @Singleton
-    static Registry<FrontendFactory> frontends()
-    {
-        return Registry.load("frontend", FrontendFactory.class, FrontendFactory::name);
     }
 
     @Provides

@@ -50,20 +50,11 @@ public final class ServeOptions
     String size;
 
     @Option(names = "--queue-depth", paramLabel = "N",
-            description = "Operations in flight on each backing file at most (default: 64); with --frontend ublk also the depth of each ublk queue (default: 128).%n  e.g. --queue-depth 128")
+            description = "Operations in flight on each backing file at most (default: 64); given to a frontend that takes it too (ublk: the depth of each queue).%n  e.g. --queue-depth 128")
     Integer queueDepth;
 
-    @Option(names = "--queues", paramLabel = "N",
-            description = "ublk: hardware queues, each served by its own thread (default: 1).%n  e.g. --frontend ublk --queues 2 disk.img")
-    Integer queues;
 
-    @Option(names = "--ublk-id", paramLabel = "N",
-            description = "ublk: the device number, giving /dev/ublkbN (default: the kernel picks a free one).%n  e.g. --frontend ublk --ublk-id 3 disk.img")
-    Integer ublkId;
 
-    @Option(names = "--uring-sqpoll",
-            description = "io_uring backend: let a kernel thread poll the submission queue (saves system calls, costs a core).%n  e.g. --backend io_uring --uring-sqpoll")
-    boolean uringSqpoll;
 
     @Option(names = "--tls", paramLabel = "off|on|require", defaultValue = "off",
             description = "TLS with X.509 certificates (NBD_OPT_STARTTLS): off (default), on (clients choose), require (clients "

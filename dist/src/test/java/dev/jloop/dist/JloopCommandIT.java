@@ -91,6 +91,7 @@ class JloopCommandIT
         for (String backend : List.of("sync", "nio")) {
             Exec result = jloop("serve", "--backend", backend, "--uring-sqpoll", "--size", "1M", dir.resolve("a.img").toString());
             assertOneLineError(result, "--uring-sqpoll applies to the io_uring backend only, and the backend is '" + backend + "'");
+            assertTrue(result.stderr().contains("the frontend 'nbd'"), result.stderr());
             assertTrue(Files.notExists(dir.resolve("a.img")), "nothing is created when an option is refused");
         }
     }

@@ -66,7 +66,6 @@ class TestJloopServerClose
     private JloopServer server(MemoryBackingFile memory, AtomicInteger fsyncs, boolean stuck)
     {
         ServeOptions options = new ServeOptions();
-        new CommandLine(options).parseArgs("--size", "1M", dir.resolve("disk.img").toString());
         BackendFactory backend = new BackendFactory()
         {
             @Override
@@ -122,7 +121,11 @@ class TestJloopServerClose
                 };
             }
         };
-        return new JloopServer(options, backend, frontend);
+        CommandLine commandLine = new CommandLine(options);
+        PluginCli pluginCli = new PluginCli(commandLine.getCommandSpec(), new Registry<>("backend", List.of(backend), BackendFactory::name),
+                new Registry<>("frontend", List.of(frontend), FrontendFactory::name));
+        commandLine.parseArgs("--size", "1M", dir.resolve("disk.img").toString());
+        return new JloopServer(options, backend, frontend, pluginCli);
     }
 
     /** The memory file, counting fsyncs. */

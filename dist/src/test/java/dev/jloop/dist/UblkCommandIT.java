@@ -67,7 +67,7 @@ class UblkCommandIT
         assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--queues", "0", "--size", "1M",
                 dir.resolve("a.img").toString()), "ublk queues must be from 1 to 4096: 0");
         assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--ublk-id", "-2", "--size", "1M",
-                dir.resolve("a.img").toString()), "ublk device id must be 0 or more: -2");
+                dir.resolve("a.img").toString()), "--ublk-id: bad number '-2': expected a whole number, 0 or more (e.g. --frontend ublk --ublk-id 3 disk.img)");
         assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--queue-depth", "5000", "--size", "1M",
                 dir.resolve("a.img").toString()), "ublk queue depth must be from 1 to 4096: 5000");
     }
@@ -77,7 +77,10 @@ class UblkCommandIT
             throws Exception
     {
         assertOneLineError(jloop("serve", "--backend", "sync", "--queues", "2", "--size", "1M", dir.resolve("a.img").toString()),
-                "--queues and --ublk-id apply to --frontend ublk only");
+                "--queues applies to the ublk frontend only, and the backend is 'sync' and the frontend 'nbd'");
+        assertOneLineError(jloop("serve", "--backend", "sync", "--ublk-id", "2", "--size", "1M", dir.resolve("a.img").toString()),
+                "--ublk-id applies to the ublk frontend only");
+        assertTrue(Files.notExists(dir.resolve("a.img")), "nothing is created when an option is refused");
         try (JloopProcess server = JloopProcess.serve(dir, "--backend", "sync", "--queue-depth", "8", "--listen", "127.0.0.1:0",
                 "--size", "1M", dir.resolve("b.img").toString())) {
             assertTrue(server.uri().startsWith("nbd://127.0.0.1:"), server.uri());

@@ -4,23 +4,24 @@ import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
+import dev.jloop.api.PluginOption;
+import dev.jloop.api.PluginOptions;
 
 import java.io.IOException;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
-import java.util.TreeSet;
 
 /**
  * The {@code ublk} frontend: the kernel's ublk driver makes the one export {@code /dev/ublkbN}.
- * Options ({@link FrontendConfig#options()}): {@code queues} (default 1), {@code queue-depth} (default
- * 128), {@code ublk-id} (default: the kernel picks); any other key is refused, so an option meant
- * for another frontend is never silently ignored. Needs root and {@code ublk_drv} (Linux 6.0+).
+ * Options: {@link #options()}; any other key is refused, so an option meant for another frontend is
+ * never silently ignored. Needs root and {@code ublk_drv} (Linux 6.0+).
  */
 public final class UblkFrontendFactory
         implements FrontendFactory
 {
-    private static final Set<String> OPTIONS = Set.of("queues", "queue-depth", "ublk-id");
+    private static final String QUEUES = "queues";
+    private static final String QUEUE_DEPTH = "queue-depth";
+    private static final String UBLK_ID = "ublk-id";
 
     @Override
     public String name()
@@ -44,40 +45,35 @@ public final class UblkFrontendFactory
         return UblkServer.start(config(config.options()), exports.get(0).device());
     }
 
-    static UblkServer.Config config(Map<String, String> options)
+    @Override
+    public List<PluginOption> options()
+    {
+        UblkServer.Config defaults = UblkServer.Config.defaults();
+        return List.of(
+                PluginOption.of(QUEUES, PluginOption.Type.COUNT, Integer.toString(defaults.queues()),
+                        "hardware queues, each served by its own thread", "--frontend ublk --queues 2 disk.img"),
+                PluginOption.of(QUEUE_DEPTH, PluginOption.Type.COUNT, Integer.toString(defaults.queueDepth()),
+                        "requests in flight on each queue", "--frontend ublk --queue-depth 64 disk.img"),
+                PluginOption.of(UBLK_ID, PluginOption.Type.COUNT, null,
+                        "the device number, giving /dev/ublkbN (default: the kernel picks a free one)", "--frontend ublk --ublk-id 3 disk.img"));
+    }
+
+    static UblkServer.Config config(Map<String, String> given)
             throws IOException
     {
-        for (String key : options.keySet()) {
-            if (!OPTIONS.contains(key)) {
-                throw new IOException("unknown ublk option '" + key + "'; known options: " + new TreeSet<>(OPTIONS));
-            }
-        }
         UblkServer.Config defaults = UblkServer.Config.defaults();
         try {
+            PluginOptions options = PluginOptions.parse("the ublk frontend", new UblkFrontendFactory().options(), given);
             return new UblkServer.Config(
-                    intOption(options, "queues", defaults.queues()),
-                    intOption(options, "queue-depth", defaults.queueDepth()),
-                    intOption(options, "ublk-id", defaults.devId()),
+                    options.count(QUEUES, defaults.queues()),
+                    options.count(QUEUE_DEPTH, defaults.queueDepth()),
+                    options.count(UBLK_ID, defaults.devId()),
                     defaults.bufferBytes(),
                     defaults.commandTimeout(),
                     defaults.startTimeout());
         }
         catch (IllegalArgumentException e) {
             throw new IOException(e.getMessage(), e);
-        }
-    }
-
-    private static int intOption(Map<String, String> options, String name, int defaultValue)
-    {
-        String value = options.get(name);
-        if (value == null || value.isEmpty()) {
-            return defaultValue;
-        }
-        try {
-            return Integer.parseInt(value.trim());
-        }
-        catch (NumberFormatException e) {
-            throw new IllegalArgumentException("--" + name + " must be a number: '" + value + "'");
         }
     }
 }

@@ -39,20 +39,20 @@ class UblkFrontendFactoryTest
     @Test
     void badOptions()
     {
-        assertEquals("--queues must be a number: 'x'",
+        assertEquals("--queues: bad number 'x': expected a whole number, 0 or more (e.g. --frontend ublk --queues 2 disk.img)",
                 assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("queues", "x"))).getMessage());
         assertEquals("ublk queue depth must be from 1 to 4096: 0",
                 assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("queue-depth", "0"))).getMessage());
-        assertEquals("ublk device id must be 0 or more: -3",
+        assertEquals("--ublk-id: bad number '-3': expected a whole number, 0 or more (e.g. --frontend ublk --ublk-id 3 disk.img)",
                 assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("ublk-id", "-3"))).getMessage());
     }
 
     @Test
     void unknownOptionsAreRefused()
     {
-        assertEquals("unknown ublk option 'socket-activation'; known options: [queue-depth, queues, ublk-id]",
+        assertEquals("the ublk frontend takes no option 'socket-activation'; it takes: queue-depth, queues, ublk-id",
                 assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("socket-activation", "true"))).getMessage());
-        assertEquals("unknown ublk option 'max-connections'; known options: [queue-depth, queues, ublk-id]",
+        assertEquals("the ublk frontend takes no option 'max-connections'; it takes: queue-depth, queues, ublk-id",
                 assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("queues", "2", "max-connections", "1"))).getMessage());
     }
 }

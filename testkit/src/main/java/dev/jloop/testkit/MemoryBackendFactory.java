@@ -1,5 +1,7 @@
 package dev.jloop.testkit;
 
+import dev.jloop.api.PluginOptions;
+import dev.jloop.api.PluginOption;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
@@ -14,6 +16,7 @@ import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.nio.file.StandardOpenOption;
 
 /**
@@ -27,6 +30,9 @@ import java.nio.file.StandardOpenOption;
 public final class MemoryBackendFactory
         implements BackendFactory
 {
+    private static final String QUEUED = "memory-queued";
+    private static final String MAX_TRANSFER = "memory-max-transfer";
+
     @Override
     public String name()
     {
@@ -40,6 +46,14 @@ public final class MemoryBackendFactory
     }
 
     @Override
+    public List<PluginOption> options()
+    {
+        return List.of(
+                PluginOption.of(QUEUED, PluginOption.Type.COUNT, null, "complete on this many threads instead of at once", "--memory-queued 3"),
+                PluginOption.of(MAX_TRANSFER, PluginOption.Type.COUNT, null, "transfer at most this many bytes per read or write", "--memory-max-transfer 5000"));
+    }
+
+    @Override
     public BackingFile open(BackendConfig config)
             throws IOException
     {
@@ -47,14 +61,13 @@ public final class MemoryBackendFactory
         if (!Files.isRegularFile(path)) {
             throw new IOException("not a regular file: " + path);
         }
+        PluginOptions options = PluginOptions.parse("the memory backend", options(), config.options());
         MemoryBackingFile.Builder builder = MemoryBackingFile.builder(Files.size(path)).readOnly(config.readOnly());
-        String queued = config.options().get("memory-queued");
-        if (queued != null) {
-            builder.queued(Integer.parseInt(queued));
+        if (options.isSet(QUEUED)) {
+            builder.queued(options.count(QUEUED, 0));
         }
-        String maxTransfer = config.options().get("memory-max-transfer");
-        if (maxTransfer != null) {
-            builder.maxTransfer(Integer.parseInt(maxTransfer));
+        if (options.isSet(MAX_TRANSFER)) {
+            builder.maxTransfer(options.count(MAX_TRANSFER, 0));
         }
         MemoryBackingFile memory = builder.build();
         load(path, memory);

@@ -3,22 +3,25 @@ package dev.jloop.backend.iouring;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
+import dev.jloop.api.PluginOption;
+import dev.jloop.api.PluginOptions;
 import dev.jloop.uring.IoUring;
 
 import java.io.IOException;
+import java.util.List;
 
 import static java.util.Objects.requireNonNull;
 
 /**
- * The {@code io_uring} backend: {@link IoUringBackingFile}. Options: {@code queue-depth=N} (slots in
- * flight, default the configured queue depth) and {@code uring-sqpoll=true} (a kernel thread polls the
- * SQ). Unavailable where io_uring is (seccomp, {@code kernel.io_uring_disabled}); {@code auto} then
+ * The {@code io_uring} backend: {@link IoUringBackingFile}, with as many slots as the configured queue
+ * depth. Option: {@code uring-sqpoll} (a kernel thread polls the SQ). Unavailable where io_uring is (seccomp, {@code kernel.io_uring_disabled}); {@code auto} then
  * falls back to a lower-priority backend.
  */
 public final class IoUringBackendFactory
         implements BackendFactory
 {
     public static final String NAME = "io_uring";
+    private static final String SQPOLL = "uring-sqpoll";
 
     @Override
     public String name()
@@ -29,7 +32,7 @@ public final class IoUringBackendFactory
     @Override
     public String description()
     {
-        return "io_uring: asynchronous reads, writes, fsync and fallocate on one ring per file (options queue-depth, uring-sqpoll)";
+        return "io_uring: asynchronous reads, writes, fsync and fallocate on one ring per file";
     }
 
     @Override
@@ -46,6 +49,13 @@ public final class IoUringBackendFactory
     }
 
     @Override
+    public List<PluginOption> options()
+    {
+        return List.of(PluginOption.flag(SQPOLL,
+                "let a kernel thread poll the submission queue (saves system calls, costs a core)", "--backend io_uring --uring-sqpoll"));
+    }
+
+    @Override
     public BackingFile open(BackendConfig config)
             throws IOException
     {
@@ -54,6 +64,7 @@ public final class IoUringBackendFactory
         if (cause != null) {
             throw new IOException("io_uring backend unavailable: " + cause);
         }
-        return new IoUringBackingFile(config);
+        PluginOptions options = PluginOptions.parse("the " + NAME + " backend", options(), config.options());
+        return new IoUringBackingFile(config, options.flag(SQPOLL));
     }
 }

@@ -132,14 +132,14 @@ public final class IoUringBackingFile
     private long[] fixedEnd = new long[0];
     private long fixedSubmissions;
 
-    IoUringBackingFile(BackendConfig config)
+    IoUringBackingFile(BackendConfig config, boolean sqpoll)
             throws IOException
     {
         requireNonNull(config, "config is null");
         this.readOnly = config.readOnly();
         this.direct = config.direct();
-        int queueDepth = intOption(config, "queue-depth", config.queueDepth());
-        this.sqpoll = Boolean.parseBoolean(config.options().getOrDefault("uring-sqpoll", "false"));
+        int queueDepth = config.queueDepth();
+        this.sqpoll = sqpoll;
 
         this.capabilities = Capabilities.builder()
                 .readOnly(readOnly)
@@ -188,18 +188,6 @@ public final class IoUringBackingFile
         completionThread.start();
     }
 
-    private static int intOption(BackendConfig config, String name, int defaultValue)
-    {
-        String value = config.options().get(name);
-        if (value == null) {
-            return defaultValue;
-        }
-        int parsed = Integer.parseInt(value.trim());
-        if (parsed < 1) {
-            throw new IllegalArgumentException(name + " must be positive: " + value);
-        }
-        return parsed;
-    }
 
     // ---- BackingFile
 

@@ -1,5 +1,6 @@
 package dev.jloop.backend.nio;
 
+import dev.jloop.api.PluginOptions;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
@@ -32,6 +33,8 @@ public class NioBackendFactory
     public BackingFile open(BackendConfig config)
             throws IOException
     {
+        // takes no options: an option meant for another backend is refused, not ignored
+        PluginOptions.parse("the nio backend", options(), config.options());
         return NioBackingFile.open(config);
     }
 }

@@ -1,5 +1,6 @@
 package dev.jloop.backend.sync;
 
+import dev.jloop.api.PluginOptions;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
@@ -26,6 +27,8 @@ public class SyncBackendFactory
     public BackingFile open(BackendConfig config)
             throws IOException
     {
+        // takes no options: an option meant for another backend is refused, not ignored
+        PluginOptions.parse("the sync backend", options(), config.options());
         return SyncBackingFile.open(config);
     }
 }

@@ -1,0 +1,112 @@
+package dev.jloop.dist;
+
+import dev.jloop.api.BackendFactory;
+import dev.jloop.api.FrontendFactory;
+import dev.jloop.api.PluginOption;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Model.OptionSpec;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+import static java.util.Objects.requireNonNull;
+
+/**
+ * The command-line options that plugins declare ({@link BackendFactory#options()},
+ * {@link FrontendFactory#options()}): each becomes {@code --KEY} of {@code jloop serve}, with the
+ * plugin's help and example, so that a new plugin brings its options without a change here. A key
+ * declared by several plugins is one option, given to each of them; a key that {@link ServeOptions}
+ * already has (such as {@code --queue-depth}) is not added again, but its value goes to the plugins
+ * that declare it too. An option given for a plugin that was not chosen is an error.
+ */
+final class PluginCli
+{
+    private final Map<String, List<String>> declaredBy = new LinkedHashMap<>();
+    private final Map<String, OptionSpec> added = new LinkedHashMap<>();
+    private final Map<String, PluginOption> byKey = new LinkedHashMap<>();
+
+    /** Adds every declared option of {@code backends} and {@code frontends} to {@code serve}. */
+    PluginCli(CommandSpec serve, Registry<BackendFactory> backends, Registry<FrontendFactory> frontends)
+    {
+        requireNonNull(serve, "serve is null");
+        for (BackendFactory backend : backends.all()) {
+            declare(serve, backend.options(), "the " + backend.name() + " backend");
+        }
+        for (FrontendFactory frontend : frontends.all()) {
+            declare(serve, frontend.options(), "the " + frontend.name() + " frontend");
+        }
+    }
+
+    private void declare(CommandSpec serve, List<PluginOption> options, String plugin)
+    {
+        for (PluginOption option : options) {
+            String name = "--" + option.key();
+            declaredBy.computeIfAbsent(option.key(), key -> new ArrayList<>()).add(plugin);
+            byKey.putIfAbsent(option.key(), option);
+            if (added.containsKey(option.key()) || serve.findOption(name) != null) {
+                continue;
+            }
+            String defaultText = option.defaultValue() == null || option.type() == PluginOption.Type.FLAG ? "" : " (default: " + option.defaultValue() + ")";
+            OptionSpec.Builder builder = OptionSpec.builder(name)
+                    .description(plugin + ": " + option.help() + defaultText + "%n  e.g. " + option.example());
+            if (option.type() == PluginOption.Type.FLAG) {
+                builder.arity("0").type(boolean.class);
+            }
+            else {
+                builder.arity("1").type(String.class).paramLabel(switch (option.type()) {
+                    case CHOICE -> String.join("|", option.choices());
+                    case COUNT -> "N";
+                    case STRING -> "TEXT";
+                    default -> option.type().name();
+                });
+            }
+            OptionSpec spec = builder.build();
+            serve.addOption(spec);
+            added.put(option.key(), spec);
+        }
+    }
+
+    /**
+     * The values given on the command line for what {@code declared} declares, as the plugin's
+     * options map; {@code generic} holds the values of {@link ServeOptions}' own options by key.
+     */
+    Map<String, String> given(List<PluginOption> declared, Map<String, String> generic)
+    {
+        Map<String, String> values = new LinkedHashMap<>();
+        for (PluginOption option : declared) {
+            String value = value(option.key());
+            if (value == null) {
+                value = generic.get(option.key());
+            }
+            if (value != null) {
+                values.put(option.key(), value);
+            }
+        }
+        return values;
+    }
+
+    /** Refuses a plugin option that was given although none of the chosen plugins declares it. */
+    void checkGivenOnlyFor(List<PluginOption> chosen, String choice)
+    {
+        for (String key : added.keySet()) {
+            if (value(key) != null && chosen.stream().noneMatch(option -> option.key().equals(key))) {
+                throw new UserException("--" + key + " applies to " + String.join(" and ", declaredBy.get(key)) + " only, and " + choice);
+            }
+        }
+    }
+
+    private String value(String key)
+    {
+        OptionSpec spec = added.get(key);
+        if (spec == null || spec.getValue() == null) {
+            return null;
+        }
+        Object value = spec.getValue();
+        if (value instanceof Boolean flag) {
+            return flag ? "true" : null;
+        }
+        return value.toString();
+    }
+}
