@@ -9,10 +9,16 @@
 #
 # JLOOP_HOME is an unpacked distribution (bin/jloop, lib/); WORKDIR a writable scratch directory
 # (images are created there). Exits 0 when every check passed, non-zero with a "FAIL:" line on the
-# first mismatch. Checks, for each backend (sync, nio, io_uring):
+# first mismatch. Checks, for each backend (sync with one queue, nio and io_uring with two):
 #   - ext4 on /dev/ublkbN: mkfs, mount, checksummed files, remount and verify, umount, fsck -fn
 #   - fio randrw with verify=crc32c at iodepth 32 on the raw device
 #   - blkdiscard and blkdiscard -z (zero-out) read back as zeros
+#   - deep queues, 128 requests in flight on each queue: FUA writes (O_DIRECT|O_DSYNC through
+#     io_uring) verified with crc32c; a zero-out of half the device while FUA writes fill the queues;
+#     blkdiscard and blkdiscard -z of the whole device at once while readers fill the queues; ext4
+#     with -o discard freeing 256 extents at once. Each has a deadline: one that passes is a hang,
+#     reported with jloop's threads (saved in WORKDIR as hang-*.threads), after which jloop is killed
+#     and the other backends are still checked; the scenario then fails at its end.
 # then once: --ublk-id, --queues, --queue-depth, --read-only and --direct as the kernel sees them, a
 # taken id and a non-root user refused with a clear message;
 # SIGTERM while fio writes -> the device disappears, the server exits 0, and after a restart
@@ -21,7 +27,7 @@
 # file system still mounted -> exit 0, the id is free again after the umount.
 set -u
 JLOOP_HOME=${1:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}
-: "${2:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}"
+WORK=${2:?usage: ublk-scenario.sh JLOOP_HOME WORKDIR}
 # Images and the jloop copy live in guest RAM: WORKDIR may be the host's share (9p), slow for I/O.
 W=$(mktemp -d /tmp/ublk-scenario.XXXXXX) && chmod 755 "$W"    # the non-root check runs jloop from here
 J=$W/jloop/bin/jloop
@@ -29,6 +35,7 @@ MNT=$W/mnt
 SIZE=${UBLK_SCENARIO_SIZE:-128M}
 PID=
 DEV=
+DEEP_FAILED=
 
 fail()
 {
@@ -130,6 +137,146 @@ discard_and_zero()
     step "discard and zero-out read back as zeros"
 }
 
+# within SECONDS WHAT COMMAND...: runs COMMAND and returns its exit code, or 124 if it hangs (see await)
+within()
+{
+    limit=$1
+    what=$2
+    shift 2
+    "$@" &
+    await "$limit" "$what" $!
+}
+
+# await SECONDS WHAT PID: waits for the background job PID and returns its exit code; if it is still
+# running after SECONDS, that is a hang: jloop's threads go to WORKDIR, jloop is killed (the kernel
+# then fails the device's requests, so the job ends too), and it returns 124 with PID empty.
+await()
+{
+    i=0
+    while kill -0 "$3" 2>/dev/null; do
+        i=$((i + 1))
+        if [ $i -gt $(($1 * 2)) ]; then
+            dump="$WORK/hang-$backend-$(echo "$2" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9\n' - | tr -s - | cut -c 1-50).threads"
+            echo "ublk-scenario: HANG: $2 did not finish within $1 s ($backend); jloop's threads in $dump" >&2
+            : >"$W/out.log"
+            kill -QUIT "$PID" 2>/dev/null
+            sleep 3
+            cp "$W/out.log" "$dump"
+            kill -KILL "$PID" 2>/dev/null
+            wait "$PID" 2>/dev/null
+            PID=
+            kill -KILL "$3" 2>/dev/null
+            wait "$3" 2>/dev/null
+            return 124
+        fi
+        sleep 0.5
+    done
+    wait "$3"
+}
+
+# fio's options for one job per CPU, so that every ublk queue (one per CPU at most) gets its own
+PER_CPU="--numjobs=2 --cpus_allowed=0-1 --cpus_allowed_policy=split"
+
+# background_reader: readers that keep 128 reads in flight on each queue until stopped (sets READER)
+background_reader()
+{
+    fio --name=reader --filename="$DEV" --ioengine=io_uring --direct=1 --rw=randread --bs=64k --iodepth=128 \
+        $PER_CPU --time_based --runtime=600 --eta=never --output="$W/fio-reader.log" &
+    READER=$!
+    sleep 2
+}
+
+# stop_reader: SIGTERM to the reader; fails if it does not end within 60 s (its reads hang)
+stop_reader()
+{
+    kill -TERM $READER 2>/dev/null
+    i=0
+    while kill -0 $READER 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -lt 120 ] || { kill -KILL $READER 2>/dev/null; deep_failed "the reader did not stop within 60 s: its reads hang"; return 1; }
+        sleep 0.5
+    done
+    wait $READER 2>/dev/null
+    return 0
+}
+
+# zeros_within WHAT OFFSET_MIB LENGTH_MIB: that range reads back as zeros, within 120 s
+zeros_within()
+{
+    within 120 "reading back after $1" cmp -n $(($3 << 20)) -i $(($2 << 20)):0 "$DEV" /dev/zero
+    rc=$?
+    [ $rc -eq 0 ] || { deep_failed "$DEV at ${2}M+${3}M does not read back as zeros after $1 (cmp exit $rc)"; return 1; }
+}
+
+# deep_queues: checks with every ublk queue at its full depth (128 each); the first failure or hang
+# ends the checks of this backend and is added to DEEP_FAILED.
+deep_queues()
+{
+    mib=$(($(blockdev --getsize64 "$DEV") >> 20))
+    half=$((mib / 2))
+    # O_DSYNC on O_DIRECT makes every write a FUA write; the verify pass reads every block back. Each
+    # job has a range of its own, so that neither overwrites what the other verifies.
+    within 120 "fio: 128 FUA writes in flight" fio --name=ublk-deep-fua --filename="$DEV" --ioengine=io_uring \
+        --direct=1 --sync=dsync --rw=randwrite --bs=4k --iodepth=128 $PER_CPU --size=16M --offset_increment=16M \
+        --verify=crc32c --verify_fatal=1 --do_verify=1 --randrepeat=0 --eta=never --output="$W/fio-deep.log"
+    rc=$?
+    [ $rc -eq 0 ] || { [ $rc -eq 124 ] || cat "$W/fio-deep.log"; deep_failed "fio: 128 FUA writes in flight (exit $rc)"; return 1; }
+    step "deep queue: 128 FUA writes in flight, crc32c verified"
+
+    # zero-out (written zeros where the file system cannot zero a range) of one half while 128 FUA
+    # writes are in flight on the other
+    fio --name=ublk-deep-fua-zero --filename="$DEV" --ioengine=io_uring --direct=1 --sync=dsync --rw=randwrite \
+        --bs=4k --iodepth=128 $PER_CPU --size=16M --offset_increment=16M --verify=crc32c --verify_fatal=1 \
+        --do_verify=1 --randrepeat=0 --eta=never --output="$W/fio-deep.log" 2>"$W/fio-deep.err" &
+    writer=$!
+    dd if=/dev/urandom of="$DEV" bs=1M seek=$half count=$half oflag=direct 2>/dev/null || { deep_failed "writing data to zero out"; return 1; }
+    within 120 "blkdiscard -z of ${half} MiB while 128 FUA writes are in flight" blkdiscard -f -z -o $((half << 20)) -l $((half << 20)) "$DEV"
+    rc=$?
+    [ $rc -ne 124 ] || { deep_failed "blkdiscard -z while 128 FUA writes are in flight: hang"; kill -KILL $writer; return 1; }
+    [ $rc -eq 0 ] || { deep_failed "blkdiscard -z while 128 FUA writes are in flight (exit $rc)"; kill -KILL $writer; return 1; }
+    await 120 "fio: 128 FUA writes in flight while a zero-out runs" $writer
+    rc=$?
+    [ $rc -eq 0 ] || { [ $rc -eq 124 ] || cat "$W/fio-deep.log" "$W/fio-deep.err"; deep_failed "fio: 128 FUA writes in flight while a zero-out runs (exit $rc)"; return 1; }
+    zeros_within "blkdiscard -z while 128 FUA writes are in flight" $half $half || return 1
+    step "deep queue: zero-out of $half MiB while 128 FUA writes are in flight: verified, zeros"
+
+    # the whole device at once, while 128 reads are in flight
+    for how in blkdiscard "blkdiscard -z"; do
+        dd if=/dev/urandom of="$DEV" bs=1M count=32 oflag=direct conv=fsync 2>/dev/null || { deep_failed "writing data to discard"; return 1; }
+        background_reader
+        within 120 "$how of the whole device while 128 reads are in flight" $how -f "$DEV"
+        rc=$?
+        [ $rc -ne 124 ] || { deep_failed "$how of the whole device while 128 reads are in flight: hang"; kill -KILL $READER; return 1; }
+        stop_reader || return 1
+        [ $rc -eq 0 ] || { deep_failed "$how of the whole device (exit $rc)"; return 1; }
+        zeros_within "$how of the whole device" 0 $mib || return 1
+        step "deep queue: $how of the whole device while 128 reads are in flight: zeros"
+    done
+
+    # ext4 mounted with -o discard discards each freed extent at the journal commit, all in flight at
+    # once: 512 files of 8 KiB, every other one deleted, leave 256 separate extents
+    mkfs.ext4 -q -F -E nodiscard "$DEV" || { deep_failed "mkfs.ext4"; return 1; }
+    mount -o discard "$DEV" "$MNT" || { deep_failed "mount -o discard"; return 1; }
+    rm -rf "$W/many" && mkdir "$W/many" && head -c $((512 * 8192)) /dev/urandom | (cd "$W/many" && split -a 3 -b 8192 - f)
+    cp -r "$W/many" "$MNT/many" && sync -f "$MNT" || { deep_failed "writing 512 files"; umount "$MNT"; return 1; }
+    (cd "$W/many" && ls | awk 'NR % 2 == 0' | xargs rm -f && sha256sum * >"$W/many.sums")
+    (cd "$MNT/many" && ls | awk 'NR % 2 == 0' | xargs rm -f)
+    within 120 "sync of ext4 -o discard after deleting 256 files" sync -f "$MNT"
+    rc=$?
+    [ $rc -ne 124 ] || { deep_failed "sync of ext4 -o discard after deleting 256 files: hang"; umount -l "$MNT"; return 1; }
+    umount "$MNT" && echo 3 >/proc/sys/vm/drop_caches && mount -o ro "$DEV" "$MNT" || { deep_failed "remount"; return 1; }
+    (cd "$MNT/many" && sha256sum -c --quiet "$W/many.sums") || { deep_failed "files next to the discarded extents differ"; umount "$MNT"; return 1; }
+    umount "$MNT"
+    fsck.ext4 -fn "$DEV" >"$W/fsck.log" 2>&1 || { cat "$W/fsck.log"; deep_failed "fsck.ext4 -fn after the discards"; return 1; }
+    step "deep queue: ext4 -o discard freed 256 extents at once; the other files intact, fsck clean"
+}
+
+deep_failed()
+{
+    echo "ublk-scenario: FAIL: deep queues, $backend: $*" >&2
+    DEEP_FAILED="$DEEP_FAILED; $backend: $*"
+}
+
 [ "$(id -u)" = 0 ] || fail "must run as root"
 [ -e /dev/ublk-control ] || modprobe ublk_drv
 [ -e /dev/ublk-control ] || fail "/dev/ublk-control is missing: modprobe ublk_drv"
@@ -143,12 +290,16 @@ grep -qw ext4 /proc/filesystems || fail "the guest kernel has no ext4 (load the 
 for backend in sync nio io_uring; do
     rm -f "$W/$backend.img"
     queues=1
-    [ $backend = io_uring ] && queues=2
+    [ $backend = sync ] || queues=2
     start_server "$W/$backend.img" --backend $backend --size "$SIZE" --queues $queues
     filesystem
     fio_verify
     discard_and_zero
-    stop_server
+    if deep_queues; then
+        stop_server
+    elif [ -n "$PID" ]; then
+        stop_server
+    fi
     rm -f "$W/$backend.img"    # guest RAM: the images live in a tmpfs
 done
 
@@ -181,6 +332,8 @@ step "options and refusals as expected"
 # SIGTERM while fio writes: flushed data survives, the device goes away, exit code 0
 rm -f "$W/term.img"
 start_server "$W/term.img" --backend nio --size 64M
+# the id the kernel picked (0 unless a killed server still holds it) is asked for again on restart
+ID=${DEV#/dev/ublkb}
 dd if=/dev/urandom of="$W/flushed" bs=1M count=8 2>/dev/null
 dd if="$W/flushed" of="$DEV" bs=1M count=4 oflag=direct conv=fsync 2>/dev/null || fail "writing the flushed range"
 fio --name=ublk-term --filename="$DEV" --ioengine=libaio --direct=1 --rw=randwrite --bs=64k --iodepth=32 \
@@ -197,8 +350,8 @@ while kill -0 $FIO 2>/dev/null; do
     [ $i -lt 60 ] || { kill -KILL $FIO; fail "fio still runs 30 s after the device went away"; }
     sleep 0.5
 done
-start_server "$W/term.img" --backend nio --ublk-id 0
-[ "$DEV" = /dev/ublkb0 ] || fail "--ublk-id 0 gave $DEV"
+start_server "$W/term.img" --backend nio --ublk-id "$ID"
+[ "$DEV" = "/dev/ublkb$ID" ] || fail "--ublk-id $ID gave $DEV"
 dd if="$DEV" of="$W/readback" bs=1M count=8 iflag=direct 2>/dev/null || fail "reading back after restart"
 cmp -s "$W/flushed" "$W/readback" || fail "data flushed before SIGTERM differs after restart"
 stop_server
@@ -218,14 +371,16 @@ step "SIGTERM after a buffered write: the page cache reached the file"
 # the deleted device until the umount), and the id is free again afterwards
 rm -f "$W/mounted.img"
 start_server "$W/mounted.img" --backend sync --size 64M
+ID=${DEV#/dev/ublkb}
 mkfs.ext4 -q -F "$DEV" || fail "mkfs.ext4 $DEV"
 mount "$DEV" "$MNT" || fail "mount $DEV"
 echo data >"$MNT/x" && sync
 stop_server
 umount "$MNT" 2>/dev/null || umount -l "$MNT" || fail "umount after the device went away"
-start_server "$W/mounted.img" --backend sync --ublk-id 0
-[ "$DEV" = /dev/ublkb0 ] || fail "id 0 not free after the umount: got $DEV"
+start_server "$W/mounted.img" --backend sync --ublk-id "$ID"
+[ "$DEV" = "/dev/ublkb$ID" ] || fail "id $ID not free after the umount: got $DEV"
 fsck.ext4 -fn "$DEV" >"$W/fsck.log" 2>&1 || { cat "$W/fsck.log"; fail "fsck.ext4 -fn after stopping under a mount"; }
 stop_server
 step "SIGTERM with a mounted file system: exit 0, id freed after umount"
+[ -z "$DEEP_FAILED" ] || fail "deep queues${DEEP_FAILED}"
 echo "ublk-scenario: PASS"

@@ -15,7 +15,8 @@ ip link set lo up
 export JLOOP_JAVA_OPTS=${JLOOP_JAVA_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:UseAVX=0}
 
 for scenario in $SCENARIOS; do
-    name=$(basename "$scenario" -scenario.sh)
+    name=$(basename "$scenario" .sh)
+    name=${name%-scenario}
     dir=/mnt/out/$name
     mkdir -p "$dir/work"
     say "scenario $name: start"

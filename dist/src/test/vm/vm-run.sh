@@ -2,10 +2,14 @@
 # Boots a Debian 6.12 kernel (it has the nbd and ublk_drv modules the build machine's kernel may lack)
 # under qemu once, and runs every scenario script in that one boot.
 #
-# usage: vm-run.sh [-o OUT_DIR] JLOOP_HOME [SCENARIO.sh ...]
+# usage: vm-run.sh [-o OUT_DIR] [-d DISK ...] JLOOP_HOME [SCENARIO.sh ...]
 #   JLOOP_HOME  an unpacked distribution (bin/jloop, lib/), e.g. dist/target/jloop-VERSION/jloop-VERSION
 #   SCENARIO    guest scripts to run; default: every *-scenario.sh next to this script
-#   OUT_DIR     results (default: ./target/vm): console.log, and per scenario NAME/rc, NAME/log, NAME/work/
+#   OUT_DIR     results (default: ./target/vm): console.log, qemu.pid, and per scenario NAME/rc, NAME/log,
+#               NAME/work/ (NAME: the script's name without -scenario.sh or .sh)
+#   DISK        a raw file attached as a virtio disk: /dev/vda, /dev/vdb, ... in the order given (after
+#               `modprobe virtio_blk`). It outlives the guest: SIGKILL of qemu (its pid is in
+#               OUT_DIR/qemu.pid) cuts the guest's power, and the file keeps what qemu had written.
 #
 # The guest's / is the host's / (read-only 9p) under a tmpfs overlay: it runs the host's JDK, tools and
 # the distribution at their host paths, without network (loopback only). OUT_DIR is shared writable:
@@ -25,14 +29,22 @@ PATH=$PATH:/usr/sbin:/sbin
 
 here=$(cd "$(dirname "$0")" && pwd)
 out=target/vm
-while getopts o: opt; do
+drives=()
+usage() { echo "usage: vm-run.sh [-o OUT_DIR] [-d DISK ...] JLOOP_HOME [SCENARIO.sh ...]" >&2; exit 64; }
+while getopts o:d: opt; do
     case $opt in
         o) out=$OPTARG ;;
-        *) echo "usage: vm-run.sh [-o OUT_DIR] JLOOP_HOME [SCENARIO.sh ...]" >&2; exit 64 ;;
+        d)
+            [ -f "$OPTARG" ] || { echo "vm-run: disk $OPTARG is not a file" >&2; exit 64; }
+            # writeback: qemu writes into the host's page cache, which outlives qemu; the guest's flushes
+            # become fdatasync of the file. discard=unmap: the guest may punch holes in the file.
+            drives+=(-drive "file=$(readlink -f "$OPTARG"),if=virtio,format=raw,cache=writeback,discard=unmap")
+            ;;
+        *) usage ;;
     esac
 done
 shift $((OPTIND - 1))
-[ $# -ge 1 ] || { echo "usage: vm-run.sh [-o OUT_DIR] JLOOP_HOME [SCENARIO.sh ...]" >&2; exit 64; }
+[ $# -ge 1 ] || usage
 jloop_home=$(readlink -f "$1")
 shift
 [ -x "$jloop_home/bin/jloop" ] || { echo "vm-run: no bin/jloop under $jloop_home" >&2; exit 64; }
@@ -166,12 +178,12 @@ cp "$here/vm-guest.sh" "$out/vm-guest.sh"
 } >"$out/vm.env"
 smp=${SMP:-2}
 mem=${MEM:-3072}
-say "booting qemu (tcg, $smp CPUs, ${mem} MiB) for ${#scenarios[@]} scenario(s), console in $out/console.log"
+say "booting qemu (tcg, $smp CPUs, ${mem} MiB, $((${#drives[@]} / 2)) disk(s)) for ${#scenarios[@]} scenario(s), console in $out/console.log"
 set +e
 # qemu sometimes stays paused after a guest failure instead of exiting: timeout ends it.
 timeout -k 10 "${VM_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg,thread=multi,tb-size=512 -cpu max \
     -smp "$smp" -m "$mem" -nodefaults -no-user-config -display none -no-reboot -monitor none -nic none \
-    -serial "file:$out/console.log" \
+    -serial "file:$out/console.log" -pidfile "$out/qemu.pid" ${drives[@]+"${drives[@]}"} \
     -kernel "$kroot/boot/vmlinuz-$KVER" -initrd "$initramfs" \
     -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
@@ -187,7 +199,8 @@ if [ ! -f "$out/done" ]; then
 fi
 failed=0
 for s in "${scenarios[@]}"; do
-    name=$(basename "$s" -scenario.sh)
+    name=$(basename "$s" .sh)
+    name=${name%-scenario}
     rc=$(cat "$out/$name/rc" 2>/dev/null || echo none)
     say "scenario $name: exit $rc"
     [ "$rc" = 0 ] || failed=1

@@ -109,7 +109,7 @@ final class VmIT
     }
 
     /** fsck finds the image clean, and every file of the manifest has its recorded SHA-256 in it. */
-    private static void assertImageHolds(Path image, Path manifest)
+    static void assertImageHolds(Path image, Path manifest)
             throws IOException
     {
         CiAssumptions.assumeCommand("e2fsck");
