@@ -2,15 +2,15 @@ package dev.jloop.dist;
 
 import com.google.inject.CreationException;
 import com.google.inject.Guice;
-import dev.jloop.api.BackendFactory;
-import dev.jloop.api.FrontendFactory;
 import com.google.inject.ProvisionException;
+import dev.jloop.api.BackendFactory;
+import dev.jloop.api.FrontendConfig;
+import dev.jloop.api.FrontendFactory;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
-import dev.jloop.api.FrontendConfig;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 import sun.misc.Signal;
 
 import java.io.IOException;

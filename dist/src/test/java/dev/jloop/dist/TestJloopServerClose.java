@@ -5,13 +5,12 @@ import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Export;
-import dev.jloop.api.ExtentSink;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
-import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.api.StillServingException;
+import dev.jloop.testkit.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -130,65 +129,27 @@ class TestJloopServerClose
 
     /** The memory file, counting fsyncs. */
     private static final class CountingFsyncs
-            implements BackingFile
+            extends ForwardingBackingFile
     {
-        private final BackingFile delegate;
         private final AtomicInteger fsyncs;
 
         CountingFsyncs(BackingFile delegate, AtomicInteger fsyncs)
         {
-            this.delegate = delegate;
+            super(delegate);
             this.fsyncs = fsyncs;
-        }
-
-        @Override
-        public long readIter(Kiocb kiocb, IovIter iter, long pos)
-        {
-            return delegate.readIter(kiocb, iter, pos);
-        }
-
-        @Override
-        public long writeIter(Kiocb kiocb, IovIter iter, long pos)
-        {
-            return delegate.writeIter(kiocb, iter, pos);
         }
 
         @Override
         public long fsync(Kiocb kiocb, boolean datasync)
         {
             fsyncs.incrementAndGet();
-            return delegate.fsync(kiocb, datasync);
-        }
-
-        @Override
-        public long fallocate(Kiocb kiocb, int mode, long offset, long length)
-        {
-            return delegate.fallocate(kiocb, mode, offset, length);
-        }
-
-        @Override
-        public long extents(long offset, long length, ExtentSink sink)
-        {
-            return delegate.extents(offset, length, sink);
-        }
-
-        @Override
-        public long size()
-        {
-            return delegate.size();
+            return super.fsync(kiocb, datasync);
         }
 
         @Override
         public Capabilities capabilities()
         {
-            return delegate.capabilities().toBuilder().flush(true).build();
-        }
-
-        @Override
-        public void close()
-                throws IOException
-        {
-            delegate.close();
+            return super.capabilities().toBuilder().flush(true).build();
         }
     }
 }

@@ -5,18 +5,17 @@ import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Bio;
 import dev.jloop.api.BlockDevice;
-import dev.jloop.api.Capabilities;
 import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Export;
 import dev.jloop.api.ExtentSink;
-import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.backend.nio.NioBackendFactory;
 import dev.jloop.backend.sync.SyncBackendFactory;
 import dev.jloop.loop.LoopDevice;
 import dev.jloop.nbd.CrashHistory.Kind;
 import dev.jloop.nbd.CrashHistory.Request;
+import dev.jloop.testkit.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
 import dev.jloop.testkit.TargetTempDirFactory;
 import dev.jloop.testkit.VolatileCacheBackingFile;
@@ -511,62 +510,17 @@ class TestNbdCrashConsistency
 
     /** Refuses fallocate with EOPNOTSUPP while declaring trim and zero, as a file system without them. */
     private static final class FallocateUnsupported
-            implements BackingFile
+            extends ForwardingBackingFile
     {
-        private final BackingFile file;
-
         FallocateUnsupported(BackingFile file)
         {
-            this.file = file;
+            super(file);
         }
 
         @Override
         public long fallocate(Kiocb kiocb, int mode, long offset, long length)
         {
             return -Errno.EOPNOTSUPP;
-        }
-
-        @Override
-        public long readIter(Kiocb kiocb, IovIter iter, long pos)
-        {
-            return file.readIter(kiocb, iter, pos);
-        }
-
-        @Override
-        public long writeIter(Kiocb kiocb, IovIter iter, long pos)
-        {
-            return file.writeIter(kiocb, iter, pos);
-        }
-
-        @Override
-        public long fsync(Kiocb kiocb, boolean datasync)
-        {
-            return file.fsync(kiocb, datasync);
-        }
-
-        @Override
-        public long extents(long offset, long length, ExtentSink sink)
-        {
-            return file.extents(offset, length, sink);
-        }
-
-        @Override
-        public long size()
-        {
-            return file.size();
-        }
-
-        @Override
-        public Capabilities capabilities()
-        {
-            return file.capabilities();
-        }
-
-        @Override
-        public void close()
-                throws IOException
-        {
-            file.close();
         }
     }
 

@@ -1,23 +1,20 @@
 package dev.jloop.testkit;
 
-import dev.jloop.api.PluginOptions;
-import dev.jloop.api.PluginOption;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
-import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
-import dev.jloop.api.IovIter;
-import dev.jloop.api.Kiocb;
+import dev.jloop.api.PluginOption;
+import dev.jloop.api.PluginOptions;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.List;
 import java.nio.file.StandardOpenOption;
+import java.util.List;
 
 /**
  * Backend {@code memory}: a {@link MemoryBackingFile} loaded from the file at open (all-zero blocks
@@ -137,9 +134,9 @@ public final class MemoryBackendFactory
         return true;
     }
 
-    /** Delegates to the memory file; writes it back to the path when closed. */
+    /** The memory file, written back to the path when closed. */
     private static final class FileBacked
-            implements BackingFile
+            extends ForwardingBackingFile
     {
         private final MemoryBackingFile memory;
         private final Path path;
@@ -147,63 +144,10 @@ public final class MemoryBackendFactory
 
         FileBacked(MemoryBackingFile memory, Path path, boolean readOnly)
         {
+            super(memory);
             this.memory = memory;
             this.path = path;
             this.readOnly = readOnly;
-        }
-
-        @Override
-        public long readIter(Kiocb kiocb, IovIter iter, long pos)
-        {
-            return memory.readIter(kiocb, iter, pos);
-        }
-
-        @Override
-        public long writeIter(Kiocb kiocb, IovIter iter, long pos)
-        {
-            return memory.writeIter(kiocb, iter, pos);
-        }
-
-        @Override
-        public long fsync(Kiocb kiocb, boolean datasync)
-        {
-            return memory.fsync(kiocb, datasync);
-        }
-
-        @Override
-        public long fallocate(Kiocb kiocb, int mode, long offset, long length)
-        {
-            return memory.fallocate(kiocb, mode, offset, length);
-        }
-
-        @Override
-        public long extents(long offset, long length, ExtentSink sink)
-        {
-            return memory.extents(offset, length, sink);
-        }
-
-        @Override
-        public long size()
-        {
-            return memory.size();
-        }
-
-        @Override
-        public Capabilities capabilities()
-        {
-            return memory.capabilities();
-        }
-
-        @Override
-        public void plug()
-        {
-            memory.plug();
-        }
-
-        @Override
-        public void unplug()
-        {
-            memory.unplug();
         }
 
         @Override

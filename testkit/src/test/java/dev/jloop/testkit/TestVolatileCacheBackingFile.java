@@ -466,7 +466,7 @@ class TestVolatileCacheBackingFile
      * {@link #release()}; a held write reaches the memory only then, as a write still in flight.
      */
     private static final class HeldBackingFile
-            implements BackingFile
+            extends ForwardingBackingFile
     {
         final MemoryBackingFile memory;
         volatile boolean holdFsync;
@@ -475,6 +475,7 @@ class TestVolatileCacheBackingFile
 
         HeldBackingFile(MemoryBackingFile memory)
         {
+            super(memory);
             this.memory = memory;
         }
 
@@ -484,12 +485,6 @@ class TestVolatileCacheBackingFile
             while ((next = held.poll()) != null) {
                 next.run();
             }
-        }
-
-        @Override
-        public long readIter(Kiocb kiocb, IovIter iter, long pos)
-        {
-            return memory.readIter(kiocb, iter, pos);
         }
 
         @Override
@@ -515,36 +510,6 @@ class TestVolatileCacheBackingFile
             }
             held.add(() -> kiocb.complete(0));
             return Kiocb.QUEUED;
-        }
-
-        @Override
-        public long fallocate(Kiocb kiocb, int mode, long offset, long length)
-        {
-            return memory.fallocate(kiocb, mode, offset, length);
-        }
-
-        @Override
-        public long extents(long offset, long length, ExtentSink sink)
-        {
-            return memory.extents(offset, length, sink);
-        }
-
-        @Override
-        public long size()
-        {
-            return memory.size();
-        }
-
-        @Override
-        public Capabilities capabilities()
-        {
-            return memory.capabilities();
-        }
-
-        @Override
-        public void close()
-        {
-            memory.close();
         }
     }
 }

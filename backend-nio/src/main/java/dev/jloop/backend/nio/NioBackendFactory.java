@@ -1,9 +1,9 @@
 package dev.jloop.backend.nio;
 
-import dev.jloop.api.PluginOptions;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
+import dev.jloop.api.PluginOptions;
 
 import java.io.IOException;
 
