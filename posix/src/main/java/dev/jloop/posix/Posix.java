@@ -36,13 +36,6 @@ public final class Posix
     public static final int POSIX_FADV_WILLNEED = 3;
     public static final int POSIX_FADV_DONTNEED = 4;
 
-    /** Errno values the backends test for that {@link dev.jloop.api.Errno} does not name. */
-    public static final int ENXIO = 6;
-    public static final int EACCES = 13;
-    public static final int EISDIR = 21;
-
-    private static final int EINTR = 4;
-
     private static final LibC LIBC = LibraryLoader.create(LibC.class).load("c");
     private static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
 
@@ -55,7 +48,7 @@ public final class Posix
         do {
             fd = LIBC.open(path, flags, mode);
         }
-        while (fd < 0 && lastError() == EINTR);
+        while (fd < 0 && lastError() == Errors.EINTR);
         return fd < 0 ? -lastError() : fd;
     }
 
@@ -75,7 +68,7 @@ public final class Posix
         do {
             n = LIBC.pread(fd, address, count, offset);
         }
-        while (n < 0 && lastError() == EINTR);
+        while (n < 0 && lastError() == Errors.EINTR);
         return n < 0 ? -lastError() : n;
     }
 
@@ -86,7 +79,7 @@ public final class Posix
         do {
             n = LIBC.pwrite(fd, address, count, offset);
         }
-        while (n < 0 && lastError() == EINTR);
+        while (n < 0 && lastError() == Errors.EINTR);
         return n < 0 ? -lastError() : n;
     }
 
@@ -96,7 +89,7 @@ public final class Posix
         do {
             res = LIBC.fsync(fd) < 0 ? -lastError() : 0;
         }
-        while (res == -EINTR);
+        while (res == -Errors.EINTR);
         return res;
     }
 
@@ -106,7 +99,7 @@ public final class Posix
         do {
             res = LIBC.fdatasync(fd) < 0 ? -lastError() : 0;
         }
-        while (res == -EINTR);
+        while (res == -Errors.EINTR);
         return res;
     }
 
@@ -117,7 +110,7 @@ public final class Posix
         do {
             res = LIBC.fallocate(fd, mode, offset, length) < 0 ? -lastError() : 0;
         }
-        while (res == -EINTR);
+        while (res == -Errors.EINTR);
         return res;
     }
 
@@ -143,7 +136,7 @@ public final class Posix
         do {
             res = LIBC.ftruncate(fd, length) < 0 ? -lastError() : 0;
         }
-        while (res == -EINTR);
+        while (res == -Errors.EINTR);
         return res;
     }
 

@@ -60,7 +60,7 @@ public class TestPosix
             Posix.close(fd);
             return;
         }
-        assertEquals(-Posix.EACCES, fd);
+        assertEquals(-Errors.EACCES, fd);
         assertThrows(AccessDeniedException.class, () -> FileDescriptor.open(file, Posix.O_RDWR, 0));
     }
 
