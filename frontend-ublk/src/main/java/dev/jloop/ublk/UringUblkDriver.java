@@ -2,9 +2,9 @@ package dev.jloop.ublk;
 
 import com.kenai.jffi.MemoryIO;
 import dev.jloop.iter.DirectMemory;
+import dev.jloop.posix.NativeIoException;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.IoUring;
-import dev.jloop.uring.IoUringException;
 import dev.jloop.uring.Ring;
 
 import java.io.IOException;
@@ -187,7 +187,7 @@ final class UringUblkDriver
             try {
                 return new UringQueueRing(fd, eventFd, Ring.builder(depth + 1).open());
             }
-            catch (IoUringException | RuntimeException e) {
+            catch (NativeIoException | RuntimeException e) {
                 UblkNative.close(eventFd);
                 throw e;
             }

@@ -12,10 +12,10 @@ import dev.jloop.posix.BlockRangeLock;
 import dev.jloop.posix.BounceIo;
 import dev.jloop.posix.Extents;
 import dev.jloop.posix.FileDescriptor;
+import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.IoUring;
-import dev.jloop.uring.IoUringException;
 import dev.jloop.uring.Ring;
 import jnr.ffi.Memory;
 import jnr.ffi.Pointer;
@@ -168,7 +168,7 @@ public final class IoUringBackingFile
                     .open();
             opened.registerFiles(file.intValue());
         }
-        catch (IoUringException e) {
+        catch (NativeIoException e) {
             if (opened != null) {
                 opened.close();
             }
@@ -635,7 +635,7 @@ public final class IoUringBackingFile
             }
             while (continued);
         }
-        catch (IoUringException | RuntimeException e) {
+        catch (NativeIoException | RuntimeException e) {
             log.error("io_uring completion on {}", fd, e);
         }
     }
@@ -655,7 +655,7 @@ public final class IoUringBackingFile
                 Thread.onSpinWait();
             }
         }
-        catch (IoUringException e) {
+        catch (NativeIoException e) {
             failSubmission(e);
         }
     }
@@ -666,7 +666,7 @@ public final class IoUringBackingFile
      * are withdrawn and their kiocbs completed with the error, so that nothing waits for them forever;
      * later operations fail at once. What the kernel took still completes through the CQ.
      */
-    private void failSubmission(IoUringException e)
+    private void failSubmission(NativeIoException e)
     {
         log.error("io_uring submission failed on {}; failing the operations it had not taken", fd, e);
         if (sqpoll) {
@@ -724,7 +724,7 @@ public final class IoUringBackingFile
                     ring.waitCompletions(1);
                 }
             }
-            catch (IoUringException | RuntimeException e) {
+            catch (NativeIoException | RuntimeException e) {
                 log.error("io_uring completion loop on {}", fd, e);
                 // A broken ring fails the same way at once: no hot loop of errors. CQEs still arrive in memory.
                 LockSupport.parkNanos(this, 10_000_000L);
