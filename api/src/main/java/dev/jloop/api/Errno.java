@@ -1,8 +1,20 @@
 package dev.jloop.api;
 
+import java.lang.reflect.Field;
+import java.lang.reflect.Modifier;
+import java.util.Arrays;
+
 /**
  * Linux errno values as jloop passes them around: every operation that can fail returns or carries
  * {@code -errno}, and only the frontends translate it (to an NBD error or a ublk result).
+ *
+ * <p>These are the values a backend returns through the SPI. They are written out here because
+ * {@code api} depends on nothing: a third-party backend names its errors without a native library.
+ * They are also the only errno numbers written by hand in jloop, and their only list: {@link #name}
+ * takes the names from the declarations below instead of a second table that could drift from them.
+ * The native layer ({@code jloop-posix}) takes the values and names of every other errno from the
+ * platform's table (jnr-constants, generated from the C library's {@code errno.h}) and its text from
+ * the C library's {@code strerror}; its tests check each value and name here against that table.
  */
 public final class Errno
 {
@@ -25,8 +37,13 @@ public final class Errno
     public static final int EOPNOTSUPP = 95;
     public static final int ESHUTDOWN = 108;
     public static final int ECANCELED = 125;
-    /** Linux uses one number for ENOTSUP and EOPNOTSUPP. */
+    /**
+     * Linux uses one number for ENOTSUP and EOPNOTSUPP. The kernel's headers define only EOPNOTSUPP
+     * ({@code include/uapi/asm-generic/errno.h}), so that is the name {@link #name} gives it.
+     */
     public static final int ENOTSUP = EOPNOTSUPP;
+
+    private static final String[] NAMES = names();
 
     private Errno() {}
 
@@ -34,27 +51,29 @@ public final class Errno
     public static String name(long errno)
     {
         int e = (int) Math.abs(errno);
-        switch (e) {
-            case EPERM: return "EPERM";
-            case ENOENT: return "ENOENT";
-            case EINTR: return "EINTR";
-            case EIO: return "EIO";
-            case EBADF: return "EBADF";
-            case EAGAIN: return "EAGAIN";
-            case ENOMEM: return "ENOMEM";
-            case EFAULT: return "EFAULT";
-            case EBUSY: return "EBUSY";
-            case EINVAL: return "EINVAL";
-            case EFBIG: return "EFBIG";
-            case ENOSPC: return "ENOSPC";
-            case EROFS: return "EROFS";
-            case ENOSYS: return "ENOSYS";
-            case ENODATA: return "ENODATA";
-            case EOVERFLOW: return "EOVERFLOW";
-            case EOPNOTSUPP: return "EOPNOTSUPP";
-            case ESHUTDOWN: return "ESHUTDOWN";
-            case ECANCELED: return "ECANCELED";
-            default: return "errno " + e;
+        String name = e < NAMES.length ? NAMES[e] : null;
+        return name != null ? name : "errno " + e;
+    }
+
+    /** The names of the constants above, by value: the declarations are the one list. */
+    private static String[] names()
+    {
+        String[] names = new String[128];
+        for (Field field : Errno.class.getFields()) {
+            if (field.getType() != int.class || !Modifier.isStatic(field.getModifiers()) || field.getName().equals("ENOTSUP")) {
+                continue;
+            }
+            try {
+                int value = field.getInt(null);
+                if (value >= names.length) {
+                    names = Arrays.copyOf(names, value + 1);
+                }
+                names[value] = field.getName();
+            }
+            catch (IllegalAccessException e) {
+                throw new AssertionError(e);
+            }
         }
+        return names;
     }
 }

@@ -2,9 +2,9 @@ package dev.jloop.bench;
 
 import dev.jloop.iter.DirectMemory;
 import dev.jloop.posix.FileDescriptor;
+import dev.jloop.posix.NativeIoException;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.IoUring;
-import dev.jloop.uring.IoUringException;
 import dev.jloop.uring.Ring;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.BenchmarkMode;
@@ -84,7 +84,7 @@ public class RingBenchmark
 
     @Benchmark
     public int nopBatch1()
-            throws IoUringException
+            throws NativeIoException
     {
         return nops(1);
     }
@@ -92,14 +92,14 @@ public class RingBenchmark
     @Benchmark
     @OperationsPerInvocation(MAX_BATCH)
     public int nopBatch32()
-            throws IoUringException
+            throws NativeIoException
     {
         return nops(MAX_BATCH);
     }
 
     @Benchmark
     public int read4kBatch1()
-            throws IoUringException
+            throws NativeIoException
     {
         return reads(1);
     }
@@ -107,13 +107,13 @@ public class RingBenchmark
     @Benchmark
     @OperationsPerInvocation(MAX_BATCH)
     public int read4kBatch32()
-            throws IoUringException
+            throws NativeIoException
     {
         return reads(MAX_BATCH);
     }
 
     private int nops(int batch)
-            throws IoUringException
+            throws NativeIoException
     {
         for (int i = 0; i < batch; i++) {
             ring.prepNop(i);
@@ -122,7 +122,7 @@ public class RingBenchmark
     }
 
     private int reads(int batch)
-            throws IoUringException
+            throws NativeIoException
     {
         int fd = file.intValue();
         for (int i = 0; i < batch; i++) {
@@ -133,7 +133,7 @@ public class RingBenchmark
     }
 
     private int submitAndReap(int batch)
-            throws IoUringException
+            throws NativeIoException
     {
         int submitted = ring.submitAndWait(batch);
         if (submitted != batch) {

@@ -1,7 +1,7 @@
 package dev.jloop.ublk;
 
-import dev.jloop.api.Errno;
 import dev.jloop.iter.DirectMemory;
+import dev.jloop.posix.Errors;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -75,7 +75,7 @@ final class UblkControl
         if (res < 0) {
             features = -1;
             ioctlEncoding = false;
-            log.debug("GET_FEATURES failed ({}): kernel before 6.5, legacy commands", UblkException.errnoName(res));
+            log.debug("GET_FEATURES failed ({}): kernel before 6.5, legacy commands", Errors.name(res));
             return -1;
         }
         features = data.getLong(0);
@@ -96,13 +96,13 @@ final class UblkControl
         }
         if (res < 0) {
             String hint = null;
-            if (res == -UblkException.EEXIST) {
+            if (res == -Errors.EEXIST) {
                 hint = "ublk device id " + wanted.devId() + " is in use (pick another with --ublk-id, or leave it out)";
             }
-            else if (res == -Errno.EPERM || res == -UblkException.EACCES) {
+            else if (res == -Errors.EPERM || res == -Errors.EACCES) {
                 hint = "ublk needs root (CAP_SYS_ADMIN)";
             }
-            throw UblkException.of("ublk ADD_DEV", res, hint);
+            throw new UblkException("ublk ADD_DEV", res, hint);
         }
         return UblkStructs.DevInfo.read(data);
     }
@@ -131,7 +131,7 @@ final class UblkControl
             throws IOException
     {
         int res = execute(UblkCmd.CMD_STOP_DEV, devId, 0, 0, 0, timeout, requireNonNull(progress, "progress is null"));
-        if (res != -UblkException.ENODEV) {
+        if (res != -Errors.ENODEV) {
             check("STOP_DEV", res, null);
         }
     }
@@ -150,7 +150,7 @@ final class UblkControl
         if (ioctlEncoding) {
             int res = execute(UblkCmd.CMD_DEL_DEV_ASYNC, devId, 0, 0, 0, timeout);
             if (!isUnknownCommand(res)) {
-                if (res != -UblkException.ENODEV) {
+                if (res != -Errors.ENODEV) {
                     check("DEL_DEV_ASYNC", res, null);
                 }
                 return isGone(devId);
@@ -158,7 +158,7 @@ final class UblkControl
         }
         try {
             int res = execute(UblkCmd.CMD_DEL_DEV, devId, 0, 0, 0, waitLimit);
-            if (res != -UblkException.ENODEV) {
+            if (res != -Errors.ENODEV) {
                 check("DEL_DEV", res, null);
             }
             return true;
@@ -172,20 +172,20 @@ final class UblkControl
     private boolean isGone(int devId)
             throws IOException
     {
-        return execute(UblkCmd.CMD_GET_DEV_INFO, devId, UblkCmd.DEV_INFO_SIZE, dataAddress, 0, timeout) == -UblkException.ENODEV;
+        return execute(UblkCmd.CMD_GET_DEV_INFO, devId, UblkCmd.DEV_INFO_SIZE, dataAddress, 0, timeout) == -Errors.ENODEV;
     }
 
     private static void check(String name, int res, String hint)
             throws UblkException
     {
         if (res < 0) {
-            throw UblkException.of("ublk " + name, res, hint);
+            throw new UblkException("ublk " + name, res, hint);
         }
     }
 
     private static boolean isUnknownCommand(int res)
     {
-        return res == -Errno.EINVAL || res == -Errno.EOPNOTSUPP || res == -UblkException.ENOTTY;
+        return res == -Errors.EINVAL || res == -Errors.EOPNOTSUPP || res == -Errors.ENOTTY;
     }
 
     private int execute(int nr, int devId, int len, long addr, long data0, Duration limit)

@@ -1,46 +1,23 @@
 package dev.jloop.ublk;
 
-import dev.jloop.api.Errno;
+import dev.jloop.posix.NativeIoException;
 
-import java.io.IOException;
-
-/** A ublk control command or device operation the kernel refused, with its name and errno. */
+/**
+ * A ublk control command or device operation the kernel refused: its name, the errno and the C
+ * library's text for it (worded by {@link dev.jloop.posix.Errors}, like every failed native call),
+ * and what the user can do about it where that is known, e.g.
+ * {@code "ublk ADD_DEV failed: File exists (EEXIST); ublk device id 5 is in use (...)"}.
+ */
 public final class UblkException
-        extends IOException
+        extends NativeIoException
 {
-    private final int errno;
-
-    UblkException(String message, int errno)
+    /**
+     * @param operation the command or call, e.g. {@code "ublk ADD_DEV"}, {@code "open /dev/ublk-control"}
+     * @param res its result, a negative errno
+     * @param hint what to do about it, or {@code null}
+     */
+    UblkException(String operation, long res, String hint)
     {
-        super(message);
-        this.errno = Math.abs(errno);
-    }
-
-    static final int EACCES = 13;
-    static final int EEXIST = 17;
-    static final int ENODEV = 19;
-    static final int ENOTTY = 25;
-
-    static UblkException of(String what, int res, String hint)
-    {
-        return new UblkException(what + " failed: " + errnoName(res) + (hint == null ? "" : "; " + hint), res);
-    }
-
-    /** {@link Errno#name}, plus the errnos only the ublk driver answers with. */
-    static String errnoName(int res)
-    {
-        return switch (Math.abs(res)) {
-            case EACCES -> "EACCES";
-            case EEXIST -> "EEXIST";
-            case ENODEV -> "ENODEV";
-            case ENOTTY -> "ENOTTY";
-            default -> Errno.name(res);
-        };
-    }
-
-    /** The positive errno. */
-    public int errno()
-    {
-        return errno;
+        super(operation, res, hint);
     }
 }

@@ -8,6 +8,7 @@ import dev.jloop.api.IovIter;
 import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.Page;
 import dev.jloop.iter.PagePool;
+import dev.jloop.posix.Errors;
 import dev.jloop.uring.CompletionHandler;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -249,8 +250,8 @@ final class UblkQueue
             handleRequest(tag);
             return;
         }
-        if (res != -UblkException.ENODEV) {
-            log.error("ublk queue {} tag {}: the driver refused a command: {}", queueId, tag, UblkException.errnoName(res));
+        if (res != -Errors.ENODEV) {
+            log.error("ublk queue {} tag {}: the driver refused a command: {}", queueId, tag, Errors.name(res));
         }
         if (!aborted[tag]) {
             aborted[tag] = true;

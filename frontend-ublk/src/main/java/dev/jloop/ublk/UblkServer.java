@@ -3,10 +3,11 @@ package dev.jloop.ublk;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.DeviceCapabilities.Support;
-import dev.jloop.api.Errno;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.StillServingException;
 import dev.jloop.iter.PagePool;
+import dev.jloop.posix.Errors;
+import dev.jloop.posix.NativeIoException;
 import dev.jloop.uring.IoUring;
 import dev.jloop.uring.Ring;
 import org.slf4j.Logger;
@@ -152,7 +153,7 @@ public final class UblkServer
                 config.devId(), 0, wantedFlags, 0, 0));
         devId = info.devId();
         if (info.nrHwQueues() < 1 || info.queueDepth() < 1 || info.maxIoBufBytes() < 4096) {
-            throw new UblkException("ublk ADD_DEV returned an unusable device: " + info, Errno.EINVAL);
+            throw new IOException("ublk ADD_DEV returned an unusable device: " + info);
         }
         if (info.nrHwQueues() != config.queues() || info.queueDepth() != config.queueDepth()) {
             log.info("ublk device {}: the kernel set {} queues of depth {} (asked for {} of {})", devId, info.nrHwQueues(),
@@ -194,16 +195,16 @@ public final class UblkServer
             return driver.openControl();
         }
         catch (UblkException e) {
-            if (e.errno() == UblkException.EACCES || e.errno() == Errno.EPERM) {
-                throw new UblkException(e.getMessage() + "; ublk needs root (CAP_SYS_ADMIN)", e.errno());
+            if (e.errno() == Errors.EACCES || e.errno() == Errors.EPERM) {
+                throw new UblkException(e.syscall(), -e.errno(), "ublk needs root (CAP_SYS_ADMIN)");
             }
-            if (e.errno() == Errno.ENOENT || e.errno() == UblkException.ENODEV) {
-                throw new UblkException(e.getMessage() + "; load the kernel module with `modprobe ublk_drv` (Linux 6.0+)", e.errno());
+            if (e.errno() == Errors.ENOENT || e.errno() == Errors.ENODEV) {
+                throw new UblkException(e.syscall(), -e.errno(), "load the kernel module with `modprobe ublk_drv` (Linux 6.0+)");
             }
             throw e;
         }
-        catch (IOException e) {
-            if (e.getMessage() != null && e.getMessage().contains("EINVAL")) {
+        catch (NativeIoException e) {
+            if (e.errno() == Errors.EINVAL) {
                 throw new IOException(e.getMessage() + "; the kernel's io_uring lacks 128-byte SQEs (ublk needs Linux 6.0 or later)", e);
             }
             throw e;

@@ -2,9 +2,11 @@ package dev.jloop.ublk;
 
 import com.kenai.jffi.MemoryIO;
 import dev.jloop.iter.DirectMemory;
+import dev.jloop.posix.Errors;
+import dev.jloop.posix.NativeIoException;
+import dev.jloop.posix.Posix;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.IoUring;
-import dev.jloop.uring.IoUringException;
 import dev.jloop.uring.Ring;
 
 import java.io.IOException;
@@ -26,15 +28,15 @@ final class UringUblkDriver
     public ControlChannel openControl()
             throws IOException
     {
-        int fd = UblkNative.open(CONTROL_PATH, UblkNative.O_RDWR | UblkNative.O_CLOEXEC);
+        int fd = Posix.open(CONTROL_PATH, Posix.O_RDWR | Posix.O_CLOEXEC, 0);
         if (fd < 0) {
-            throw UblkException.of("open " + CONTROL_PATH, fd, null);
+            throw new UblkException("open " + CONTROL_PATH, fd, null);
         }
         try {
             return new UringControl(fd, Ring.builder(4).flags(IoUring.SETUP_SQE128).open());
         }
         catch (IOException | RuntimeException e) {
-            UblkNative.close(fd);
+            Posix.close(fd);
             throw e;
         }
     }
@@ -44,14 +46,14 @@ final class UringUblkDriver
             throws IOException
     {
         String path = "/dev/ublkc" + devId;
-        int fd = UblkNative.open(path, UblkNative.O_RDWR | UblkNative.O_CLOEXEC);
+        int fd = Posix.open(path, Posix.O_RDWR | Posix.O_CLOEXEC, 0);
         // devtmpfs creates the node as the device is added; udev may still be changing it
-        for (int i = 0; i < 50 && fd == -2; i++) {
+        for (int i = 0; i < 50 && fd == -Errors.ENOENT; i++) {
             sleep();
-            fd = UblkNative.open(path, UblkNative.O_RDWR | UblkNative.O_CLOEXEC);
+            fd = Posix.open(path, Posix.O_RDWR | Posix.O_CLOEXEC, 0);
         }
         if (fd < 0) {
-            throw UblkException.of("open " + path, fd, fd == -dev.jloop.api.Errno.EBUSY ? "another process serves this device" : null);
+            throw new UblkException("open " + path, fd, fd == -Errors.EBUSY ? "another process serves this device" : null);
         }
         return new UringCharDevice(fd);
     }
@@ -62,18 +64,18 @@ final class UringUblkDriver
     {
         // fsync of a block device is sync_blockdev plus a cache flush; read-only opens allow it too
         String path = "/dev/ublkb" + devId;
-        int fd = UblkNative.open(path, UblkNative.O_RDONLY | UblkNative.O_CLOEXEC);
+        int fd = Posix.open(path, Posix.O_RDONLY | Posix.O_CLOEXEC, 0);
         if (fd < 0) {
-            throw UblkException.of("open " + path, fd, null);
+            throw new UblkException("open " + path, fd, null);
         }
         try {
-            int res = UblkNative.fsync(fd);
+            int res = Posix.fsync(fd);
             if (res < 0) {
-                throw UblkException.of("fsync " + path, res, null);
+                throw new UblkException("fsync " + path, res, null);
             }
         }
         finally {
-            UblkNative.close(fd);
+            Posix.close(fd);
         }
     }
 
@@ -134,7 +136,7 @@ final class UringUblkDriver
         public void close()
         {
             ring.close();
-            UblkNative.close(fd);
+            Posix.close(fd);
         }
     }
 
@@ -155,9 +157,9 @@ final class UringUblkDriver
             // exact length, PROT_READ only (PROT_WRITE is refused), one stride of UBLK_MAX_QUEUE_DEPTH descriptors per queue
             long length = roundUpToPage((long) depth * UblkCmd.IO_DESC_SIZE);
             long offset = queueId * roundUpToPage(UblkCmd.DESC_QUEUE_STRIDE);
-            long address = UblkNative.mmapReadOnly(length, fd, offset);
+            long address = Posix.mmap(length, Posix.PROT_READ, Posix.MAP_SHARED | Posix.MAP_POPULATE, fd, offset);
             if (address < 0) {
-                throw UblkException.of("mmap of the descriptors of queue " + queueId, (int) address, null);
+                throw new UblkException("mmap of the descriptors of queue " + queueId, address, null);
             }
             ByteBuffer view = MemoryIO.getInstance().newDirectByteBuffer(address, Math.toIntExact(length)).order(ByteOrder.nativeOrder());
             return new IoDescriptors()
@@ -171,7 +173,7 @@ final class UringUblkDriver
                 @Override
                 public void close()
                 {
-                    UblkNative.munmap(address, length);
+                    Posix.munmap(address, length);
                 }
             };
         }
@@ -180,15 +182,15 @@ final class UringUblkDriver
         public QueueRing openQueueRing(int depth)
                 throws IOException
         {
-            int eventFd = UblkNative.eventfd();
+            int eventFd = Posix.eventfd(0, Posix.EFD_CLOEXEC);
             if (eventFd < 0) {
-                throw UblkException.of("eventfd", eventFd, null);
+                throw new UblkException("eventfd", eventFd, null);
             }
             try {
                 return new UringQueueRing(fd, eventFd, Ring.builder(depth + 1).open());
             }
-            catch (IoUringException | RuntimeException e) {
-                UblkNative.close(eventFd);
+            catch (NativeIoException | RuntimeException e) {
+                Posix.close(eventFd);
                 throw e;
             }
         }
@@ -196,7 +198,7 @@ final class UringUblkDriver
         @Override
         public void close()
         {
-            UblkNative.close(fd);
+            Posix.close(fd);
         }
 
         private static long roundUpToPage(long n)
@@ -247,7 +249,7 @@ final class UringUblkDriver
         public synchronized void wakeup()
         {
             if (!closed) {
-                UblkNative.write(eventFd, oneAddress, 8);
+                Posix.write(eventFd, oneAddress, 8);
             }
         }
 
@@ -275,7 +277,7 @@ final class UringUblkDriver
                 closed = true;
             }
             ring.close();
-            UblkNative.close(eventFd);
+            Posix.close(eventFd);
         }
     }
 }

@@ -1,6 +1,7 @@
 package dev.jloop.ublk;
 
 import com.kenai.jffi.MemoryIO;
+import dev.jloop.posix.Errors;
 import dev.jloop.uring.CompletionHandler;
 
 import java.io.IOException;
@@ -23,10 +24,6 @@ import java.util.concurrent.TimeUnit;
 final class FakeUblkDriver
         implements UblkDriver
 {
-    private static final int ENODEV = 19;
-    private static final int EINVAL = 22;
-    private static final int EBUSY = 16;
-
     /** What GET_FEATURES answers; {@code null} makes it fail with -EINVAL (a kernel before 6.5). */
     volatile Long features = 0x1feL;
     /** Ioctl-encoded commands are refused with -EINVAL (a kernel before 6.4). */
@@ -93,7 +90,7 @@ final class FakeUblkDriver
             throws IOException
     {
         if (openControlErrno != 0) {
-            throw UblkException.of("open /dev/ublk-control", -openControlErrno, null);
+            throw new UblkException("open /dev/ublk-control", -openControlErrno, null);
         }
         event("open-control");
         return new ControlChannel()
@@ -120,7 +117,7 @@ final class FakeUblkDriver
     {
         boolean ioctl = (cmdOp >>> 8 & 0xff) == 'u';
         if (ioctl && legacyOnly) {
-            return -EINVAL;
+            return -Errors.EINVAL;
         }
         int nr = cmdOp & 0xff;
         int devId = cmd.getInt(0);
@@ -130,7 +127,7 @@ final class FakeUblkDriver
         switch (nr) {
             case UblkCmd.CMD_GET_FEATURES:
                 if (features == null) {
-                    return -EINVAL;
+                    return -Errors.EINVAL;
                 }
                 memory(addr, 8).putLong(0, features);
                 return 0;
@@ -143,7 +140,7 @@ final class FakeUblkDriver
                 info.duplicate().get(copy);
                 addDevInfo = copy;
                 if (info.getInt(12) != devId) {
-                    return -EINVAL;
+                    return -Errors.EINVAL;
                 }
                 int id = devId == -1 ? 0 : devId;
                 info.putInt(12, id);
@@ -166,16 +163,16 @@ final class FakeUblkDriver
                         new CountDownLatch(1).await();
                     }
                     catch (InterruptedException e) {
-                        return -4;
+                        return -Errors.EINTR;
                     }
                 }
                 for (FakeQueue queue : queues) {
                     if (queue.fetchedTags() != depth) {
-                        return -EINVAL;
+                        return -Errors.EINVAL;
                     }
                 }
                 if (queues.size() != nrQueues) {
-                    return -EINVAL;
+                    return -Errors.EINVAL;
                 }
                 return 0;
             case UblkCmd.CMD_STOP_DEV:
@@ -188,7 +185,7 @@ final class FakeUblkDriver
                     }
                 }
                 catch (InterruptedException e) {
-                    return -4;
+                    return -Errors.EINTR;
                 }
                 stopped = true;
                 for (FakeQueue queue : queues) {
@@ -198,7 +195,7 @@ final class FakeUblkDriver
             case UblkCmd.CMD_DEL_DEV:
                 if (charOpen) {
                     // the real DEL_DEV would wait for /dev/ublkcN; a server that deletes first hangs
-                    return -EBUSY;
+                    return -Errors.EBUSY;
                 }
                 deleted = true;
                 if (referenced) {
@@ -206,23 +203,23 @@ final class FakeUblkDriver
                         new CountDownLatch(1).await();
                     }
                     catch (InterruptedException e) {
-                        return -4;
+                        return -Errors.EINTR;
                     }
                 }
                 return 0;
             case UblkCmd.CMD_DEL_DEV_ASYNC:
                 if (!asyncDelete) {
-                    return -EINVAL;
+                    return -Errors.EINVAL;
                 }
                 if (charOpen) {
-                    return -EBUSY;
+                    return -Errors.EBUSY;
                 }
                 deleted = true;
                 return 0;
             case UblkCmd.CMD_GET_DEV_INFO:
-                return deleted && !referenced ? -ENODEV : 0;
+                return deleted && !referenced ? -Errors.ENODEV : 0;
             default:
-                return -EINVAL;
+                return -Errors.EINVAL;
         }
     }
 
@@ -444,11 +441,11 @@ final class FakeUblkDriver
             boolean ioctl = (cmdOp >>> 8 & 0xff) == 'u';
             submitted.add(sqe);
             if ((ioctl && legacyOnly) || sqe[1] != queueId || tag < 0 || tag >= depth) {
-                reject(sqe, -EINVAL);
+                reject(sqe, -Errors.EINVAL);
                 return;
             }
             if (nr != UblkCmd.IO_FETCH_REQ && nr != UblkCmd.IO_COMMIT_AND_FETCH_REQ) {
-                reject(sqe, -EINVAL);
+                reject(sqe, -Errors.EINVAL);
                 return;
             }
             if (owner == null && nr == UblkCmd.IO_FETCH_REQ) {
@@ -456,12 +453,12 @@ final class FakeUblkDriver
             }
             // ublk_drv: a command from another task than the queue's daemon is refused
             if (Thread.currentThread() != owner) {
-                reject(sqe, -EINVAL);
+                reject(sqe, -Errors.EINVAL);
                 return;
             }
             if (fetched[tag]) {
                 // a second FETCH of a tag, or a COMMIT of a tag that has no request
-                reject(sqe, nr == UblkCmd.IO_FETCH_REQ ? -EBUSY : -EINVAL);
+                reject(sqe, nr == UblkCmd.IO_FETCH_REQ ? -Errors.EBUSY : -Errors.EINVAL);
                 return;
             }
             if (nr == UblkCmd.IO_COMMIT_AND_FETCH_REQ) {
@@ -486,7 +483,7 @@ final class FakeUblkDriver
         {
             if (fetched[tag]) {
                 fetched[tag] = false;
-                cqes.add(new long[] {tag, -ENODEV});
+                cqes.add(new long[] {tag, -Errors.ENODEV});
                 notifyAll();
             }
         }

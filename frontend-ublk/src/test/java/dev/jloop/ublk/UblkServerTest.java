@@ -8,6 +8,7 @@ import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.StillServingException;
 import dev.jloop.loop.LoopDevice;
+import dev.jloop.posix.Errors;
 import dev.jloop.testkit.MemoryBackingFile;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -560,7 +561,7 @@ class UblkServerTest
         server = null;
 
         FakeUblkDriver busy = new FakeUblkDriver();
-        busy.addDevResult = -UblkException.EEXIST;
+        busy.addDevResult = -Errors.EEXIST;
         IOException e = assertThrows(IOException.class, () -> UblkServer.start(busy, config(1, 5), device));
         assertTrue(e.getMessage().contains("EEXIST") && e.getMessage().contains("--ublk-id"), e.getMessage());
         assertFalse(busy.events().stream().anyMatch(event -> event.startsWith("DEL_DEV")), "nothing was added, nothing to delete");
@@ -570,7 +571,7 @@ class UblkServerTest
     @Test
     void notRootIsSaidPlainly()
     {
-        driver.openControlErrno = UblkException.EACCES;
+        driver.openControlErrno = Errors.EACCES;
         IOException e = assertThrows(IOException.class, () -> UblkServer.start(driver, config(1, -1), device));
         assertTrue(e.getMessage().contains("root"), e.getMessage());
     }

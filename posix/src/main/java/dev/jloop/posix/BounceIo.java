@@ -19,8 +19,8 @@ import java.nio.ByteBuffer;
  * iterator by the bytes transferred and return that count, or {@code -errno} when nothing was.
  *
  * <p>Read-modify-write is only correct if no other write touches the same blocks meanwhile: every
- * {@code O_DIRECT} write holds {@link #lockBlocks} over its blocks, which a backend with concurrent
- * writers must implement; a backend that runs one request at a time leaves it empty.
+ * {@code O_DIRECT} write holds its blocks exclusively in the file's {@link BlockRangeLock}, which a
+ * backend with concurrent writers must give; a backend that runs one request at a time needs none.
  *
  * <p>Not thread-safe: one instance per thread, since the bounce buffer is its own.
  */
@@ -35,15 +35,30 @@ public abstract class BounceIo
     private final int blockSize;
     private final long mask;
     private final int bounceSize;
+    private final BlockRangeLock blocks;
+    private final Runnable beforeWait;
     private ByteBuffer bounce;
     private long bounceAddress;
 
     /**
+     * For a backend that runs one request at a time: no other write can overlap.
+     *
      * @param direct whether the file is open with {@code O_DIRECT}
      * @param bounceSize bytes of bounce buffer (a multiple of {@value #DIRECT_BLOCK_SIZE}); larger
      * requests are bounced in several rounds. Allocated at first use.
      */
     protected BounceIo(boolean direct, int bounceSize)
+    {
+        this(direct, bounceSize, null, null);
+    }
+
+    /**
+     * For a backend with concurrent writers: under {@code O_DIRECT} every write holds its blocks
+     * exclusively in {@code blocks}, shared by every writer of the file, and {@code beforeWait} (if
+     * not {@code null}) runs before it waits for another's (see
+     * {@link BlockRangeLock#lock(long, long, boolean, Runnable)}).
+     */
+    protected BounceIo(boolean direct, int bounceSize, BlockRangeLock blocks, Runnable beforeWait)
     {
         if (bounceSize < 2 * DIRECT_BLOCK_SIZE || bounceSize % DIRECT_BLOCK_SIZE != 0) {
             throw new IllegalArgumentException("bounce size must be a multiple of " + DIRECT_BLOCK_SIZE + " of at least two blocks: " + bounceSize);
@@ -51,6 +66,8 @@ public abstract class BounceIo
         this.blockSize = direct ? DIRECT_BLOCK_SIZE : 1;
         this.mask = blockSize - 1;
         this.bounceSize = bounceSize;
+        this.blocks = blocks;
+        this.beforeWait = beforeWait != null ? beforeWait : () -> {};
     }
 
     /**
@@ -74,14 +91,6 @@ public abstract class BounceIo
      * at the same moment, which a fixed-size block device never does.
      */
     protected abstract long truncate(long size);
-
-    /**
-     * Waits until no other write holds any of the blocks {@code [first, last]} and holds them until
-     * {@link #unlockBlocks()}. Only called under {@code O_DIRECT}; not nested.
-     */
-    protected void lockBlocks(long first, long last) {}
-
-    protected void unlockBlocks() {}
 
     /** Reads into {@code iter} from {@code pos}; returns bytes read or {@code -errno}. */
     public final long readIter(IovIter iter, long pos)
@@ -153,15 +162,15 @@ public abstract class BounceIo
         if (count == 0) {
             return 0;
         }
-        if (blockSize == 1) {
+        if (blockSize == 1 || blocks == null) {
             return doWrite(iter, pos);
         }
-        lockBlocks(pos / blockSize, (pos + count - 1) / blockSize);
+        int hold = blocks.lock(pos / blockSize, (pos + count - 1) / blockSize, true, beforeWait);
         try {
             return doWrite(iter, pos);
         }
         finally {
-            unlockBlocks();
+            blocks.unlock(hold);
         }
     }
 

@@ -23,7 +23,7 @@ public final class Extents
         long pos = offset;
         while (pos < end) {
             long data = Posix.lseek(fd, pos, Posix.SEEK_DATA);
-            if (data == -Posix.ENXIO) {
+            if (data == -Errors.ENXIO) {
                 // No data at or after pos: the rest, up to end of file and beyond, reads as zeros.
                 sink.extent(pos, end - pos, ExtentSink.HOLE | ExtentSink.ZERO);
                 return 0;
@@ -46,7 +46,7 @@ public final class Extents
                 }
             }
             long hole = Posix.lseek(fd, pos, Posix.SEEK_HOLE);
-            if (hole == -Posix.ENXIO) {
+            if (hole == -Errors.ENXIO) {
                 // The file shrank under us; what is past its end reads as zeros.
                 continue;
             }

@@ -1,17 +1,21 @@
 package dev.jloop.posix;
 
 import jnr.ffi.LibraryLoader;
+import jnr.ffi.Pointer;
 import jnr.ffi.Runtime;
 
 /**
  * The libc calls the JDK lacks, for every backend: {@code open} with {@code O_DIRECT},
  * {@code pread}/{@code pwrite} on native addresses, {@code fdatasync}, {@code fallocate},
- * {@code lseek} with {@code SEEK_DATA}/{@code SEEK_HOLE}.
+ * {@code lseek} with {@code SEEK_DATA}/{@code SEEK_HOLE}; and for the io_uring rings and the ublk
+ * driver: {@code mmap} of a ring or descriptor array, {@code eventfd} and its 8-byte {@code write},
+ * the raw {@code syscall(2)}.
  *
  * <p>Every call returns a result {@code >= 0} or {@code -errno}: no exception and no allocation on
  * the I/O path. {@link Errors} turns a {@code -errno} into an {@link java.io.IOException} where one is
  * wanted. Calls interrupted by a signal ({@code EINTR}) are retried here. Constants are the Linux
- * x86-64 values ({@code asm-generic/fcntl.h}, {@code linux/fs.h}).
+ * x86-64 values ({@code asm-generic/fcntl.h}, {@code linux/fs.h}, {@code asm-generic/mman-common.h},
+ * {@code linux/eventfd.h}).
  */
 public final class Posix
 {
@@ -36,12 +40,13 @@ public final class Posix
     public static final int POSIX_FADV_WILLNEED = 3;
     public static final int POSIX_FADV_DONTNEED = 4;
 
-    /** Errno values the backends test for that {@link dev.jloop.api.Errno} does not name. */
-    public static final int ENXIO = 6;
-    public static final int EACCES = 13;
-    public static final int EISDIR = 21;
+    public static final int PROT_READ = 0x1;
+    public static final int PROT_WRITE = 0x2;
+    public static final int MAP_SHARED = 0x01;
+    public static final int MAP_POPULATE = 0x8000;
+    private static final long MAP_FAILED = -1;
 
-    private static final int EINTR = 4;
+    public static final int EFD_CLOEXEC = O_CLOEXEC;
 
     private static final LibC LIBC = LibraryLoader.create(LibC.class).load("c");
     private static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
@@ -55,7 +60,7 @@ public final class Posix
         do {
             fd = LIBC.open(path, flags, mode);
         }
-        while (fd < 0 && lastError() == EINTR);
+        while (fd < 0 && lastError() == Errors.EINTR);
         return fd < 0 ? -lastError() : fd;
     }
 
@@ -75,7 +80,7 @@ public final class Posix
         do {
             n = LIBC.pread(fd, address, count, offset);
         }
-        while (n < 0 && lastError() == EINTR);
+        while (n < 0 && lastError() == Errors.EINTR);
         return n < 0 ? -lastError() : n;
     }
 
@@ -86,7 +91,7 @@ public final class Posix
         do {
             n = LIBC.pwrite(fd, address, count, offset);
         }
-        while (n < 0 && lastError() == EINTR);
+        while (n < 0 && lastError() == Errors.EINTR);
         return n < 0 ? -lastError() : n;
     }
 
@@ -96,7 +101,7 @@ public final class Posix
         do {
             res = LIBC.fsync(fd) < 0 ? -lastError() : 0;
         }
-        while (res == -EINTR);
+        while (res == -Errors.EINTR);
         return res;
     }
 
@@ -106,7 +111,7 @@ public final class Posix
         do {
             res = LIBC.fdatasync(fd) < 0 ? -lastError() : 0;
         }
-        while (res == -EINTR);
+        while (res == -Errors.EINTR);
         return res;
     }
 
@@ -117,7 +122,7 @@ public final class Posix
         do {
             res = LIBC.fallocate(fd, mode, offset, length) < 0 ? -lastError() : 0;
         }
-        while (res == -EINTR);
+        while (res == -Errors.EINTR);
         return res;
     }
 
@@ -143,7 +148,7 @@ public final class Posix
         do {
             res = LIBC.ftruncate(fd, length) < 0 ? -lastError() : 0;
         }
-        while (res == -EINTR);
+        while (res == -Errors.EINTR);
         return res;
     }
 
@@ -153,10 +158,67 @@ public final class Posix
         return -LIBC.posix_fadvise(fd, offset, length, advice);
     }
 
+    /** {@code write(2)} of {@code count} bytes from native memory at {@code address}. One call; may be short. */
+    public static long write(int fd, long address, long count)
+    {
+        long n;
+        do {
+            n = LIBC.write(fd, address, count);
+        }
+        while (n < 0 && lastError() == Errors.EINTR);
+        return n < 0 ? -lastError() : n;
+    }
+
+    /**
+     * {@code mmap(2)} of {@code length} bytes of {@code fd} at {@code offset}, where the kernel chooses;
+     * returns the address or {@code -errno}.
+     */
+    public static long mmap(long length, int prot, int flags, int fd, long offset)
+    {
+        long address = LIBC.mmap(null, length, prot, flags, fd, offset);
+        return address == MAP_FAILED ? -lastError() : address;
+    }
+
+    public static int munmap(long address, long length)
+    {
+        return LIBC.munmap(address, length) < 0 ? -lastError() : 0;
+    }
+
+    /** {@code eventfd(2)}; returns the descriptor or {@code -errno}. */
+    public static int eventfd(int initval, int flags)
+    {
+        int fd = LIBC.eventfd(initval, flags);
+        return fd < 0 ? -lastError() : fd;
+    }
+
+    /**
+     * {@code syscall(2)}: the system call {@code number}, for which libc has no wrapper; returns its
+     * result or {@code -errno}. Not retried on EINTR: the caller knows whether its call may be.
+     */
+    public static long syscall(long number, long arg1, Pointer arg2)
+    {
+        return result(LIBC.syscall(number, arg1, arg2));
+    }
+
+    public static long syscall(long number, long arg1, long arg2, Pointer arg3, long arg4)
+    {
+        return result(LIBC.syscall(number, arg1, arg2, arg3, arg4));
+    }
+
+    public static long syscall(long number, long arg1, long arg2, long arg3, long arg4, Pointer arg5)
+    {
+        return result(LIBC.syscall(number, arg1, arg2, arg3, arg4, arg5));
+    }
+
     /** The C library's message for a positive or negative errno, e.g. "No such file or directory". */
     public static String strerror(long errno)
     {
         return LIBC.strerror((int) Math.abs(errno));
+    }
+
+    private static long result(long res)
+    {
+        return res < 0 ? -lastError() : res;
     }
 
     private static int lastError()

@@ -1,5 +1,6 @@
 package dev.jloop.posix;
 
+import com.kenai.jffi.MemoryIO;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
 import dev.jloop.api.Fallocate;
@@ -9,6 +10,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.FileSystemException;
 import java.nio.file.Files;
@@ -60,7 +62,7 @@ public class TestPosix
             Posix.close(fd);
             return;
         }
-        assertEquals(-Posix.EACCES, fd);
+        assertEquals(-Errors.EACCES, fd);
         assertThrows(AccessDeniedException.class, () -> FileDescriptor.open(file, Posix.O_RDWR, 0));
     }
 
@@ -134,6 +136,35 @@ public class TestPosix
         for (int i = 0; i < back.length; i++) {
             assertEquals(i >= 256 << 10 && i < 512 << 10 ? 0 : 1, back[i], "byte " + i);
         }
+    }
+
+    @Test
+    public void testEventfdMmapAndSyscall()
+            throws IOException
+    {
+        int eventFd = Posix.eventfd(0, Posix.EFD_CLOEXEC);
+        assertTrue(eventFd >= 0, Errors.name(eventFd));
+        try {
+            ByteBuffer one = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder()).putLong(0, 1);
+            assertEquals(8, Posix.write(eventFd, address(one), 8));
+        }
+        finally {
+            assertEquals(0, Posix.close(eventFd));
+        }
+
+        Path file = dir.resolve("mapped");
+        Files.write(file, new byte[] {42, 43});
+        try (FileDescriptor fd = FileDescriptor.open(file, Posix.O_RDONLY, 0)) {
+            long address = Posix.mmap(4096, Posix.PROT_READ, Posix.MAP_SHARED, fd.intValue(), 0);
+            assertTrue(address > 0, Errors.name(address));
+            assertEquals(43, MemoryIO.getInstance().getByte(address + 1));
+            assertEquals(0, Posix.munmap(address, 4096));
+            assertEquals(-Errno.EBADF, Posix.mmap(4096, Posix.PROT_READ, Posix.MAP_SHARED, -1, 0));
+        }
+
+        // getpid(2), x86_64 number 39
+        assertEquals(ProcessHandle.current().pid(), Posix.syscall(39, 0, null));
+        assertEquals(-Errno.EBADF, Posix.syscall(3 /* close */, -1, null));
     }
 
     @Test

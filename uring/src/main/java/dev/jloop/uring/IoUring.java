@@ -1,6 +1,7 @@
 package dev.jloop.uring;
 
-import dev.jloop.api.Errno;
+import dev.jloop.posix.Errors;
+import dev.jloop.posix.NativeIoException;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -110,13 +111,13 @@ public final class IoUring
             }
             return null;
         }
-        catch (IoUringException e) {
+        catch (NativeIoException e) {
             String disabled = ioUringDisabledSysctl();
-            if (e.errno() == Errno.EPERM) {
+            if (e.errno() == Errors.EPERM) {
                 return e.getMessage() + ": io_uring is blocked by a seccomp filter (container default profiles block it)"
                         + " or by kernel.io_uring_disabled=" + disabled;
             }
-            if (e.errno() == Errno.ENOSYS) {
+            if (e.errno() == Errors.ENOSYS) {
                 return e.getMessage() + ": the kernel has no io_uring, or a seccomp filter hides it";
             }
             return e.getMessage() + " (kernel.io_uring_disabled=" + disabled + ")";

@@ -1,6 +1,9 @@
 package dev.jloop.uring;
 
 import com.kenai.jffi.MemoryIO;
+import dev.jloop.posix.Errors;
+import dev.jloop.posix.NativeIoException;
+import dev.jloop.posix.Posix;
 import jnr.ffi.Memory;
 import jnr.ffi.Pointer;
 
@@ -100,14 +103,14 @@ public final class Ring
     private boolean closed;
 
     private Ring(Builder builder)
-            throws IoUringException
+            throws NativeIoException
     {
         Pointer params = Memory.allocateDirect(Native.RUNTIME, PARAMS_SIZE, true);
         params.putInt(4, builder.cqEntries);
         params.putInt(8, builder.flags | (builder.cqEntries > 0 ? SETUP_CQSIZE : 0));
         params.putInt(12, builder.sqThreadCpu);
         params.putInt(16, builder.sqThreadIdleMillis);
-        fd = IoUringException.check("io_uring_setup", Native.ioUringSetup(builder.entries, params));
+        fd = Errors.check("io_uring_setup", Native.ioUringSetup(builder.entries, params));
 
         long sqMapped = 0;
         long cqMapped = 0;
@@ -169,13 +172,13 @@ public final class Ring
             localCqHead = (int) INT.getAcquire(cqRing, cqHead);
             probe();
         }
-        catch (IoUringException | RuntimeException e) {
+        catch (NativeIoException | RuntimeException e) {
             unmapQuietly(sqesMapped, sqesLength);
             if (cqMapped != sqMapped) {
                 unmapQuietly(cqMapped, cqSize);
             }
             unmapQuietly(sqMapped, sqSize);
-            Native.close(fd);
+            Posix.close(fd);
             throw e;
         }
     }
@@ -183,16 +186,16 @@ public final class Ring
     private static void unmapQuietly(long address, long length)
     {
         if (address != 0) {
-            Native.munmap(address, length);
+            Posix.munmap(address, length);
         }
     }
 
     private long map(String what, long length, long offset)
-            throws IoUringException
+            throws NativeIoException
     {
-        long address = Native.mmap(length, fd, offset);
+        long address = Posix.mmap(length, Posix.PROT_READ | Posix.PROT_WRITE, Posix.MAP_SHARED | Posix.MAP_POPULATE, fd, offset);
         if (address < 0) {
-            throw new IoUringException(what, (int) -address);
+            throw Errors.newIOException(what, address);
         }
         return address;
     }
@@ -408,7 +411,7 @@ public final class Ring
 
     /** Publishes and submits the SQEs written so far; returns how many the kernel consumed. */
     public int submit()
-            throws IoUringException
+            throws NativeIoException
     {
         return submitAndWait(0);
     }
@@ -419,7 +422,7 @@ public final class Ring
      * not take them now (reap, then retry).
      */
     public int submitAndWait(int waitNr)
-            throws IoUringException
+            throws NativeIoException
     {
         int pending = flush();
         int flags = 0;
@@ -448,7 +451,7 @@ public final class Ring
      * Returns the SQEs consumed, or {@code -EAGAIN}/{@code -EBUSY} as {@link #enter} does.
      */
     public int submitPublished()
-            throws IoUringException
+            throws NativeIoException
     {
         if ((setupFlags & SETUP_SQPOLL) != 0) {
             VarHandle.fullFence();
@@ -471,18 +474,18 @@ public final class Ring
      * CQ backlog is full; reap and retry).
      */
     public int enter(int toSubmit, int minComplete, int flags)
-            throws IoUringException
+            throws NativeIoException
     {
         if (toSubmit > 0) {
             submitCalls.incrementAndGet();
         }
         while (true) {
             int res = Native.ioUringEnter(fd, toSubmit, minComplete, flags);
-            if (res >= 0 || res == -dev.jloop.api.Errno.EAGAIN || res == -dev.jloop.api.Errno.EBUSY) {
+            if (res >= 0 || res == -Errors.EAGAIN || res == -Errors.EBUSY) {
                 return res;
             }
-            if (res != -dev.jloop.api.Errno.EINTR) {
-                throw new IoUringException("io_uring_enter", -res);
+            if (res != -Errors.EINTR) {
+                throw Errors.newIOException("io_uring_enter", res);
             }
         }
     }
@@ -507,7 +510,7 @@ public final class Ring
      * have them flushed into the CQ and reaps them too, so none is lost.
      */
     public int reap(CompletionHandler handler)
-            throws IoUringException
+            throws NativeIoException
     {
         requireNonNull(handler, "handler is null");
         int n = 0;
@@ -556,7 +559,7 @@ public final class Ring
 
     /** Blocks until at least {@code minComplete} CQEs are ready (enter with GETEVENTS, submitting nothing). */
     public int waitCompletions(int minComplete)
-            throws IoUringException
+            throws NativeIoException
     {
         if (cqReady() >= minComplete) {
             return 0;
@@ -577,7 +580,7 @@ public final class Ring
      * stays pinned and counts against {@code RLIMIT_MEMLOCK} ({@code io_uring_register(2)}).
      */
     public void registerBuffers(long[] addresses, long[] lengths)
-            throws IoUringException
+            throws NativeIoException
     {
         if (addresses.length != lengths.length || addresses.length == 0) {
             throw new IllegalArgumentException("need as many lengths as addresses, at least one");
@@ -587,22 +590,22 @@ public final class Ring
             iovecs.putLong(16L * i, addresses[i]);
             iovecs.putLong(16L * i + 8, lengths[i]);
         }
-        IoUringException.check("io_uring_register(IORING_REGISTER_BUFFERS)",
+        Errors.check("io_uring_register(IORING_REGISTER_BUFFERS)",
                 Native.ioUringRegister(fd, IoUring.REGISTER_BUFFERS, iovecs, addresses.length));
         registeredBuffers = iovecs;
     }
 
     public void unregisterBuffers()
-            throws IoUringException
+            throws NativeIoException
     {
-        IoUringException.check("io_uring_register(IORING_UNREGISTER_BUFFERS)",
+        Errors.check("io_uring_register(IORING_UNREGISTER_BUFFERS)",
                 Native.ioUringRegister(fd, IoUring.UNREGISTER_BUFFERS, null, 0));
         registeredBuffers = null;
     }
 
     /** {@code IORING_REGISTER_FILES}: {@code fds[i]} becomes fixed file {@code i}, used with {@link IoUring#IOSQE_FIXED_FILE}. */
     public void registerFiles(int... fds)
-            throws IoUringException
+            throws NativeIoException
     {
         if (fds.length == 0) {
             throw new IllegalArgumentException("no files");
@@ -611,25 +614,25 @@ public final class Ring
         for (int i = 0; i < fds.length; i++) {
             array.putInt(4L * i, fds[i]);
         }
-        IoUringException.check("io_uring_register(IORING_REGISTER_FILES)",
+        Errors.check("io_uring_register(IORING_REGISTER_FILES)",
                 Native.ioUringRegister(fd, IoUring.REGISTER_FILES, array, fds.length));
         registeredFiles = array;
     }
 
     public void unregisterFiles()
-            throws IoUringException
+            throws NativeIoException
     {
-        IoUringException.check("io_uring_register(IORING_UNREGISTER_FILES)",
+        Errors.check("io_uring_register(IORING_UNREGISTER_FILES)",
                 Native.ioUringRegister(fd, IoUring.UNREGISTER_FILES, null, 0));
         registeredFiles = null;
     }
 
     private void probe()
-            throws IoUringException
+            throws NativeIoException
     {
         // struct io_uring_probe: 16-byte header, then 8-byte io_uring_probe_op entries
         Pointer probe = Memory.allocateDirect(Native.RUNTIME, 16 + 8 * PROBE_OPS, true);
-        IoUringException.check("io_uring_register(IORING_REGISTER_PROBE)",
+        Errors.check("io_uring_register(IORING_REGISTER_PROBE)",
                 Native.ioUringRegister(fd, IoUring.REGISTER_PROBE, probe, PROBE_OPS));
         int opsLen = probe.getByte(1) & 0xff;
         for (int i = 0; i < opsLen; i++) {
@@ -650,12 +653,12 @@ public final class Ring
             return;
         }
         closed = true;
-        Native.munmap(sqesAddress, sqesSize);
+        Posix.munmap(sqesAddress, sqesSize);
         if (cqRingAddress != sqRingAddress) {
-            Native.munmap(cqRingAddress, cqRingSize);
+            Posix.munmap(cqRingAddress, cqRingSize);
         }
-        Native.munmap(sqRingAddress, sqRingSize);
-        Native.close(fd);
+        Posix.munmap(sqRingAddress, sqRingSize);
+        Posix.close(fd);
         registeredBuffers = null;
         registeredFiles = null;
     }
@@ -712,7 +715,7 @@ public final class Ring
         }
 
         public Ring open()
-                throws IoUringException
+                throws NativeIoException
         {
             return new Ring(this);
         }

@@ -8,13 +8,14 @@ import dev.jloop.api.ExtentSink;
 import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.api.ThreadModel;
+import dev.jloop.posix.BlockRangeLock;
 import dev.jloop.posix.BounceIo;
 import dev.jloop.posix.Extents;
 import dev.jloop.posix.FileDescriptor;
+import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.IoUring;
-import dev.jloop.uring.IoUringException;
 import dev.jloop.uring.Ring;
 import jnr.ffi.Memory;
 import jnr.ffi.Pointer;
@@ -86,6 +87,7 @@ public final class IoUringBackingFile
     private static final long WAKEUP = -1L;
     private static final long CANCEL = -2L;
     private static final int FIXED_FILE = 0;
+    private static final int NO_HOLD = -1;
 
     private static final int OP_READ = 0;
     private static final int OP_WRITE = 1;
@@ -108,7 +110,8 @@ public final class IoUringBackingFile
     private final ReentrantLock reapLock = new ReentrantLock();
     private final ThreadLocal<Plug> plugs = ThreadLocal.withInitial(Plug::new);
     private final ThreadLocal<SyncBounce> bounces;
-    private final BlockRangeLock blockLock = new BlockRangeLock();
+    /** Aligned {@code O_DIRECT} writes on the ring hold their blocks shared, read-modify-writes and fallocates exclusively. */
+    private final BlockRangeLock blockLock;
     private final Thread completionThread;
     private final CompletionHandler handler = this::handle;
     /** What a thread about to wait for another's I/O runs first: it must not reap (it may hold a monitor). */
@@ -165,7 +168,7 @@ public final class IoUringBackingFile
                     .open();
             opened.registerFiles(file.intValue());
         }
-        catch (IoUringException e) {
+        catch (NativeIoException e) {
             if (opened != null) {
                 opened.close();
             }
@@ -182,6 +185,7 @@ public final class IoUringBackingFile
             freeSlots[i] = queueDepth - 1 - i;
         }
         this.nrFree = queueDepth;
+        this.blockLock = new BlockRangeLock(queueDepth);
         this.bounces = ThreadLocal.withInitial(SyncBounce::new);
         this.completionThread = new Thread(this::completionLoop, "jloop-uring-" + config.path().getFileName());
         completionThread.setDaemon(true);
@@ -265,22 +269,16 @@ public final class IoUringBackingFile
         if (closing) {
             return -Errno.ESHUTDOWN;
         }
-        if (direct) {
-            // The kernel zeroes partial blocks through the page cache: keep read-modify-writes off them.
-            blockLock.lock(offset / BLOCK, (offset + length - 1) / BLOCK, true, submitPending);
-        }
+        // The kernel zeroes partial blocks through the page cache: keep read-modify-writes off them.
+        int hold = direct ? blockLock.lock(offset / BLOCK, (offset + length - 1) / BLOCK, true, submitPending) : NO_HOLD;
         Slot slot = acquireSlot();
         if (slot == null) {
-            if (direct) {
-                blockLock.unlock(offset / BLOCK, (offset + length - 1) / BLOCK, true);
-            }
+            unlockBlocks(hold);
             return -Errno.ESHUTDOWN;
         }
         slot.init(kiocb, OP_FALLOCATE, null, offset, mode);
         slot.length = length;
-        if (direct) {
-            slot.holdBlocks(offset / BLOCK, (offset + length - 1) / BLOCK, true);
-        }
+        slot.blockHold = hold;
         return queue(slot);
     }
 
@@ -453,23 +451,14 @@ public final class IoUringBackingFile
 
     private long queueRw(Kiocb kiocb, int op, IovIter iter, long pos, int rwFlags)
     {
-        long firstBlock = pos / BLOCK;
-        long lastBlock = (pos + iter.count() - 1) / BLOCK;
-        boolean hold = direct && op == OP_WRITE;
-        if (hold) {
-            blockLock.lock(firstBlock, lastBlock, false, submitPending);
-        }
+        int hold = direct && op == OP_WRITE ? blockLock.lock(pos / BLOCK, (pos + iter.count() - 1) / BLOCK, false, submitPending) : NO_HOLD;
         Slot slot = acquireSlot();
         if (slot == null) {
-            if (hold) {
-                blockLock.unlock(firstBlock, lastBlock, false);
-            }
+            unlockBlocks(hold);
             return -Errno.ESHUTDOWN;
         }
         slot.init(kiocb, op, iter, pos, rwFlags);
-        if (hold) {
-            slot.holdBlocks(firstBlock, lastBlock, false);
-        }
+        slot.blockHold = hold;
         return queue(slot);
     }
 
@@ -634,7 +623,7 @@ public final class IoUringBackingFile
             }
             while (continued);
         }
-        catch (IoUringException | RuntimeException e) {
+        catch (NativeIoException | RuntimeException e) {
             log.error("io_uring completion on {}", fd, e);
         }
     }
@@ -654,7 +643,7 @@ public final class IoUringBackingFile
                 Thread.onSpinWait();
             }
         }
-        catch (IoUringException e) {
+        catch (NativeIoException e) {
             failSubmission(e);
         }
     }
@@ -665,7 +654,7 @@ public final class IoUringBackingFile
      * are withdrawn and their kiocbs completed with the error, so that nothing waits for them forever;
      * later operations fail at once. What the kernel took still completes through the CQ.
      */
-    private void failSubmission(IoUringException e)
+    private void failSubmission(NativeIoException e)
     {
         log.error("io_uring submission failed on {}; failing the operations it had not taken", fd, e);
         if (sqpoll) {
@@ -723,7 +712,7 @@ public final class IoUringBackingFile
                     ring.waitCompletions(1);
                 }
             }
-            catch (IoUringException | RuntimeException e) {
+            catch (NativeIoException | RuntimeException e) {
                 log.error("io_uring completion loop on {}", fd, e);
                 // A broken ring fails the same way at once: no hot loop of errors. CQEs still arrive in memory.
                 LockSupport.parkNanos(this, 10_000_000L);
@@ -837,12 +826,17 @@ public final class IoUringBackingFile
         }
     }
 
+    private void unlockBlocks(int hold)
+    {
+        if (hold != NO_HOLD) {
+            blockLock.unlock(hold);
+        }
+    }
+
     /** Returns a slot to the free list. Under {@link #lock}. */
     private void release(Slot slot)
     {
-        if (slot.holdsBlocks) {
-            blockLock.unlock(slot.firstBlock, slot.lastBlock, slot.exclusiveBlocks);
-        }
+        unlockBlocks(slot.blockHold);
         slot.clear();
         freeSlots[nrFree++] = slot.index;
         busySlots = slots.length - nrFree;
@@ -938,10 +932,8 @@ public final class IoUringBackingFile
         long length;
         long done;
         int rwFlags;
-        boolean holdsBlocks;
-        boolean exclusiveBlocks;
-        long firstBlock;
-        long lastBlock;
+        /** The operation's hold on its {@code O_DIRECT} blocks, released with the slot; {@link #NO_HOLD} if none. */
+        int blockHold = NO_HOLD;
 
         Slot(int index, long iovecAddress)
         {
@@ -960,33 +952,22 @@ public final class IoUringBackingFile
             this.length = 0;
         }
 
-        void holdBlocks(long firstBlock, long lastBlock, boolean exclusive)
-        {
-            this.holdsBlocks = true;
-            this.firstBlock = firstBlock;
-            this.lastBlock = lastBlock;
-            this.exclusiveBlocks = exclusive;
-        }
-
         void clear()
         {
             kiocb = null;
             iter = null;
-            holdsBlocks = false;
+            blockHold = NO_HOLD;
             op = -1;
         }
     }
 
-    /** The synchronous bounce path of one thread: pread/pwrite on the file, O_DIRECT writes under an exclusive block lock. */
+    /** The synchronous bounce path of one thread: pread/pwrite on the file, O_DIRECT writes holding their blocks exclusively. */
     private final class SyncBounce
             extends BounceIo
     {
-        private long lockedFirst;
-        private long lockedLast;
-
         SyncBounce()
         {
-            super(direct, BOUNCE_SIZE);
+            super(direct, BOUNCE_SIZE, blockLock, submitPending);
         }
 
         @Override
@@ -1017,20 +998,6 @@ public final class IoUringBackingFile
         protected long truncate(long size)
         {
             return Posix.ftruncate(fd.intValue(), size);
-        }
-
-        @Override
-        protected void lockBlocks(long first, long last)
-        {
-            blockLock.lock(first, last, true, submitPending);
-            lockedFirst = first;
-            lockedLast = last;
-        }
-
-        @Override
-        protected void unlockBlocks()
-        {
-            blockLock.unlock(lockedFirst, lockedLast, true);
         }
     }
 }

@@ -8,6 +8,7 @@ import dev.jloop.api.ExtentSink;
 import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.api.ThreadModel;
+import dev.jloop.posix.BlockRangeLock;
 import dev.jloop.posix.BounceIo;
 import dev.jloop.posix.Extents;
 import dev.jloop.posix.FileDescriptor;
@@ -41,8 +42,9 @@ import static java.util.Objects.requireNonNull;
  * {@code fallocate} and extents go through a second descriptor of the same file ({@link Posix}),
  * which the JDK has no API for.
  *
- * <p>Under {@code O_DIRECT} every write and fallocate holds its blocks in a {@link BlockRangeLock},
- * so the read-modify-write of a partial block never races another write of that block.
+ * <p>Under {@code O_DIRECT} every write and fallocate holds its blocks exclusively in a
+ * {@link BlockRangeLock} with room for one range per worker, so the read-modify-write of a partial
+ * block never races another write of that block.
  *
  * <p>{@link #close()} lets the workers finish what is queued, then stops them. If a worker does not
  * stop within {@value #CLOSE_TIMEOUT_SECONDS} seconds (an operation stuck in the kernel, or a
@@ -97,7 +99,7 @@ public final class NioBackingFile
         this.blockLock = new BlockRangeLock(nrWorkers);
         this.workers = new Thread[nrWorkers];
         for (int i = 0; i < nrWorkers; i++) {
-            Thread thread = new Thread(new Worker(i), "jloop-nio-" + config.path().getFileName() + "-" + i);
+            Thread thread = new Thread(new Worker(), "jloop-nio-" + config.path().getFileName() + "-" + i);
             thread.setDaemon(true);
             workers[i] = thread;
         }
@@ -316,14 +318,7 @@ public final class NioBackingFile
     private final class Worker
             implements Runnable
     {
-        private final int slot;
-        private final ChannelIo io;
-
-        Worker(int slot)
-        {
-            this.slot = slot;
-            this.io = new ChannelIo(slot);
-        }
+        private final ChannelIo io = new ChannelIo();
 
         @Override
         public void run()
@@ -389,12 +384,12 @@ public final class NioBackingFile
             if (!direct || length <= 0 || offset < 0) {
                 return Posix.fallocate(fdNumber, mode, offset, length);
             }
-            blockLock.lock(slot, offset / BounceIo.DIRECT_BLOCK_SIZE, (offset + length - 1) / BounceIo.DIRECT_BLOCK_SIZE);
+            int hold = blockLock.lock(offset / BounceIo.DIRECT_BLOCK_SIZE, (offset + length - 1) / BounceIo.DIRECT_BLOCK_SIZE, true);
             try {
                 return Posix.fallocate(fdNumber, mode, offset, length);
             }
             finally {
-                blockLock.unlock(slot);
+                blockLock.unlock(hold);
             }
         }
     }
@@ -402,12 +397,9 @@ public final class NioBackingFile
     private final class ChannelIo
             extends BounceIo
     {
-        private final int slot;
-
-        ChannelIo(int slot)
+        ChannelIo()
         {
-            super(direct, BOUNCE_SIZE);
-            this.slot = slot;
+            super(direct, BOUNCE_SIZE, blockLock, null);
         }
 
         @Override
@@ -447,18 +439,6 @@ public final class NioBackingFile
                 return 0;
             }
             return Posix.ftruncate(fdNumber, size);
-        }
-
-        @Override
-        protected void lockBlocks(long first, long last)
-        {
-            blockLock.lock(slot, first, last);
-        }
-
-        @Override
-        protected void unlockBlocks()
-        {
-            blockLock.unlock(slot);
         }
     }
 }
