@@ -7,8 +7,10 @@ import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.OptionalInt;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -115,16 +117,45 @@ final class JloopProcess
         }
     }
 
+    long pid()
+    {
+        return process.pid();
+    }
+
     /** Sends SIGTERM and returns the exit code. */
     int stop()
             throws InterruptedException
     {
-        process.destroy();
-        if (!process.waitFor(60, TimeUnit.SECONDS)) {
+        return stop(Duration.ofSeconds(60));
+    }
+
+    /** Sends SIGTERM and returns the exit code; kills jloop and throws if it has not exited within {@code timeout}. */
+    int stop(Duration timeout)
+            throws InterruptedException
+    {
+        terminate();
+        OptionalInt exitCode = awaitExit(timeout);
+        if (exitCode.isEmpty()) {
             process.destroyForcibly();
-            throw new IllegalStateException("jloop did not stop within 60 s of SIGTERM\n" + log());
+            throw new IllegalStateException("jloop did not stop within " + timeout.toSeconds() + " s of SIGTERM\n" + log());
         }
-        return process.exitValue();
+        return exitCode.getAsInt();
+    }
+
+    /** Sends SIGTERM, and returns at once. */
+    void terminate()
+    {
+        process.destroy();
+    }
+
+    /** The exit code, or empty if jloop is still running after {@code timeout}. */
+    OptionalInt awaitExit(Duration timeout)
+            throws InterruptedException
+    {
+        if (!process.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
+            return OptionalInt.empty();
+        }
+        return OptionalInt.of(process.exitValue());
     }
 
     @Override
