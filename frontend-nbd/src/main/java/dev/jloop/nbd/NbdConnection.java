@@ -73,8 +73,8 @@ final class NbdConnection
                         handshake.structuredReplies(),
                         handshake.baseAllocation(export),
                         server.pagePool(),
-                        server.maxInflightBytes(),
-                        server.maxInflightRequests(),
+                        server.settings().maxInflightBytes(),
+                        server.settings().maxInflightRequests(),
                         peer);
                 ScheduledFuture<?> watchdog = server.watchReplies(new ReplyWatchdog(transmission.writer()));
                 try {
@@ -109,7 +109,7 @@ final class NbdConnection
     void handshakeTimedOut()
     {
         if (handshakeOver.compareAndSet(false, true)) {
-            log.warn("{}: handshake not finished within {} ms, closing the connection", peer, server.handshakeTimeoutMillis());
+            log.warn("{}: handshake not finished within {} ms, closing the connection", peer, server.settings().handshakeTimeoutMillis());
             closeChannel();
         }
     }
@@ -143,9 +143,9 @@ final class NbdConnection
                 since = now;
                 return;
             }
-            if (now - since >= TimeUnit.MILLISECONDS.toNanos(server.replyTimeoutMillis())) {
+            if (now - since >= TimeUnit.MILLISECONDS.toNanos(server.settings().replyTimeoutMillis())) {
                 fired = true;
-                log.warn("{}: replies not taken for {} ms (reply-timeout-ms), closing the connection", peer, server.replyTimeoutMillis());
+                log.warn("{}: replies not taken for {} ms (reply-timeout-ms), closing the connection", peer, server.settings().replyTimeoutMillis());
                 closeChannel();
             }
         }

@@ -1,6 +1,5 @@
 package dev.jloop.nbd;
 
-import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
@@ -26,10 +25,7 @@ import java.nio.file.Path;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
-import java.util.Set;
-import java.util.TreeSet;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
@@ -48,84 +44,18 @@ import static java.util.Objects.requireNonNull;
  * with optional TLS. Each connection has a reader thread (handshake, then requests) and a writer
  * thread (replies); request data lives in pages of one server-wide {@link PagePool}.
  *
- * <p>Options ({@link FrontendConfig#options()}); sizes take a K, M or G suffix (powers of 1024):
- * <ul>
- * <li>{@code max-inflight-bytes} (default 128M): payload bytes one connection may have in flight,
- *     from page allocation to the reply being written. A client that stops reading replies stops
- *     getting new requests served once it reaches this.
- * <li>{@code max-inflight-requests} (default 256): requests one connection may have in flight.
- * <li>{@code page-pool-bytes} (default 512M): capacity of the page pool this server creates (not
- *     used when a pool is given). Requests beyond it get ENOMEM, and the handshake advertises at
- *     most this as the largest payload. Clients that stop reading their replies can hold all pages
- *     until {@code reply-timeout-ms} drops them; other clients wait for pages meanwhile.
- * <li>{@code reply-timeout-ms} (default 60000, 0 = none): a connection whose replies have made no
- *     progress for this long (the client stopped reading them) is closed, giving its pages back,
- *     so a client that stops reading stalls only itself for longer than this. Replies go out at
- *     most 1 MiB per socket write, each counting as progress: slow readers are not dropped.
- * <li>{@code registered-bytes} (default 64M): how much of this server's page pool is carved at
- *     start and offered to the exports' devices to pin once ({@link BlockDevice#registerMemory},
- *     io_uring fixed buffers); pages beyond it work the same, unpinned.
- * <li>{@code close-timeout-ms} (default 30000): how long {@link #close()} waits for in-flight
- *     requests and their replies before it closes the sockets of clients that do not read.
- * <li>{@code max-connections} (default 0, no limit): clients served at once; one more is closed as
- *     soon as it is accepted, with a log line, as nbdkit's limit filter does.
- * <li>{@code handshake-timeout-ms} (default 10000, 0 = none): a client that has not finished the
- *     handshake (TLS included) by then is dropped, so idle connections cannot pile up; as
- *     qemu-nbd's {@code --handshake-limit}.
- * <li>{@code stdio} (default false): serve exactly one client on the process's standard input and
- *     output (a socket, as {@code nbd_connect_command} passes, or a pair of pipes) instead of
- *     listening; {@link #awaitEnd()} returns when it leaves. Host, port and socket are ignored.
- * <li>{@code socket-activation} (default false): serve on the listening socket the process
- *     inherited on standard input (systemd socket activation, {@code LISTEN_FDS}, which
- *     {@code bin/jloop} moves from descriptor 3 to 0) instead of binding one. With {@code stdio},
- *     exactly one client is accepted there and served.
- * <li>{@code tls} ({@code off}, {@code on} or {@code require}; default off): NBD_OPT_STARTTLS with
- *     X.509 certificates. Under {@code on} clients may also go on in clear text; under
- *     {@code require} every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD.
- *     PSK is not offered: JSSE has no TLS-PSK.
- * <li>{@code tls-cert}, {@code tls-key}: the server's certificate (chain) and private key, PEM; the
- *     key PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted.
- * <li>{@code tls-certificates}: a directory in qemu's and nbdkit's layout instead
- *     ({@code server-cert.pem}, {@code server-key.pem}, {@code ca-cert.pem}).
- * <li>{@code tls-verify-peer} (default false): clients must present a certificate signed by
- *     {@code tls-ca} (default: {@code ca-cert.pem} of {@code tls-certificates}).
- * <li>{@code tls-ca}: CA certificates, PEM, that client certificates are checked against.
- * </ul>
+ * <p>Options ({@link FrontendConfig#options()}): see {@link NbdSettings}.
  */
 public final class NbdServer
         implements Frontend
 {
     private static final Logger log = LoggerFactory.getLogger(NbdServer.class);
 
-    public static final String MAX_INFLIGHT_BYTES = "max-inflight-bytes";
-    public static final String MAX_INFLIGHT_REQUESTS = "max-inflight-requests";
-    public static final String PAGE_POOL_BYTES = "page-pool-bytes";
-    public static final String CLOSE_TIMEOUT_MS = "close-timeout-ms";
-    public static final String REGISTERED_BYTES = "registered-bytes";
-    public static final String MAX_CONNECTIONS = "max-connections";
-    public static final String HANDSHAKE_TIMEOUT_MS = "handshake-timeout-ms";
-    public static final String REPLY_TIMEOUT_MS = "reply-timeout-ms";
-    public static final String STDIO = "stdio";
-    public static final String SOCKET_ACTIVATION = "socket-activation";
-    public static final String TLS = "tls";
-    public static final String TLS_CERT = "tls-cert";
-    public static final String TLS_KEY = "tls-key";
-    public static final String TLS_CA = "tls-ca";
-    public static final String TLS_CERTIFICATES = "tls-certificates";
-    public static final String TLS_VERIFY_PEER = "tls-verify-peer";
-    private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS, REGISTERED_BYTES,
-            MAX_CONNECTIONS, HANDSHAKE_TIMEOUT_MS, REPLY_TIMEOUT_MS, STDIO, SOCKET_ACTIVATION, TLS, TLS_CERT, TLS_KEY, TLS_CA, TLS_CERTIFICATES, TLS_VERIFY_PEER);
-
     private final List<Export> exports;
     private final Map<String, Export> exportsByName;
     private final PagePool pagePool;
     private final boolean ownsPagePool;
-    private final int maxInflightBytes;
-    private final int maxInflightRequests;
-    private final long closeTimeoutMillis;
-    private final int maxConnections;
-    private final long handshakeTimeoutMillis;
-    private final long replyTimeoutMillis;
+    private final NbdSettings settings;
     private final ThreadFactory connectionThreads;
     private final NbdTls tls;
     private final ScheduledExecutorService timer;
@@ -148,20 +78,34 @@ public final class NbdServer
     public static NbdServer start(FrontendConfig config, List<Export> exports)
             throws IOException
     {
-        long capacity = parseSize(config.options(), PAGE_POOL_BYTES, 512L << 20);
-        return startOwning(config, exports, new PagePool(capacity), Thread::new);
+        NbdSettings settings = NbdSettings.fromOptions(config.options());
+        return startOwning(config, settings, exports, new PagePool(settings.pagePoolBytes()), Thread::new);
     }
 
     /** Starts a server that owns {@code pagePool}: closes it on failure as on {@link #close()}. */
     static NbdServer startOwning(FrontendConfig config, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
             throws IOException
     {
+        NbdSettings settings;
         try {
-            pagePool.reserve(parseSize(config.options(), REGISTERED_BYTES, 64L << 20));
+            settings = NbdSettings.fromOptions(config.options());
+        }
+        catch (RuntimeException e) {
+            pagePool.close();
+            throw e;
+        }
+        return startOwning(config, settings, exports, pagePool, connectionThreads);
+    }
+
+    private static NbdServer startOwning(FrontendConfig config, NbdSettings settings, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
+            throws IOException
+    {
+        try {
+            pagePool.reserve(settings.registeredBytes());
             for (Export export : exports) {
                 export.device().registerMemory(pagePool.slabs());
             }
-            return new NbdServer(config, exports, pagePool, true, connectionThreads);
+            return new NbdServer(config, settings, exports, pagePool, true, connectionThreads);
         }
         catch (IOException | RuntimeException | Error e) {
             pagePool.close();
@@ -183,14 +127,16 @@ public final class NbdServer
     static NbdServer start(FrontendConfig config, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
             throws IOException
     {
-        return new NbdServer(config, exports, requireNonNull(pagePool, "pagePool is null"), false, connectionThreads);
+        NbdSettings settings = NbdSettings.fromOptions(config.options());
+        return new NbdServer(config, settings, exports, requireNonNull(pagePool, "pagePool is null"), false, connectionThreads);
     }
 
-    private NbdServer(FrontendConfig config, List<Export> exports, PagePool pagePool, boolean ownsPagePool, ThreadFactory connectionThreads)
+    private NbdServer(FrontendConfig config, NbdSettings settings, List<Export> exports, PagePool pagePool, boolean ownsPagePool, ThreadFactory connectionThreads)
             throws IOException
     {
         this.connectionThreads = requireNonNull(connectionThreads, "connectionThreads is null");
         requireNonNull(config, "config is null");
+        this.settings = requireNonNull(settings, "settings is null");
         this.exports = List.copyOf(requireNonNull(exports, "exports is null"));
         if (this.exports.isEmpty()) {
             throw new IllegalArgumentException("no exports to serve");
@@ -205,21 +151,9 @@ public final class NbdServer
             }
         }
         this.exportsByName = Map.copyOf(byName);
-        Map<String, String> options = config.options();
-        for (String key : options.keySet()) {
-            if (!OPTIONS.contains(key)) {
-                throw new IllegalArgumentException("unknown nbd option '" + key + "'; known options: " + new TreeSet<>(OPTIONS));
-            }
-        }
-        this.maxInflightBytes = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_BYTES, 128L << 20));
-        this.maxInflightRequests = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_REQUESTS, 256));
-        this.closeTimeoutMillis = parseSize(options, CLOSE_TIMEOUT_MS, 30_000);
-        this.maxConnections = (int) Math.min(Integer.MAX_VALUE, parseCount(options, MAX_CONNECTIONS, 0));
-        this.handshakeTimeoutMillis = parseCount(options, HANDSHAKE_TIMEOUT_MS, 10_000);
-        this.replyTimeoutMillis = parseCount(options, REPLY_TIMEOUT_MS, 60_000);
-        this.tls = NbdTls.fromOptions(options);
-        boolean stdio = Boolean.parseBoolean(options.getOrDefault(STDIO, "false"));
-        boolean activated = Boolean.parseBoolean(options.getOrDefault(SOCKET_ACTIVATION, "false"));
+        this.tls = NbdTls.load(settings.tls());
+        boolean stdio = settings.stdio();
+        boolean activated = settings.socketActivation();
         this.singleClient = stdio;
         this.inheritedListener = activated;
         this.pagePool = pagePool;
@@ -347,14 +281,14 @@ public final class NbdServer
         for (NbdConnection connection : snapshot.keySet()) {
             connection.stopReading();
         }
-        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(closeTimeoutMillis);
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(settings.closeTimeoutMillis());
         for (Thread thread : snapshot.values()) {
             joinQuietly(thread, Math.max(1, TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime())));
         }
         // All at once: a connection waiting for pages may depend on another one letting go of its own.
         for (Map.Entry<NbdConnection, Thread> entry : snapshot.entrySet()) {
             if (entry.getValue().isAlive()) {
-                log.warn("{}: replies not taken within {} ms of closing, closing the connection", entry.getKey().name(), closeTimeoutMillis);
+                log.warn("{}: replies not taken within {} ms of closing, closing the connection", entry.getKey().name(), settings.closeTimeoutMillis());
                 entry.getKey().closeChannel();
             }
         }
@@ -398,14 +332,9 @@ public final class NbdServer
         return pagePool;
     }
 
-    int maxInflightBytes()
+    NbdSettings settings()
     {
-        return maxInflightBytes;
-    }
-
-    int maxInflightRequests()
-    {
-        return maxInflightRequests;
+        return settings;
     }
 
     NbdTls tls()
@@ -419,21 +348,16 @@ public final class NbdServer
      */
     ScheduledFuture<?> handshakeDeadline(NbdConnection connection)
     {
-        if (timer == null || handshakeTimeoutMillis == 0) {
+        if (timer == null || settings.handshakeTimeoutMillis() == 0) {
             return null;
         }
         try {
-            return timer.schedule(connection::handshakeTimedOut, handshakeTimeoutMillis, TimeUnit.MILLISECONDS);
+            return timer.schedule(connection::handshakeTimedOut, settings.handshakeTimeoutMillis(), TimeUnit.MILLISECONDS);
         }
         catch (RejectedExecutionException e) {
             // closing: the connection is being stopped anyway
             return null;
         }
-    }
-
-    long handshakeTimeoutMillis()
-    {
-        return handshakeTimeoutMillis;
     }
 
     /**
@@ -442,10 +366,10 @@ public final class NbdServer
      */
     ScheduledFuture<?> watchReplies(Runnable check)
     {
-        if (timer == null || replyTimeoutMillis == 0) {
+        if (timer == null || settings.replyTimeoutMillis() == 0) {
             return null;
         }
-        long period = Math.max(10, replyTimeoutMillis / 4);
+        long period = Math.max(10, settings.replyTimeoutMillis() / 4);
         try {
             return timer.scheduleAtFixedRate(check, period, period, TimeUnit.MILLISECONDS);
         }
@@ -453,11 +377,6 @@ public final class NbdServer
             // closing: the connection is being stopped anyway
             return null;
         }
-    }
-
-    long replyTimeoutMillis()
-    {
-        return replyTimeoutMillis;
     }
 
     private void acceptLoop()
@@ -502,8 +421,8 @@ public final class NbdServer
                         channel.close();
                         continue;
                     }
-                    if (maxConnections > 0 && connections.size() >= maxConnections) {
-                        log.warn("{}: refused, already serving max-connections={} clients", peer, maxConnections);
+                    if (settings.maxConnections() > 0 && connections.size() >= settings.maxConnections()) {
+                        log.warn("{}: refused, already serving max-connections={} clients", peer, settings.maxConnections());
                         channel.close();
                         continue;
                     }
@@ -549,7 +468,7 @@ public final class NbdServer
 
     private ScheduledExecutorService newTimer()
     {
-        if (handshakeTimeoutMillis == 0 && replyTimeoutMillis == 0) {
+        if (settings.handshakeTimeoutMillis() == 0 && settings.replyTimeoutMillis() == 0) {
             return null;
         }
         return Executors.newSingleThreadScheduledExecutor(runnable -> {
@@ -610,57 +529,6 @@ public final class NbdServer
             }
         }
         return out.toString();
-    }
-
-    static long parseSize(Map<String, String> options, String key, long defaultValue)
-    {
-        String value = options.get(key);
-        if (value == null) {
-            return defaultValue;
-        }
-        String text = value.trim().toUpperCase(Locale.ROOT);
-        long multiplier = 1;
-        if (text.endsWith("K")) {
-            multiplier = 1L << 10;
-        }
-        else if (text.endsWith("M")) {
-            multiplier = 1L << 20;
-        }
-        else if (text.endsWith("G")) {
-            multiplier = 1L << 30;
-        }
-        if (multiplier != 1) {
-            text = text.substring(0, text.length() - 1);
-        }
-        try {
-            long number = Long.parseLong(text);
-            if (number <= 0) {
-                throw new IllegalArgumentException("nbd option " + key + " must be positive: " + value);
-            }
-            return Math.multiplyExact(number, multiplier);
-        }
-        catch (NumberFormatException | ArithmeticException e) {
-            throw new IllegalArgumentException("nbd option " + key + " is not a size: " + value);
-        }
-    }
-
-    /** A count or time; 0 allowed (meaning "no limit" where the option says so). */
-    static long parseCount(Map<String, String> options, String key, long defaultValue)
-    {
-        String value = options.get(key);
-        if (value == null) {
-            return defaultValue;
-        }
-        try {
-            long number = Long.parseLong(value.trim());
-            if (number < 0) {
-                throw new IllegalArgumentException("nbd option " + key + " must not be negative: " + value);
-            }
-            return number;
-        }
-        catch (NumberFormatException e) {
-            throw new IllegalArgumentException("nbd option " + key + " is not a number: " + value);
-        }
     }
 
     private static void awaitQuietly(ExecutorService executor)

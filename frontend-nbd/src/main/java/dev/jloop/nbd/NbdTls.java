@@ -17,8 +17,6 @@ import java.security.Signature;
 import java.security.cert.Certificate;
 import java.security.cert.X509Certificate;
 import java.util.List;
-import java.util.Locale;
-import java.util.Map;
 
 import static java.util.Objects.requireNonNull;
 
@@ -39,25 +37,7 @@ final class NbdTls
         /** Clients may start TLS, or go on in clear text. */
         ON,
         /** Every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD until TLS is up. */
-        REQUIRE;
-
-        static Mode parse(String text)
-        {
-            switch (text.trim().toLowerCase(Locale.ROOT)) {
-                case "off":
-                case "false":
-                case "no":
-                    return OFF;
-                case "on":
-                case "true":
-                case "yes":
-                    return ON;
-                case "require":
-                    return REQUIRE;
-                default:
-                    throw new IllegalArgumentException("nbd option tls must be off, on or require: " + text);
-            }
-        }
+        REQUIRE
     }
 
     static final NbdTls OFF = new NbdTls(Mode.OFF, null, false);
@@ -74,42 +54,15 @@ final class NbdTls
     }
 
     /**
-     * Reads the {@code tls*} options of {@link NbdServer}. Credentials come from {@code tls-cert} and
-     * {@code tls-key}, or from the {@code tls-certificates} directory in the layout qemu and nbdkit
-     * use ({@code server-cert.pem}, {@code server-key.pem}, {@code ca-cert.pem}); a file given on its
-     * own wins over the directory's.
+     * Reads the credentials {@code settings} name and makes the server's TLS context; a file that cannot
+     * be read, or a key that does not belong to the certificate, is an {@link IllegalArgumentException}.
      */
-    static NbdTls fromOptions(Map<String, String> options)
+    static NbdTls load(TlsSettings settings)
     {
-        Mode mode = Mode.parse(options.getOrDefault(NbdServer.TLS, "off"));
-        boolean verifyPeer = parseBoolean(options, NbdServer.TLS_VERIFY_PEER);
-        Path directory = path(options, NbdServer.TLS_CERTIFICATES);
-        Path cert = path(options, NbdServer.TLS_CERT);
-        Path key = path(options, NbdServer.TLS_KEY);
-        Path ca = path(options, NbdServer.TLS_CA);
-        if (ca != null && !verifyPeer) {
-            // the CA only checks client certificates: without verification it would be ignored
-            throw new IllegalArgumentException("tls-ca given without tls-verify-peer, which is what it is for: add tls-verify-peer");
-        }
-        if (directory != null) {
-            cert = cert != null ? cert : directory.resolve("server-cert.pem");
-            key = key != null ? key : directory.resolve("server-key.pem");
-            ca = ca != null ? ca : directory.resolve("ca-cert.pem");
-        }
-        if (mode == Mode.OFF) {
-            if (cert != null || key != null || verifyPeer) {
-                throw new IllegalArgumentException("TLS certificates or peer verification given, but tls is off (use tls on or require)");
-            }
+        if (settings.mode() == Mode.OFF) {
             return OFF;
         }
-        if (cert == null || key == null) {
-            throw new IllegalArgumentException("tls " + mode.name().toLowerCase(Locale.ROOT)
-                    + " needs a certificate and key: give tls-cert and tls-key, or a tls-certificates directory");
-        }
-        if (verifyPeer && ca == null) {
-            throw new IllegalArgumentException("tls-verify-peer needs the CA that signs client certificates: give tls-ca or tls-certificates");
-        }
-        return new NbdTls(mode, sslContext(cert, key, verifyPeer ? ca : null), verifyPeer);
+        return new NbdTls(settings.mode(), sslContext(settings.cert(), settings.key(), settings.ca()), settings.verifyPeer());
     }
 
     Mode mode()
@@ -233,29 +186,6 @@ final class NbdTls
         }
         catch (IOException | GeneralSecurityException e) {
             throw new IllegalArgumentException("cannot read " + option + " " + file + ": " + e.getMessage(), e);
-        }
-    }
-
-    private static Path path(Map<String, String> options, String key)
-    {
-        String value = options.get(key);
-        return value == null || value.isEmpty() ? null : Path.of(value);
-    }
-
-    private static boolean parseBoolean(Map<String, String> options, String key)
-    {
-        String value = options.getOrDefault(key, "false").trim().toLowerCase(Locale.ROOT);
-        switch (value) {
-            case "true":
-            case "on":
-            case "yes":
-                return true;
-            case "false":
-            case "off":
-            case "no":
-                return false;
-            default:
-                throw new IllegalArgumentException("nbd option " + key + " must be true or false: " + value);
         }
     }
 }
