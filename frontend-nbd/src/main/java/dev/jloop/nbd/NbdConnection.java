@@ -1,6 +1,7 @@
 package dev.jloop.nbd;
 
 import dev.jloop.api.Export;
+import dev.jloop.nbd.channel.NbdChannel;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

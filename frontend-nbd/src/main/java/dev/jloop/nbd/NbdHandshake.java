@@ -4,6 +4,8 @@ import dev.jloop.api.BlockDevice;
 import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.DeviceCapabilities.Support;
 import dev.jloop.api.Export;
+import dev.jloop.nbd.channel.NbdChannel;
+import dev.jloop.nbd.tls.NbdTls;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

@@ -4,6 +4,9 @@ import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
 import dev.jloop.iter.PagePool;
+import dev.jloop.nbd.channel.NbdChannel;
+import dev.jloop.nbd.channel.StdioNbdChannel;
+import dev.jloop.nbd.tls.NbdTls;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

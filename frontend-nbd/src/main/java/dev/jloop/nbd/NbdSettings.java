@@ -2,6 +2,8 @@ package dev.jloop.nbd;
 
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.FrontendConfig;
+import dev.jloop.nbd.tls.NbdTls;
+import dev.jloop.nbd.tls.TlsSettings;
 
 import java.nio.file.Path;
 import java.util.Locale;

@@ -7,6 +7,7 @@ import dev.jloop.api.ExtentSink;
 import dev.jloop.api.IovIter;
 import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.PagePool;
+import dev.jloop.nbd.channel.NbdChannel;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

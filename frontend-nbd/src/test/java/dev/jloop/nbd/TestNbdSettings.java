@@ -1,5 +1,7 @@
 package dev.jloop.nbd;
 
+import dev.jloop.nbd.tls.NbdTls;
+import dev.jloop.nbd.tls.TlsSettings;
 import org.junit.jupiter.api.Test;
 
 import java.nio.file.Path;

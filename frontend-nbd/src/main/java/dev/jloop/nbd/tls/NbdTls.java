@@ -1,4 +1,7 @@
-package dev.jloop.nbd;
+package dev.jloop.nbd.tls;
+
+import dev.jloop.nbd.channel.NbdChannel;
+import dev.jloop.nbd.pem.PemFiles;
 
 import javax.net.ssl.KeyManagerFactory;
 import javax.net.ssl.SSLContext;
@@ -27,10 +30,10 @@ import static java.util.Objects.requireNonNull;
  * <p>Only certificates: JSSE implements no TLS-PSK cipher suites (RFC 4279) and no external PSKs
  * for TLS 1.3, so the PSK mode of nbdkit and qemu-nbd ({@code --tls-psk}) is not offered.
  */
-final class NbdTls
+public final class NbdTls
 {
     /** What the server does about TLS, as nbdkit's {@code --tls=off|on|require}. */
-    enum Mode
+    public enum Mode
     {
         /** NBD_OPT_STARTTLS is refused as unsupported. */
         OFF,
@@ -40,7 +43,7 @@ final class NbdTls
         REQUIRE
     }
 
-    static final NbdTls OFF = new NbdTls(Mode.OFF, null, false);
+    public static final NbdTls OFF = new NbdTls(Mode.OFF, null, false);
 
     private final Mode mode;
     private final SSLContext context;
@@ -57,7 +60,7 @@ final class NbdTls
      * Reads the credentials {@code settings} name and makes the server's TLS context; a file that cannot
      * be read, or a key that does not belong to the certificate, is an {@link IllegalArgumentException}.
      */
-    static NbdTls load(TlsSettings settings)
+    public static NbdTls load(TlsSettings settings)
     {
         if (settings.mode() == Mode.OFF) {
             return OFF;
@@ -65,12 +68,12 @@ final class NbdTls
         return new NbdTls(settings.mode(), sslContext(settings.cert(), settings.key(), settings.ca()), settings.verifyPeer());
     }
 
-    Mode mode()
+    public Mode mode()
     {
         return mode;
     }
 
-    boolean verifyPeer()
+    public boolean verifyPeer()
     {
         return verifyPeer;
     }
@@ -79,7 +82,7 @@ final class NbdTls
      * Runs the server side of a TLS handshake over {@code transport} (blocking) and returns the
      * encrypted channel; the transport is then only used through it.
      */
-    NbdChannel startTls(NbdChannel transport)
+    public NbdChannel startTls(NbdChannel transport)
             throws IOException
     {
         if (context == null) {

@@ -1,4 +1,4 @@
-package dev.jloop.nbd;
+package dev.jloop.nbd.tls;
 
 import java.nio.file.Path;
 
@@ -13,11 +13,11 @@ import static java.util.Objects.requireNonNull;
  * @param ca the CA certificates, PEM, that client certificates must chain to; null when clients are
  *     not asked for a certificate
  */
-record TlsSettings(NbdTls.Mode mode, Path cert, Path key, Path ca)
+public record TlsSettings(NbdTls.Mode mode, Path cert, Path key, Path ca)
 {
-    static final TlsSettings OFF = new TlsSettings(NbdTls.Mode.OFF, null, null, null);
+    public static final TlsSettings OFF = new TlsSettings(NbdTls.Mode.OFF, null, null, null);
 
-    TlsSettings
+    public TlsSettings
     {
         requireNonNull(mode, "mode is null");
         if (mode != NbdTls.Mode.OFF) {
@@ -27,7 +27,7 @@ record TlsSettings(NbdTls.Mode mode, Path cert, Path key, Path ca)
     }
 
     /** Whether clients must present a certificate signed by {@link #ca()}. */
-    boolean verifyPeer()
+    public boolean verifyPeer()
     {
         return ca != null;
     }
