@@ -48,7 +48,7 @@ final class NbdReplyWriter
     static final int MAX_WRITE = 1 << 20;
 
     private final NbdChannel channel;
-    private final NbdTransmission transmission;
+    private final NbdRequestPool pool;
     private final String peer;
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition queued = lock.newCondition();
@@ -66,10 +66,10 @@ final class NbdReplyWriter
     private volatile long progress;
     private volatile boolean writing;
 
-    NbdReplyWriter(NbdChannel channel, NbdTransmission transmission, String peer)
+    NbdReplyWriter(NbdChannel channel, NbdRequestPool pool, String peer)
     {
         this.channel = requireNonNull(channel, "channel is null");
-        this.transmission = requireNonNull(transmission, "transmission is null");
+        this.pool = requireNonNull(pool, "pool is null");
         this.peer = requireNonNull(peer, "peer is null");
     }
 
@@ -224,7 +224,7 @@ final class NbdReplyWriter
         while (request != end) {
             NbdRequest next = request.next;
             request.next = null;
-            transmission.recycle(request);
+            pool.recycle(request);
             request = next;
         }
         return end;

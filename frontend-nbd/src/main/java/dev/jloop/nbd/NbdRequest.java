@@ -11,10 +11,10 @@ import java.util.concurrent.atomic.AtomicInteger;
  * One NBD request of a connection, pooled with everything it needs (bio, page iterator, page array,
  * reply header, gather array), so that the data path allocates nothing in steady state.
  *
- * <p>Ownership: the connection's reader fills it and submits its bio; from submission to end-io the
- * bio and pages belong to the device; then the reply writer owns it until it has written the reply
- * and recycled it (pages back to the pool, bytes back to the in-flight budget). The {@link #next}
- * link threads it on the free list or the reply queue, whichever holds it.
+ * <p>Ownership: the connection's reader takes it from the connection's {@link NbdRequestPool}, fills
+ * it and submits its bio; from submission to end-io the bio and pages belong to the device; then the
+ * reply writer owns it until it has written the reply and given it back to the pool. The
+ * {@link #next} link threads it on the free list or the reply queue, whichever holds it.
  *
  * <p>With structured replies a READ is planned as up to {@link #MAX_READ_CHUNKS} chunks, data or
  * hole, relative to {@link #offset}. Pages cover {@code [pageBase, pageBase + pages' length)}: the

@@ -14,9 +14,6 @@ import org.slf4j.LoggerFactory;
 import java.io.EOFException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.util.concurrent.Semaphore;
-import java.util.concurrent.locks.Condition;
-import java.util.concurrent.locks.ReentrantLock;
 
 import static dev.jloop.nbd.NbdProtocol.BASE_ALLOCATION_ID;
 import static dev.jloop.nbd.NbdProtocol.CHUNK_HEADER_SIZE;
@@ -75,9 +72,7 @@ import static java.util.Objects.requireNonNull;
  * buffer, and drops it before anything that may block (a socket read, waiting for budget or pages),
  * so a batch is submitted together but nothing waits behind a plug.
  *
- * <p>Bounds: at most {@code maxInflightBytes} of payload (counted from before the pages are taken
- * until the reply has been written) and {@code maxInflightRequests} requests per connection.
- * A request larger than the byte budget takes the whole budget.
+ * <p>Bounds: the connection's {@link NbdRequestPool} (requests and payload bytes in flight).
  *
  * <p>Bad requests are answered with an error and the connection goes on: the payload of a refused
  * WRITE (out of range, read-only export, larger than {@link #MAX_REQUEST_LENGTH}) is read into the
@@ -110,19 +105,10 @@ final class NbdTransmission
     private final boolean baseAllocation;
     private final ReadPlanner readPlanner = new ReadPlanner();
     private final StatusCollector statusCollector = new StatusCollector();
-    private final PagePool pagePool;
-    private final int maxInflightBytes;
-    private final int maxInflightRequests;
     private final String peer;
-    private final Semaphore inflightBytes;
+    private final NbdRequestPool pool;
     private final NbdReplyWriter writer;
     private final ByteBuffer in = ByteBuffer.allocateDirect(INPUT_BUFFER_SIZE).flip();
-
-    private final ReentrantLock requestLock = new ReentrantLock();
-    private final Condition requestReturned = requestLock.newCondition();
-    private NbdRequest freeRequests;
-    private int createdRequests;
-    private int requestsInUse;
 
     private boolean plugged;
     private Thread reader;
@@ -147,12 +133,9 @@ final class NbdTransmission
         this.transmissionFlags = transmissionFlags;
         this.structuredReplies = structuredReplies;
         this.baseAllocation = baseAllocation && structuredReplies;
-        this.pagePool = requireNonNull(pagePool, "pagePool is null");
-        this.maxInflightBytes = maxInflightBytes;
-        this.maxInflightRequests = maxInflightRequests;
         this.peer = requireNonNull(peer, "peer is null");
-        this.inflightBytes = new Semaphore(maxInflightBytes);
-        this.writer = new NbdReplyWriter(channel, this, peer);
+        this.pool = new NbdRequestPool(pagePool, maxInflightBytes, maxInflightRequests);
+        this.writer = new NbdReplyWriter(channel, pool, peer);
     }
 
     NbdReplyWriter writer()
@@ -176,7 +159,7 @@ final class NbdTransmission
         }
         finally {
             unplug();
-            awaitRequestsReturned();
+            pool.awaitAllReturned();
             writer.stop();
             joinUninterruptibly(writerThread);
         }
@@ -215,7 +198,7 @@ final class NbdTransmission
             }
             catch (IOException | RuntimeException e) {
                 // Never submitted nor queued: it is still ours to give back.
-                recycle(request);
+                pool.recycle(request);
                 throw e;
             }
         }
@@ -633,102 +616,29 @@ final class NbdTransmission
         }
     }
 
-    /** Returns a request whose reply has been sent or dropped: pages, budget, then the request itself. */
-    void recycle(NbdRequest request)
-    {
-        if (request.nrPages > 0) {
-            request.clearPageBuffers();
-            pagePool.free(request.pages, request.nrPages);
-            request.nrPages = 0;
-        }
-        if (request.permits > 0) {
-            inflightBytes.release(request.permits);
-            request.permits = 0;
-        }
-        requestLock.lock();
-        try {
-            request.next = freeRequests;
-            freeRequests = request;
-            requestsInUse--;
-            requestReturned.signalAll();
-        }
-        finally {
-            requestLock.unlock();
-        }
-    }
-
     private NbdRequest acquireRequest()
             throws IOException
     {
-        NbdRequest request = takeRequest(false);
+        NbdRequest request = pool.poll();
         if (request == null) {
             unplug();
-            request = takeRequest(true);
+            request = pool.take();
         }
         return request;
-    }
-
-    private NbdRequest takeRequest(boolean wait)
-            throws IOException
-    {
-        requestLock.lock();
-        try {
-            if (freeRequests == null && createdRequests >= maxInflightRequests) {
-                if (!wait) {
-                    return null;
-                }
-                while (freeRequests == null) {
-                    requestReturned.await();
-                }
-            }
-            NbdRequest request = freeRequests;
-            if (request != null) {
-                freeRequests = request.next;
-                request.next = null;
-            }
-            else {
-                request = new NbdRequest();
-                createdRequests++;
-            }
-            requestsInUse++;
-            return request;
-        }
-        catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IOException("interrupted", e);
-        }
-        finally {
-            requestLock.unlock();
-        }
     }
 
     /** Takes budget and pages of {@code length} bytes for a READ or WRITE; false when the page pool can never hold it. */
     private boolean allocatePages(NbdRequest request, long length)
             throws IOException
     {
-        if (length > pagePool.capacity()) {
+        if (!pool.fits(length)) {
             return false;
         }
-        int permits = (int) Math.min(length, maxInflightBytes);
-        try {
-            if (!inflightBytes.tryAcquire(permits)) {
-                unplug();
-                inflightBytes.acquire(permits);
-            }
-            request.permits = permits;
-            request.ensurePages(PagePool.maxPages(length));
-            int n = pagePool.tryAllocate(length, request.pages);
-            if (n < 0) {
-                unplug();
-                n = pagePool.allocate(length, request.pages);
-            }
-            request.nrPages = n;
-            return true;
+        if (!pool.tryReserve(request, length)) {
+            unplug();
+            pool.reserve(request, length);
         }
-        catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IOException("interrupted", e);
-        }
+        return true;
     }
 
     /** Reads a WRITE payload into the request's pages: what is buffered first, then straight from the socket. */
@@ -834,19 +744,6 @@ final class NbdTransmission
             else {
                 writer.sendOrQueue(first, last);
             }
-        }
-    }
-
-    private void awaitRequestsReturned()
-    {
-        requestLock.lock();
-        try {
-            while (requestsInUse > 0) {
-                requestReturned.awaitUninterruptibly();
-            }
-        }
-        finally {
-            requestLock.unlock();
         }
     }
 
