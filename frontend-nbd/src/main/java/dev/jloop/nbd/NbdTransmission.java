@@ -5,7 +5,6 @@ import dev.jloop.api.BioEndIo;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.ExtentSink;
 import dev.jloop.api.IovIter;
-import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.PagePool;
 import dev.jloop.nbd.channel.NbdChannel;
 import org.slf4j.Logger;
@@ -61,11 +60,8 @@ import static java.util.Objects.requireNonNull;
  * (written while the reader parses on). Simple and structured replies take either way alike.
  *
  * <p>Structured replies, once negotiated, answer READ and BLOCK_STATUS (other commands keep simple
- * replies, as the spec allows). A READ of at least {@link #HOLE_MIN} bytes asks the device for its
- * extents first: holes of at least {@code HOLE_MIN} become OFFSET_HOLE chunks that are neither read
- * nor sent, the rest OFFSET_DATA chunks read by one bio each; a read wholly inside a hole is one
- * OFFSET_HOLE chunk and touches no page. With NBD_CMD_FLAG_DF a read that is not a single hole is
- * one data chunk. BLOCK_STATUS ({@code base:allocation}) is answered from the device's extents
+ * replies, as the spec allows). A READ is planned from the device's extents and read in chunks by
+ * its {@link StructuredRead}. BLOCK_STATUS ({@code base:allocation}) is answered from the device's extents
  * on this thread, at most {@link NbdRequest#MAX_EXTENTS} extents (one with REQ_ONE).
  *
  * <p>The reader holds the device's plug while it works through requests already in its input
@@ -92,18 +88,12 @@ final class NbdTransmission
      * so that it is written while the reader parses the next requests.
      */
     private static final int DIRECT_REPLIES = 4;
-    /**
-     * Smallest hole a structured READ skips, and smallest READ that asks for extents: below this a
-     * separate chunk and bio cost more than sending the zeros.
-     */
-    static final int HOLE_MIN = 32 << 10;
 
     private final NbdChannel channel;
     private final BlockDevice device;
     private final int transmissionFlags;
     private final boolean structuredReplies;
     private final boolean baseAllocation;
-    private final ReadPlanner readPlanner = new ReadPlanner();
     private final StatusCollector statusCollector = new StatusCollector();
     private final String peer;
     private final NbdRequestPool pool;
@@ -382,11 +372,7 @@ final class NbdTransmission
     {
         NbdRequest request = (NbdRequest) bio.privateData();
         if (request.structured && request.type == CMD_READ) {
-            if (error != 0) {
-                request.chunkError[request.chunkOf(bio)] = error;
-            }
-            // The decrement publishes the error to whoever queues the reply.
-            if (request.pendingBios.decrementAndGet() == 0) {
+            if (request.read.ended(bio, error)) {
                 reply(request);
             }
             return;
@@ -425,72 +411,19 @@ final class NbdTransmission
     private void startStructuredRead(NbdRequest request, boolean dontFragment)
             throws IOException
     {
-        long length = request.length;
-        if (length >= HOLE_MIN && device.capabilities().extents()) {
-            readPlanner.start(request);
-            long res = device.extents(request.offset, length, readPlanner);
-            long covered = res < 0 ? 0 : readPlanner.covered;
-            if (res < 0) {
-                // Extents are an optimisation: without them the read is plain data.
-                request.nrChunks = 0;
-            }
-            if (covered < length) {
-                request.addChunk(covered, length - covered, false);
-            }
-        }
-        else {
-            request.addChunk(0, length, false);
-        }
-        if (dontFragment && request.nrChunks > 1) {
-            request.nrChunks = 0;
-            request.addChunk(0, length, false);
-        }
-        int first = -1;
-        int last = -1;
-        int dataChunks = 0;
-        for (int k = 0; k < request.nrChunks; k++) {
-            if (!request.chunkHole[k]) {
-                if (first < 0) {
-                    first = k;
-                }
-                last = k;
-                dataChunks++;
-            }
-        }
-        if (dataChunks == 0) {
+        StructuredRead read = request.read;
+        read.plan(request.offset, request.length, device, dontFragment);
+        long span = read.span();
+        if (span == 0) {
             reply(request);
             return;
         }
-        long base = request.chunkOffset[first];
-        long span = request.chunkOffset[last] + request.chunkLength[last] - base;
         if (!allocatePages(request, span)) {
             request.error = NBD_ENOMEM;
             reply(request);
             return;
         }
-        request.pageBase = base;
-        request.clearPageBuffers();
-        for (int k = first; k <= last; k++) {
-            if (request.chunkHole[k]) {
-                continue;
-            }
-            Bio bio = request.chunkBio(k);
-            BvecIter iter = request.chunkIters[k];
-            iter.reset(IovIter.Direction.DEST, request.pages, request.nrPages, span);
-            iter.advance(request.chunkOffset[k] - base);
-            iter.truncate(request.chunkLength[k]);
-            bio.init(Bio.Op.READ, request.offset + request.chunkOffset[k], request.chunkLength[k], 0, iter)
-                    .setEndIo(this, request);
-        }
-        request.pendingBios.set(dataChunks);
-        // Nothing of the request may be touched after its last bio is submitted: it may be recycled by then.
-        Bio[] bios = request.chunkBios;
-        boolean[] holes = request.chunkHole;
-        for (int k = first; k <= last; k++) {
-            if (!holes[k]) {
-                device.submit(bios[k]);
-            }
-        }
+        read.submit(request, device, this);
     }
 
     /** Answers BLOCK_STATUS for {@code base:allocation} into the request's status reply, or sets its error. */
@@ -512,45 +445,6 @@ final class NbdTransmission
                 .putInt(16, reply.position() - CHUNK_HEADER_SIZE)
                 .putInt(CHUNK_HEADER_SIZE, BASE_ALLOCATION_ID);
         reply.flip();
-    }
-
-    /** Turns extents into the chunks of a structured READ; reused by the reader thread. */
-    private static final class ReadPlanner
-            implements ExtentSink
-    {
-        private NbdRequest request;
-        long covered;
-
-        void start(NbdRequest request)
-        {
-            this.request = request;
-            this.covered = 0;
-            request.nrChunks = 0;
-        }
-
-        @Override
-        public boolean extent(long offset, long length, int type)
-        {
-            long relative = offset - request.offset;
-            length = Math.min(length, request.length - relative);
-            if (length <= 0) {
-                return false;
-            }
-            boolean hole = (type & ExtentSink.ZERO) != 0 && length >= HOLE_MIN;
-            int n = request.nrChunks;
-            if (n > 0 && request.chunkHole[n - 1] == hole) {
-                request.chunkLength[n - 1] += length;
-            }
-            else if (n >= NbdRequest.MAX_READ_CHUNKS - 1) {
-                // keep the last chunk for the rest, sent as data
-                return false;
-            }
-            else {
-                request.addChunk(relative, length, hole);
-            }
-            covered = relative + length;
-            return true;
-        }
     }
 
     /** Collects {@code base:allocation} extents into a BLOCK_STATUS chunk, merging equal neighbours. */
