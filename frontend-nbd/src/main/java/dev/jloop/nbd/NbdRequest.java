@@ -20,9 +20,6 @@ import java.nio.ByteBuffer;
  */
 final class NbdRequest
 {
-    /** Most extents in one BLOCK_STATUS reply (the spec allows 2^20); clients ask again for the rest. */
-    static final int MAX_EXTENTS = 1024;
-
     final Bio bio = new Bio();
     final BvecIter iter = new BvecIter();
     final ByteBuffer replyHeader = ByteBuffer.allocateDirect(NbdProtocol.SIMPLE_REPLY_SIZE);
@@ -32,6 +29,9 @@ final class NbdRequest
 
     long cookie;
     int type;
+    /** NBD_CMD_FLAG_* of the request. */
+    int flags;
+    long offset;
     long length;
     /** Bytes taken from the connection's in-flight budget, given back on recycling. */
     int permits;
@@ -40,7 +40,6 @@ final class NbdRequest
 
     /** Reply with structured chunks (READ and BLOCK_STATUS once negotiated). */
     boolean structured;
-    long offset;
     /** The chunks of a READ with structured replies. */
     final StructuredRead read = new StructuredRead();
     /** Chunk headers of a structured reply, built by the writer; direct, made on first use. */
@@ -50,14 +49,15 @@ final class NbdRequest
 
     NbdRequest next;
 
-    void reset(long cookie, int type, long length)
+    void reset(long cookie, int type, int flags, long offset, long length)
     {
         this.cookie = cookie;
         this.type = type;
+        this.flags = flags;
+        this.offset = offset;
         this.length = length;
         this.error = 0;
         this.structured = false;
-        this.offset = 0;
         this.read.clear();
         this.permits = 0;
         this.nrPages = 0;
@@ -75,7 +75,7 @@ final class NbdRequest
     ByteBuffer statusReply()
     {
         if (statusReply == null) {
-            statusReply = ByteBuffer.allocateDirect(NbdProtocol.CHUNK_HEADER_SIZE + 4 + 8 * MAX_EXTENTS);
+            statusReply = ByteBuffer.allocateDirect(NbdProtocol.CHUNK_HEADER_SIZE + 4 + 8 * BlockStatus.MAX_EXTENTS);
         }
         return statusReply;
     }

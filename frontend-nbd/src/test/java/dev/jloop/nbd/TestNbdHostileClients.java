@@ -245,7 +245,7 @@ class TestNbdHostileClients
         int budget = 16 << 20;
         startServer(Map.of(NbdSettings.MAX_INFLIGHT_BYTES, "16M"), List.of(new Export("disk", "", big)));
         int writes = 6;
-        int length = NbdTransmission.MAX_REQUEST_LENGTH;
+        int length = NbdRequestReader.MAX_REQUEST_LENGTH;
         byte[] payload = new byte[length];
         new Random(5).nextBytes(payload);
         try (PeakSampler peak = new PeakSampler();

@@ -38,7 +38,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class TestNbdTransmission
         extends AbstractNbdServerTest
 {
-    private static final int MAX_REQUEST = NbdTransmission.MAX_REQUEST_LENGTH;
+    private static final int MAX_REQUEST = NbdRequestReader.MAX_REQUEST_LENGTH;
 
     private static byte[] random(Random random, int length)
     {

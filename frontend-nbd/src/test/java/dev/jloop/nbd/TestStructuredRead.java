@@ -88,8 +88,7 @@ class TestStructuredRead
     @Test
     void aReadInsideAHoleIsOneHoleChunkAndNoPages()
     {
-        request.reset(9, CMD_READ, 1 << 20);
-        request.offset = 4 << 20;
+        request.reset(9, CMD_READ, 0, 4 << 20, 1 << 20);
         request.structured = true;
         request.read.plan(request.offset, request.length, device, true);
         assertEquals(0, request.read.span());
@@ -106,8 +105,7 @@ class TestStructuredRead
     private List<Chunk> readAndEncode(int length, boolean dontFragment)
             throws InterruptedException
     {
-        request.reset(7, CMD_READ, length);
-        request.offset = OFFSET;
+        request.reset(7, CMD_READ, 0, OFFSET, length);
         request.structured = true;
         StructuredRead read = request.read;
         read.plan(request.offset, length, device, dontFragment);
