@@ -16,8 +16,6 @@ import java.nio.CharBuffer;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
-import java.util.List;
-import java.util.Map;
 
 import static dev.jloop.nbd.NbdProtocol.BASE_ALLOCATION;
 import static dev.jloop.nbd.NbdProtocol.BASE_ALLOCATION_ID;
@@ -94,8 +92,7 @@ final class NbdHandshake
     private NbdChannel channel;
     private final NbdTls tls;
     private boolean tlsStarted;
-    private final Map<String, Export> exports;
-    private final List<Export> exportList;
+    private final NbdExports exports;
     private final String peer;
     private final long pagePoolCapacity;
     private final ByteBuffer header = ByteBuffer.allocate(20);
@@ -105,19 +102,13 @@ final class NbdHandshake
     /** The export SET_META_CONTEXT selected {@code base:allocation} for, or null. */
     private Export metaContextExport;
 
-    NbdHandshake(NbdChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer)
-    {
-        this(channel, exports, exportsByName, peer, NbdTls.OFF, Long.MAX_VALUE);
-    }
-
     /** @param pagePoolCapacity bytes of the page pool requests take their pages from: the largest payload served */
-    NbdHandshake(NbdChannel channel, List<Export> exports, Map<String, Export> exportsByName, String peer, NbdTls tls, long pagePoolCapacity)
+    NbdHandshake(NbdChannel channel, NbdExports exports, String peer, NbdTls tls, long pagePoolCapacity)
     {
         this.pagePoolCapacity = pagePoolCapacity;
         this.channel = requireNonNull(channel, "channel is null");
         this.tls = requireNonNull(tls, "tls is null");
-        this.exportList = requireNonNull(exports, "exports is null");
-        this.exports = requireNonNull(exportsByName, "exportsByName is null");
+        this.exports = requireNonNull(exports, "exports is null");
         this.peer = requireNonNull(peer, "peer is null");
     }
 
@@ -177,7 +168,7 @@ final class NbdHandshake
             }
             switch (opt) {
                 case OPT_EXPORT_NAME: {
-                    Export export = lookup(decodeName(data));
+                    Export export = exports.lookup(decodeName(data));
                     if (export == null) {
                         // NBD_OPT_EXPORT_NAME has no error reply: the spec says to close.
                         throw new NbdProtocolException("unknown export requested with NBD_OPT_EXPORT_NAME");
@@ -201,7 +192,7 @@ final class NbdHandshake
                         replyError(opt, REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
                         break;
                     }
-                    for (Export export : exportList) {
+                    for (Export export : exports.list()) {
                         byte[] name = export.name().getBytes(StandardCharsets.UTF_8);
                         byte[] description = export.description().getBytes(StandardCharsets.UTF_8);
                         ByteBuffer server = ByteBuffer.allocate(4 + name.length + description.length)
@@ -363,7 +354,7 @@ final class NbdHandshake
             replyError(opt, REP_ERR_INVALID, e.getMessage());
             return null;
         }
-        Export export = lookup(name);
+        Export export = exports.lookup(name);
         if (export == null) {
             replyError(opt, REP_ERR_UNKNOWN, "unknown export");
             return null;
@@ -468,7 +459,7 @@ final class NbdHandshake
             replyError(opt, REP_ERR_INVALID, e.getMessage());
             return;
         }
-        Export export = lookup(name);
+        Export export = exports.lookup(name);
         if (export == null) {
             replyError(opt, REP_ERR_UNKNOWN, "unknown export");
             return;
@@ -483,16 +474,6 @@ final class NbdHandshake
             reply(opt, REP_META_CONTEXT, ByteBuffer.allocate(4 + context.length).putInt(id).put(context).flip());
         }
         reply(opt, REP_ACK, ByteBuffer.allocate(0));
-    }
-
-    /** The export of that name; the empty name (the client's default) is the first export unless one is named "". */
-    private Export lookup(String name)
-    {
-        Export export = exports.get(name);
-        if (export == null && name.isEmpty() && !exportList.isEmpty()) {
-            return exportList.get(0);
-        }
-        return export;
     }
 
     private static ByteBuffer info(int type, String text)
