@@ -1,6 +1,9 @@
 package dev.jloop.nbd;
 
 import dev.jloop.api.Export;
+import dev.jloop.iter.PagePool;
+import dev.jloop.nbd.channel.NbdChannel;
+import dev.jloop.nbd.tls.NbdTls;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -23,19 +26,35 @@ final class NbdConnection
 {
     private static final Logger log = LoggerFactory.getLogger(NbdConnection.class);
 
-    private final NbdServer server;
     private final String name;
     private final String peer;
+    private final NbdExports exports;
+    private final NbdTls tls;
+    private final PagePool pagePool;
+    private final NbdSettings settings;
+    private final NbdTimeouts timeouts;
     // Replaced by the TLS channel after STARTTLS; read by threads that stop or close the connection.
     private volatile NbdChannel channel;
     private final AtomicBoolean handshakeOver = new AtomicBoolean();
 
-    NbdConnection(NbdServer server, NbdChannel channel, String name, String peer)
+    NbdConnection(
+            NbdChannel channel,
+            String name,
+            String peer,
+            NbdExports exports,
+            NbdTls tls,
+            PagePool pagePool,
+            NbdSettings settings,
+            NbdTimeouts timeouts)
     {
-        this.server = requireNonNull(server, "server is null");
         this.channel = requireNonNull(channel, "channel is null");
         this.name = requireNonNull(name, "name is null");
         this.peer = requireNonNull(peer, "peer is null");
+        this.exports = requireNonNull(exports, "exports is null");
+        this.tls = requireNonNull(tls, "tls is null");
+        this.pagePool = requireNonNull(pagePool, "pagePool is null");
+        this.settings = requireNonNull(settings, "settings is null");
+        this.timeouts = requireNonNull(timeouts, "timeouts is null");
     }
 
     String name()
@@ -47,9 +66,9 @@ final class NbdConnection
     public void run()
     {
         log.debug("{}: connection open", peer);
-        ScheduledFuture<?> deadline = server.handshakeDeadline(this);
+        ScheduledFuture<?> deadline = timeouts.handshakeDeadline(this::handshakeTimedOut);
         try {
-            NbdHandshake handshake = new NbdHandshake(channel, server.exports(), server.exportsByName(), peer, server.tls(), server.pagePool().capacity());
+            NbdHandshake handshake = new NbdHandshake(channel, exports, peer, tls, pagePool.capacity());
             Export export;
             try {
                 export = handshake.negotiate();
@@ -72,11 +91,11 @@ final class NbdConnection
                         flags,
                         handshake.structuredReplies(),
                         handshake.baseAllocation(export),
-                        server.pagePool(),
-                        server.maxInflightBytes(),
-                        server.maxInflightRequests(),
+                        pagePool,
+                        settings.maxInflightBytes(),
+                        settings.maxInflightRequests(),
                         peer);
-                ScheduledFuture<?> watchdog = server.watchReplies(new ReplyWatchdog(transmission.writer()));
+                ScheduledFuture<?> watchdog = timeouts.watchReplies(new ReplyWatchdog(transmission.writer()));
                 try {
                     transmission.run(name);
                 }
@@ -106,10 +125,10 @@ final class NbdConnection
     }
 
     /** Called by the server's timer: a client still in the handshake is dropped. */
-    void handshakeTimedOut()
+    private void handshakeTimedOut()
     {
         if (handshakeOver.compareAndSet(false, true)) {
-            log.warn("{}: handshake not finished within {} ms, closing the connection", peer, server.handshakeTimeoutMillis());
+            log.warn("{}: handshake not finished within {} ms, closing the connection", peer, timeouts.handshakeTimeoutMillis());
             closeChannel();
         }
     }
@@ -143,9 +162,9 @@ final class NbdConnection
                 since = now;
                 return;
             }
-            if (now - since >= TimeUnit.MILLISECONDS.toNanos(server.replyTimeoutMillis())) {
+            if (now - since >= TimeUnit.MILLISECONDS.toNanos(timeouts.replyTimeoutMillis())) {
                 fired = true;
-                log.warn("{}: replies not taken for {} ms (reply-timeout-ms), closing the connection", peer, server.replyTimeoutMillis());
+                log.warn("{}: replies not taken for {} ms (reply-timeout-ms), closing the connection", peer, timeouts.replyTimeoutMillis());
                 closeChannel();
             }
         }

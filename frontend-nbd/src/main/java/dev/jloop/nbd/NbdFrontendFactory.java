@@ -8,7 +8,7 @@ import dev.jloop.api.FrontendFactory;
 import java.io.IOException;
 import java.util.List;
 
-/** The {@code nbd} frontend: an {@link NbdServer} with its own page pool; options are listed there. */
+/** The {@code nbd} frontend: an {@link NbdServer} with its own page pool; its options are listed in {@link NbdSettings}. */
 public final class NbdFrontendFactory
         implements FrontendFactory
 {

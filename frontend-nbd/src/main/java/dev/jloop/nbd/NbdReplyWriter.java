@@ -1,26 +1,18 @@
 package dev.jloop.nbd;
 
-import dev.jloop.api.Errno;
+import dev.jloop.nbd.channel.NbdChannel;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.charset.StandardCharsets;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
 import static dev.jloop.nbd.NbdProtocol.CMD_BLOCK_STATUS;
 import static dev.jloop.nbd.NbdProtocol.CMD_READ;
-import static dev.jloop.nbd.NbdProtocol.REPLY_FLAG_DONE;
 import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_ERROR;
-import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_ERROR_OFFSET;
-import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_NONE;
-import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_OFFSET_DATA;
-import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_OFFSET_HOLE;
 import static dev.jloop.nbd.NbdProtocol.SIMPLE_REPLY_MAGIC;
-import static dev.jloop.nbd.NbdProtocol.STRUCTURED_REPLY_MAGIC;
-import static dev.jloop.nbd.NbdProtocol.nbdError;
 import static java.util.Objects.requireNonNull;
 
 /**
@@ -37,7 +29,7 @@ import static java.util.Objects.requireNonNull;
  * recycled, so pages and budget come back and the reader can finish.
  */
 final class NbdReplyWriter
-        implements Runnable
+        implements Runnable, ReplyOutput
 {
     private static final Logger log = LoggerFactory.getLogger(NbdReplyWriter.class);
 
@@ -47,7 +39,7 @@ final class NbdReplyWriter
     static final int MAX_WRITE = 1 << 20;
 
     private final NbdChannel channel;
-    private final NbdTransmission transmission;
+    private final NbdRequestPool pool;
     private final String peer;
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition queued = lock.newCondition();
@@ -65,10 +57,10 @@ final class NbdReplyWriter
     private volatile long progress;
     private volatile boolean writing;
 
-    NbdReplyWriter(NbdChannel channel, NbdTransmission transmission, String peer)
+    NbdReplyWriter(NbdChannel channel, NbdRequestPool pool, String peer)
     {
         this.channel = requireNonNull(channel, "channel is null");
-        this.transmission = requireNonNull(transmission, "transmission is null");
+        this.pool = requireNonNull(pool, "pool is null");
         this.peer = requireNonNull(peer, "peer is null");
     }
 
@@ -223,7 +215,7 @@ final class NbdReplyWriter
         while (request != end) {
             NbdRequest next = request.next;
             request.next = null;
-            transmission.recycle(request);
+            pool.recycle(request);
             request = next;
         }
         return end;
@@ -249,107 +241,22 @@ final class NbdReplyWriter
         }
     }
 
-    /**
-     * The chunks of a structured READ or BLOCK_STATUS reply. READ: the chunk headers are written
-     * into one buffer as they come; each data chunk gathers the headers not yet sent and the page
-     * buffers holding the chunk's bytes (positions and limits set for that chunk). As the header
-     * buffer and a page may serve two chunks, what is gathered is written before the next chunk
-     * reuses them. The last chunk carries NBD_REPLY_FLAG_DONE.
-     */
+    /** A structured reply: one error chunk, the BLOCK_STATUS chunk the reader made, or the chunks of a READ. */
     private void addStructured(NbdRequest request)
     {
         if (request.error != 0) {
-            addError(request, REPLY_TYPE_ERROR, request.error, 0);
+            gather(StructuredRead.errorChunk(request, REPLY_TYPE_ERROR, request.error, 0));
             return;
         }
         if (request.type == CMD_BLOCK_STATUS) {
             gather(request.statusReply);
             return;
         }
-        for (int k = 0; k < request.nrChunks; k++) {
-            if (request.chunkError[k] != 0) {
-                // The read failed in this chunk: one error chunk stands for the whole reply.
-                addError(request, REPLY_TYPE_ERROR_OFFSET, nbdError(request.chunkError[k]), request.offset + request.chunkOffset[k]);
-                return;
-            }
-        }
-        ByteBuffer headers = request.chunkHeaders().clear();
-        if (request.nrChunks == 0) {
-            // a zero-length READ
-            chunkHeader(headers, request, REPLY_FLAG_DONE, REPLY_TYPE_NONE, 0);
-            gather(headers.flip());
-            return;
-        }
-        int mark = 0;
-        boolean headersGathered = false;
-        int page = 0;
-        long pageStart = 0;
-        for (int k = 0; k < request.nrChunks; k++) {
-            int flags = k == request.nrChunks - 1 ? REPLY_FLAG_DONE : 0;
-            long length = request.chunkLength[k];
-            if (headersGathered) {
-                // The previous data chunk's window of the header buffer, and maybe its last page, must go first.
-                flush();
-                headers.limit(headers.capacity()).position(mark);
-                headersGathered = false;
-            }
-            if (request.chunkHole[k]) {
-                chunkHeader(headers, request, flags, REPLY_TYPE_OFFSET_HOLE, 12)
-                        .putLong(request.offset + request.chunkOffset[k])
-                        .putInt((int) length);
-                continue;
-            }
-            chunkHeader(headers, request, flags, REPLY_TYPE_OFFSET_DATA, 8 + length)
-                    .putLong(request.offset + request.chunkOffset[k]);
-            int end = headers.position();
-            gather(headers.limit(end).position(mark));
-            headersGathered = true;
-            long from = request.chunkOffset[k] - request.pageBase;
-            long to = from + length;
-            while (pageStart + request.pages[page].size() <= from) {
-                pageStart += request.pages[page].size();
-                page++;
-            }
-            long start = pageStart;
-            for (int i = page; i < request.nrPages && start < to; i++) {
-                int size = request.pages[i].size();
-                ByteBuffer buffer = request.pages[i].buffer().clear();
-                buffer.limit((int) Math.min(to - start, size)).position((int) Math.max(from - start, 0));
-                gather(buffer);
-                start += size;
-            }
-            mark = end;
-        }
-        if (!headersGathered && headers.position() > mark) {
-            // hole chunks after the last data chunk, or a reply of holes only
-            gather(headers.limit(headers.position()).position(mark));
-        }
+        request.read.encode(request, this);
     }
 
-    private void addError(NbdRequest request, int type, int error, long offset)
-    {
-        byte[] message = ("server error: " + Errno.name(error)).getBytes(StandardCharsets.US_ASCII);
-        ByteBuffer chunk = request.chunkHeaders().clear();
-        chunkHeader(chunk, request, REPLY_FLAG_DONE, type, 6 + message.length + (type == REPLY_TYPE_ERROR_OFFSET ? 8 : 0))
-                .putInt(error)
-                .putShort((short) message.length)
-                .put(message);
-        if (type == REPLY_TYPE_ERROR_OFFSET) {
-            chunk.putLong(offset);
-        }
-        gather(chunk.flip());
-    }
-
-    private static ByteBuffer chunkHeader(ByteBuffer buffer, NbdRequest request, int flags, int type, long length)
-    {
-        return buffer.putInt(STRUCTURED_REPLY_MAGIC)
-                .putShort((short) flags)
-                .putShort((short) type)
-                .putLong(request.cookie)
-                .putInt((int) length);
-    }
-
-    private void gather(ByteBuffer buffer)
+    @Override
+    public void gather(ByteBuffer buffer)
     {
         if (count == MAX_GATHER) {
             flush();
@@ -358,7 +265,8 @@ final class NbdReplyWriter
     }
 
     /** Writes {@code gather[0, count)} unless the connection broke, and clears it. */
-    private void flush()
+    @Override
+    public void flush()
     {
         if (!broken && count > 0) {
             try {

@@ -5,29 +5,21 @@ import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.Page;
 
 import java.nio.ByteBuffer;
-import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * One NBD request of a connection, pooled with everything it needs (bio, page iterator, page array,
  * reply header, gather array), so that the data path allocates nothing in steady state.
  *
- * <p>Ownership: the connection's reader fills it and submits its bio; from submission to end-io the
- * bio and pages belong to the device; then the reply writer owns it until it has written the reply
- * and recycled it (pages back to the pool, bytes back to the in-flight budget). The {@link #next}
- * link threads it on the free list or the reply queue, whichever holds it.
+ * <p>Ownership: the connection's reader takes it from the connection's {@link NbdRequestPool}, fills
+ * it and submits its bio; from submission to end-io the bio and pages belong to the device; then the
+ * reply writer owns it until it has written the reply and given it back to the pool. The
+ * {@link #next} link threads it on the free list or the reply queue, whichever holds it.
  *
- * <p>With structured replies a READ is planned as up to {@link #MAX_READ_CHUNKS} chunks, data or
- * hole, relative to {@link #offset}. Pages cover {@code [pageBase, pageBase + pages' length)}: the
- * data chunks and whatever small gaps lie between them; each data chunk has its own bio over its
- * part of the pages, and the reply is queued once the last of them ends ({@link #pendingBios}).
+ * <p>With structured replies a READ is planned, read and answered in chunks by its
+ * {@link StructuredRead}, which uses the request's pages and header buffers.
  */
 final class NbdRequest
 {
-    /** Most chunks of one structured READ reply; the rest of a more fragmented read is sent as data. */
-    static final int MAX_READ_CHUNKS = 16;
-    /** Most extents in one BLOCK_STATUS reply (the spec allows 2^20); clients ask again for the rest. */
-    static final int MAX_EXTENTS = 1024;
-
     final Bio bio = new Bio();
     final BvecIter iter = new BvecIter();
     final ByteBuffer replyHeader = ByteBuffer.allocateDirect(NbdProtocol.SIMPLE_REPLY_SIZE);
@@ -37,6 +29,9 @@ final class NbdRequest
 
     long cookie;
     int type;
+    /** NBD_CMD_FLAG_* of the request. */
+    int flags;
+    long offset;
     long length;
     /** Bytes taken from the connection's in-flight budget, given back on recycling. */
     int permits;
@@ -45,18 +40,8 @@ final class NbdRequest
 
     /** Reply with structured chunks (READ and BLOCK_STATUS once negotiated). */
     boolean structured;
-    long offset;
-    /** Structured READ: the planned chunks, offsets relative to {@link #offset}. */
-    int nrChunks;
-    final long[] chunkOffset = new long[MAX_READ_CHUNKS];
-    final long[] chunkLength = new long[MAX_READ_CHUNKS];
-    final boolean[] chunkHole = new boolean[MAX_READ_CHUNKS];
-    /** errno of each data chunk's bio (0 when it succeeded). */
-    final int[] chunkError = new int[MAX_READ_CHUNKS];
-    final Bio[] chunkBios = new Bio[MAX_READ_CHUNKS];
-    final BvecIter[] chunkIters = new BvecIter[MAX_READ_CHUNKS];
-    final AtomicInteger pendingBios = new AtomicInteger();
-    long pageBase;
+    /** The chunks of a READ with structured replies. */
+    final StructuredRead read = new StructuredRead();
     /** Chunk headers of a structured reply, built by the writer; direct, made on first use. */
     ByteBuffer chunkHeaders;
     /** The whole BLOCK_STATUS reply (chunk header, context id, extents); direct, made on first use. */
@@ -64,60 +49,25 @@ final class NbdRequest
 
     NbdRequest next;
 
-    void reset(long cookie, int type, long length)
+    void reset(long cookie, int type, int flags, long offset, long length)
     {
         this.cookie = cookie;
         this.type = type;
+        this.flags = flags;
+        this.offset = offset;
         this.length = length;
         this.error = 0;
         this.structured = false;
-        this.offset = 0;
-        this.nrChunks = 0;
-        this.pageBase = 0;
+        this.read.clear();
         this.permits = 0;
         this.nrPages = 0;
-    }
-
-    /** Appends a chunk of a structured READ, merging it into the last one when of the same kind. */
-    void addChunk(long relativeOffset, long length, boolean hole)
-    {
-        if (nrChunks > 0 && chunkHole[nrChunks - 1] == hole) {
-            chunkLength[nrChunks - 1] += length;
-            return;
-        }
-        chunkOffset[nrChunks] = relativeOffset;
-        chunkLength[nrChunks] = length;
-        chunkHole[nrChunks] = hole;
-        chunkError[nrChunks] = 0;
-        nrChunks++;
-    }
-
-    /** The bio of chunk {@code k}, made once for this pooled request. */
-    Bio chunkBio(int k)
-    {
-        if (chunkBios[k] == null) {
-            chunkBios[k] = new Bio();
-            chunkIters[k] = new BvecIter();
-        }
-        return chunkBios[k];
-    }
-
-    /** Which chunk a bio ended for: a handful of chunks at most, so a scan. */
-    int chunkOf(Bio bio)
-    {
-        for (int k = 0; k < nrChunks; k++) {
-            if (chunkBios[k] == bio) {
-                return k;
-            }
-        }
-        throw new IllegalStateException("bio of no chunk: " + bio);
     }
 
     ByteBuffer chunkHeaders()
     {
         if (chunkHeaders == null) {
             // per chunk at most a 20-byte header, 8-byte offset and 4-byte hole length; plus an error chunk
-            chunkHeaders = ByteBuffer.allocateDirect(MAX_READ_CHUNKS * 32 + 256);
+            chunkHeaders = ByteBuffer.allocateDirect(StructuredRead.MAX_CHUNKS * 32 + 256);
         }
         return chunkHeaders;
     }
@@ -125,7 +75,7 @@ final class NbdRequest
     ByteBuffer statusReply()
     {
         if (statusReply == null) {
-            statusReply = ByteBuffer.allocateDirect(NbdProtocol.CHUNK_HEADER_SIZE + 4 + 8 * MAX_EXTENTS);
+            statusReply = ByteBuffer.allocateDirect(NbdProtocol.CHUNK_HEADER_SIZE + 4 + 8 * BlockStatus.MAX_EXTENTS);
         }
         return statusReply;
     }

@@ -1,42 +1,22 @@
 package dev.jloop.nbd;
 
-import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
 import dev.jloop.iter.PagePool;
+import dev.jloop.nbd.channel.NbdChannel;
+import dev.jloop.nbd.channel.StdioNbdChannel;
+import dev.jloop.nbd.tls.NbdTls;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
-import java.net.InetSocketAddress;
-import java.net.SocketAddress;
-import java.net.StandardProtocolFamily;
-import java.net.StandardSocketOptions;
-import java.net.UnixDomainSocketAddress;
-import java.nio.channels.Channel;
 import java.nio.channels.ClosedChannelException;
-import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.LinkOption;
-import java.nio.file.NoSuchFileException;
-import java.nio.file.Path;
-import java.nio.file.attribute.BasicFileAttributes;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
-import java.util.Set;
-import java.util.TreeSet;
-import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.RejectedExecutionException;
-import java.util.concurrent.ScheduledExecutorService;
-import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
 
@@ -45,97 +25,31 @@ import static java.util.Objects.requireNonNull;
 /**
  * An NBD server (fixed newstyle, structured replies; docs/nbd.md) over TCP, a Unix socket, an
  * inherited (socket activation) socket or standard input/output, serving one or more exports,
- * with optional TLS. Each connection has a reader thread (handshake, then requests) and a writer
- * thread (replies); request data lives in pages of one server-wide {@link PagePool}.
+ * with optional TLS. The server accepts clients on its {@link NbdListener} and limits how many it
+ * serves at once; each one is an {@link NbdConnection} on a thread of its own (the reader:
+ * handshake, then requests), which adds a writer thread for replies. Request data lives in pages
+ * of one server-wide {@link PagePool}.
  *
- * <p>Options ({@link FrontendConfig#options()}); sizes take a K, M or G suffix (powers of 1024):
- * <ul>
- * <li>{@code max-inflight-bytes} (default 128M): payload bytes one connection may have in flight,
- *     from page allocation to the reply being written. A client that stops reading replies stops
- *     getting new requests served once it reaches this.
- * <li>{@code max-inflight-requests} (default 256): requests one connection may have in flight.
- * <li>{@code page-pool-bytes} (default 512M): capacity of the page pool this server creates (not
- *     used when a pool is given). Requests beyond it get ENOMEM, and the handshake advertises at
- *     most this as the largest payload. Clients that stop reading their replies can hold all pages
- *     until {@code reply-timeout-ms} drops them; other clients wait for pages meanwhile.
- * <li>{@code reply-timeout-ms} (default 60000, 0 = none): a connection whose replies have made no
- *     progress for this long (the client stopped reading them) is closed, giving its pages back,
- *     so a client that stops reading stalls only itself for longer than this. Replies go out at
- *     most 1 MiB per socket write, each counting as progress: slow readers are not dropped.
- * <li>{@code registered-bytes} (default 64M): how much of this server's page pool is carved at
- *     start and offered to the exports' devices to pin once ({@link BlockDevice#registerMemory},
- *     io_uring fixed buffers); pages beyond it work the same, unpinned.
- * <li>{@code close-timeout-ms} (default 30000): how long {@link #close()} waits for in-flight
- *     requests and their replies before it closes the sockets of clients that do not read.
- * <li>{@code max-connections} (default 0, no limit): clients served at once; one more is closed as
- *     soon as it is accepted, with a log line, as nbdkit's limit filter does.
- * <li>{@code handshake-timeout-ms} (default 10000, 0 = none): a client that has not finished the
- *     handshake (TLS included) by then is dropped, so idle connections cannot pile up; as
- *     qemu-nbd's {@code --handshake-limit}.
- * <li>{@code stdio} (default false): serve exactly one client on the process's standard input and
- *     output (a socket, as {@code nbd_connect_command} passes, or a pair of pipes) instead of
- *     listening; {@link #awaitEnd()} returns when it leaves. Host, port and socket are ignored.
- * <li>{@code socket-activation} (default false): serve on the listening socket the process
- *     inherited on standard input (systemd socket activation, {@code LISTEN_FDS}, which
- *     {@code bin/jloop} moves from descriptor 3 to 0) instead of binding one. With {@code stdio},
- *     exactly one client is accepted there and served.
- * <li>{@code tls} ({@code off}, {@code on} or {@code require}; default off): NBD_OPT_STARTTLS with
- *     X.509 certificates. Under {@code on} clients may also go on in clear text; under
- *     {@code require} every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD.
- *     PSK is not offered: JSSE has no TLS-PSK.
- * <li>{@code tls-cert}, {@code tls-key}: the server's certificate (chain) and private key, PEM; the
- *     key PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted.
- * <li>{@code tls-certificates}: a directory in qemu's and nbdkit's layout instead
- *     ({@code server-cert.pem}, {@code server-key.pem}, {@code ca-cert.pem}).
- * <li>{@code tls-verify-peer} (default false): clients must present a certificate signed by
- *     {@code tls-ca} (default: {@code ca-cert.pem} of {@code tls-certificates}).
- * <li>{@code tls-ca}: CA certificates, PEM, that client certificates are checked against.
- * </ul>
+ * <p>Options ({@link FrontendConfig#options()}): see {@link NbdSettings}.
+ *
+ * <p>Ownership: the server owns its listener, its timeouts, the connections' threads, and the page
+ * pool when it made it. {@link #close()} stops accepting, lets the connections finish (closing those
+ * whose clients do not take their replies within {@code close-timeout-ms}), then closes the rest.
  */
 public final class NbdServer
         implements Frontend
 {
     private static final Logger log = LoggerFactory.getLogger(NbdServer.class);
 
-    public static final String MAX_INFLIGHT_BYTES = "max-inflight-bytes";
-    public static final String MAX_INFLIGHT_REQUESTS = "max-inflight-requests";
-    public static final String PAGE_POOL_BYTES = "page-pool-bytes";
-    public static final String CLOSE_TIMEOUT_MS = "close-timeout-ms";
-    public static final String REGISTERED_BYTES = "registered-bytes";
-    public static final String MAX_CONNECTIONS = "max-connections";
-    public static final String HANDSHAKE_TIMEOUT_MS = "handshake-timeout-ms";
-    public static final String REPLY_TIMEOUT_MS = "reply-timeout-ms";
-    public static final String STDIO = "stdio";
-    public static final String SOCKET_ACTIVATION = "socket-activation";
-    public static final String TLS = "tls";
-    public static final String TLS_CERT = "tls-cert";
-    public static final String TLS_KEY = "tls-key";
-    public static final String TLS_CA = "tls-ca";
-    public static final String TLS_CERTIFICATES = "tls-certificates";
-    public static final String TLS_VERIFY_PEER = "tls-verify-peer";
-    private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS, REGISTERED_BYTES,
-            MAX_CONNECTIONS, HANDSHAKE_TIMEOUT_MS, REPLY_TIMEOUT_MS, STDIO, SOCKET_ACTIVATION, TLS, TLS_CERT, TLS_KEY, TLS_CA, TLS_CERTIFICATES, TLS_VERIFY_PEER);
-
-    private final List<Export> exports;
-    private final Map<String, Export> exportsByName;
+    private final NbdExports exports;
     private final PagePool pagePool;
     private final boolean ownsPagePool;
-    private final int maxInflightBytes;
-    private final int maxInflightRequests;
-    private final long closeTimeoutMillis;
-    private final int maxConnections;
-    private final long handshakeTimeoutMillis;
-    private final long replyTimeoutMillis;
+    private final NbdSettings settings;
     private final ThreadFactory connectionThreads;
     private final NbdTls tls;
-    private final ScheduledExecutorService timer;
-    private final List<Thread> timerThreads = new CopyOnWriteArrayList<>();
-    private final ServerSocketChannel listener;
-    private final Path socketPath;
-    private final boolean unixSocket;
+    private final NbdTimeouts timeouts;
+    private final NbdListener listener;
     private final boolean singleClient;
-    // An inherited listener stays open: closing it points stdin, stdout and stderr at /dev/null (sun.nio.ch.InheritedChannel).
-    private final boolean inheritedListener;
     private boolean servedSingleClient;
     private final String uri;
     private final Thread acceptThread;
@@ -148,20 +62,34 @@ public final class NbdServer
     public static NbdServer start(FrontendConfig config, List<Export> exports)
             throws IOException
     {
-        long capacity = parseSize(config.options(), PAGE_POOL_BYTES, 512L << 20);
-        return startOwning(config, exports, new PagePool(capacity), Thread::new);
+        NbdSettings settings = NbdSettings.fromOptions(config.options());
+        return startOwning(config, settings, exports, new PagePool(settings.pagePoolBytes()), Thread::new);
     }
 
     /** Starts a server that owns {@code pagePool}: closes it on failure as on {@link #close()}. */
     static NbdServer startOwning(FrontendConfig config, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
             throws IOException
     {
+        NbdSettings settings;
         try {
-            pagePool.reserve(parseSize(config.options(), REGISTERED_BYTES, 64L << 20));
+            settings = NbdSettings.fromOptions(config.options());
+        }
+        catch (RuntimeException e) {
+            pagePool.close();
+            throw e;
+        }
+        return startOwning(config, settings, exports, pagePool, connectionThreads);
+    }
+
+    private static NbdServer startOwning(FrontendConfig config, NbdSettings settings, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
+            throws IOException
+    {
+        try {
+            pagePool.reserve(settings.registeredBytes());
             for (Export export : exports) {
                 export.device().registerMemory(pagePool.slabs());
             }
-            return new NbdServer(config, exports, pagePool, true, connectionThreads);
+            return new NbdServer(config, settings, exports, pagePool, true, connectionThreads);
         }
         catch (IOException | RuntimeException | Error e) {
             pagePool.close();
@@ -183,59 +111,30 @@ public final class NbdServer
     static NbdServer start(FrontendConfig config, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
             throws IOException
     {
-        return new NbdServer(config, exports, requireNonNull(pagePool, "pagePool is null"), false, connectionThreads);
+        NbdSettings settings = NbdSettings.fromOptions(config.options());
+        return new NbdServer(config, settings, exports, requireNonNull(pagePool, "pagePool is null"), false, connectionThreads);
     }
 
-    private NbdServer(FrontendConfig config, List<Export> exports, PagePool pagePool, boolean ownsPagePool, ThreadFactory connectionThreads)
+    private NbdServer(FrontendConfig config, NbdSettings settings, List<Export> exports, PagePool pagePool, boolean ownsPagePool, ThreadFactory connectionThreads)
             throws IOException
     {
         this.connectionThreads = requireNonNull(connectionThreads, "connectionThreads is null");
         requireNonNull(config, "config is null");
-        this.exports = List.copyOf(requireNonNull(exports, "exports is null"));
-        if (this.exports.isEmpty()) {
-            throw new IllegalArgumentException("no exports to serve");
-        }
-        Map<String, Export> byName = new LinkedHashMap<>();
-        for (Export export : this.exports) {
-            if (byName.put(export.name(), export) != null) {
-                throw new IllegalArgumentException("two exports named '" + export.name() + "'");
-            }
-            if (export.name().getBytes(StandardCharsets.UTF_8).length > 4096) {
-                throw new IllegalArgumentException("export name longer than the protocol's 4096 bytes: " + export.name());
-            }
-        }
-        this.exportsByName = Map.copyOf(byName);
-        Map<String, String> options = config.options();
-        for (String key : options.keySet()) {
-            if (!OPTIONS.contains(key)) {
-                throw new IllegalArgumentException("unknown nbd option '" + key + "'; known options: " + new TreeSet<>(OPTIONS));
-            }
-        }
-        this.maxInflightBytes = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_BYTES, 128L << 20));
-        this.maxInflightRequests = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_REQUESTS, 256));
-        this.closeTimeoutMillis = parseSize(options, CLOSE_TIMEOUT_MS, 30_000);
-        this.maxConnections = (int) Math.min(Integer.MAX_VALUE, parseCount(options, MAX_CONNECTIONS, 0));
-        this.handshakeTimeoutMillis = parseCount(options, HANDSHAKE_TIMEOUT_MS, 10_000);
-        this.replyTimeoutMillis = parseCount(options, REPLY_TIMEOUT_MS, 60_000);
-        this.tls = NbdTls.fromOptions(options);
-        boolean stdio = Boolean.parseBoolean(options.getOrDefault(STDIO, "false"));
-        boolean activated = Boolean.parseBoolean(options.getOrDefault(SOCKET_ACTIVATION, "false"));
-        this.singleClient = stdio;
-        this.inheritedListener = activated;
+        this.settings = requireNonNull(settings, "settings is null");
+        this.exports = new NbdExports(exports);
+        this.tls = NbdTls.load(settings.tls());
+        this.singleClient = settings.stdio();
         this.pagePool = pagePool;
         this.ownsPagePool = ownsPagePool;
 
-        String firstExport = this.exports.get(0).name();
-        if (stdio && !activated) {
+        if (settings.stdio() && !settings.socketActivation()) {
             NbdChannel channel = StdioNbdChannel.open();
             this.listener = null;
-            this.socketPath = null;
-            this.unixSocket = false;
             this.uri = "stdio";
             this.acceptThread = null;
-            this.timer = newTimer();
+            this.timeouts = new NbdTimeouts(settings.handshakeTimeoutMillis(), settings.replyTimeoutMillis());
             synchronized (this) {
-                NbdConnection connection = new NbdConnection(this, channel, "nbd-conn-0", "stdio");
+                NbdConnection connection = newConnection(channel, "nbd-conn-0", "stdio");
                 Thread thread = new Thread(() -> runAndEnd(connection), "nbd-conn-0");
                 thread.setDaemon(true);
                 connections.put(connection, thread);
@@ -244,64 +143,10 @@ public final class NbdServer
             log.info("NBD server serving one client on standard input/output");
             return;
         }
-        if (activated) {
-            Channel inherited = System.inheritedChannel();
-            if (!(inherited instanceof ServerSocketChannel)) {
-                throw new IOException("socket activation: standard input is not the listening socket (" + inherited
-                        + "); start jloop through bin/jloop, which moves LISTEN_FDS' descriptor 3 there");
-            }
-            ServerSocketChannel channel = (ServerSocketChannel) inherited;
-            channel.configureBlocking(true);
-            this.listener = channel;
-            // The activator made the socket and removes it: not ours to delete.
-            this.socketPath = null;
-            SocketAddress address = channel.getLocalAddress();
-            if (address instanceof UnixDomainSocketAddress) {
-                this.unixSocket = true;
-                this.uri = "nbd+unix:///" + encode(firstExport, false) + "?socket=" + encode(((UnixDomainSocketAddress) address).getPath().toString(), true);
-            }
-            else {
-                this.unixSocket = false;
-                InetSocketAddress inet = (InetSocketAddress) address;
-                String host = inet.getAddress().getHostAddress();
-                this.uri = "nbd://" + (host.contains(":") ? "[" + host + "]" : host) + ":" + inet.getPort() + "/" + encode(firstExport, false);
-            }
-        }
-        else if (config.socket().isPresent()) {
-            Path path = config.socket().get().toAbsolutePath();
-            removeStaleSocket(path);
-            ServerSocketChannel channel = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
-            try {
-                channel.bind(UnixDomainSocketAddress.of(path));
-            }
-            catch (IOException e) {
-                channel.close();
-                throw new IOException("cannot listen on Unix socket " + path + ": " + e.getMessage(), e);
-            }
-            this.listener = channel;
-            this.socketPath = path;
-            this.unixSocket = true;
-            this.uri = "nbd+unix:///" + encode(firstExport, false) + "?socket=" + encode(path.toString(), true);
-        }
-        else {
-            ServerSocketChannel channel = ServerSocketChannel.open();
-            try {
-                channel.setOption(StandardSocketOptions.SO_REUSEADDR, true);
-                channel.bind(new InetSocketAddress(config.host(), config.port()));
-            }
-            catch (IOException e) {
-                channel.close();
-                throw new IOException("cannot listen on " + config.host() + ":" + config.port() + ": " + e.getMessage(), e);
-            }
-            this.listener = channel;
-            this.socketPath = null;
-            this.unixSocket = false;
-            int port = ((InetSocketAddress) channel.getLocalAddress()).getPort();
-            String host = config.host().contains(":") ? "[" + config.host() + "]" : config.host();
-            this.uri = "nbd://" + host + ":" + port + "/" + encode(firstExport, false);
-        }
+        this.listener = NbdListener.open(config, settings.socketActivation(), this.exports.list().get(0).name());
+        this.uri = listener.uri();
         // after binding, so a failed start leaves no thread behind
-        this.timer = newTimer();
+        this.timeouts = new NbdTimeouts(settings.handshakeTimeoutMillis(), settings.replyTimeoutMillis());
         this.acceptThread = new Thread(this::acceptLoop, "nbd-accept");
         acceptThread.setDaemon(true);
         acceptThread.start();
@@ -331,13 +176,7 @@ public final class NbdServer
             }
             closed = true;
         }
-        if (listener != null && !inheritedListener) {
-            try {
-                listener.close();
-            }
-            catch (IOException e) {
-                log.warn("closing the listening socket failed: {}", e.toString());
-            }
+        if (listener != null && listener.close()) {
             joinQuietly(acceptThread, 0);
         }
         Map<NbdConnection, Thread> snapshot;
@@ -347,14 +186,14 @@ public final class NbdServer
         for (NbdConnection connection : snapshot.keySet()) {
             connection.stopReading();
         }
-        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(closeTimeoutMillis);
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(settings.closeTimeoutMillis());
         for (Thread thread : snapshot.values()) {
             joinQuietly(thread, Math.max(1, TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime())));
         }
         // All at once: a connection waiting for pages may depend on another one letting go of its own.
         for (Map.Entry<NbdConnection, Thread> entry : snapshot.entrySet()) {
             if (entry.getValue().isAlive()) {
-                log.warn("{}: replies not taken within {} ms of closing, closing the connection", entry.getKey().name(), closeTimeoutMillis);
+                log.warn("{}: replies not taken within {} ms of closing, closing the connection", entry.getKey().name(), settings.closeTimeoutMillis());
                 entry.getKey().closeChannel();
             }
         }
@@ -362,102 +201,15 @@ public final class NbdServer
         for (Thread thread : snapshot.values()) {
             joinQuietly(thread, 0);
         }
-        if (socketPath != null) {
-            try {
-                Files.deleteIfExists(socketPath);
-            }
-            catch (IOException e) {
-                log.warn("cannot remove socket {}: {}", socketPath, e.toString());
-            }
+        if (listener != null) {
+            listener.deleteSocketFile();
         }
-        if (timer != null) {
-            timer.shutdownNow();
-            awaitQuietly(timer);
-            // a terminated executor's thread may still be finishing
-            timerThreads.forEach(thread -> joinQuietly(thread, 0));
-        }
+        timeouts.close();
         if (ownsPagePool) {
             pagePool.close();
         }
         ended.countDown();
         log.info("NBD server on {} closed", uri);
-    }
-
-    List<Export> exports()
-    {
-        return exports;
-    }
-
-    Map<String, Export> exportsByName()
-    {
-        return exportsByName;
-    }
-
-    PagePool pagePool()
-    {
-        return pagePool;
-    }
-
-    int maxInflightBytes()
-    {
-        return maxInflightBytes;
-    }
-
-    int maxInflightRequests()
-    {
-        return maxInflightRequests;
-    }
-
-    NbdTls tls()
-    {
-        return tls;
-    }
-
-    /**
-     * Drops the connection unless its handshake is over within {@code handshake-timeout-ms}; the
-     * caller cancels the returned future when it is. Null when there is no limit.
-     */
-    ScheduledFuture<?> handshakeDeadline(NbdConnection connection)
-    {
-        if (timer == null || handshakeTimeoutMillis == 0) {
-            return null;
-        }
-        try {
-            return timer.schedule(connection::handshakeTimedOut, handshakeTimeoutMillis, TimeUnit.MILLISECONDS);
-        }
-        catch (RejectedExecutionException e) {
-            // closing: the connection is being stopped anyway
-            return null;
-        }
-    }
-
-    long handshakeTimeoutMillis()
-    {
-        return handshakeTimeoutMillis;
-    }
-
-    /**
-     * Runs {@code check} several times per {@code reply-timeout-ms} until the caller cancels the
-     * returned future. Null when there is no reply timeout.
-     */
-    ScheduledFuture<?> watchReplies(Runnable check)
-    {
-        if (timer == null || replyTimeoutMillis == 0) {
-            return null;
-        }
-        long period = Math.max(10, replyTimeoutMillis / 4);
-        try {
-            return timer.scheduleAtFixedRate(check, period, period, TimeUnit.MILLISECONDS);
-        }
-        catch (RejectedExecutionException e) {
-            // closing: the connection is being stopped anyway
-            return null;
-        }
-    }
-
-    long replyTimeoutMillis()
-    {
-        return replyTimeoutMillis;
     }
 
     private void acceptLoop()
@@ -482,14 +234,7 @@ public final class NbdServer
             }
             NbdConnection started = null;
             try {
-                String peer;
-                if (!unixSocket) {
-                    channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
-                    peer = String.valueOf(channel.getRemoteAddress());
-                }
-                else {
-                    peer = "unix:" + (socketPath != null ? socketPath : channel.getLocalAddress());
-                }
+                String peer = listener.prepare(channel);
                 synchronized (this) {
                     if (closed) {
                         channel.close();
@@ -502,14 +247,14 @@ public final class NbdServer
                         channel.close();
                         continue;
                     }
-                    if (maxConnections > 0 && connections.size() >= maxConnections) {
-                        log.warn("{}: refused, already serving max-connections={} clients", peer, maxConnections);
+                    if (settings.maxConnections() > 0 && connections.size() >= settings.maxConnections()) {
+                        log.warn("{}: refused, already serving max-connections={} clients", peer, settings.maxConnections());
                         channel.close();
                         continue;
                     }
                     int id = nextConnectionId++;
                     String name = "nbd-conn-" + id;
-                    NbdConnection connection = new NbdConnection(this, NbdChannel.of(channel), name, name + " " + peer);
+                    NbdConnection connection = newConnection(NbdChannel.of(channel), name, name + " " + peer);
                     started = connection;
                     Thread thread = connectionThreads.newThread(singleClient ? () -> runAndEnd(connection) : connection);
                     thread.setName(name);
@@ -547,17 +292,9 @@ public final class NbdServer
         }
     }
 
-    private ScheduledExecutorService newTimer()
+    private NbdConnection newConnection(NbdChannel channel, String name, String peer)
     {
-        if (handshakeTimeoutMillis == 0 && replyTimeoutMillis == 0) {
-            return null;
-        }
-        return Executors.newSingleThreadScheduledExecutor(runnable -> {
-            Thread thread = new Thread(runnable, "nbd-timer");
-            thread.setDaemon(true);
-            timerThreads.add(thread);
-            return thread;
-        });
+        return new NbdConnection(channel, name, peer, exports, tls, pagePool, settings, timeouts);
     }
 
     private void runAndEnd(NbdConnection connection)
@@ -567,109 +304,6 @@ public final class NbdServer
         }
         finally {
             ended.countDown();
-        }
-    }
-
-    /** A socket file left by a server that died is removed; a live one, or any other file, is an error. */
-    private static void removeStaleSocket(Path path)
-            throws IOException
-    {
-        BasicFileAttributes attributes;
-        try {
-            attributes = Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
-        }
-        catch (NoSuchFileException e) {
-            return;
-        }
-        if (!attributes.isOther()) {
-            throw new IOException("cannot listen on " + path + ": it exists and is not a socket");
-        }
-        try (SocketChannel probe = SocketChannel.open(UnixDomainSocketAddress.of(path))) {
-            throw new IOException("cannot listen on " + path + ": another server is listening there");
-        }
-        catch (IOException e) {
-            if (e.getMessage() != null && e.getMessage().startsWith("cannot listen on")) {
-                throw e;
-            }
-            Files.deleteIfExists(path);
-        }
-    }
-
-    /** Percent-encodes all but RFC 3986 unreserved characters (and '/' where {@code keepSlash}). */
-    static String encode(String text, boolean keepSlash)
-    {
-        StringBuilder out = new StringBuilder();
-        for (byte b : text.getBytes(StandardCharsets.UTF_8)) {
-            int c = b & 0xff;
-            if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-                    || c == '-' || c == '.' || c == '_' || c == '~' || (keepSlash && c == '/')) {
-                out.append((char) c);
-            }
-            else {
-                out.append('%').append(String.format("%02X", c));
-            }
-        }
-        return out.toString();
-    }
-
-    static long parseSize(Map<String, String> options, String key, long defaultValue)
-    {
-        String value = options.get(key);
-        if (value == null) {
-            return defaultValue;
-        }
-        String text = value.trim().toUpperCase(Locale.ROOT);
-        long multiplier = 1;
-        if (text.endsWith("K")) {
-            multiplier = 1L << 10;
-        }
-        else if (text.endsWith("M")) {
-            multiplier = 1L << 20;
-        }
-        else if (text.endsWith("G")) {
-            multiplier = 1L << 30;
-        }
-        if (multiplier != 1) {
-            text = text.substring(0, text.length() - 1);
-        }
-        try {
-            long number = Long.parseLong(text);
-            if (number <= 0) {
-                throw new IllegalArgumentException("nbd option " + key + " must be positive: " + value);
-            }
-            return Math.multiplyExact(number, multiplier);
-        }
-        catch (NumberFormatException | ArithmeticException e) {
-            throw new IllegalArgumentException("nbd option " + key + " is not a size: " + value);
-        }
-    }
-
-    /** A count or time; 0 allowed (meaning "no limit" where the option says so). */
-    static long parseCount(Map<String, String> options, String key, long defaultValue)
-    {
-        String value = options.get(key);
-        if (value == null) {
-            return defaultValue;
-        }
-        try {
-            long number = Long.parseLong(value.trim());
-            if (number < 0) {
-                throw new IllegalArgumentException("nbd option " + key + " must not be negative: " + value);
-            }
-            return number;
-        }
-        catch (NumberFormatException e) {
-            throw new IllegalArgumentException("nbd option " + key + " is not a number: " + value);
-        }
-    }
-
-    private static void awaitQuietly(ExecutorService executor)
-    {
-        try {
-            executor.awaitTermination(1, TimeUnit.MINUTES);
-        }
-        catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
         }
     }
 

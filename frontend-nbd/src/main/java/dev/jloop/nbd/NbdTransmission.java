@@ -1,134 +1,54 @@
 package dev.jloop.nbd;
 
-import dev.jloop.api.Bio;
-import dev.jloop.api.BioEndIo;
 import dev.jloop.api.BlockDevice;
-import dev.jloop.api.ExtentSink;
-import dev.jloop.api.IovIter;
-import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.PagePool;
+import dev.jloop.nbd.channel.NbdChannel;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
-import java.io.EOFException;
 import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.util.concurrent.Semaphore;
-import java.util.concurrent.locks.Condition;
-import java.util.concurrent.locks.ReentrantLock;
 
-import static dev.jloop.nbd.NbdProtocol.BASE_ALLOCATION_ID;
-import static dev.jloop.nbd.NbdProtocol.CHUNK_HEADER_SIZE;
 import static dev.jloop.nbd.NbdProtocol.CMD_BLOCK_STATUS;
-import static dev.jloop.nbd.NbdProtocol.CMD_CACHE;
 import static dev.jloop.nbd.NbdProtocol.CMD_DISC;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_DF;
-import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FAST_ZERO;
-import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FUA;
-import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_NO_HOLE;
-import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_REQ_ONE;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLUSH;
 import static dev.jloop.nbd.NbdProtocol.CMD_READ;
-import static dev.jloop.nbd.NbdProtocol.CMD_TRIM;
 import static dev.jloop.nbd.NbdProtocol.CMD_WRITE;
-import static dev.jloop.nbd.NbdProtocol.CMD_WRITE_ZEROES;
-import static dev.jloop.nbd.NbdProtocol.FLAG_READ_ONLY;
-import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_CACHE;
-import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FAST_ZERO;
-import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FLUSH;
-import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_FUA;
-import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_TRIM;
-import static dev.jloop.nbd.NbdProtocol.FLAG_SEND_WRITE_ZEROES;
-import static dev.jloop.nbd.NbdProtocol.NBD_EINVAL;
-import static dev.jloop.nbd.NbdProtocol.NBD_EIO;
 import static dev.jloop.nbd.NbdProtocol.NBD_ENOMEM;
-import static dev.jloop.nbd.NbdProtocol.NBD_ENOSPC;
-import static dev.jloop.nbd.NbdProtocol.NBD_EPERM;
-import static dev.jloop.nbd.NbdProtocol.REPLY_FLAG_DONE;
-import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_BLOCK_STATUS;
-import static dev.jloop.nbd.NbdProtocol.REQUEST_MAGIC;
-import static dev.jloop.nbd.NbdProtocol.REQUEST_SIZE;
-import static dev.jloop.nbd.NbdProtocol.STATE_HOLE;
-import static dev.jloop.nbd.NbdProtocol.STATE_ZERO;
-import static dev.jloop.nbd.NbdProtocol.STRUCTURED_REPLY_MAGIC;
 import static java.util.Objects.requireNonNull;
 
 /**
- * The transmission phase of one connection: the reader side (this thread) parses requests, turns
- * them into bios and submits them, without waiting for earlier ones; replies go out through the
- * {@link NbdReplyWriter} in completion order. Replies made inside the reader's own work (refusals,
- * BLOCK_STATUS, requests that complete inside its submission: page-cache hits, backends that answer
- * at once) are collected and, at the reader's next unplug, sent by the reader itself in one gathering
- * write when they are few (no thread hand-off), or handed to the writer in one go when they are many
- * (written while the reader parses on). Simple and structured replies take either way alike.
+ * The transmission phase of one connection, in one room: the reader (this thread) takes each request
+ * in turn through parsing and checking ({@link NbdRequestReader}), pages and budget
+ * ({@link NbdRequestPool}) and submission ({@link NbdSubmitter}), without waiting for earlier ones;
+ * replies go out through the {@link NbdReplyWriter}, on its own thread, in completion order.
  *
  * <p>Structured replies, once negotiated, answer READ and BLOCK_STATUS (other commands keep simple
- * replies, as the spec allows). A READ of at least {@link #HOLE_MIN} bytes asks the device for its
- * extents first: holes of at least {@code HOLE_MIN} become OFFSET_HOLE chunks that are neither read
- * nor sent, the rest OFFSET_DATA chunks read by one bio each; a read wholly inside a hole is one
- * OFFSET_HOLE chunk and touches no page. With NBD_CMD_FLAG_DF a read that is not a single hole is
- * one data chunk. BLOCK_STATUS ({@code base:allocation}) is answered from the device's extents
- * on this thread, at most {@link NbdRequest#MAX_EXTENTS} extents (one with REQ_ONE).
+ * replies, as the spec allows): a READ is planned from the device's extents and read in chunks by
+ * its {@link StructuredRead}; BLOCK_STATUS is answered on this thread by {@link BlockStatus}.
  *
  * <p>The reader holds the device's plug while it works through requests already in its input
- * buffer, and drops it before anything that may block (a socket read, waiting for budget or pages),
- * so a batch is submitted together but nothing waits behind a plug.
- *
- * <p>Bounds: at most {@code maxInflightBytes} of payload (counted from before the pages are taken
- * until the reply has been written) and {@code maxInflightRequests} requests per connection.
- * A request larger than the byte budget takes the whole budget.
+ * buffer, and drops it before anything that may block (a socket read, waiting for a request, budget
+ * or pages): every such wait is in this class, after an unplug.
  *
  * <p>Bad requests are answered with an error and the connection goes on: the payload of a refused
- * WRITE (out of range, read-only export, larger than {@link #MAX_REQUEST_LENGTH}) is read into the
- * input buffer and dropped, never allocated. Only a bad request magic ends the connection, as the
- * stream can no longer be parsed.
+ * WRITE (out of range, read-only export, larger than {@link NbdRequestReader#MAX_REQUEST_LENGTH}) is
+ * read and dropped, never allocated. Only a bad request magic ends the connection, as the stream can
+ * no longer be parsed.
+ *
+ * <p>Made on the connection's thread, which then runs it as the reader.
  */
 final class NbdTransmission
-        implements BioEndIo
 {
     private static final Logger log = LoggerFactory.getLogger(NbdTransmission.class);
 
-    /** Largest READ or WRITE served: twice the 32 MiB advertised, as nbdkit and qemu accept. */
-    static final int MAX_REQUEST_LENGTH = 64 << 20;
-    private static final int INPUT_BUFFER_SIZE = 64 << 10;
-    /**
-     * Replies the reader sends itself at most: a larger burst goes to the writer thread in one hand-off,
-     * so that it is written while the reader parses the next requests.
-     */
-    private static final int DIRECT_REPLIES = 4;
-    /**
-     * Smallest hole a structured READ skips, and smallest READ that asks for extents: below this a
-     * separate chunk and bio cost more than sending the zeros.
-     */
-    static final int HOLE_MIN = 32 << 10;
-
-    private final NbdChannel channel;
     private final BlockDevice device;
-    private final int transmissionFlags;
-    private final boolean structuredReplies;
-    private final boolean baseAllocation;
-    private final ReadPlanner readPlanner = new ReadPlanner();
-    private final StatusCollector statusCollector = new StatusCollector();
-    private final PagePool pagePool;
-    private final int maxInflightBytes;
-    private final int maxInflightRequests;
     private final String peer;
-    private final Semaphore inflightBytes;
+    private final NbdRequestReader requests;
+    private final NbdRequestPool pool;
     private final NbdReplyWriter writer;
-    private final ByteBuffer in = ByteBuffer.allocateDirect(INPUT_BUFFER_SIZE).flip();
-
-    private final ReentrantLock requestLock = new ReentrantLock();
-    private final Condition requestReturned = requestLock.newCondition();
-    private NbdRequest freeRequests;
-    private int createdRequests;
-    private int requestsInUse;
-
-    private boolean plugged;
-    private Thread reader;
-    /** Replies of requests that completed in the reader thread itself, sent when it unplugs. Reader only. */
-    private NbdRequest completedHead;
-    private NbdRequest completedTail;
-    private int completedCount;
+    private final NbdSubmitter submitter;
+    private final BlockStatus blockStatus;
 
     NbdTransmission(
             NbdChannel channel,
@@ -141,17 +61,13 @@ final class NbdTransmission
             int maxInflightRequests,
             String peer)
     {
-        this.channel = requireNonNull(channel, "channel is null");
         this.device = requireNonNull(device, "device is null");
-        this.transmissionFlags = transmissionFlags;
-        this.structuredReplies = structuredReplies;
-        this.baseAllocation = baseAllocation && structuredReplies;
-        this.pagePool = requireNonNull(pagePool, "pagePool is null");
-        this.maxInflightBytes = maxInflightBytes;
-        this.maxInflightRequests = maxInflightRequests;
         this.peer = requireNonNull(peer, "peer is null");
-        this.inflightBytes = new Semaphore(maxInflightBytes);
-        this.writer = new NbdReplyWriter(channel, this, peer);
+        this.requests = new NbdRequestReader(channel, device, transmissionFlags, structuredReplies, baseAllocation);
+        this.pool = new NbdRequestPool(pagePool, maxInflightBytes, maxInflightRequests);
+        this.writer = new NbdReplyWriter(channel, pool, peer);
+        this.submitter = new NbdSubmitter(device, writer, Thread.currentThread());
+        this.blockStatus = new BlockStatus(device);
     }
 
     NbdReplyWriter writer()
@@ -166,7 +82,6 @@ final class NbdTransmission
     void run(String threadName)
             throws IOException
     {
-        reader = Thread.currentThread();
         Thread writerThread = new Thread(writer, threadName + "-writer");
         writerThread.setDaemon(true);
         writerThread.start();
@@ -174,8 +89,8 @@ final class NbdTransmission
             serve();
         }
         finally {
-            unplug();
-            awaitRequestsReturned();
+            submitter.unplug();
+            pool.awaitAllReturned();
             writer.stop();
             joinUninterruptibly(writerThread);
         }
@@ -185,667 +100,135 @@ final class NbdTransmission
             throws IOException
     {
         while (true) {
-            if (!ensureBuffered(REQUEST_SIZE, true)) {
-                log.debug("{}: end of input without NBD_CMD_DISC", peer);
-                return;
+            if (!requests.hasRequest()) {
+                submitter.unplug();
+                if (!requests.awaitRequest()) {
+                    log.debug("{}: end of input without NBD_CMD_DISC", peer);
+                    return;
+                }
             }
-            if (!plugged) {
-                device.plug();
-                plugged = true;
-            }
-            int magic = in.getInt();
-            int flags = Short.toUnsignedInt(in.getShort());
-            int type = Short.toUnsignedInt(in.getShort());
-            long cookie = in.getLong();
-            long offset = in.getLong();
-            long length = Integer.toUnsignedLong(in.getInt());
-            if (magic != REQUEST_MAGIC) {
-                throw new NbdProtocolException(String.format("bad request magic 0x%08x", magic));
-            }
-            if (type == CMD_DISC) {
+            submitter.plug();
+            if (requests.parseHeader() == CMD_DISC) {
                 log.debug("{}: NBD_CMD_DISC", peer);
                 return;
             }
 
             NbdRequest request = acquireRequest();
-            request.reset(cookie, type, length);
+            requests.describe(request);
             try {
-                start(request, flags, offset);
+                start(request);
             }
             catch (IOException | RuntimeException e) {
                 // Never submitted nor queued: it is still ours to give back.
-                recycle(request);
+                pool.recycle(request);
                 throw e;
             }
         }
     }
 
     /** Hands the request to the device, or answers it at once. */
-    private void start(NbdRequest request, int flags, long offset)
+    private void start(NbdRequest request)
             throws IOException
     {
         int type = request.type;
         long length = request.length;
-        request.offset = offset;
-        request.structured = structuredReplies && (type == CMD_READ || type == CMD_BLOCK_STATUS);
-        int error = validate(flags, type, offset, length);
+        int error = requests.validate(request);
         if (error != 0) {
             log.debug("{}: {} offset={} length={} flags=0x{} refused with NBD error {}",
-                    peer, NbdProtocol.commandName(type), offset, length, Integer.toHexString(flags), error);
+                    peer, NbdProtocol.commandName(type), request.offset, length, Integer.toHexString(request.flags), error);
             if (type == CMD_WRITE) {
-                skip(length);
+                skipPayload(length);
             }
             request.error = error;
-            reply(request);
+            submitter.reply(request);
             return;
         }
         if (type == CMD_BLOCK_STATUS) {
-            blockStatus(request, flags);
-            reply(request);
+            blockStatus.answer(request);
+            submitter.reply(request);
             return;
         }
         if (length == 0 && type != CMD_FLUSH) {
             // Nothing to do, and a zero-length bio is not something devices need to handle.
-            reply(request);
+            submitter.reply(request);
             return;
         }
-        if (type == CMD_READ && structuredReplies) {
-            startStructuredRead(request, (flags & CMD_FLAG_DF) != 0);
+        if (type == CMD_READ && request.structured) {
+            startStructuredRead(request);
             return;
         }
-        switch (type) {
-            case CMD_READ:
-            case CMD_WRITE:
-                if (!allocatePages(request, length)) {
-                    if (type == CMD_WRITE) {
-                        skip(length);
-                    }
-                    request.error = NBD_ENOMEM;
-                    reply(request);
-                    return;
-                }
+        if (type == CMD_READ || type == CMD_WRITE) {
+            if (!allocatePages(request, length)) {
                 if (type == CMD_WRITE) {
-                    readPayload(request);
-                    request.clearPageBuffers();
-                    request.iter.reset(IovIter.Direction.SOURCE, request.pages, request.nrPages, length);
-                    request.bio.init(Bio.Op.WRITE, offset, length, bioFlags(flags), request.iter);
+                    skipPayload(length);
                 }
-                else {
-                    request.clearPageBuffers();
-                    request.iter.reset(IovIter.Direction.DEST, request.pages, request.nrPages, length);
-                    request.bio.init(Bio.Op.READ, offset, length, 0, request.iter);
-                }
-                break;
-            case CMD_FLUSH:
-                request.bio.init(Bio.Op.FLUSH, 0, 0, 0, null);
-                break;
-            case CMD_TRIM:
-                request.bio.init(Bio.Op.DISCARD, offset, length, bioFlags(flags), null);
-                break;
-            case CMD_WRITE_ZEROES:
-                request.bio.init(Bio.Op.WRITE_ZEROES, offset, length, bioFlags(flags), null);
-                break;
-            case CMD_CACHE:
-                request.bio.init(Bio.Op.CACHE, offset, length, 0, null);
-                break;
-            default:
-                throw new AssertionError("validated command " + type);
-        }
-        request.bio.setEndIo(this, request);
-        device.submit(request.bio);
-    }
-
-    /** 0, or the NBD error for a request that must not reach the device. */
-    private int validate(int flags, int type, long offset, long length)
-    {
-        int allowedFlags;
-        int neededTransmissionFlag;
-        switch (type) {
-            case CMD_READ:
-                allowedFlags = structuredReplies ? CMD_FLAG_DF : 0;
-                neededTransmissionFlag = 0;
-                break;
-            case CMD_WRITE:
-                allowedFlags = CMD_FLAG_FUA;
-                neededTransmissionFlag = 0;
-                break;
-            case CMD_FLUSH:
-                allowedFlags = 0;
-                neededTransmissionFlag = FLAG_SEND_FLUSH;
-                break;
-            case CMD_TRIM:
-                allowedFlags = CMD_FLAG_FUA;
-                neededTransmissionFlag = FLAG_SEND_TRIM;
-                break;
-            case CMD_WRITE_ZEROES:
-                allowedFlags = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE
-                        | ((transmissionFlags & FLAG_SEND_FAST_ZERO) != 0 ? CMD_FLAG_FAST_ZERO : 0);
-                neededTransmissionFlag = FLAG_SEND_WRITE_ZEROES;
-                break;
-            case CMD_CACHE:
-                allowedFlags = 0;
-                neededTransmissionFlag = FLAG_SEND_CACHE;
-                break;
-            case CMD_BLOCK_STATUS:
-                if (!baseAllocation) {
-                    // The spec: BLOCK_STATUS without a selected metadata context SHOULD get EINVAL.
-                    return NBD_EINVAL;
-                }
-                allowedFlags = CMD_FLAG_REQ_ONE;
-                neededTransmissionFlag = 0;
-                break;
-            default:
-                // RESIZE and the rest are not advertised: the spec's answer is EINVAL.
-                return NBD_EINVAL;
-        }
-        // The spec: once FUA is negotiated the server MUST accept it on every command, if only by ignoring
-        // it (older qemu sets it on FLUSH). It means something to WRITE, WRITE_ZEROES and TRIM only.
-        if ((transmissionFlags & FLAG_SEND_FUA) != 0) {
-            allowedFlags |= CMD_FLAG_FUA;
-        }
-        if ((flags & ~allowedFlags) != 0) {
-            return NBD_EINVAL;
-        }
-        boolean writes = type == CMD_WRITE || type == CMD_TRIM || type == CMD_WRITE_ZEROES;
-        if (writes && (transmissionFlags & FLAG_READ_ONLY) != 0) {
-            return NBD_EPERM;
-        }
-        if ((transmissionFlags & neededTransmissionFlag) != neededTransmissionFlag) {
-            return NBD_EINVAL;
-        }
-        if ((flags & CMD_FLAG_FUA) != 0 && (transmissionFlags & FLAG_SEND_FUA) == 0) {
-            return NBD_EINVAL;
-        }
-        if (type == CMD_FLUSH) {
-            return 0;
-        }
-        if ((type == CMD_READ || type == CMD_WRITE) && length > MAX_REQUEST_LENGTH) {
-            return NBD_EINVAL;
-        }
-        if (type == CMD_BLOCK_STATUS && length == 0) {
-            return NBD_EINVAL;
-        }
-        // offset is unsigned on the wire: negative here means past 2^63, beyond any device
-        long size = device.size();
-        if (offset < 0) {
-            return NBD_EINVAL;
-        }
-        if (offset > size || length > size - offset) {
-            // The spec: a write that reaches past the end SHOULD get ENOSPC; other commands EINVAL.
-            return type == CMD_WRITE || type == CMD_WRITE_ZEROES ? NBD_ENOSPC : NBD_EINVAL;
-        }
-        return 0;
-    }
-
-    private static int bioFlags(int nbdFlags)
-    {
-        int flags = 0;
-        if ((nbdFlags & CMD_FLAG_FUA) != 0) {
-            flags |= Bio.REQ_FUA;
-        }
-        if ((nbdFlags & CMD_FLAG_NO_HOLE) != 0) {
-            flags |= Bio.REQ_NOUNMAP;
-        }
-        if ((nbdFlags & CMD_FLAG_FAST_ZERO) != 0) {
-            flags |= Bio.REQ_NOFALLBACK;
-        }
-        return flags;
-    }
-
-    /** Device thread: queues the reply. */
-    @Override
-    public void endIo(Bio bio, int error)
-    {
-        NbdRequest request = (NbdRequest) bio.privateData();
-        if (request.structured && request.type == CMD_READ) {
-            if (error != 0) {
-                request.chunkError[request.chunkOf(bio)] = error;
+                request.error = NBD_ENOMEM;
+                submitter.reply(request);
+                return;
             }
-            // The decrement publishes the error to whoever queues the reply.
-            if (request.pendingBios.decrementAndGet() == 0) {
-                reply(request);
+            if (type == CMD_WRITE && !requests.takeBufferedPayload(request)) {
+                submitter.unplug();
+                requests.readPayload(request);
             }
-            return;
         }
-        request.error = NbdProtocol.nbdError(error);
-        reply(request);
+        submitter.submit(request);
     }
 
     /**
-     * The request's reply is ready: made by the reader thread (inside its own work, or a completion
-     * inside its submit or unplug), it is answered in one go at the reader's next unplug; from any
-     * other thread it goes to the writer.
+     * Plans the chunks of a structured READ, takes pages from the first data chunk to the end of the
+     * last, and submits one bio per data chunk. A read without data chunks is answered at once.
      */
-    private void reply(NbdRequest request)
-    {
-        if (Thread.currentThread() != reader) {
-            writer.queue(request);
-            return;
-        }
-        request.next = null;
-        if (completedTail == null) {
-            completedHead = request;
-        }
-        else {
-            completedTail.next = request;
-        }
-        completedTail = request;
-        completedCount++;
-    }
-
-    /**
-     * Plans the chunks of a structured READ from the device's extents, takes pages from the first
-     * data chunk to the end of the last, and submits one bio per data chunk. A read without data
-     * chunks goes to the writer at once.
-     */
-    private void startStructuredRead(NbdRequest request, boolean dontFragment)
+    private void startStructuredRead(NbdRequest request)
             throws IOException
     {
-        long length = request.length;
-        if (length >= HOLE_MIN && device.capabilities().extents()) {
-            readPlanner.start(request);
-            long res = device.extents(request.offset, length, readPlanner);
-            long covered = res < 0 ? 0 : readPlanner.covered;
-            if (res < 0) {
-                // Extents are an optimisation: without them the read is plain data.
-                request.nrChunks = 0;
-            }
-            if (covered < length) {
-                request.addChunk(covered, length - covered, false);
-            }
-        }
-        else {
-            request.addChunk(0, length, false);
-        }
-        if (dontFragment && request.nrChunks > 1) {
-            request.nrChunks = 0;
-            request.addChunk(0, length, false);
-        }
-        int first = -1;
-        int last = -1;
-        int dataChunks = 0;
-        for (int k = 0; k < request.nrChunks; k++) {
-            if (!request.chunkHole[k]) {
-                if (first < 0) {
-                    first = k;
-                }
-                last = k;
-                dataChunks++;
-            }
-        }
-        if (dataChunks == 0) {
-            reply(request);
+        StructuredRead read = request.read;
+        read.plan(request.offset, request.length, device, (request.flags & CMD_FLAG_DF) != 0);
+        long span = read.span();
+        if (span == 0) {
+            submitter.reply(request);
             return;
         }
-        long base = request.chunkOffset[first];
-        long span = request.chunkOffset[last] + request.chunkLength[last] - base;
         if (!allocatePages(request, span)) {
             request.error = NBD_ENOMEM;
-            reply(request);
+            submitter.reply(request);
             return;
         }
-        request.pageBase = base;
-        request.clearPageBuffers();
-        for (int k = first; k <= last; k++) {
-            if (request.chunkHole[k]) {
-                continue;
-            }
-            Bio bio = request.chunkBio(k);
-            BvecIter iter = request.chunkIters[k];
-            iter.reset(IovIter.Direction.DEST, request.pages, request.nrPages, span);
-            iter.advance(request.chunkOffset[k] - base);
-            iter.truncate(request.chunkLength[k]);
-            bio.init(Bio.Op.READ, request.offset + request.chunkOffset[k], request.chunkLength[k], 0, iter)
-                    .setEndIo(this, request);
-        }
-        request.pendingBios.set(dataChunks);
-        // Nothing of the request may be touched after its last bio is submitted: it may be recycled by then.
-        Bio[] bios = request.chunkBios;
-        boolean[] holes = request.chunkHole;
-        for (int k = first; k <= last; k++) {
-            if (!holes[k]) {
-                device.submit(bios[k]);
-            }
-        }
-    }
-
-    /** Answers BLOCK_STATUS for {@code base:allocation} into the request's status reply, or sets its error. */
-    private void blockStatus(NbdRequest request, int flags)
-    {
-        ByteBuffer reply = request.statusReply().clear();
-        reply.position(CHUNK_HEADER_SIZE + 4);
-        statusCollector.start(reply, (flags & CMD_FLAG_REQ_ONE) != 0 ? 1 : NbdRequest.MAX_EXTENTS, request.offset + request.length);
-        long res = device.extents(request.offset, request.length, statusCollector);
-        statusCollector.finish();
-        if (res < 0 || statusCollector.count == 0) {
-            request.error = res < 0 ? NbdProtocol.nbdError((int) res) : NBD_EIO;
-            return;
-        }
-        reply.putInt(0, STRUCTURED_REPLY_MAGIC)
-                .putShort(4, (short) REPLY_FLAG_DONE)
-                .putShort(6, (short) REPLY_TYPE_BLOCK_STATUS)
-                .putLong(8, request.cookie)
-                .putInt(16, reply.position() - CHUNK_HEADER_SIZE)
-                .putInt(CHUNK_HEADER_SIZE, BASE_ALLOCATION_ID);
-        reply.flip();
-    }
-
-    /** Turns extents into the chunks of a structured READ; reused by the reader thread. */
-    private static final class ReadPlanner
-            implements ExtentSink
-    {
-        private NbdRequest request;
-        long covered;
-
-        void start(NbdRequest request)
-        {
-            this.request = request;
-            this.covered = 0;
-            request.nrChunks = 0;
-        }
-
-        @Override
-        public boolean extent(long offset, long length, int type)
-        {
-            long relative = offset - request.offset;
-            length = Math.min(length, request.length - relative);
-            if (length <= 0) {
-                return false;
-            }
-            boolean hole = (type & ExtentSink.ZERO) != 0 && length >= HOLE_MIN;
-            int n = request.nrChunks;
-            if (n > 0 && request.chunkHole[n - 1] == hole) {
-                request.chunkLength[n - 1] += length;
-            }
-            else if (n >= NbdRequest.MAX_READ_CHUNKS - 1) {
-                // keep the last chunk for the rest, sent as data
-                return false;
-            }
-            else {
-                request.addChunk(relative, length, hole);
-            }
-            covered = relative + length;
-            return true;
-        }
-    }
-
-    /** Collects {@code base:allocation} extents into a BLOCK_STATUS chunk, merging equal neighbours. */
-    private static final class StatusCollector
-            implements ExtentSink
-    {
-        private ByteBuffer reply;
-        private int max;
-        private long end;
-        int count;
-        private long pendingLength;
-        private int pendingFlags;
-
-        void start(ByteBuffer reply, int max, long end)
-        {
-            this.reply = reply;
-            this.max = max;
-            this.end = end;
-            this.count = 0;
-            this.pendingLength = 0;
-        }
-
-        @Override
-        public boolean extent(long offset, long length, int type)
-        {
-            // A backend reporting past the request is clipped: no extent may reach beyond it.
-            length = Math.min(length, end - offset);
-            if (length <= 0) {
-                return false;
-            }
-            // ExtentSink's HOLE and ZERO are NBD_STATE_HOLE and NBD_STATE_ZERO
-            int flags = type & (STATE_HOLE | STATE_ZERO);
-            if (pendingLength > 0 && flags == pendingFlags) {
-                // lengths sum to at most the request's u32 length
-                pendingLength += length;
-                return true;
-            }
-            if (pendingLength > 0) {
-                emit();
-                if (count == max) {
-                    pendingLength = 0;
-                    return false;
-                }
-            }
-            pendingLength = length;
-            pendingFlags = flags;
-            return true;
-        }
-
-        void finish()
-        {
-            if (pendingLength > 0 && count < max) {
-                emit();
-            }
-            pendingLength = 0;
-            reply = null;
-        }
-
-        private void emit()
-        {
-            reply.putInt((int) pendingLength).putInt(pendingFlags);
-            count++;
-        }
-    }
-
-    /** Returns a request whose reply has been sent or dropped: pages, budget, then the request itself. */
-    void recycle(NbdRequest request)
-    {
-        if (request.nrPages > 0) {
-            request.clearPageBuffers();
-            pagePool.free(request.pages, request.nrPages);
-            request.nrPages = 0;
-        }
-        if (request.permits > 0) {
-            inflightBytes.release(request.permits);
-            request.permits = 0;
-        }
-        requestLock.lock();
-        try {
-            request.next = freeRequests;
-            freeRequests = request;
-            requestsInUse--;
-            requestReturned.signalAll();
-        }
-        finally {
-            requestLock.unlock();
-        }
+        submitter.submitStructuredRead(request);
     }
 
     private NbdRequest acquireRequest()
             throws IOException
     {
-        NbdRequest request = takeRequest(false);
+        NbdRequest request = pool.poll();
         if (request == null) {
-            unplug();
-            request = takeRequest(true);
+            submitter.unplug();
+            request = pool.take();
         }
         return request;
-    }
-
-    private NbdRequest takeRequest(boolean wait)
-            throws IOException
-    {
-        requestLock.lock();
-        try {
-            if (freeRequests == null && createdRequests >= maxInflightRequests) {
-                if (!wait) {
-                    return null;
-                }
-                while (freeRequests == null) {
-                    requestReturned.await();
-                }
-            }
-            NbdRequest request = freeRequests;
-            if (request != null) {
-                freeRequests = request.next;
-                request.next = null;
-            }
-            else {
-                request = new NbdRequest();
-                createdRequests++;
-            }
-            requestsInUse++;
-            return request;
-        }
-        catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IOException("interrupted", e);
-        }
-        finally {
-            requestLock.unlock();
-        }
     }
 
     /** Takes budget and pages of {@code length} bytes for a READ or WRITE; false when the page pool can never hold it. */
     private boolean allocatePages(NbdRequest request, long length)
             throws IOException
     {
-        if (length > pagePool.capacity()) {
+        if (!pool.fits(length)) {
             return false;
         }
-        int permits = (int) Math.min(length, maxInflightBytes);
-        try {
-            if (!inflightBytes.tryAcquire(permits)) {
-                unplug();
-                inflightBytes.acquire(permits);
-            }
-            request.permits = permits;
-            request.ensurePages(PagePool.maxPages(length));
-            int n = pagePool.tryAllocate(length, request.pages);
-            if (n < 0) {
-                unplug();
-                n = pagePool.allocate(length, request.pages);
-            }
-            request.nrPages = n;
-            return true;
-        }
-        catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IOException("interrupted", e);
-        }
-    }
-
-    /** Reads a WRITE payload into the request's pages: what is buffered first, then straight from the socket. */
-    private void readPayload(NbdRequest request)
-            throws IOException
-    {
-        request.preparePageBuffers();
-        ByteBuffer[] gather = request.gather;
-        int count = request.nrPages;
-        for (int i = 0; i < count; i++) {
-            ByteBuffer page = request.pages[i].buffer();
-            gather[i] = page;
-            int n = Math.min(page.remaining(), in.remaining());
-            if (n > 0) {
-                int limit = in.limit();
-                in.limit(in.position() + n);
-                page.put(in);
-                in.limit(limit);
-            }
-        }
-        int first = 0;
-        while (first < count && !gather[first].hasRemaining()) {
-            first++;
-        }
-        if (first < count) {
-            unplug();
-        }
-        try {
-            while (first < count) {
-                if (channel.read(gather, first, count - first) < 0) {
-                    throw new EOFException("client closed the connection in the middle of a WRITE payload");
-                }
-                while (first < count && !gather[first].hasRemaining()) {
-                    first++;
-                }
-            }
-        }
-        finally {
-            for (int i = 0; i < count; i++) {
-                gather[i] = null;
-            }
-        }
-    }
-
-    /** Reads and drops {@code length} bytes of payload, through the input buffer. */
-    private void skip(long length)
-            throws IOException
-    {
-        while (length > 0) {
-            if (!in.hasRemaining()) {
-                ensureBuffered(1, false);
-            }
-            int n = (int) Math.min(in.remaining(), length);
-            in.position(in.position() + n);
-            length -= n;
-        }
-    }
-
-    /**
-     * Makes at least {@code bytes} readable in the input buffer. Returns false on a clean end of input
-     * (nothing buffered and {@code atBoundary}); throws on end of input in the middle of a message.
-     */
-    private boolean ensureBuffered(int bytes, boolean atBoundary)
-            throws IOException
-    {
-        if (in.remaining() >= bytes) {
-            return true;
-        }
-        unplug();
-        in.compact();
-        try {
-            while (in.position() < bytes) {
-                if (channel.read(in) < 0) {
-                    if (atBoundary && in.position() == 0) {
-                        return false;
-                    }
-                    throw new EOFException("client closed the connection in the middle of a request");
-                }
-            }
-        }
-        finally {
-            in.flip();
+        if (!pool.tryReserve(request, length)) {
+            submitter.unplug();
+            pool.reserve(request, length);
         }
         return true;
     }
 
-    private void unplug()
+    /** Reads and drops the payload of a refused WRITE. */
+    private void skipPayload(long length)
+            throws IOException
     {
-        if (plugged) {
-            plugged = false;
-            device.unplug();
-        }
-        if (completedHead != null) {
-            NbdRequest first = completedHead;
-            NbdRequest last = completedTail;
-            int n = completedCount;
-            completedHead = null;
-            completedTail = null;
-            completedCount = 0;
-            if (n > DIRECT_REPLIES) {
-                writer.queueAll(first, last);
-            }
-            else {
-                writer.sendOrQueue(first, last);
-            }
-        }
-    }
-
-    private void awaitRequestsReturned()
-    {
-        requestLock.lock();
-        try {
-            while (requestsInUse > 0) {
-                requestReturned.awaitUninterruptibly();
-            }
-        }
-        finally {
-            requestLock.unlock();
+        long left = requests.skipBuffered(length);
+        if (left > 0) {
+            submitter.unplug();
+            requests.skip(left);
         }
     }
 

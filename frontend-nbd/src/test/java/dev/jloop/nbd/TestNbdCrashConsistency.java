@@ -391,7 +391,7 @@ class TestNbdCrashConsistency
             int sectors;
             if (kind >= 77 && random.nextInt(3) == 0) {
                 // long enough that a structured read asks for extents and skips holes
-                sectors = NbdTransmission.HOLE_MIN / SECTOR + random.nextInt(3 * NbdTransmission.HOLE_MIN / SECTOR);
+                sectors = StructuredRead.HOLE_MIN / SECTOR + random.nextInt(3 * StructuredRead.HOLE_MIN / SECTOR);
             }
             else {
                 sectors = random.nextInt(4) == 0 ? 1 + random.nextInt(64) : 1 + random.nextInt(8);

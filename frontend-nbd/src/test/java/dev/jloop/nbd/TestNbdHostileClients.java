@@ -243,9 +243,9 @@ class TestNbdHostileClients
     {
         MemoryBlockDevice big = new MemoryBlockDevice(1L << 30, MemoryBlockDevice.allCapabilities());
         int budget = 16 << 20;
-        startServer(Map.of(NbdServer.MAX_INFLIGHT_BYTES, "16M"), List.of(new Export("disk", "", big)));
+        startServer(Map.of(NbdSettings.MAX_INFLIGHT_BYTES, "16M"), List.of(new Export("disk", "", big)));
         int writes = 6;
-        int length = NbdTransmission.MAX_REQUEST_LENGTH;
+        int length = NbdRequestReader.MAX_REQUEST_LENGTH;
         byte[] payload = new byte[length];
         new Random(5).nextBytes(payload);
         try (PeakSampler peak = new PeakSampler();
@@ -283,7 +283,7 @@ class TestNbdHostileClients
             throws Exception
     {
         int budget = 8 << 20;
-        startServer(Map.of(NbdServer.MAX_INFLIGHT_BYTES, "8M", NbdServer.CLOSE_TIMEOUT_MS, "500"));
+        startServer(Map.of(NbdSettings.MAX_INFLIGHT_BYTES, "8M", NbdSettings.CLOSE_TIMEOUT_MS, "500"));
         byte[] first = {9, 8, 7};
         disk.write(0, first);
         try (PeakSampler peak = new PeakSampler()) {

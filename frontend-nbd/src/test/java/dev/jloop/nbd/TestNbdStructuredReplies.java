@@ -286,9 +286,9 @@ class TestNbdStructuredReplies
         }
         try (NbdTestClient client = NbdTestClient.openStructured(address(), "disk", BASE_ALLOCATION)) {
             List<long[]> extents = blockStatus(client, 0, 0, (int) DISK_SIZE);
-            assertEquals(NbdRequest.MAX_EXTENTS, extents.size());
+            assertEquals(BlockStatus.MAX_EXTENTS, extents.size());
             long covered = extents.stream().mapToLong(e -> e[0]).sum();
-            assertEquals(NbdRequest.MAX_EXTENTS * 4096L, covered);
+            assertEquals(BlockStatus.MAX_EXTENTS * 4096L, covered);
             // the client goes on from where the reply ended
             List<long[]> rest = blockStatus(client, 0, covered, (int) (DISK_SIZE - covered));
             assertEquals(0L, rest.get(0)[1]);

@@ -1,6 +1,7 @@
 package dev.jloop.nbd;
 
 import dev.jloop.api.Export;
+import dev.jloop.nbd.pem.PemFiles;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;

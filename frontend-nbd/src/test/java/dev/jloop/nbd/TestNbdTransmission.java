@@ -38,7 +38,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class TestNbdTransmission
         extends AbstractNbdServerTest
 {
-    private static final int MAX_REQUEST = NbdTransmission.MAX_REQUEST_LENGTH;
+    private static final int MAX_REQUEST = NbdRequestReader.MAX_REQUEST_LENGTH;
 
     private static byte[] random(Random random, int length)
     {
@@ -328,7 +328,7 @@ class TestNbdTransmission
     void stalledClientDoesNotStallOthers()
             throws IOException
     {
-        startServer(Map.of(NbdServer.MAX_INFLIGHT_BYTES, "4M", NbdServer.CLOSE_TIMEOUT_MS, "200"));
+        startServer(Map.of(NbdSettings.MAX_INFLIGHT_BYTES, "4M", NbdSettings.CLOSE_TIMEOUT_MS, "200"));
         try (NbdTestClient stalled = NbdTestClient.open(address(), "disk");
                 NbdTestClient garbage = new NbdTestClient(address())) {
             // far more reply data than socket buffers and the 4 MiB budget hold; never read

@@ -1,4 +1,4 @@
-package dev.jloop.nbd;
+package dev.jloop.nbd.channel;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -8,7 +8,7 @@ import java.nio.channels.SocketChannel;
  * The byte stream of one NBD connection: a plain socket, or the same socket after STARTTLS. Reads
  * and writes block; one thread reads while another writes.
  */
-interface NbdChannel
+public interface NbdChannel
 {
     /** Reads at least one byte unless at end of input; returns -1 there. */
     int read(ByteBuffer buffer)

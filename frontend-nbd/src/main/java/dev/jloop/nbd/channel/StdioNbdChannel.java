@@ -1,4 +1,4 @@
-package dev.jloop.nbd;
+package dev.jloop.nbd.channel;
 
 import java.io.FileDescriptor;
 import java.io.FileInputStream;
@@ -17,7 +17,7 @@ import static java.util.Objects.requireNonNull;
  * {@link SocketChannel} (Unix sockets since Java 16); two pipes work too, read from one and
  * written to the other. A terminal is refused: NBD is binary.
  */
-final class StdioNbdChannel
+public final class StdioNbdChannel
         implements NbdChannel
 {
     private final FileChannel in;
@@ -29,7 +29,7 @@ final class StdioNbdChannel
         this.out = requireNonNull(out, "out is null");
     }
 
-    static NbdChannel open()
+    public static NbdChannel open()
             throws IOException
     {
         Channel inherited = System.inheritedChannel();

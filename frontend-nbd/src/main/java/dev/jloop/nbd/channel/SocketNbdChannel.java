@@ -1,4 +1,4 @@
-package dev.jloop.nbd;
+package dev.jloop.nbd.channel;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;

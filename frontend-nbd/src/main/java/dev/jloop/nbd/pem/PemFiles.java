@@ -1,4 +1,4 @@
-package dev.jloop.nbd;
+package dev.jloop.nbd.pem;
 
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
@@ -21,8 +21,11 @@ import java.util.regex.Pattern;
  * PKCS#8 ({@code PRIVATE KEY}: RSA, EC, Ed25519, Ed448), PKCS#1 ({@code RSA PRIVATE KEY}) or SEC1
  * ({@code EC PRIVATE KEY}); the last two are rewrapped as PKCS#8, the only form JSSE reads.
  * Encrypted keys are refused: the server has no one to ask for a passphrase.
+ *
+ * <p>Nothing here is NBD's: it depends on the JDK alone, so that any other TLS endpoint of jloop
+ * can read the same files the same way.
  */
-final class PemFiles
+public final class PemFiles
 {
     private static final Pattern BLOCK = Pattern.compile(
             "-----BEGIN ([A-Z0-9 ]+)-----\\R((?:[^-].*\\R)*?)-----END \\1-----");
@@ -35,7 +38,7 @@ final class PemFiles
     private PemFiles() {}
 
     /** Every certificate in the file, in order (server certificate first, then its chain). */
-    static List<X509Certificate> certificates(byte[] pem)
+    public static List<X509Certificate> certificates(byte[] pem)
             throws GeneralSecurityException
     {
         List<X509Certificate> certificates = new ArrayList<>();
@@ -49,7 +52,7 @@ final class PemFiles
     }
 
     /** The one private key in the file. */
-    static PrivateKey privateKey(byte[] pem)
+    public static PrivateKey privateKey(byte[] pem)
             throws IOException, GeneralSecurityException
     {
         for (Block block : blocks(pem)) {

@@ -1,4 +1,7 @@
-package dev.jloop.nbd;
+package dev.jloop.nbd.tls;
+
+import dev.jloop.nbd.channel.NbdChannel;
+import dev.jloop.nbd.pem.PemFiles;
 
 import javax.net.ssl.KeyManagerFactory;
 import javax.net.ssl.SSLContext;
@@ -17,8 +20,6 @@ import java.security.Signature;
 import java.security.cert.Certificate;
 import java.security.cert.X509Certificate;
 import java.util.List;
-import java.util.Locale;
-import java.util.Map;
 
 import static java.util.Objects.requireNonNull;
 
@@ -29,38 +30,20 @@ import static java.util.Objects.requireNonNull;
  * <p>Only certificates: JSSE implements no TLS-PSK cipher suites (RFC 4279) and no external PSKs
  * for TLS 1.3, so the PSK mode of nbdkit and qemu-nbd ({@code --tls-psk}) is not offered.
  */
-final class NbdTls
+public final class NbdTls
 {
     /** What the server does about TLS, as nbdkit's {@code --tls=off|on|require}. */
-    enum Mode
+    public enum Mode
     {
         /** NBD_OPT_STARTTLS is refused as unsupported. */
         OFF,
         /** Clients may start TLS, or go on in clear text. */
         ON,
         /** Every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD until TLS is up. */
-        REQUIRE;
-
-        static Mode parse(String text)
-        {
-            switch (text.trim().toLowerCase(Locale.ROOT)) {
-                case "off":
-                case "false":
-                case "no":
-                    return OFF;
-                case "on":
-                case "true":
-                case "yes":
-                    return ON;
-                case "require":
-                    return REQUIRE;
-                default:
-                    throw new IllegalArgumentException("nbd option tls must be off, on or require: " + text);
-            }
-        }
+        REQUIRE
     }
 
-    static final NbdTls OFF = new NbdTls(Mode.OFF, null, false);
+    public static final NbdTls OFF = new NbdTls(Mode.OFF, null, false);
 
     private final Mode mode;
     private final SSLContext context;
@@ -74,50 +57,23 @@ final class NbdTls
     }
 
     /**
-     * Reads the {@code tls*} options of {@link NbdServer}. Credentials come from {@code tls-cert} and
-     * {@code tls-key}, or from the {@code tls-certificates} directory in the layout qemu and nbdkit
-     * use ({@code server-cert.pem}, {@code server-key.pem}, {@code ca-cert.pem}); a file given on its
-     * own wins over the directory's.
+     * Reads the credentials {@code settings} name and makes the server's TLS context; a file that cannot
+     * be read, or a key that does not belong to the certificate, is an {@link IllegalArgumentException}.
      */
-    static NbdTls fromOptions(Map<String, String> options)
+    public static NbdTls load(TlsSettings settings)
     {
-        Mode mode = Mode.parse(options.getOrDefault(NbdServer.TLS, "off"));
-        boolean verifyPeer = parseBoolean(options, NbdServer.TLS_VERIFY_PEER);
-        Path directory = path(options, NbdServer.TLS_CERTIFICATES);
-        Path cert = path(options, NbdServer.TLS_CERT);
-        Path key = path(options, NbdServer.TLS_KEY);
-        Path ca = path(options, NbdServer.TLS_CA);
-        if (ca != null && !verifyPeer) {
-            // the CA only checks client certificates: without verification it would be ignored
-            throw new IllegalArgumentException("tls-ca given without tls-verify-peer, which is what it is for: add tls-verify-peer");
-        }
-        if (directory != null) {
-            cert = cert != null ? cert : directory.resolve("server-cert.pem");
-            key = key != null ? key : directory.resolve("server-key.pem");
-            ca = ca != null ? ca : directory.resolve("ca-cert.pem");
-        }
-        if (mode == Mode.OFF) {
-            if (cert != null || key != null || verifyPeer) {
-                throw new IllegalArgumentException("TLS certificates or peer verification given, but tls is off (use tls on or require)");
-            }
+        if (settings.mode() == Mode.OFF) {
             return OFF;
         }
-        if (cert == null || key == null) {
-            throw new IllegalArgumentException("tls " + mode.name().toLowerCase(Locale.ROOT)
-                    + " needs a certificate and key: give tls-cert and tls-key, or a tls-certificates directory");
-        }
-        if (verifyPeer && ca == null) {
-            throw new IllegalArgumentException("tls-verify-peer needs the CA that signs client certificates: give tls-ca or tls-certificates");
-        }
-        return new NbdTls(mode, sslContext(cert, key, verifyPeer ? ca : null), verifyPeer);
+        return new NbdTls(settings.mode(), sslContext(settings.cert(), settings.key(), settings.ca()), settings.verifyPeer());
     }
 
-    Mode mode()
+    public Mode mode()
     {
         return mode;
     }
 
-    boolean verifyPeer()
+    public boolean verifyPeer()
     {
         return verifyPeer;
     }
@@ -126,7 +82,7 @@ final class NbdTls
      * Runs the server side of a TLS handshake over {@code transport} (blocking) and returns the
      * encrypted channel; the transport is then only used through it.
      */
-    NbdChannel startTls(NbdChannel transport)
+    public NbdChannel startTls(NbdChannel transport)
             throws IOException
     {
         if (context == null) {
@@ -233,29 +189,6 @@ final class NbdTls
         }
         catch (IOException | GeneralSecurityException e) {
             throw new IllegalArgumentException("cannot read " + option + " " + file + ": " + e.getMessage(), e);
-        }
-    }
-
-    private static Path path(Map<String, String> options, String key)
-    {
-        String value = options.get(key);
-        return value == null || value.isEmpty() ? null : Path.of(value);
-    }
-
-    private static boolean parseBoolean(Map<String, String> options, String key)
-    {
-        String value = options.getOrDefault(key, "false").trim().toLowerCase(Locale.ROOT);
-        switch (value) {
-            case "true":
-            case "on":
-            case "yes":
-                return true;
-            case "false":
-            case "off":
-            case "no":
-                return false;
-            default:
-                throw new IllegalArgumentException("nbd option " + key + " must be true or false: " + value);
         }
     }
 }

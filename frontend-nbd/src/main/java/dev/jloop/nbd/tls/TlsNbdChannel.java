@@ -1,4 +1,6 @@
-package dev.jloop.nbd;
+package dev.jloop.nbd.tls;
+
+import dev.jloop.nbd.channel.NbdChannel;
 
 import javax.net.ssl.SSLEngine;
 import javax.net.ssl.SSLEngineResult;
