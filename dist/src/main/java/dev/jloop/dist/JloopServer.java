@@ -232,7 +232,7 @@ final class JloopServer
         return map;
     }
 
-    /** TLS and connection limits, named as NbdServer takes them. */
+    /** TLS and connection limits, named as the NBD frontend (NbdSettings) takes them. */
     private Map<String, String> nbdOptions()
     {
         Map<String, String> map = new LinkedHashMap<>();
