@@ -102,8 +102,9 @@ public interface IovIter
     /**
      * A buffer over the unconsumed part of segment {@code index}, positioned so that its
      * {@code remaining()} is {@link #segmentLength(int)}; direct for the direct kinds. The buffer is
-     * a view owned by the iterator and reset by the next call for the same segment; I/O on it does
-     * not advance the iterator (call {@link #advance(long)}), and it must not be retained.
+     * the caller's alone (a new view, so that two iterators over one page, used by two threads,
+     * cannot move each other's position); I/O on it does not advance the iterator (call
+     * {@link #advance(long)}), and it must not be retained past the request.
      */
     ByteBuffer segmentBuffer(int index);
 }

@@ -304,7 +304,9 @@ abstract class SegmentIter
     {
         int k = segmentIndex(index);
         int start = base(k) + (k == seg ? segOffset : 0);
-        ByteBuffer view = view(k);
+        // A duplicate, never the view itself: a BVEC's view is the page's own buffer, which another
+        // iterator over the same page (the chunks of one structured read) may position at the same time.
+        ByteBuffer view = view(k).duplicate();
         view.clear();
         view.position(start);
         view.limit(start + segmentLength(index));
