@@ -13,14 +13,14 @@ import java.net.ServerSocket;
 import java.net.Socket;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.TimeUnit;
+import java.util.OptionalInt;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The {@code jloop} command as a user meets it: help, version, one-line errors, TCP serving, SIGTERM. */
@@ -173,14 +173,12 @@ class JloopCommandIT
             }
             out.flush();
             Thread.sleep(1000);
-            Process process = server.process();
-            process.destroy();
-            assertFalse(process.waitFor(2, TimeUnit.SECONDS), "a clean stop waits for the client's replies");
-            long start = System.nanoTime();
-            process.destroy();
-            assertTrue(process.waitFor(10, TimeUnit.SECONDS), "the second SIGTERM did not end jloop\n" + server.log());
-            assertTrue(System.nanoTime() - start < TimeUnit.SECONDS.toNanos(10));
-            assertEquals(128 + 15, process.exitValue(), server.log());
+            server.terminate();
+            assertTrue(server.awaitExit(Duration.ofSeconds(2)).isEmpty(), "a clean stop waits for the client's replies");
+            server.terminate();
+            OptionalInt exitCode = server.awaitExit(Duration.ofSeconds(10));
+            assertTrue(exitCode.isPresent(), "the second SIGTERM did not end jloop within 10 s\n" + server.log());
+            assertEquals(128 + 15, exitCode.getAsInt(), server.log());
             assertTrue(server.log().contains("jloop: SIGTERM again while stopping: exiting now"), server.log());
         }
     }

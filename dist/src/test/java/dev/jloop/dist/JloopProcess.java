@@ -102,11 +102,6 @@ final class JloopProcess
         return startLine;
     }
 
-    Process process()
-    {
-        return process;
-    }
-
     String log()
     {
         try {

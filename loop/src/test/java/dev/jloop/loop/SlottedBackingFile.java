@@ -2,17 +2,15 @@ package dev.jloop.loop;
 
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
-import dev.jloop.api.ExtentSink;
 import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
+import dev.jloop.testkit.ForwardingBackingFile;
 
 import java.io.IOException;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.ReentrantLock;
-
-import static java.util.Objects.requireNonNull;
 
 /**
  * A file shaped like the io_uring backend: a fixed number of slots, a submitter that finds none free
@@ -21,11 +19,10 @@ import static java.util.Objects.requireNonNull;
  * only that thread frees slots.
  */
 final class SlottedBackingFile
-        implements BackingFile
+        extends ForwardingBackingFile
 {
     private static final Kiocb STOP = new Kiocb(null);
 
-    private final BackingFile delegate;
     private final Capabilities capabilities;
     private final Semaphore slots;
     private final LinkedBlockingQueue<Kiocb> submitted = new LinkedBlockingQueue<>();
@@ -39,7 +36,7 @@ final class SlottedBackingFile
     /** @param declareDepth whether the capabilities declare the slots as queue depth */
     SlottedBackingFile(BackingFile delegate, Capabilities capabilities, int slots, boolean declareDepth)
     {
-        this.delegate = requireNonNull(delegate, "delegate is null");
+        super(delegate);
         this.capabilities = capabilities.toBuilder().queueDepth(declareDepth ? slots : 0).build();
         this.slots = new Semaphore(slots);
         this.completionThread = new Thread(this::complete, "slotted-completion");
@@ -76,10 +73,10 @@ final class SlottedBackingFile
             reapLock.lock();
             try {
                 long res = switch (kiocb.op()) {
-                    case READ -> delegate.readIter(kiocb, kiocb.iter(), kiocb.pos());
-                    case WRITE -> delegate.writeIter(kiocb, kiocb.iter(), kiocb.pos());
-                    case FSYNC -> delegate.fsync(kiocb, kiocb.mode() != 0);
-                    case FALLOCATE -> delegate.fallocate(kiocb, kiocb.mode(), kiocb.pos(), kiocb.length());
+                    case READ -> delegate().readIter(kiocb, kiocb.iter(), kiocb.pos());
+                    case WRITE -> delegate().writeIter(kiocb, kiocb.iter(), kiocb.pos());
+                    case FSYNC -> delegate().fsync(kiocb, kiocb.mode() != 0);
+                    case FALLOCATE -> delegate().fallocate(kiocb, kiocb.mode(), kiocb.pos(), kiocb.length());
                 };
                 slots.release();
                 kiocb.complete(res);
@@ -115,18 +112,6 @@ final class SlottedBackingFile
     }
 
     @Override
-    public long extents(long offset, long length, ExtentSink sink)
-    {
-        return delegate.extents(offset, length, sink);
-    }
-
-    @Override
-    public long size()
-    {
-        return delegate.size();
-    }
-
-    @Override
     public Capabilities capabilities()
     {
         return capabilities;
@@ -143,6 +128,6 @@ final class SlottedBackingFile
         catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        delegate.close();
+        super.close();
     }
 }
