@@ -1,6 +1,7 @@
 package dev.jloop.api;
 
 import java.io.Closeable;
+import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 
 /**
@@ -10,6 +11,25 @@ public interface Frontend extends Closeable
 {
     /** Where clients find it, for example {@code nbd://127.0.0.1:10809/} or {@code nbd+unix:///?socket=/run/x.sock}. */
     String uri();
+
+    /**
+     * Variables for a command that jloop starts to use this frontend ({@code --run}), as nbdkit's
+     * {@code --run} sets them: the NBD frontend gives {@code uri}, {@code exportname}, {@code tls} and
+     * {@code unixsocket} or {@code port}; the ublk frontend {@code device}. Empty by default.
+     */
+    default Map<String, String> environment()
+    {
+        return Map.of();
+    }
+
+    /**
+     * Whether this frontend serves on the process's standard input and output (one client on
+     * {@code --stdio}): then nothing else may write there, and jloop reports on standard error.
+     */
+    default boolean usesStandardStreams()
+    {
+        return false;
+    }
 
     /**
      * Blocks until this frontend stops serving on its own, as one that serves a single client on

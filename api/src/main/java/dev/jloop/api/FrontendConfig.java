@@ -1,52 +1,54 @@
 package dev.jloop.api;
 
-import java.nio.file.Path;
 import java.util.Map;
-import java.util.Optional;
 
 import static java.util.Objects.requireNonNull;
 
 /**
- * Where and how a frontend serves: a TCP address, or a Unix socket path instead, and settings of the
- * frontend's own in {@link #options()}. Immutable.
+ * How a frontend serves: its own options ({@link #options()}, keys it declares in
+ * {@link FrontendFactory#options()}: where to listen, TLS, queues...) and whether only a command
+ * jloop starts itself will use it ({@link #privateEndpoint()}). Immutable.
  */
 public final class FrontendConfig
 {
-    private final String host;
-    private final int port;
-    private final Path socket;
     private final Map<String, String> options;
+    private final boolean privateEndpoint;
 
-    public FrontendConfig(String host, int port, Path socket, Map<String, String> options)
+    /**
+     * @param options the frontend's own options, as the user gave them (unchecked)
+     * @param privateEndpoint whether only the command jloop runs ({@code --run}) will use the frontend
+     */
+    public FrontendConfig(Map<String, String> options, boolean privateEndpoint)
     {
-        this.host = requireNonNull(host, "host is null");
-        if (port < 0 || port > 65535) {
-            throw new IllegalArgumentException("port out of range: " + port);
-        }
-        this.port = port;
-        this.socket = socket;
         this.options = Map.copyOf(requireNonNull(options, "options is null"));
+        this.privateEndpoint = privateEndpoint;
     }
 
-    public String host()
+    /** A config with these options, for any client. */
+    public static FrontendConfig of(Map<String, String> options)
     {
-        return host;
+        return new FrontendConfig(options, false);
     }
 
-    /** TCP port; 0 picks a free one (see {@link Frontend#uri()}). */
-    public int port()
-    {
-        return port;
-    }
-
-    /** Unix socket to serve on instead of TCP. */
-    public Optional<Path> socket()
-    {
-        return Optional.ofNullable(socket);
-    }
-
+    /** The options the user gave, keyed as the frontend declares them; check them with {@link PluginOptions#parse}. */
     public Map<String, String> options()
     {
         return options;
+    }
+
+    /**
+     * Whether only the command jloop runs itself (nbdkit's {@code --run}) will use the frontend. A
+     * frontend that can choose where it serves then picks a place nobody else reaches (the NBD frontend:
+     * a Unix socket in a new directory of mode 0700) unless its options name one.
+     */
+    public boolean privateEndpoint()
+    {
+        return privateEndpoint;
+    }
+
+    @Override
+    public String toString()
+    {
+        return "FrontendConfig" + options + (privateEndpoint ? " (private)" : "");
     }
 }

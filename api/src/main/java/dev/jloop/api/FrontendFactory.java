@@ -25,6 +25,19 @@ public interface FrontendFactory
     }
 
     /**
+     * Checks {@code config} without starting anything; jloop calls it before it creates or opens a
+     * file, so that a mistake in the options costs nothing. The default checks the keys and values
+     * against {@link #options()}; a frontend with rules between options (one excludes another)
+     * checks those too.
+     *
+     * @throws IllegalArgumentException saying what is wrong, naming the option as the user typed it
+     */
+    default void validate(FrontendConfig config)
+    {
+        PluginOptions.parse("the " + name() + " frontend", options(), config.options());
+    }
+
+    /**
      * Binds and starts serving. Fails with an {@link IOException} whose message a user can act on
      * (address in use, socket path not writable, kernel module missing).
      */

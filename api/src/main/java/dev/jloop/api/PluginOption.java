@@ -26,6 +26,8 @@ public final class PluginOption
         COUNT,
         /** Bytes, as {@link Sizes#parse} reads them ({@code 64M}). */
         SIZE,
+        /** A time, as {@link Sizes#parseMillis} reads it ({@code 30s}, {@code 500ms}; a bare number is seconds). */
+        DURATION,
         /** A file or directory; relative to the directory jloop was started in. */
         PATH,
         /** One of {@link #choices()}. */
@@ -132,6 +134,9 @@ public final class PluginOption
                     break;
                 case SIZE:
                     Sizes.parse(trimmed);
+                    break;
+                case DURATION:
+                    Sizes.parseMillis(trimmed);
                     break;
                 case CHOICE:
                     if (!choices.contains(trimmed)) {

@@ -90,6 +90,13 @@ public final class PluginOptions
         return value == null ? defaultValue : Sizes.parse(value);
     }
 
+    /** A {@link PluginOption.Type#DURATION} in milliseconds; {@code defaultValue} when unset. */
+    public long millis(String key, long defaultValue)
+    {
+        String value = values.get(declaredKey(key));
+        return value == null ? defaultValue : Sizes.parseMillis(value);
+    }
+
     /** A {@link PluginOption.Type#PATH}, absolute; {@code null} when unset. */
     public Path path(String key)
     {

@@ -13,6 +13,7 @@ public final class Sizes
 {
     private static final Pattern SIZE = Pattern.compile("(\\d+)\\s*(?:([kmgtpe])(?:i?b)?|b)?", Pattern.CASE_INSENSITIVE);
     private static final Pattern COUNT = Pattern.compile("\\d+");
+    private static final Pattern DURATION = Pattern.compile("(\\d+)\\s*(ms|s|m|h)?", Pattern.CASE_INSENSITIVE);
 
     private Sizes() {}
 
@@ -56,6 +57,33 @@ public final class Sizes
         }
         catch (NumberFormatException e) {
             throw new IllegalArgumentException("bad number '" + text + "': too large");
+        }
+    }
+
+    /**
+     * A duration in milliseconds: a whole number with {@code ms}, {@code s}, {@code m} or {@code h};
+     * a bare number is seconds, as the timeouts of qemu-nbd and nbdkit take it.
+     *
+     * @throws IllegalArgumentException naming the text and what was expected
+     */
+    public static long parseMillis(String text)
+    {
+        Matcher m = DURATION.matcher(text.trim());
+        if (!m.matches()) {
+            throw new IllegalArgumentException("bad duration '" + text + "': expected a whole number of seconds, or one with ms, s, m or h, e.g. 30s");
+        }
+        String unit = m.group(2) == null ? "s" : m.group(2).toLowerCase(Locale.ROOT);
+        long scale = switch (unit) {
+            case "ms" -> 1;
+            case "s" -> 1000;
+            case "m" -> 60_000;
+            default -> 3_600_000;
+        };
+        try {
+            return Math.multiplyExact(Long.parseLong(m.group(1)), scale);
+        }
+        catch (NumberFormatException | ArithmeticException e) {
+            throw new IllegalArgumentException("bad duration '" + text + "': too large");
         }
     }
 

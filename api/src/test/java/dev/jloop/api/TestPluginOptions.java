@@ -88,4 +88,25 @@ class TestPluginOptions
         assertEquals("1.5 MiB", Sizes.format(3L << 19));
         assertEquals("512 B", Sizes.format(512));
     }
+
+    @Test
+    void durationsAreSecondsUnlessTheyNameAUnit()
+    {
+        assertEquals(10_000, Sizes.parseMillis("10"));
+        assertEquals(500, Sizes.parseMillis("500ms"));
+        assertEquals(30_000, Sizes.parseMillis(" 30s "));
+        assertEquals(120_000, Sizes.parseMillis("2m"));
+        assertEquals(3_600_000, Sizes.parseMillis("1H"));
+        assertEquals(0, Sizes.parseMillis("0"));
+        assertThrows(IllegalArgumentException.class, () -> Sizes.parseMillis("1.5s"));
+        assertThrows(IllegalArgumentException.class, () -> Sizes.parseMillis("-1"));
+        assertThrows(IllegalArgumentException.class, () -> Sizes.parseMillis("99999999999999999h"));
+
+        List<PluginOption> declared = List.of(PluginOption.of("reply-timeout", PluginOption.Type.DURATION, "60", "timeout", "--reply-timeout 30s"));
+        assertEquals(60_000, PluginOptions.parse("p", declared, Map.of()).millis("reply-timeout", 0));
+        assertEquals(250, PluginOptions.parse("p", declared, Map.of("reply-timeout", "250ms")).millis("reply-timeout", 0));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> PluginOptions.parse("p", declared, Map.of("reply-timeout", "soon")));
+        assertEquals("--reply-timeout: bad duration 'soon': expected a whole number of seconds, or one with ms, s, m or h, e.g. 30s (e.g. --reply-timeout 30s)",
+                e.getMessage());
+    }
 }

@@ -83,7 +83,7 @@ public class NbdBenchmark
         device = new LoopDevice(file, new AioKernel(), "bench");
         directory = Files.createTempDirectory("jloop-nbd-bench");
         Path socket = directory.resolve("nbd.sock");
-        server = NbdServer.start(new FrontendConfig("127.0.0.1", 0, socket, Map.of()), List.of(new Export("", "", device)));
+        server = NbdServer.start(FrontendConfig.of(Map.of("socket", socket.toString())), List.of(new Export("", "", device)));
         client = SocketChannel.open(StandardProtocolFamily.UNIX);
         client.connect(UnixDomainSocketAddress.of(socket));
         handshake();

@@ -23,14 +23,12 @@ import java.io.Closeable;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.io.UncheckedIOException;
-import java.net.BindException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
 import java.util.HashSet;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -56,7 +54,6 @@ final class JloopServer
     private final BackendFactory backend;
     private final FrontendFactory frontend;
     private final Deque<Closeable> started = new ArrayDeque<>();
-    private final List<String> exportNames = new ArrayList<>();
     private Frontend running;
 
     @Inject
@@ -68,17 +65,11 @@ final class JloopServer
         this.frontend = requireNonNull(frontend, "frontend is null");
     }
 
-    /** Starts serving; returns the line that tells the user where. */
-    String start()
-    {
-        return start(listenConfig(), Map.of());
-    }
-
     /**
-     * Starts serving at {@code where} (host and port, or a socket) with the frontend options the CLI
-     * gives plus {@code frontendOptions}; returns the line that tells the user where.
+     * Starts serving; returns the line that tells the user where. Under {@code --run} only the command
+     * will use the frontend ({@link FrontendConfig#privateEndpoint()}).
      */
-    String start(FrontendConfig where, Map<String, String> frontendOptions)
+    String start()
     {
         // checked before any file is created or opened
         List<PluginOption> chosen = new ArrayList<>(backend.options());
@@ -87,8 +78,13 @@ final class JloopServer
                 + " and the frontend '" + frontend.name() + "'");
         Map<String, String> backendOptions = pluginCli.given(backend.options(), genericOptions());
         checkOptions("the " + backend.name() + " backend", backend.options(), backendOptions);
-        Map<String, String> allOptions = new LinkedHashMap<>(frontendOptions());
-        allOptions.putAll(frontendOptions);
+        FrontendConfig frontendConfig = new FrontendConfig(pluginCli.given(frontend.options(), genericOptions()), options.run != null);
+        try {
+            frontend.validate(frontendConfig);
+        }
+        catch (IllegalArgumentException e) {
+            throw new UserException(e.getMessage(), e);
+        }
         List<ExportSpec> specs = exportSpecs();
         List<Export> exports = new ArrayList<>();
         List<String> served = new ArrayList<>();
@@ -107,13 +103,10 @@ final class JloopServer
                 long deviceSize = device.size();
                 String description = spec.description() != null ? spec.description() : file.getFileName() + " (" + Sizes.format(deviceSize) + ")";
                 exports.add(new Export(spec.name(), description, device));
-                exportNames.add(spec.name());
                 served.add(specs.size() == 1
                         ? file + ", " + Sizes.format(deviceSize)
                         : "'" + spec.name() + "' " + file + " " + Sizes.format(deviceSize) + (config.readOnly() ? " read-only" : ""));
             }
-
-            FrontendConfig frontendConfig = new FrontendConfig(where.host(), where.port(), where.socket().orElse(null), allOptions);
             running = createFrontend(frontendConfig, exports);
             started.push(running);
         }
@@ -121,19 +114,8 @@ final class JloopServer
             closeQuietly(e);
             throw e;
         }
-        return String.format("jloop: serving %s: %s, backend %s%s, frontend %s%s",
-                running.uri(), String.join("; ", served), backend.name(), options.backend.equals("auto") ? " (auto)" : "",
-                frontend.name(), options.tls.equals("off") ? "" : ", tls " + options.tls);
-    }
-
-    /** Where the CLI asks to serve: --socket, or --listen (default 127.0.0.1:10809). */
-    FrontendConfig listenConfig()
-    {
-        if (options.socket != null && options.listen != null) {
-            throw new UserException("--socket and --listen exclude each other: serve on a Unix socket or on TCP");
-        }
-        Listen listen = Listen.parse(options.listen != null ? options.listen : ServeOptions.DEFAULT_LISTEN);
-        return new FrontendConfig(listen.host(), listen.port(), options.socket, Map.of());
+        return String.format("jloop: serving %s: %s, backend %s%s, frontend %s",
+                running.uri(), String.join("; ", served), backend.name(), options.backend.equals("auto") ? " (auto)" : "", frontend.name());
     }
 
     /** The positional FILE (named by a plain --export NAME) first, then every --export NAME=FILE in order. */
@@ -175,106 +157,6 @@ final class JloopServer
         return specs;
     }
 
-    /** The frontend options from the command line, as the chosen frontend names them. */
-    private Map<String, String> frontendOptions()
-    {
-        return frontend.name().equals("ublk") ? ublkOptions() : nbdOptions();
-    }
-
-    /**
-     * Queues, queue depth and device id; unset ones are left out. The NBD-only options are refused
-     * here rather than ignored, so a user never believes TLS or a connection limit is in force.
-     */
-    private Map<String, String> ublkOptions()
-    {
-        List<String> nbdOnly = new ArrayList<>();
-        if (!options.tls.equals("off")) {
-            nbdOnly.add("--tls");
-        }
-        if (options.tlsCertificates != null) {
-            nbdOnly.add("--tls-certificates");
-        }
-        if (options.tlsCert != null) {
-            nbdOnly.add("--tls-cert");
-        }
-        if (options.tlsKey != null) {
-            nbdOnly.add("--tls-key");
-        }
-        if (options.tlsCa != null) {
-            nbdOnly.add("--tls-ca");
-        }
-        if (options.tlsVerifyPeer) {
-            nbdOnly.add("--tls-verify-peer");
-        }
-        if (options.handshakeTimeout != null) {
-            nbdOnly.add("--handshake-timeout");
-        }
-        if (options.replyTimeout != null) {
-            nbdOnly.add("--reply-timeout");
-        }
-        if (options.maxConnections != 0) {
-            nbdOnly.add("--max-connections");
-        }
-        if (options.run != null) {
-            nbdOnly.add("--run");
-        }
-        if (options.stdio) {
-            nbdOnly.add("--stdio");
-        }
-        if (options.socket != null || options.listen != null) {
-            nbdOnly.add(options.socket != null ? "--socket" : "--listen");
-        }
-        if (!nbdOnly.isEmpty()) {
-            throw new UserException(String.join(", ", nbdOnly) + " apply to --frontend nbd only");
-        }
-        Map<String, String> map = pluginCli.given(frontend.options(), genericOptions());
-        checkOptions("the " + frontend.name() + " frontend", frontend.options(), map);
-        return map;
-    }
-
-    /** TLS and connection limits, named as the NBD frontend (NbdSettings) takes them. */
-    private Map<String, String> nbdOptions()
-    {
-        Map<String, String> map = new LinkedHashMap<>();
-        if (options.maxConnections < 0) {
-            throw new UserException("--max-connections must be 0 (no limit) or more, not " + options.maxConnections);
-        }
-        int handshakeTimeout = options.handshakeTimeout != null ? options.handshakeTimeout : ServeOptions.DEFAULT_HANDSHAKE_TIMEOUT;
-        if (handshakeTimeout < 0) {
-            throw new UserException("--handshake-timeout must be 0 (none) or more seconds, not " + handshakeTimeout);
-        }
-        int replyTimeout = options.replyTimeout != null ? options.replyTimeout : ServeOptions.DEFAULT_REPLY_TIMEOUT;
-        if (replyTimeout < 0) {
-            throw new UserException("--reply-timeout must be 0 (none) or more seconds, not " + replyTimeout);
-        }
-        if (options.maxConnections > 0) {
-            map.put("max-connections", Integer.toString(options.maxConnections));
-        }
-        map.put("handshake-timeout-ms", Long.toString(handshakeTimeout * 1000L));
-        map.put("reply-timeout-ms", Long.toString(replyTimeout * 1000L));
-        if (!List.of("off", "on", "require").contains(options.tls)) {
-            throw new UserException("bad --tls '" + options.tls + "': expected off, on or require");
-        }
-        if (!options.tls.equals("off")) {
-            map.put("tls", options.tls);
-        }
-        else if (options.tlsCertificates != null || options.tlsCert != null || options.tlsKey != null || options.tlsCa != null || options.tlsVerifyPeer) {
-            throw new UserException("TLS certificates given but --tls is off: add --tls on or --tls require");
-        }
-        if (options.tlsCa != null && !options.tlsVerifyPeer) {
-            throw new UserException("--tls-ca is the CA that client certificates are checked against, which only --tls-verify-peer does: "
-                    + "add --tls-verify-peer, or drop --tls-ca");
-        }
-        putPath(map, "tls-certificates", options.tlsCertificates);
-        putPath(map, "tls-cert", options.tlsCert);
-        putPath(map, "tls-key", options.tlsKey);
-        putPath(map, "tls-ca", options.tlsCa);
-        if (options.tlsVerifyPeer) {
-            map.put("tls-verify-peer", "true");
-        }
-        return map;
-    }
-
     /** Values of serve's own options that a plugin may declare as well, such as --queue-depth. */
     private Map<String, String> genericOptions()
     {
@@ -289,13 +171,6 @@ final class JloopServer
         }
         catch (IllegalArgumentException e) {
             throw new UserException(e.getMessage(), e);
-        }
-    }
-
-    private static void putPath(Map<String, String> map, String key, Path path)
-    {
-        if (path != null) {
-            map.put(key, path.toAbsolutePath().toString());
         }
     }
 
@@ -338,11 +213,6 @@ final class JloopServer
         try {
             return frontend.create(config, exports);
         }
-        catch (BindException e) {
-            String where = config.socket().map(Path::toString).orElse(config.host() + ":" + config.port());
-            throw new UserException("cannot listen on " + where + ": " + e.getMessage()
-                    + (config.socket().isEmpty() ? " (is another NBD server running? pick another port with --listen)" : ""), e);
-        }
         catch (IOException e) {
             throw new UserException("cannot start the " + frontend.name() + " frontend: " + e.getMessage(), e);
         }
@@ -357,10 +227,16 @@ final class JloopServer
         return running.uri();
     }
 
-    /** The name of the first export, the one clients get when they ask for the empty name. */
-    String firstExportName()
+    /** The variables the frontend gives a command that uses it ({@code --run}). */
+    Map<String, String> environment()
     {
-        return exportNames.get(0);
+        return running.environment();
+    }
+
+    /** Whether the frontend serves on standard input/output, where then nothing else may be written. */
+    boolean usesStandardStreams()
+    {
+        return running.usesStandardStreams();
     }
 
     /** Waits until the frontend ends on its own (the one client of --stdio has gone). */
@@ -435,35 +311,6 @@ final class JloopServer
         }
         catch (IOException | UncheckedIOException e) {
             cause.addSuppressed(e);
-        }
-    }
-
-    /** A {@code HOST:PORT} as {@code --listen} takes it; IPv6 hosts in brackets. */
-    record Listen(String host, int port)
-    {
-        static Listen parse(String text)
-        {
-            int colon = text.lastIndexOf(':');
-            if (colon < 0) {
-                throw new UserException("bad --listen '" + text + "': expected HOST:PORT, e.g. 127.0.0.1:10809");
-            }
-            String host = text.substring(0, colon);
-            if (host.startsWith("[") && host.endsWith("]")) {
-                host = host.substring(1, host.length() - 1);
-            }
-            if (host.isEmpty()) {
-                host = "0.0.0.0";
-            }
-            try {
-                int port = Integer.parseInt(text.substring(colon + 1));
-                if (port < 0 || port > 65535) {
-                    throw new NumberFormatException();
-                }
-                return new Listen(host, port);
-            }
-            catch (NumberFormatException e) {
-                throw new UserException("bad --listen '" + text + "': port must be a number from 0 to 65535");
-            }
         }
     }
 }

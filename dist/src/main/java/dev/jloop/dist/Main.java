@@ -4,7 +4,6 @@ import com.google.inject.CreationException;
 import com.google.inject.Guice;
 import com.google.inject.ProvisionException;
 import dev.jloop.api.BackendFactory;
-import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -15,15 +14,9 @@ import sun.misc.Signal;
 
 import java.io.IOException;
 import java.io.PrintStream;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 /**
  * The {@code jloop} command. Mistakes the user can fix end with one line on stderr and exit code 1
@@ -120,7 +113,6 @@ public final class Main
             implements Callable<Integer>
     {
         private static final Logger log = LoggerFactory.getLogger(Serve.class);
-        private static final Pattern TCP_URI = Pattern.compile("nbds?://(\\[[^]]*]|[^:/]*):(\\d+)/.*");
 
         @Mixin
         ServeOptions options = new ServeOptions();
@@ -132,35 +124,47 @@ public final class Main
         public Integer call()
                 throws IOException, InterruptedException
         {
-            if (options.stdio && options.run != null) {
-                throw new UserException("--stdio and --run exclude each other: --stdio serves the client that started jloop");
-            }
-            if (options.stdio && (options.socket != null || options.listen != null)) {
-                throw new UserException("--stdio serves on standard input/output: drop --socket and --listen");
-            }
-            boolean activated = socketActivated();
-            if (activated && (options.socket != null || options.listen != null || options.run != null)) {
-                throw new UserException("started by socket activation (LISTEN_FDS): it gives the socket, so --socket, --listen and --run do not apply");
-            }
-            if (activated && options.frontend.equals("ublk")) {
-                throw new UserException("started by socket activation (LISTEN_FDS), but --frontend ublk serves no socket: "
-                        + "activate jloop with --frontend nbd, or start it directly");
-            }
             JloopServer server = Guice.createInjector(new ServeModule(options, backends, frontends, pluginCli)).getInstance(JloopServer.class);
             CountDownLatch stop = new CountDownLatch(1);
             Signal.handle(new Signal("TERM"), signal -> stopOrExit(stop, signal));
             Signal.handle(new Signal("INT"), signal -> stopOrExit(stop, signal));
-            if (options.stdio || activated) {
-                return serveStdio(server, stop, activated);
-            }
-            if (options.run != null) {
-                return run(server, stop);
-            }
             String line = server.start();
-            System.out.println(line);
-            System.out.flush();
+            if (server.usesStandardStreams()) {
+                // standard output belongs to the client: report on standard error, and keep stray prints there too
+                System.setOut(System.err);
+                log.info("{}", line);
+            }
+            else if (options.run == null) {
+                System.out.println(line);
+                System.out.flush();
+            }
+            else {
+                log.info("{}", line);
+            }
+            // a frontend may end on its own (the one client of --stdio has gone)
+            Thread ended = new Thread(() -> {
+                try {
+                    server.awaitEnd();
+                }
+                catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                stop.countDown();
+            }, "jloop-frontend-end");
+            ended.setDaemon(true);
+            ended.start();
+            try {
+                return options.run != null ? run(server, stop) : serve(stop);
+            }
+            finally {
+                server.close();
+            }
+        }
+
+        private static int serve(CountDownLatch stop)
+                throws InterruptedException
+        {
             stop.await();
-            server.close();
             return 0;
         }
 
@@ -182,122 +186,44 @@ public final class Main
             Runtime.getRuntime().halt(128 + signal.getNumber());
         }
 
-        /**
-         * --stdio, socket activation, or both (one client accepted on the activation socket). Standard
-         * output is the NBD stream, or the activating client's own output: nothing may print there.
-         */
-        private int serveStdio(JloopServer server, CountDownLatch stop, boolean activated)
-                throws IOException, InterruptedException
+        /** As nbdkit's --run: the command's status is jloop's; the caller closes the server either way. */
+        private int run(JloopServer server, CountDownLatch stop)
+                throws InterruptedException
         {
-            System.setOut(System.err);
-            Map<String, String> mode = new LinkedHashMap<>();
-            mode.put("stdio", Boolean.toString(options.stdio));
-            mode.put("socket-activation", Boolean.toString(activated));
-            String line = server.start(new FrontendConfig("127.0.0.1", 0, null, Map.of()), mode);
-            log.info("{}", line);
+            ProcessBuilder builder = new ProcessBuilder("sh", "-c", options.run).inheritIO();
+            Map<String, String> environment = builder.environment();
+            // the socket-activation variables were jloop's, not the command's
+            environment.remove("LISTEN_PID");
+            environment.remove("LISTEN_FDS");
+            environment.putAll(server.environment());
+            Process command;
+            try {
+                command = builder.start();
+            }
+            catch (IOException e) {
+                throw new UserException("cannot run sh -c '" + options.run + "': " + e.getMessage(), e);
+            }
             Thread waiter = new Thread(() -> {
                 try {
-                    server.awaitEnd();
+                    command.waitFor();
                 }
                 catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
                 }
                 stop.countDown();
-            }, "jloop-stdio");
+            }, "jloop-run");
             waiter.setDaemon(true);
             waiter.start();
             stop.await();
-            server.close();
-            return 0;
-        }
-
-        /** Whether LISTEN_PID and LISTEN_FDS name this process (bin/jloop has moved the socket to descriptor 0). */
-        private static boolean socketActivated()
-        {
-            String pid = System.getenv("LISTEN_PID");
-            String fds = System.getenv("LISTEN_FDS");
-            if (pid == null || fds == null || !pid.trim().equals(Long.toString(ProcessHandle.current().pid()))) {
-                return false;
+            if (command.isAlive()) {
+                log.info("stopping the --run command");
+                command.destroy();
             }
-            if (!fds.trim().equals("1")) {
-                log.warn("socket activation passed LISTEN_FDS={} sockets; serving on the first only", fds);
+            int status = command.waitFor();
+            if (status != 0) {
+                log.info("--run command exited with status {}", status);
             }
-            return true;
-        }
-
-        /** As nbdkit's --run: the command's status is jloop's; the server is closed cleanly either way. */
-        private int run(JloopServer server, CountDownLatch stop)
-                throws IOException, InterruptedException
-        {
-            Path privateDirectory = null;
-            FrontendConfig where;
-            if (options.socket == null && options.listen == null) {
-                // createTempDirectory makes it mode 0700: only this user can reach the socket.
-                privateDirectory = Files.createTempDirectory("jloop-run-");
-                where = new FrontendConfig("127.0.0.1", 0, privateDirectory.resolve("nbd.sock"), Map.of());
-            }
-            else {
-                where = server.listenConfig();
-            }
-            try {
-                String line = server.start(where, Map.of());
-                log.info("{}", line);
-                String uri = server.uri();
-                if (options.tls.equals("require")) {
-                    uri = "nbds" + uri.substring("nbd".length());
-                }
-                ProcessBuilder builder = new ProcessBuilder("sh", "-c", options.run).inheritIO();
-                Map<String, String> environment = builder.environment();
-                environment.remove("LISTEN_PID");
-                environment.remove("LISTEN_FDS");
-                environment.put("uri", uri);
-                environment.put("exportname", server.firstExportName());
-                environment.put("tls", Integer.toString(List.of("off", "on", "require").indexOf(options.tls)));
-                if (where.socket().isPresent()) {
-                    environment.put("unixsocket", where.socket().get().toAbsolutePath().toString());
-                    environment.remove("port");
-                }
-                else {
-                    Matcher matcher = TCP_URI.matcher(server.uri());
-                    environment.put("port", matcher.matches() ? matcher.group(2) : Integer.toString(where.port()));
-                    environment.remove("unixsocket");
-                }
-                Process command;
-                try {
-                    command = builder.start();
-                }
-                catch (IOException e) {
-                    throw new UserException("cannot run sh -c '" + options.run + "': " + e.getMessage(), e);
-                }
-                Thread waiter = new Thread(() -> {
-                    try {
-                        command.waitFor();
-                    }
-                    catch (InterruptedException e) {
-                        Thread.currentThread().interrupt();
-                    }
-                    stop.countDown();
-                }, "jloop-run");
-                waiter.setDaemon(true);
-                waiter.start();
-                stop.await();
-                if (command.isAlive()) {
-                    log.info("stopping the --run command");
-                    command.destroy();
-                }
-                int status = command.waitFor();
-                if (status != 0) {
-                    log.info("--run command exited with status {}", status);
-                }
-                return status;
-            }
-            finally {
-                server.close();
-                if (privateDirectory != null) {
-                    Files.deleteIfExists(privateDirectory.resolve("nbd.sock"));
-                    Files.deleteIfExists(privateDirectory);
-                }
-            }
+            return status;
         }
     }
 

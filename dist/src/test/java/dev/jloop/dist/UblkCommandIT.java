@@ -103,7 +103,7 @@ class UblkCommandIT
             List<String> args = new java.util.ArrayList<>(List.of("serve", "--frontend", "ublk", "--backend", "sync", "--size", "1M"));
             args.addAll(option);
             args.add(image);
-            assertOneLineError(jloop(args.toArray(String[]::new)), option.get(0) + " apply to --frontend nbd only");
+            assertOneLineError(jloop(args.toArray(String[]::new)), option.get(0) + " applies to the nbd frontend only");
         }
         assertTrue(Files.notExists(dir.resolve("a.img")), "nothing is created when an option is refused");
     }

@@ -134,7 +134,7 @@ final class NbdConnection
     }
 
     /**
-     * Closes the connection when its replies have made no progress for {@code reply-timeout-ms}
+     * Closes the connection when its replies have made no progress for {@code reply-timeout}
      * while some are waiting: the client stopped reading them, and its pages must come back for the
      * others. Sending then fails, the replies are dropped and the connection ends. Runs on the
      * server's timer.
@@ -164,7 +164,7 @@ final class NbdConnection
             }
             if (now - since >= TimeUnit.MILLISECONDS.toNanos(timeouts.replyTimeoutMillis())) {
                 fired = true;
-                log.warn("{}: replies not taken for {} ms (reply-timeout-ms), closing the connection", peer, timeouts.replyTimeoutMillis());
+                log.warn("{}: replies not taken for {} ms (reply-timeout), closing the connection", peer, timeouts.replyTimeoutMillis());
                 closeChannel();
             }
         }

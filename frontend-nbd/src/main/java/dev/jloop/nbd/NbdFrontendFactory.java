@@ -4,6 +4,7 @@ import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
+import dev.jloop.api.PluginOption;
 
 import java.io.IOException;
 import java.util.List;
@@ -22,6 +23,19 @@ public final class NbdFrontendFactory
     public String description()
     {
         return "NBD server (fixed newstyle) over TCP or a Unix socket";
+    }
+
+    /** See {@link NbdSettings}. */
+    @Override
+    public List<PluginOption> options()
+    {
+        return NbdSettings.OPTIONS;
+    }
+
+    @Override
+    public void validate(FrontendConfig config)
+    {
+        NbdSettings.from(config, System.getenv());
     }
 
     @Override

@@ -1,10 +1,11 @@
 package dev.jloop.nbd;
 
-import dev.jloop.api.FrontendConfig;
+import dev.jloop.nbd.tls.NbdTls;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.net.BindException;
 import java.net.InetSocketAddress;
 import java.net.SocketAddress;
 import java.net.StandardProtocolFamily;
@@ -19,6 +20,7 @@ import java.nio.file.LinkOption;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.attribute.BasicFileAttributes;
+import java.util.Map;
 
 import static java.util.Objects.requireNonNull;
 
@@ -37,27 +39,31 @@ final class NbdListener
 
     private final ServerSocketChannel channel;
     private final Path socketPath;
+    private final Path privateDirectory;
     private final boolean unixSocket;
     private final boolean inherited;
     private final String uri;
 
-    private NbdListener(ServerSocketChannel channel, Path socketPath, boolean unixSocket, boolean inherited, String uri)
+    private NbdListener(ServerSocketChannel channel, Path socketPath, Path privateDirectory, boolean unixSocket, boolean inherited, String uri)
     {
         this.channel = requireNonNull(channel, "channel is null");
         this.socketPath = socketPath;
+        this.privateDirectory = privateDirectory;
         this.unixSocket = unixSocket;
         this.inherited = inherited;
         this.uri = requireNonNull(uri, "uri is null");
     }
 
     /**
-     * Listens where {@code config} says, or on the inherited socket with {@code socketActivation};
-     * {@code export} is the export the URI names.
+     * Listens where {@code settings} say: on the inherited socket under socket activation, a Unix
+     * socket, a private one, or TCP; {@code export} is the export the URI names.
      */
-    static NbdListener open(FrontendConfig config, boolean socketActivation, String export)
+    static NbdListener open(NbdSettings settings, String export)
             throws IOException
     {
-        if (socketActivation) {
+        // libnbd's URIs: nbds:// when the client must use TLS
+        String scheme = settings.tls().mode() == NbdTls.Mode.REQUIRE ? "nbds" : "nbd";
+        if (settings.socketActivation()) {
             Channel inherited = System.inheritedChannel();
             if (!(inherited instanceof ServerSocketChannel)) {
                 throw new IOException("socket activation: standard input is not the listening socket (" + inherited
@@ -69,35 +75,70 @@ final class NbdListener
             if (address instanceof UnixDomainSocketAddress) {
                 String path = ((UnixDomainSocketAddress) address).getPath().toString();
                 // The activator made the socket and removes it: not ours to delete.
-                return new NbdListener(channel, null, true, true, unixUri(export, path));
+                return new NbdListener(channel, null, null, true, true, unixUri(scheme, export, path));
             }
             InetSocketAddress inet = (InetSocketAddress) address;
-            return new NbdListener(channel, null, false, true, tcpUri(inet.getAddress().getHostAddress(), inet.getPort(), export));
+            return new NbdListener(channel, null, null, false, true, tcpUri(scheme, inet.getAddress().getHostAddress(), inet.getPort(), export));
         }
-        if (config.socket().isPresent()) {
-            Path path = config.socket().get().toAbsolutePath();
-            removeStaleSocket(path);
-            ServerSocketChannel channel = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        if (settings.privateSocket()) {
+            // createTempDirectory makes it mode 0700: only this user can reach the socket.
+            Path directory = Files.createTempDirectory("jloop-run-");
             try {
-                channel.bind(UnixDomainSocketAddress.of(path));
+                return unix(directory.resolve("nbd.sock"), directory, scheme, export);
             }
             catch (IOException e) {
-                channel.close();
-                throw new IOException("cannot listen on Unix socket " + path + ": " + e.getMessage(), e);
+                Files.deleteIfExists(directory);
+                throw e;
             }
-            return new NbdListener(channel, path, true, false, unixUri(export, path.toString()));
+        }
+        if (settings.socket() != null) {
+            Path path = settings.socket().toAbsolutePath();
+            removeStaleSocket(path);
+            return unix(path, null, scheme, export);
         }
         ServerSocketChannel channel = ServerSocketChannel.open();
         try {
             channel.setOption(StandardSocketOptions.SO_REUSEADDR, true);
-            channel.bind(new InetSocketAddress(config.host(), config.port()));
+            channel.bind(new InetSocketAddress(settings.host(), settings.port()));
         }
         catch (IOException e) {
             channel.close();
-            throw new IOException("cannot listen on " + config.host() + ":" + config.port() + ": " + e.getMessage(), e);
+            String hint = e instanceof BindException ? " (is another NBD server running? pick another port with --listen)" : "";
+            throw new IOException("cannot listen on " + settings.host() + ":" + settings.port() + ": " + e.getMessage() + hint, e);
         }
         int port = ((InetSocketAddress) channel.getLocalAddress()).getPort();
-        return new NbdListener(channel, null, false, false, tcpUri(config.host(), port, export));
+        return new NbdListener(channel, null, null, false, false, tcpUri(scheme, settings.host(), port, export));
+    }
+
+    private static NbdListener unix(Path path, Path privateDirectory, String scheme, String export)
+            throws IOException
+    {
+        ServerSocketChannel channel = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        try {
+            channel.bind(UnixDomainSocketAddress.of(path));
+        }
+        catch (IOException e) {
+            channel.close();
+            throw new IOException("cannot listen on Unix socket " + path + ": " + e.getMessage(), e);
+        }
+        return new NbdListener(channel, path, privateDirectory, true, false, unixUri(scheme, export, path.toString()));
+    }
+
+    /** {@code unixsocket} and its path, or {@code port} and its number, as nbdkit's {@code --run} sets them. */
+    Map<String, String> address()
+    {
+        SocketAddress address;
+        try {
+            address = channel.getLocalAddress();
+        }
+        catch (IOException e) {
+            // closed: nothing to reach any more
+            return Map.of();
+        }
+        if (address instanceof UnixDomainSocketAddress unix) {
+            return Map.of("unixsocket", unix.getPath().toAbsolutePath().toString());
+        }
+        return Map.of("port", Integer.toString(((InetSocketAddress) address).getPort()));
     }
 
     String uri()
@@ -138,7 +179,7 @@ final class NbdListener
         return true;
     }
 
-    /** Deletes the socket file this listener made, once its connections have ended. */
+    /** Deletes the socket file this listener made (and its private directory), once its connections have ended. */
     void deleteSocketFile()
     {
         if (socketPath == null) {
@@ -146,20 +187,23 @@ final class NbdListener
         }
         try {
             Files.deleteIfExists(socketPath);
+            if (privateDirectory != null) {
+                Files.deleteIfExists(privateDirectory);
+            }
         }
         catch (IOException e) {
             log.warn("cannot remove socket {}: {}", socketPath, e.toString());
         }
     }
 
-    private static String unixUri(String export, String path)
+    private static String unixUri(String scheme, String export, String path)
     {
-        return "nbd+unix:///" + encode(export, false) + "?socket=" + encode(path, true);
+        return scheme + "+unix:///" + encode(export, false) + "?socket=" + encode(path, true);
     }
 
-    private static String tcpUri(String host, int port, String export)
+    private static String tcpUri(String scheme, String host, int port, String export)
     {
-        return "nbd://" + (host.contains(":") ? "[" + host + "]" : host) + ":" + port + "/" + encode(export, false);
+        return scheme + "://" + (host.contains(":") ? "[" + host + "]" : host) + ":" + port + "/" + encode(export, false);
     }
 
     /** A socket file left by a server that died is removed; a live one, or any other file, is an error. */

@@ -35,7 +35,7 @@ final class NbdReplyWriter
 
     /** Buffers per gathering write: Linux's IOV_MAX. */
     static final int MAX_GATHER = 1024;
-    /** Most bytes given to one socket write: a client reading at least this much per reply-timeout-ms is not dropped. */
+    /** Most bytes given to one socket write: a client reading at least this much per reply-timeout is not dropped. */
     static final int MAX_WRITE = 1 << 20;
 
     private final NbdChannel channel;

@@ -15,6 +15,7 @@ import java.nio.channels.ClosedChannelException;
 import java.nio.channels.SocketChannel;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ThreadFactory;
@@ -34,7 +35,7 @@ import static java.util.Objects.requireNonNull;
  *
  * <p>Ownership: the server owns its listener, its timeouts, the connections' threads, and the page
  * pool when it made it. {@link #close()} stops accepting, lets the connections finish (closing those
- * whose clients do not take their replies within {@code close-timeout-ms}), then closes the rest.
+ * whose clients do not take their replies within {@code close-timeout}), then closes the rest.
  */
 public final class NbdServer
         implements Frontend
@@ -62,8 +63,8 @@ public final class NbdServer
     public static NbdServer start(FrontendConfig config, List<Export> exports)
             throws IOException
     {
-        NbdSettings settings = NbdSettings.fromOptions(config.options());
-        return startOwning(config, settings, exports, new PagePool(settings.pagePoolBytes()), Thread::new);
+        NbdSettings settings = NbdSettings.from(config, System.getenv());
+        return startOwning(settings, exports, new PagePool(settings.pagePoolBytes()), Thread::new);
     }
 
     /** Starts a server that owns {@code pagePool}: closes it on failure as on {@link #close()}. */
@@ -72,16 +73,16 @@ public final class NbdServer
     {
         NbdSettings settings;
         try {
-            settings = NbdSettings.fromOptions(config.options());
+            settings = NbdSettings.from(config, System.getenv());
         }
         catch (RuntimeException e) {
             pagePool.close();
             throw e;
         }
-        return startOwning(config, settings, exports, pagePool, connectionThreads);
+        return startOwning(settings, exports, pagePool, connectionThreads);
     }
 
-    private static NbdServer startOwning(FrontendConfig config, NbdSettings settings, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
+    private static NbdServer startOwning(NbdSettings settings, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
             throws IOException
     {
         try {
@@ -89,7 +90,7 @@ public final class NbdServer
             for (Export export : exports) {
                 export.device().registerMemory(pagePool.slabs());
             }
-            return new NbdServer(config, settings, exports, pagePool, true, connectionThreads);
+            return new NbdServer(settings, exports, pagePool, true, connectionThreads);
         }
         catch (IOException | RuntimeException | Error e) {
             pagePool.close();
@@ -111,15 +112,14 @@ public final class NbdServer
     static NbdServer start(FrontendConfig config, List<Export> exports, PagePool pagePool, ThreadFactory connectionThreads)
             throws IOException
     {
-        NbdSettings settings = NbdSettings.fromOptions(config.options());
-        return new NbdServer(config, settings, exports, requireNonNull(pagePool, "pagePool is null"), false, connectionThreads);
+        NbdSettings settings = NbdSettings.from(config, System.getenv());
+        return new NbdServer(settings, exports, requireNonNull(pagePool, "pagePool is null"), false, connectionThreads);
     }
 
-    private NbdServer(FrontendConfig config, NbdSettings settings, List<Export> exports, PagePool pagePool, boolean ownsPagePool, ThreadFactory connectionThreads)
+    private NbdServer(NbdSettings settings, List<Export> exports, PagePool pagePool, boolean ownsPagePool, ThreadFactory connectionThreads)
             throws IOException
     {
         this.connectionThreads = requireNonNull(connectionThreads, "connectionThreads is null");
-        requireNonNull(config, "config is null");
         this.settings = requireNonNull(settings, "settings is null");
         this.exports = new NbdExports(exports);
         this.tls = NbdTls.load(settings.tls());
@@ -143,20 +143,40 @@ public final class NbdServer
             log.info("NBD server serving one client on standard input/output");
             return;
         }
-        this.listener = NbdListener.open(config, settings.socketActivation(), this.exports.list().get(0).name());
+        this.listener = NbdListener.open(settings, this.exports.list().get(0).name());
         this.uri = listener.uri();
         // after binding, so a failed start leaves no thread behind
         this.timeouts = new NbdTimeouts(settings.handshakeTimeoutMillis(), settings.replyTimeoutMillis());
         this.acceptThread = new Thread(this::acceptLoop, "nbd-accept");
         acceptThread.setDaemon(true);
         acceptThread.start();
-        log.info("NBD server listening on {}", uri);
+        log.info("NBD server listening on {}{}", uri, settings.tls().mode() == NbdTls.Mode.OFF ? "" : " (TLS " + settings.tls().mode().name().toLowerCase(Locale.ROOT) + ")");
     }
 
     @Override
     public String uri()
     {
         return uri;
+    }
+
+    /** As nbdkit's {@code --run} sets them: {@code uri}, {@code exportname}, {@code tls} (0, 1 or 2), and {@code unixsocket} or {@code port}. */
+    @Override
+    public Map<String, String> environment()
+    {
+        Map<String, String> environment = new LinkedHashMap<>();
+        environment.put("uri", uri);
+        environment.put("exportname", exports.list().get(0).name());
+        environment.put("tls", Integer.toString(settings.tls().mode().ordinal()));
+        if (listener != null) {
+            listener.address().forEach(environment::put);
+        }
+        return environment;
+    }
+
+    @Override
+    public boolean usesStandardStreams()
+    {
+        return settings.stdio();
     }
 
     /** With {@code stdio}: returns once the one client has gone. Otherwise waits for {@link #close()}. */

@@ -2,149 +2,191 @@ package dev.jloop.nbd;
 
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.FrontendConfig;
+import dev.jloop.api.PluginOption;
+import dev.jloop.api.PluginOptions;
 import dev.jloop.nbd.tls.NbdTls;
 import dev.jloop.nbd.tls.TlsSettings;
 
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Set;
-import java.util.TreeSet;
 
+import static dev.jloop.api.PluginOption.Type.COUNT;
+import static dev.jloop.api.PluginOption.Type.DURATION;
+import static dev.jloop.api.PluginOption.Type.PATH;
+import static dev.jloop.api.PluginOption.Type.SIZE;
+import static dev.jloop.api.PluginOption.Type.STRING;
 import static java.util.Objects.requireNonNull;
 
 /**
- * The options of the NBD frontend ({@link FrontendConfig#options()}), parsed and checked once when
- * the server starts, so that a mistake is one message at start and never a surprise later; unknown
- * keys are refused, naming the known ones. Immutable: every connection reads the same settings.
- *
- * <p>Sizes take a K, M or G suffix (powers of 1024):
- * <ul>
- * <li>{@code max-inflight-bytes} (default 128M): payload bytes one connection may have in flight,
- *     from page allocation to the reply being written. A client that stops reading replies stops
- *     getting new requests served once it reaches this.
- * <li>{@code max-inflight-requests} (default 256): requests one connection may have in flight.
- * <li>{@code page-pool-bytes} (default 512M): capacity of the page pool the server creates (not
- *     used when a pool is given). Requests beyond it get ENOMEM, and the handshake advertises at
- *     most this as the largest payload. Clients that stop reading their replies can hold all pages
- *     until {@code reply-timeout-ms} drops them; other clients wait for pages meanwhile.
- * <li>{@code reply-timeout-ms} (default 60000, 0 = none): a connection whose replies have made no
- *     progress for this long (the client stopped reading them) is closed, giving its pages back,
- *     so a client that stops reading stalls only itself for longer than this. Replies go out at
- *     most 1 MiB per socket write, each counting as progress: slow readers are not dropped.
- * <li>{@code registered-bytes} (default 64M): how much of the server's page pool is carved at
- *     start and offered to the exports' devices to pin once ({@link BlockDevice#registerMemory},
- *     io_uring fixed buffers); pages beyond it work the same, unpinned.
- * <li>{@code close-timeout-ms} (default 30000): how long {@link NbdServer#close()} waits for in-flight
- *     requests and their replies before it closes the sockets of clients that do not read.
- * <li>{@code max-connections} (default 0, no limit): clients served at once; one more is closed as
- *     soon as it is accepted, with a log line, as nbdkit's limit filter does.
- * <li>{@code handshake-timeout-ms} (default 10000, 0 = none): a client that has not finished the
- *     handshake (TLS included) by then is dropped, so idle connections cannot pile up; as
- *     qemu-nbd's {@code --handshake-limit}.
- * <li>{@code stdio} (default false): serve exactly one client on the process's standard input and
- *     output (a socket, as {@code nbd_connect_command} passes, or a pair of pipes) instead of
- *     listening; {@link NbdServer#awaitEnd()} returns when it leaves. Host, port and socket are ignored.
- * <li>{@code socket-activation} (default false): serve on the listening socket the process
- *     inherited on standard input (systemd socket activation, {@code LISTEN_FDS}, which
- *     {@code bin/jloop} moves from descriptor 3 to 0) instead of binding one. With {@code stdio},
- *     exactly one client is accepted there and served.
- * <li>{@code tls} ({@code off}, {@code on} or {@code require}; default off): NBD_OPT_STARTTLS with
- *     X.509 certificates. Under {@code on} clients may also go on in clear text; under
- *     {@code require} every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD.
- *     PSK is not offered: JSSE has no TLS-PSK.
- * <li>{@code tls-cert}, {@code tls-key}: the server's certificate (chain) and private key, PEM; the
- *     key PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted.
- * <li>{@code tls-certificates}: a directory in qemu's and nbdkit's layout instead
- *     ({@code server-cert.pem}, {@code server-key.pem}, {@code ca-cert.pem}); a file given on its
- *     own wins over the directory's.
- * <li>{@code tls-verify-peer} (default false): clients must present a certificate signed by
- *     {@code tls-ca} (default: {@code ca-cert.pem} of {@code tls-certificates}).
- * <li>{@code tls-ca}: CA certificates, PEM, that client certificates are checked against.
- * </ul>
+ * The options of the NBD frontend, declared in {@link #OPTIONS} (which {@code jloop serve} offers as
+ * {@code --KEY}, with this help) and parsed and checked once when the server starts, so that a mistake
+ * is one message at start and never a surprise later. Immutable: every connection reads the same
+ * settings. Besides its options the frontend looks at systemd's {@code LISTEN_PID}/{@code LISTEN_FDS}:
+ * when they name this process it serves on the socket it inherited (which {@code bin/jloop} moves
+ * from descriptor 3 to 0) instead of binding one.
  */
 public final class NbdSettings
 {
+    public static final String LISTEN = "listen";
+    public static final String SOCKET = "socket";
+    public static final String STDIO = "stdio";
+    public static final String MAX_CONNECTIONS = "max-connections";
+    public static final String HANDSHAKE_TIMEOUT = "handshake-timeout";
+    public static final String REPLY_TIMEOUT = "reply-timeout";
+    public static final String CLOSE_TIMEOUT = "close-timeout";
     public static final String MAX_INFLIGHT_BYTES = "max-inflight-bytes";
     public static final String MAX_INFLIGHT_REQUESTS = "max-inflight-requests";
     public static final String PAGE_POOL_BYTES = "page-pool-bytes";
-    public static final String CLOSE_TIMEOUT_MS = "close-timeout-ms";
     public static final String REGISTERED_BYTES = "registered-bytes";
-    public static final String MAX_CONNECTIONS = "max-connections";
-    public static final String HANDSHAKE_TIMEOUT_MS = "handshake-timeout-ms";
-    public static final String REPLY_TIMEOUT_MS = "reply-timeout-ms";
-    public static final String STDIO = "stdio";
-    public static final String SOCKET_ACTIVATION = "socket-activation";
     public static final String TLS = "tls";
+    public static final String TLS_CERTIFICATES = "tls-certificates";
     public static final String TLS_CERT = "tls-cert";
     public static final String TLS_KEY = "tls-key";
     public static final String TLS_CA = "tls-ca";
-    public static final String TLS_CERTIFICATES = "tls-certificates";
     public static final String TLS_VERIFY_PEER = "tls-verify-peer";
-    private static final Set<String> OPTIONS = Set.of(MAX_INFLIGHT_BYTES, MAX_INFLIGHT_REQUESTS, PAGE_POOL_BYTES, CLOSE_TIMEOUT_MS, REGISTERED_BYTES,
-            MAX_CONNECTIONS, HANDSHAKE_TIMEOUT_MS, REPLY_TIMEOUT_MS, STDIO, SOCKET_ACTIVATION, TLS, TLS_CERT, TLS_KEY, TLS_CA, TLS_CERTIFICATES, TLS_VERIFY_PEER);
 
+    static final String DEFAULT_LISTEN = "127.0.0.1:10809";
+
+    /** Every option of the NBD frontend, in the order {@code jloop serve --help} lists them. */
+    static final List<PluginOption> OPTIONS = List.of(
+            PluginOption.of(LISTEN, STRING, DEFAULT_LISTEN,
+                    "TCP address to serve on; port 0 picks a free port, an empty host listens on every address", "--listen 0.0.0.0:10809"),
+            PluginOption.of(SOCKET, PATH, null, "serve on this Unix socket instead of TCP", "--socket /tmp/nbd.sock"),
+            PluginOption.flag(STDIO, "serve exactly one client on standard input/output (a socket pair, as libnbd's "
+                    + "nbd_connect_command passes, or pipes) and exit when it leaves; log on stderr. Under socket activation "
+                    + "(LISTEN_FDS, libnbd's [ ... ]): one client on the given socket", "nbdinfo -- [ jloop serve --stdio disk.img ]"),
+            PluginOption.choice(TLS, List.of("off", "on", "require"), "off",
+                    "TLS with X.509 certificates (NBD_OPT_STARTTLS): on lets clients choose, require refuses clients without TLS; "
+                            + "PSK is not offered, Java's TLS has none", "--tls require --tls-certificates /etc/pki/jloop"),
+            PluginOption.of(TLS_CERTIFICATES, PATH, null,
+                    "certificates in qemu's and nbdkit's layout: ca-cert.pem, server-cert.pem, server-key.pem", "--tls on --tls-certificates /etc/pki/jloop"),
+            PluginOption.of(TLS_CERT, PATH, null, "server certificate (and chain), PEM; wins over --tls-certificates' own",
+                    "--tls on --tls-cert server-cert.pem --tls-key server-key.pem"),
+            PluginOption.of(TLS_KEY, PATH, null,
+                    "server private key, PEM, unencrypted: PKCS#8, or PKCS#1 (RSA) / SEC1 (EC) as openssl and certtool write them",
+                    "--tls-key server-key.pem"),
+            PluginOption.of(TLS_CA, PATH, null,
+                    "CA certificates, PEM, that client certificates must be signed by (default: ca-cert.pem of --tls-certificates)",
+                    "--tls-verify-peer --tls-ca ca-cert.pem"),
+            PluginOption.flag(TLS_VERIFY_PEER, "clients must present a certificate signed by the CA",
+                    "--tls require --tls-certificates DIR --tls-verify-peer"),
+            PluginOption.of(MAX_CONNECTIONS, COUNT, "0", "clients served at once, 0 for no limit; more are closed at once, with a log line",
+                    "--max-connections 4"),
+            PluginOption.of(HANDSHAKE_TIMEOUT, DURATION, "10",
+                    "drop a client that has not finished the handshake (TLS included) within this time, like qemu-nbd's "
+                            + "--handshake-limit; 0 waits for ever", "--handshake-timeout 30"),
+            PluginOption.of(REPLY_TIMEOUT, DURATION, "60",
+                    "close the connection of a client that has stopped reading its replies for this long, so that the memory "
+                            + "its requests hold comes back for the other clients; 0 waits for ever", "--reply-timeout 300"),
+            PluginOption.of(CLOSE_TIMEOUT, DURATION, "30",
+                    "on stop, how long requests in flight and their replies may take before the connections of clients that "
+                            + "do not read are closed", "--close-timeout 5"),
+            PluginOption.of(MAX_INFLIGHT_BYTES, SIZE, "128M",
+                    "payload bytes one connection may have in flight; a client that stops reading replies gets no new "
+                            + "requests served beyond this", "--max-inflight-bytes 256M"),
+            PluginOption.of(MAX_INFLIGHT_REQUESTS, COUNT, "256", "requests one connection may have in flight", "--max-inflight-requests 512"),
+            PluginOption.of(PAGE_POOL_BYTES, SIZE, "512M",
+                    "memory for request payloads, shared by every connection; requests beyond it get ENOMEM, and no payload "
+                            + "may be larger", "--page-pool-bytes 1G"),
+            PluginOption.of(REGISTERED_BYTES, SIZE, "64M",
+                    "how much of the page pool is offered to the devices to pin once (io_uring fixed buffers)", "--registered-bytes 128M"));
+
+    private final String host;
+    private final int port;
+    private final Path socket;
+    private final boolean privateSocket;
+    private final boolean stdio;
+    private final boolean socketActivation;
+    private final int maxConnections;
+    private final long handshakeTimeoutMillis;
+    private final long replyTimeoutMillis;
+    private final long closeTimeoutMillis;
     private final int maxInflightBytes;
     private final int maxInflightRequests;
     private final long pagePoolBytes;
     private final long registeredBytes;
-    private final long closeTimeoutMillis;
-    private final int maxConnections;
-    private final long handshakeTimeoutMillis;
-    private final long replyTimeoutMillis;
-    private final boolean stdio;
-    private final boolean socketActivation;
     private final TlsSettings tls;
 
-    private NbdSettings(Map<String, String> options)
+    private NbdSettings(FrontendConfig config, Map<String, String> environment)
     {
-        for (String key : options.keySet()) {
-            if (!OPTIONS.contains(key)) {
-                throw new IllegalArgumentException("unknown nbd option '" + key + "'; known options: " + new TreeSet<>(OPTIONS));
-            }
+        PluginOptions options = PluginOptions.parse("the nbd frontend", OPTIONS, config.options());
+        boolean addressGiven = config.options().containsKey(LISTEN) || config.options().containsKey(SOCKET);
+        this.stdio = options.flag(STDIO);
+        this.socketActivation = socketActivated(environment);
+        if (config.options().containsKey(LISTEN) && config.options().containsKey(SOCKET)) {
+            throw new IllegalArgumentException("--socket and --listen exclude each other: serve on a Unix socket or on TCP");
         }
-        this.maxInflightBytes = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_BYTES, 128L << 20));
-        this.maxInflightRequests = (int) Math.min(Integer.MAX_VALUE, parseSize(options, MAX_INFLIGHT_REQUESTS, 256));
-        this.pagePoolBytes = parseSize(options, PAGE_POOL_BYTES, 512L << 20);
-        this.registeredBytes = parseSize(options, REGISTERED_BYTES, 64L << 20);
-        this.closeTimeoutMillis = parseSize(options, CLOSE_TIMEOUT_MS, 30_000);
-        this.maxConnections = (int) Math.min(Integer.MAX_VALUE, parseCount(options, MAX_CONNECTIONS, 0));
-        this.handshakeTimeoutMillis = parseCount(options, HANDSHAKE_TIMEOUT_MS, 10_000);
-        this.replyTimeoutMillis = parseCount(options, REPLY_TIMEOUT_MS, 60_000);
-        this.stdio = Boolean.parseBoolean(options.getOrDefault(STDIO, "false"));
-        this.socketActivation = Boolean.parseBoolean(options.getOrDefault(SOCKET_ACTIVATION, "false"));
+        if (stdio && addressGiven) {
+            throw new IllegalArgumentException("--stdio serves on standard input/output: drop --socket and --listen");
+        }
+        if (stdio && config.privateEndpoint()) {
+            throw new IllegalArgumentException("--stdio and --run exclude each other: --stdio serves the client that started jloop");
+        }
+        if (socketActivation && (addressGiven || config.privateEndpoint())) {
+            throw new IllegalArgumentException("started by socket activation (LISTEN_FDS): it gives the socket, so --socket, --listen and --run do not apply");
+        }
+        Listen listen = Listen.parse(options.string(LISTEN));
+        this.host = listen.host();
+        this.port = listen.port();
+        this.socket = options.path(SOCKET);
+        this.privateSocket = config.privateEndpoint() && !addressGiven;
+        this.maxConnections = options.count(MAX_CONNECTIONS, 0);
+        this.handshakeTimeoutMillis = options.millis(HANDSHAKE_TIMEOUT, 0);
+        this.replyTimeoutMillis = options.millis(REPLY_TIMEOUT, 0);
+        this.closeTimeoutMillis = positive(CLOSE_TIMEOUT, options.millis(CLOSE_TIMEOUT, 0));
+        // a budget beyond an int is the largest int, never a negative one
+        this.maxInflightBytes = (int) Math.min(Integer.MAX_VALUE, positive(MAX_INFLIGHT_BYTES, options.size(MAX_INFLIGHT_BYTES, 0)));
+        this.maxInflightRequests = (int) positive(MAX_INFLIGHT_REQUESTS, options.count(MAX_INFLIGHT_REQUESTS, 0));
+        this.pagePoolBytes = positive(PAGE_POOL_BYTES, options.size(PAGE_POOL_BYTES, 0));
+        this.registeredBytes = options.size(REGISTERED_BYTES, 0);
         this.tls = parseTls(options);
     }
 
-    /** Parses and checks {@code options}; throws {@link IllegalArgumentException} with the reason for the first mistake. */
+    /** Parses and checks {@code config}'s options; throws {@link IllegalArgumentException} with the reason for the first mistake. */
+    static NbdSettings from(FrontendConfig config, Map<String, String> environment)
+    {
+        return new NbdSettings(requireNonNull(config, "config is null"), requireNonNull(environment, "environment is null"));
+    }
+
+    /** {@code options} for any client, in a process that was not socket-activated. */
     static NbdSettings fromOptions(Map<String, String> options)
     {
-        return new NbdSettings(requireNonNull(options, "options is null"));
+        return from(FrontendConfig.of(options), Map.of());
     }
 
-    int maxInflightBytes()
+    String host()
     {
-        return maxInflightBytes;
+        return host;
     }
 
-    int maxInflightRequests()
+    /** 0: a free one. */
+    int port()
     {
-        return maxInflightRequests;
+        return port;
     }
 
-    long pagePoolBytes()
+    /** The Unix socket to serve on, or {@code null} for TCP (or a private socket). */
+    Path socket()
     {
-        return pagePoolBytes;
+        return socket;
     }
 
-    long registeredBytes()
+    /** Whether to serve on a Unix socket in a new private directory (for {@code --run}). */
+    boolean privateSocket()
     {
-        return registeredBytes;
+        return privateSocket;
     }
 
-    long closeTimeoutMillis()
+    boolean stdio()
     {
-        return closeTimeoutMillis;
+        return stdio;
+    }
+
+    boolean socketActivation()
+    {
+        return socketActivation;
     }
 
     /** 0: no limit. */
@@ -165,14 +207,30 @@ public final class NbdSettings
         return replyTimeoutMillis;
     }
 
-    boolean stdio()
+    long closeTimeoutMillis()
     {
-        return stdio;
+        return closeTimeoutMillis;
     }
 
-    boolean socketActivation()
+    int maxInflightBytes()
     {
-        return socketActivation;
+        return maxInflightBytes;
+    }
+
+    int maxInflightRequests()
+    {
+        return maxInflightRequests;
+    }
+
+    long pagePoolBytes()
+    {
+        return pagePoolBytes;
+    }
+
+    /** How much of the page pool is carved at start and offered to the devices to pin ({@link BlockDevice#registerMemory}). */
+    long registeredBytes()
+    {
+        return registeredBytes;
     }
 
     TlsSettings tls()
@@ -180,132 +238,86 @@ public final class NbdSettings
         return tls;
     }
 
+    /** Whether systemd's LISTEN_PID and LISTEN_FDS name this process. */
+    private static boolean socketActivated(Map<String, String> environment)
+    {
+        String pid = environment.get("LISTEN_PID");
+        String fds = environment.get("LISTEN_FDS");
+        return pid != null && fds != null && pid.trim().equals(Long.toString(ProcessHandle.current().pid()));
+    }
+
     /**
      * The {@code tls*} options: the credentials come from {@code tls-cert} and {@code tls-key}, or
      * from the {@code tls-certificates} directory; a file given on its own wins over the directory's.
      */
-    private static TlsSettings parseTls(Map<String, String> options)
+    private static TlsSettings parseTls(PluginOptions options)
     {
-        NbdTls.Mode mode = parseTlsMode(options.getOrDefault(TLS, "off"));
-        boolean verifyPeer = parseBoolean(options, TLS_VERIFY_PEER);
-        Path directory = path(options, TLS_CERTIFICATES);
-        Path cert = path(options, TLS_CERT);
-        Path key = path(options, TLS_KEY);
-        Path ca = path(options, TLS_CA);
+        NbdTls.Mode mode = NbdTls.Mode.valueOf(options.string(TLS).toUpperCase(Locale.ROOT));
+        boolean verifyPeer = options.flag(TLS_VERIFY_PEER);
+        Path directory = options.path(TLS_CERTIFICATES);
+        Path cert = options.path(TLS_CERT);
+        Path key = options.path(TLS_KEY);
+        Path ca = options.path(TLS_CA);
         if (ca != null && !verifyPeer) {
             // the CA only checks client certificates: without verification it would be ignored
-            throw new IllegalArgumentException("tls-ca given without tls-verify-peer, which is what it is for: add tls-verify-peer");
+            throw new IllegalArgumentException("--tls-ca is the CA that client certificates are checked against, which only --tls-verify-peer does: "
+                    + "add --tls-verify-peer, or drop --tls-ca");
+        }
+        if (mode == NbdTls.Mode.OFF) {
+            if (directory != null || cert != null || key != null || verifyPeer) {
+                throw new IllegalArgumentException("TLS certificates or peer verification given, but --tls is off: add --tls on or --tls require");
+            }
+            return TlsSettings.OFF;
         }
         if (directory != null) {
             cert = cert != null ? cert : directory.resolve("server-cert.pem");
             key = key != null ? key : directory.resolve("server-key.pem");
             ca = ca != null ? ca : directory.resolve("ca-cert.pem");
         }
-        if (mode == NbdTls.Mode.OFF) {
-            if (cert != null || key != null || verifyPeer) {
-                throw new IllegalArgumentException("TLS certificates or peer verification given, but tls is off (use tls on or require)");
-            }
-            return TlsSettings.OFF;
-        }
         if (cert == null || key == null) {
-            throw new IllegalArgumentException("tls " + mode.name().toLowerCase(Locale.ROOT)
-                    + " needs a certificate and key: give tls-cert and tls-key, or a tls-certificates directory");
+            throw new IllegalArgumentException("--tls " + mode.name().toLowerCase(Locale.ROOT)
+                    + " needs a certificate and key: give --tls-cert and --tls-key, or a --tls-certificates directory");
         }
         if (verifyPeer && ca == null) {
-            throw new IllegalArgumentException("tls-verify-peer needs the CA that signs client certificates: give tls-ca or tls-certificates");
+            throw new IllegalArgumentException("--tls-verify-peer needs the CA that signs client certificates: give --tls-ca or --tls-certificates");
         }
         return new TlsSettings(mode, cert, key, verifyPeer ? ca : null);
     }
 
-    private static NbdTls.Mode parseTlsMode(String text)
+    private static long positive(String key, long value)
     {
-        switch (text.trim().toLowerCase(Locale.ROOT)) {
-            case "off":
-            case "false":
-            case "no":
-                return NbdTls.Mode.OFF;
-            case "on":
-            case "true":
-            case "yes":
-                return NbdTls.Mode.ON;
-            case "require":
-                return NbdTls.Mode.REQUIRE;
-            default:
-                throw new IllegalArgumentException("nbd option tls must be off, on or require: " + text);
+        if (value <= 0) {
+            throw new IllegalArgumentException("--" + key + " must be more than 0");
         }
+        return value;
     }
 
-    private static long parseSize(Map<String, String> options, String key, long defaultValue)
+    /** A {@code HOST:PORT} as {@code --listen} takes it; IPv6 hosts in brackets. */
+    record Listen(String host, int port)
     {
-        String value = options.get(key);
-        if (value == null) {
-            return defaultValue;
-        }
-        String text = value.trim().toUpperCase(Locale.ROOT);
-        long multiplier = 1;
-        if (text.endsWith("K")) {
-            multiplier = 1L << 10;
-        }
-        else if (text.endsWith("M")) {
-            multiplier = 1L << 20;
-        }
-        else if (text.endsWith("G")) {
-            multiplier = 1L << 30;
-        }
-        if (multiplier != 1) {
-            text = text.substring(0, text.length() - 1);
-        }
-        try {
-            long number = Long.parseLong(text);
-            if (number <= 0) {
-                throw new IllegalArgumentException("nbd option " + key + " must be positive: " + value);
+        static Listen parse(String text)
+        {
+            int colon = text.lastIndexOf(':');
+            if (colon < 0) {
+                throw new IllegalArgumentException("bad --listen '" + text + "': expected HOST:PORT, e.g. 127.0.0.1:10809");
             }
-            return Math.multiplyExact(number, multiplier);
-        }
-        catch (NumberFormatException | ArithmeticException e) {
-            throw new IllegalArgumentException("nbd option " + key + " is not a size: " + value);
-        }
-    }
-
-    /** A count or time; 0 allowed (meaning "no limit" where the option says so). */
-    private static long parseCount(Map<String, String> options, String key, long defaultValue)
-    {
-        String value = options.get(key);
-        if (value == null) {
-            return defaultValue;
-        }
-        try {
-            long number = Long.parseLong(value.trim());
-            if (number < 0) {
-                throw new IllegalArgumentException("nbd option " + key + " must not be negative: " + value);
+            String host = text.substring(0, colon);
+            if (host.startsWith("[") && host.endsWith("]")) {
+                host = host.substring(1, host.length() - 1);
             }
-            return number;
+            if (host.isEmpty()) {
+                host = "0.0.0.0";
+            }
+            try {
+                int port = Integer.parseInt(text.substring(colon + 1));
+                if (port < 0 || port > 65535) {
+                    throw new NumberFormatException();
+                }
+                return new Listen(host, port);
+            }
+            catch (NumberFormatException e) {
+                throw new IllegalArgumentException("bad --listen '" + text + "': port must be a number from 0 to 65535");
+            }
         }
-        catch (NumberFormatException e) {
-            throw new IllegalArgumentException("nbd option " + key + " is not a number: " + value);
-        }
-    }
-
-    private static boolean parseBoolean(Map<String, String> options, String key)
-    {
-        String value = options.getOrDefault(key, "false").trim().toLowerCase(Locale.ROOT);
-        switch (value) {
-            case "true":
-            case "on":
-            case "yes":
-                return true;
-            case "false":
-            case "off":
-            case "no":
-                return false;
-            default:
-                throw new IllegalArgumentException("nbd option " + key + " must be true or false: " + value);
-        }
-    }
-
-    private static Path path(Map<String, String> options, String key)
-    {
-        String value = options.get(key);
-        return value == null || value.isEmpty() ? null : Path.of(value);
     }
 }

@@ -10,7 +10,7 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * The clock a server's connections are dropped by: a client still in the handshake after
- * {@code handshake-timeout-ms}, or one whose replies made no progress for {@code reply-timeout-ms}.
+ * {@code handshake-timeout}, or one whose replies made no progress for {@code reply-timeout}.
  * One daemon thread for every connection, none when both are 0 (no limit). The connection decides
  * what a timeout means; this only runs its checks on time.
  *
@@ -52,7 +52,7 @@ final class NbdTimeouts
     }
 
     /**
-     * Runs {@code expire} once {@code handshake-timeout-ms} have passed; the caller cancels the
+     * Runs {@code expire} once {@code handshake-timeout} have passed; the caller cancels the
      * returned future when the handshake is over in time. Null when there is no limit.
      */
     ScheduledFuture<?> handshakeDeadline(Runnable expire)
@@ -70,7 +70,7 @@ final class NbdTimeouts
     }
 
     /**
-     * Runs {@code check} several times per {@code reply-timeout-ms} until the caller cancels the
+     * Runs {@code check} several times per {@code reply-timeout} until the caller cancels the
      * returned future. Null when there is no reply timeout.
      */
     ScheduledFuture<?> watchReplies(Runnable check)

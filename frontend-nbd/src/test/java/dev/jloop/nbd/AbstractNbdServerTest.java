@@ -38,13 +38,13 @@ abstract class AbstractNbdServerTest
     void startServer(Map<String, String> options, List<Export> exports)
             throws IOException
     {
-        server = NbdServer.start(new FrontendConfig("127.0.0.1", 0, null, options), exports, pagePool);
+        server = NbdServer.start(NbdTestConfig.tcp(options), exports, pagePool);
     }
 
     SocketAddress address()
     {
         String uri = server.uri();
-        int port = Integer.parseInt(uri.substring(uri.lastIndexOf(':') + 1, uri.indexOf('/', "nbd://".length())));
+        int port = Integer.parseInt(uri.substring(uri.lastIndexOf(':') + 1, uri.indexOf('/', uri.indexOf("://") + 3)));
         return new InetSocketAddress("127.0.0.1", port);
     }
 

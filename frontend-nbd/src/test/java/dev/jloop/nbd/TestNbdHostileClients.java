@@ -283,7 +283,7 @@ class TestNbdHostileClients
             throws Exception
     {
         int budget = 8 << 20;
-        startServer(Map.of(NbdSettings.MAX_INFLIGHT_BYTES, "8M", NbdSettings.CLOSE_TIMEOUT_MS, "500"));
+        startServer(Map.of(NbdSettings.MAX_INFLIGHT_BYTES, "8M", NbdSettings.CLOSE_TIMEOUT, "500ms"));
         byte[] first = {9, 8, 7};
         disk.write(0, first);
         try (PeakSampler peak = new PeakSampler()) {

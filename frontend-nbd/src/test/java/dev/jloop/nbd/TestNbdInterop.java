@@ -52,7 +52,7 @@ class TestNbdInterop
             throws IOException
     {
         Path socket = directory.resolve("nbd sock");
-        server = NbdServer.start(new FrontendConfig("localhost", 0, socket, Map.of()), List.of(
+        server = NbdServer.start(FrontendConfig.of(Map.of("socket", socket.toString())), List.of(
                 new Export(exportName, "memory disk", disk),
                 new Export("second", "another one", disk)), pagePool);
         return socket;
@@ -87,11 +87,11 @@ class TestNbdInterop
                 .findFirst()
                 .orElseThrow();
         assertTrue(factory instanceof NbdFrontendFactory);
-        try (Frontend frontend = factory.create(new FrontendConfig("127.0.0.1", 0, null, Map.of()), List.of(new Export("a b/c", "", disk)))) {
+        try (Frontend frontend = factory.create(FrontendConfig.of(Map.of("listen", "127.0.0.1:0")), List.of(new Export("a b/c", "", disk)))) {
             assertTrue(frontend.uri().matches("nbd://127\\.0\\.0\\.1:[1-9][0-9]*/a%20b%2Fc"), frontend.uri());
         }
         assertThrows(IllegalArgumentException.class,
-                () -> factory.create(new FrontendConfig("127.0.0.1", 0, null, Map.of("no-such-option", "1")), List.of(new Export("x", "", disk))));
+                () -> factory.create(FrontendConfig.of(Map.of("listen", "127.0.0.1:0", "no-such-option", "1")), List.of(new Export("x", "", disk))));
     }
 
     @Test
@@ -111,7 +111,7 @@ class TestNbdInterop
         // a stale socket file left behind is replaced; a regular file is not
         Files.createFile(directory.resolve("plain"));
         assertThrows(IOException.class, () -> NbdServer.start(
-                new FrontendConfig("localhost", 0, directory.resolve("plain"), Map.of()), List.of(new Export("d", "", disk)), pagePool));
+                FrontendConfig.of(Map.of("socket", directory.resolve("plain").toString())), List.of(new Export("d", "", disk)), pagePool));
         server = startAgainOn(socket);
         assertThrows(IOException.class, () -> startAgainOn(socket), "a live server's socket is not taken over");
     }
@@ -119,7 +119,7 @@ class TestNbdInterop
     private NbdServer startAgainOn(Path socket)
             throws IOException
     {
-        return NbdServer.start(new FrontendConfig("localhost", 0, socket, Map.of()), List.of(new Export("disk", "", disk)), pagePool);
+        return NbdServer.start(FrontendConfig.of(Map.of("socket", socket.toString())), List.of(new Export("disk", "", disk)), pagePool);
     }
 
     @Test

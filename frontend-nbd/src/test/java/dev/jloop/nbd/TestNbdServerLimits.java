@@ -55,7 +55,7 @@ class TestNbdServerLimits
     void silentClientsAreDroppedAfterTheHandshakeTimeoutWhileOthersAreServed()
             throws Exception
     {
-        startServer(Map.of("handshake-timeout-ms", "500"));
+        startServer(Map.of("handshake-timeout", "500ms"));
         disk.write(4096, new byte[] {9, 8, 7});
         List<SocketChannel> silent = new ArrayList<>();
         try {
@@ -87,7 +87,7 @@ class TestNbdServerLimits
     void aClientStuckHalfWayThroughTheHandshakeIsDropped()
             throws Exception
     {
-        startServer(Map.of("handshake-timeout-ms", "300"));
+        startServer(Map.of("handshake-timeout", "300ms"));
         try (NbdTestClient client = new NbdTestClient(address())) {
             client.readGreeting();
             client.sendClientFlags(NbdProtocol.FLAG_C_FIXED_NEWSTYLE);
@@ -103,7 +103,7 @@ class TestNbdServerLimits
     void badLimitsAreRefused()
     {
         assertThrows(IllegalArgumentException.class, () -> startServer(Map.of("max-connections", "-1")));
-        assertThrows(IllegalArgumentException.class, () -> startServer(Map.of("handshake-timeout-ms", "soon")));
+        assertThrows(IllegalArgumentException.class, () -> startServer(Map.of("handshake-timeout", "soon")));
     }
 
     /** Reads up to {@code length} bytes, waiting at most 10 s; -1 at end of input before any byte. */

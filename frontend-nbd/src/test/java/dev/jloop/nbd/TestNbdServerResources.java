@@ -67,7 +67,7 @@ class TestNbdServerResources
             throws Exception
     {
         pagePool = new PagePool(32L << 20);
-        server = NbdServer.start(config(Map.of("max-inflight-bytes", "32M", "reply-timeout-ms", "1000")), exports, pagePool);
+        server = NbdServer.start(config(Map.of("max-inflight-bytes", "32M", "reply-timeout", "1s")), exports, pagePool);
         byte[] expected = new byte[READ_LENGTH];
         for (int i = 0; i < expected.length; i += 4096) {
             expected[i] = (byte) (i >> 12);
@@ -130,7 +130,7 @@ class TestNbdServerResources
             throws Exception
     {
         pagePool = new PagePool(64L << 20);
-        server = NbdServer.start(config(Map.of("max-inflight-bytes", "64M", "reply-timeout-ms", "1000")), exports, pagePool);
+        server = NbdServer.start(config(Map.of("max-inflight-bytes", "64M", "reply-timeout", "1s")), exports, pagePool);
         byte[] expected = new byte[8 << 20];
         for (int i = 0; i < expected.length; i += 4096) {
             expected[i] = (byte) ((i >> 12) | 1);
@@ -215,7 +215,7 @@ class TestNbdServerResources
         }
         large.write(0, expected);
         pagePool = new PagePool(64L << 20);
-        server = NbdServer.start(config(Map.of("reply-timeout-ms", "1000")), List.of(new Export("large", "a disk", large)), pagePool);
+        server = NbdServer.start(config(Map.of("reply-timeout", "1s")), List.of(new Export("large", "a disk", large)), pagePool);
         try (NbdTestClient client = NbdTestClient.open(address(), "large")) {
             client.sendRequest(0, CMD_READ, 1, 0, expected.length);
             assertEquals(0, client.readReply().error());
@@ -329,7 +329,7 @@ class TestNbdServerResources
 
     private static FrontendConfig config(Map<String, String> options)
     {
-        return new FrontendConfig("127.0.0.1", 0, null, options);
+        return NbdTestConfig.tcp(options);
     }
 
     private SocketAddress address()

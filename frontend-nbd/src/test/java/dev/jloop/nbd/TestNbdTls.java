@@ -279,7 +279,7 @@ class TestNbdTls
 
         Map<String, String> offWithCertificates = tls("off");
         IllegalArgumentException off = assertThrows(IllegalArgumentException.class, () -> startServer(offWithCertificates));
-        assertTrue(off.getMessage().contains("tls is off"), off.getMessage());
+        assertTrue(off.getMessage().contains("--tls is off"), off.getMessage());
 
         Map<String, String> badMode = tls("sometimes");
         assertThrows(IllegalArgumentException.class, () -> startServer(badMode));
@@ -288,7 +288,7 @@ class TestNbdTls
         Map<String, String> caWithoutVerification = tls("require");
         caWithoutVerification.put("tls-ca", client.certificate.toString());
         IllegalArgumentException unused = assertThrows(IllegalArgumentException.class, () -> startServer(caWithoutVerification));
-        assertTrue(unused.getMessage().contains("add tls-verify-peer"), unused.getMessage());
+        assertTrue(unused.getMessage().contains("add --tls-verify-peer"), unused.getMessage());
     }
 
     @Test

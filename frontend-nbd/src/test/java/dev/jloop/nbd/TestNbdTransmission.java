@@ -328,7 +328,7 @@ class TestNbdTransmission
     void stalledClientDoesNotStallOthers()
             throws IOException
     {
-        startServer(Map.of(NbdSettings.MAX_INFLIGHT_BYTES, "4M", NbdSettings.CLOSE_TIMEOUT_MS, "200"));
+        startServer(Map.of(NbdSettings.MAX_INFLIGHT_BYTES, "4M", NbdSettings.CLOSE_TIMEOUT, "200ms"));
         try (NbdTestClient stalled = NbdTestClient.open(address(), "disk");
                 NbdTestClient garbage = new NbdTestClient(address())) {
             // far more reply data than socket buffers and the 4 MiB budget hold; never read

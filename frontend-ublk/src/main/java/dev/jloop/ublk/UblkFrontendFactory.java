@@ -46,6 +46,17 @@ public final class UblkFrontendFactory
     }
 
     @Override
+    public void validate(FrontendConfig config)
+    {
+        if (Long.toString(ProcessHandle.current().pid()).equals(System.getenv("LISTEN_PID"))) {
+            // a socket handed over by systemd or libnbd that nobody would ever accept on
+            throw new IllegalArgumentException("started by socket activation (LISTEN_FDS), but --frontend ublk serves no socket: "
+                    + "activate jloop with --frontend nbd, or start it directly");
+        }
+        FrontendFactory.super.validate(config);
+    }
+
+    @Override
     public List<PluginOption> options()
     {
         UblkServer.Config defaults = UblkServer.Config.defaults();

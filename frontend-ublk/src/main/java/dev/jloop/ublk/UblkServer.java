@@ -20,6 +20,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.FutureTask;
 import java.util.concurrent.TimeoutException;
@@ -261,6 +262,13 @@ public final class UblkServer
     public String uri()
     {
         return "/dev/ublkb" + devId;
+    }
+
+    /** {@code device}: the block device, for a command of {@code --run}. */
+    @Override
+    public Map<String, String> environment()
+    {
+        return Map.of("device", uri());
     }
 
     /** Requests received and completed by all queues so far; grows while I/O makes progress. */
