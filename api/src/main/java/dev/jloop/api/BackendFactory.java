@@ -1,6 +1,7 @@
 package dev.jloop.api;
 
 import java.io.IOException;
+import java.io.RandomAccessFile;
 import java.util.List;
 
 /**
@@ -42,6 +43,26 @@ public interface BackendFactory
     default List<PluginOption> options()
     {
         return List.of();
+    }
+
+    /**
+     * Makes {@code config.path()} an image of {@code size} bytes, for {@code --size}: creates it when
+     * it is missing, or grows it when it is smaller (jloop never asks to shrink). Called before
+     * {@link #open}, with the options the file will be opened with. What was added must read as
+     * zeros once opened, so a backend that stores data in another form (encrypted, encoded, in
+     * another system) overrides this; the default makes or extends a sparse plain file with
+     * {@code ftruncate(2)}, which reads as zeros.
+     *
+     * @throws IOException whose message says what is wrong (no such directory, no permission, no space)
+     */
+    default void create(BackendConfig config, long size)
+            throws IOException
+    {
+        try (RandomAccessFile file = new RandomAccessFile(config.path().toFile(), "rw")) {
+            if (file.length() < size) {
+                file.setLength(size);
+            }
+        }
     }
 
     /**

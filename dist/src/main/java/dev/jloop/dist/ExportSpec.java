@@ -4,7 +4,9 @@ import dev.jloop.api.Sizes;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Locale;
 
 import static java.util.Objects.requireNonNull;
@@ -17,14 +19,15 @@ import static java.util.Objects.requireNonNull;
  * @param size the size to create or grow FILE to, null to serve it as it is
  * @param description what NBD_OPT_LIST and NBD_INFO_DESCRIPTION show, null for "FILE (SIZE)"
  */
-record ExportSpec(String name, Path file, String size, boolean readOnly, String description)
+record ExportSpec(String name, Path file, String size, boolean readOnly, String description, Map<String, String> backendOptions)
 {
-    static final String SYNTAX = "NAME=FILE[,size=SIZE][,read-only][,description=TEXT]";
+    static final String SYNTAX = "NAME=FILE[,size=SIZE][,read-only][,description=TEXT][,KEY=VALUE]";
 
     ExportSpec
     {
         requireNonNull(name, "name is null");
         requireNonNull(file, "file is null");
+        backendOptions = Map.copyOf(backendOptions);
     }
 
     static boolean isSpec(String text)
@@ -47,6 +50,7 @@ record ExportSpec(String name, Path file, String size, boolean readOnly, String 
         String size = null;
         boolean readOnly = false;
         String description = null;
+        Map<String, String> backendOptions = new LinkedHashMap<>();
         for (String option : parts.subList(1, parts.size())) {
             int eq = option.indexOf('=');
             String key = (eq < 0 ? option : option.substring(0, eq)).trim().toLowerCase(Locale.ROOT);
@@ -65,15 +69,17 @@ record ExportSpec(String name, Path file, String size, boolean readOnly, String 
                     description = required(text, key, value);
                     break;
                 default:
-                    throw new UserException("bad --export '" + text + "': unknown export option '" + key
-                            + "' (known: size=SIZE, read-only, description=TEXT; write a comma in a file name as ,,)");
+                    // the backend's own option for this export; the backend checks it
+                    if (backendOptions.put(option.substring(0, eq < 0 ? option.length() : eq).trim(), value == null ? "true" : value) != null) {
+                        throw new UserException("bad --export '" + text + "': " + key + " given twice");
+                    }
             }
         }
-        return new ExportSpec(name, file, size, readOnly, description);
+        return new ExportSpec(name, file, size, readOnly, description, backendOptions);
     }
 
     /** Splits at single commas; {@code ,,} stands for one comma. */
-    private static List<String> split(String text)
+    static List<String> split(String text)
     {
         List<String> parts = new ArrayList<>();
         StringBuilder part = new StringBuilder();

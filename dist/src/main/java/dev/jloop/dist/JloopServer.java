@@ -9,8 +9,6 @@ import dev.jloop.api.Errno;
 import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
-import dev.jloop.api.FrontendFactory;
-import dev.jloop.api.PluginOption;
 import dev.jloop.api.PluginOptions;
 import dev.jloop.api.Sizes;
 import dev.jloop.api.StillServingException;
@@ -21,14 +19,12 @@ import org.slf4j.LoggerFactory;
 
 import java.io.Closeable;
 import java.io.IOException;
-import java.io.RandomAccessFile;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayDeque;
 import java.util.ArrayList;
-import java.util.Deque;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -41,7 +37,8 @@ import static java.util.Objects.requireNonNull;
 
 /**
  * One running {@code jloop serve}: for each export a backing file and its loop device, then the
- * frontend serving them all; started in that order and closed in the reverse order.
+ * frontend serving them all; each registered with the {@link Lifecycle} as it starts, so that they
+ * close in the reverse order.
  */
 final class JloopServer
         implements Closeable
@@ -50,19 +47,16 @@ final class JloopServer
     private static final int DEFAULT_QUEUE_DEPTH = 64;
 
     private final ServeOptions options;
-    private final PluginCli pluginCli;
-    private final BackendFactory backend;
-    private final FrontendFactory frontend;
-    private final Deque<Closeable> started = new ArrayDeque<>();
+    private final ChosenPlugins plugins;
+    private final Lifecycle lifecycle;
     private Frontend running;
 
     @Inject
-    JloopServer(ServeOptions options, BackendFactory backend, FrontendFactory frontend, PluginCli pluginCli)
+    JloopServer(ServeOptions options, ChosenPlugins plugins, Lifecycle lifecycle)
     {
         this.options = requireNonNull(options, "options is null");
-        this.pluginCli = requireNonNull(pluginCli, "pluginCli is null");
-        this.backend = requireNonNull(backend, "backend is null");
-        this.frontend = requireNonNull(frontend, "frontend is null");
+        this.plugins = requireNonNull(plugins, "plugins is null");
+        this.lifecycle = requireNonNull(lifecycle, "lifecycle is null");
     }
 
     /**
@@ -71,35 +65,32 @@ final class JloopServer
      */
     String start()
     {
-        // checked before any file is created or opened
-        List<PluginOption> chosen = new ArrayList<>(backend.options());
-        chosen.addAll(frontend.options());
-        pluginCli.checkGivenOnlyFor(chosen, "the backend is '" + backend.name() + "'" + (options.backend.equals("auto") ? " (auto)" : "")
-                + " and the frontend '" + frontend.name() + "'");
-        Map<String, String> backendOptions = pluginCli.given(backend.options(), genericOptions());
-        checkOptions("the " + backend.name() + " backend", backend.options(), backendOptions);
-        FrontendConfig frontendConfig = new FrontendConfig(pluginCli.given(frontend.options(), genericOptions()), options.run != null);
-        try {
-            frontend.validate(frontendConfig);
-        }
-        catch (IllegalArgumentException e) {
-            throw new UserException(e.getMessage(), e);
-        }
+        BackendFactory backend = plugins.backend();
+        // every export is checked before any file is created or opened
         List<ExportSpec> specs = exportSpecs();
+        List<BackendConfig> configs = new ArrayList<>();
+        for (ExportSpec spec : specs) {
+            Map<String, String> backendOptions = new LinkedHashMap<>(plugins.backendOptions());
+            backendOptions.putAll(spec.backendOptions());
+            try {
+                PluginOptions.parse("the " + backend.name() + " backend", backend.options(), backendOptions);
+            }
+            catch (IllegalArgumentException e) {
+                throw new UserException("--export " + spec.name() + ": " + e.getMessage(), e);
+            }
+            configs.add(new BackendConfig(spec.file(), options.readOnly || spec.readOnly(), options.direct,
+                    options.queueDepth != null ? options.queueDepth : DEFAULT_QUEUE_DEPTH, backendOptions));
+        }
         List<Export> exports = new ArrayList<>();
         List<String> served = new ArrayList<>();
         try {
-            for (ExportSpec spec : specs) {
+            for (int i = 0; i < specs.size(); i++) {
+                ExportSpec spec = specs.get(i);
+                BackendConfig config = configs.get(i);
                 Path file = spec.file();
-                prepareFile(file, spec.size(), spec.file() == options.file ? "--size SIZE" : "size=SIZE to its --export");
-                BackendConfig config = new BackendConfig(file, options.readOnly || spec.readOnly(), options.direct,
-                        options.queueDepth != null ? options.queueDepth : DEFAULT_QUEUE_DEPTH,
-                        backendOptions);
-                BackingFile backingFile = openBackingFile(config);
-                started.push(backingFile);
-                LoopDevice device = new LoopDevice(backingFile, new AioKernel(), file.getFileName().toString());
-                started.pop();
-                started.push(device);
+                prepareFile(config, spec.size(), spec.file() == options.file ? "--size SIZE" : "size=SIZE to its --export");
+                BackingFile backingFile = lifecycle.started(openBackingFile(config));
+                LoopDevice device = lifecycle.handOver(backingFile, new LoopDevice(backingFile, new AioKernel(), file.getFileName().toString()));
                 long deviceSize = device.size();
                 String description = spec.description() != null ? spec.description() : file.getFileName() + " (" + Sizes.format(deviceSize) + ")";
                 exports.add(new Export(spec.name(), description, device));
@@ -107,15 +98,14 @@ final class JloopServer
                         ? file + ", " + Sizes.format(deviceSize)
                         : "'" + spec.name() + "' " + file + " " + Sizes.format(deviceSize) + (config.readOnly() ? " read-only" : ""));
             }
-            running = createFrontend(frontendConfig, exports);
-            started.push(running);
+            running = lifecycle.started(createFrontend(plugins.frontendConfig(), exports));
         }
         catch (RuntimeException e) {
             closeQuietly(e);
             throw e;
         }
         return String.format("jloop: serving %s: %s, backend %s%s, frontend %s",
-                running.uri(), String.join("; ", served), backend.name(), options.backend.equals("auto") ? " (auto)" : "", frontend.name());
+                running.uri(), String.join("; ", served), backend.name(), plugins.auto() ? " (auto)" : "", plugins.frontend().name());
     }
 
     /** The positional FILE (named by a plain --export NAME) first, then every --export NAME=FILE in order. */
@@ -136,7 +126,7 @@ final class JloopServer
                     + "); it names FILE: add further exports as --export " + ExportSpec.SYNTAX);
         }
         if (options.file != null) {
-            specs.add(0, new ExportSpec(names.isEmpty() ? "" : names.get(0), options.file, options.size, false, null));
+            specs.add(0, new ExportSpec(names.isEmpty() ? "" : names.get(0), options.file, options.size, false, null, Map.of()));
         }
         else if (options.size != null) {
             throw new UserException("--size is the size of FILE, but no FILE is given; size each export with --export NAME=FILE,size=SIZE");
@@ -157,25 +147,13 @@ final class JloopServer
         return specs;
     }
 
-    /** Values of serve's own options that a plugin may declare as well, such as --queue-depth. */
-    private Map<String, String> genericOptions()
+    /**
+     * With a size: has the backend create the file, or grow it ({@link BackendFactory#create}); a
+     * larger file is served whole. Without: the file must exist.
+     */
+    private void prepareFile(BackendConfig config, String sizeText, String howToSize)
     {
-        return options.queueDepth == null ? Map.of() : Map.of("queue-depth", options.queueDepth.toString());
-    }
-
-    /** A plugin's options checked before any file is created, with the plugin's own message. */
-    private static void checkOptions(String plugin, List<PluginOption> declared, Map<String, String> given)
-    {
-        try {
-            PluginOptions.parse(plugin, declared, given);
-        }
-        catch (IllegalArgumentException e) {
-            throw new UserException(e.getMessage(), e);
-        }
-    }
-
-    private void prepareFile(Path file, String sizeText, String howToSize)
-    {
+        Path file = config.path();
         if (sizeText == null) {
             if (!Files.exists(file)) {
                 throw new UserException(file + ": no such file (add " + howToSize + " to create it)");
@@ -183,38 +161,38 @@ final class JloopServer
             return;
         }
         long wanted = ExportSpec.parseSize(sizeText);
-        // setLength extends with ftruncate, which keeps the new range sparse.
-        try (RandomAccessFile raf = new RandomAccessFile(file.toFile(), "rw")) {
-            long current = raf.length();
-            if (current < wanted) {
-                raf.setLength(wanted);
-            }
-            else if (current > wanted) {
+        try {
+            long current = Files.exists(file) ? Files.size(file) : -1;
+            if (current > wanted) {
                 log.warn("{} is already {} bytes, larger than --size {}; serving it whole, nothing is truncated", file, current, wanted);
+                return;
+            }
+            if (current < wanted) {
+                plugins.backend().create(config, wanted);
             }
         }
         catch (IOException e) {
-            throw new UserException("cannot create " + file + ": " + e.getMessage(), e);
+            throw new UserException("cannot create " + file + " with backend " + plugins.backend().name() + ": " + e.getMessage(), e);
         }
     }
 
     private BackingFile openBackingFile(BackendConfig config)
     {
         try {
-            return backend.open(config);
+            return plugins.backend().open(config);
         }
         catch (IOException e) {
-            throw new UserException("cannot open " + config.path() + " with backend " + backend.name() + ": " + e.getMessage(), e);
+            throw new UserException("cannot open " + config.path() + " with backend " + plugins.backend().name() + ": " + e.getMessage(), e);
         }
     }
 
     private Frontend createFrontend(FrontendConfig config, List<Export> exports)
     {
         try {
-            return frontend.create(config, exports);
+            return plugins.frontend().create(config, exports);
         }
         catch (IOException e) {
-            throw new UserException("cannot start the " + frontend.name() + " frontend: " + e.getMessage(), e);
+            throw new UserException("cannot start the " + plugins.frontend().name() + " frontend: " + e.getMessage(), e);
         }
         catch (IllegalArgumentException e) {
             // the frontend's check of its options: a bad certificate or key, for example
@@ -255,35 +233,20 @@ final class JloopServer
     public void close()
             throws IOException
     {
-        IOException failure = null;
-        while (!started.isEmpty()) {
-            Closeable next = started.pop();
-            try {
-                next.close();
-            }
-            catch (StillServingException e) {
-                log.error("{}", e.getMessage());
-                flushOpenDevices();
-                throw new IOException(e.getMessage() + "; the files were flushed and stay open until jloop exits", e);
-            }
-            catch (IOException | RuntimeException e) {
-                if (failure == null) {
-                    failure = e instanceof IOException ? (IOException) e : new IOException(e);
-                }
-                else {
-                    failure.addSuppressed(e);
-                }
-            }
+        try {
+            lifecycle.close();
         }
-        if (failure != null) {
-            throw failure;
+        catch (StillServingException e) {
+            log.error("{}", e.getMessage());
+            flushOpenDevices();
+            throw new IOException(e.getMessage() + "; the files were flushed and stay open until jloop exits", e);
         }
     }
 
     /** What every device acknowledged becomes durable, while they stay open for a frontend that still serves. */
     private void flushOpenDevices()
     {
-        for (Closeable closeable : started) {
+        for (Closeable closeable : lifecycle.open()) {
             if (closeable instanceof LoopDevice device && !device.capabilities().readOnly()) {
                 CompletableFuture<Integer> flushed = new CompletableFuture<>();
                 device.submit(new Bio().init(Bio.Op.FLUSH, 0, 0, 0, null).setEndIo((bio, error) -> flushed.complete(error), null));

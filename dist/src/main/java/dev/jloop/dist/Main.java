@@ -62,7 +62,7 @@ public final class Main
         return commandLine.execute(args);
     }
 
-    private static String userMessage(Throwable e)
+    static String userMessage(Throwable e)
     {
         Throwable t = e;
         while (t != null) {
@@ -124,7 +124,7 @@ public final class Main
         public Integer call()
                 throws IOException, InterruptedException
         {
-            JloopServer server = Guice.createInjector(new ServeModule(options, backends, frontends, pluginCli)).getInstance(JloopServer.class);
+            JloopServer server = Guice.createInjector(ServeModule.withPlugins(options, pluginCli, backends.all(), frontends.all())).getInstance(JloopServer.class);
             CountDownLatch stop = new CountDownLatch(1);
             Signal.handle(new Signal("TERM"), signal -> stopOrExit(stop, signal));
             Signal.handle(new Signal("INT"), signal -> stopOrExit(stop, signal));

@@ -69,10 +69,12 @@ final class PluginCli
     }
 
     /**
-     * The values given on the command line for what {@code declared} declares, as the plugin's
-     * options map; {@code generic} holds the values of {@link ServeOptions}' own options by key.
+     * The options of one plugin as the command line gives them: {@code --KEY} for each key it
+     * declares, {@code generic} for keys of {@link ServeOptions}' own options (such as
+     * {@code queue-depth}), and the options written after its name ({@code --backend NAME:KEY=VALUE}),
+     * undeclared ones included so that the plugin's check refuses them by name.
      */
-    Map<String, String> given(List<PluginOption> declared, Map<String, String> generic)
+    Map<String, String> given(List<PluginOption> declared, Map<String, String> generic, PluginSpec spec)
     {
         Map<String, String> values = new LinkedHashMap<>();
         for (PluginOption option : declared) {
@@ -83,6 +85,12 @@ final class PluginCli
             if (value != null) {
                 values.put(option.key(), value);
             }
+        }
+        for (Map.Entry<String, String> entry : spec.options().entrySet()) {
+            if (values.containsKey(entry.getKey())) {
+                throw new UserException(entry.getKey() + " is given twice, as --" + entry.getKey() + " and after " + spec.name() + ":");
+            }
+            values.put(entry.getKey(), entry.getValue());
         }
         return values;
     }

@@ -1,22 +1,33 @@
 package dev.jloop.dist;
 
 import com.google.inject.AbstractModule;
+import com.google.inject.Module;
 import com.google.inject.Provides;
 import com.google.inject.Scopes;
 import com.google.inject.Singleton;
-import com.google.inject.TypeLiteral;
+import com.google.inject.multibindings.MapBinder;
+import com.google.inject.util.Modules;
 import dev.jloop.api.BackendFactory;
+import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
+import dev.jloop.api.PluginOption;
+import dev.jloop.api.PluginOptions;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import java.util.ArrayList;
+import java.util.Collection;
 import java.util.Comparator;
+import java.util.List;
+import java.util.Map;
 
 import static java.util.Objects.requireNonNull;
 
 /**
- * The one place where the backend and the frontend are chosen, by name, from the factories the
- * class path offers.
+ * How a {@code jloop serve} is put together: the plugins' factories arrive by name through
+ * {@link PluginModule}s; this module chooses the backend and the frontend the options name, has each
+ * check its own options, and binds the server and the {@link Lifecycle} that stops it. The one place
+ * where plugins are chosen; a test replaces a plugin by installing another {@link PluginModule}.
  */
 final class ServeModule
         extends AbstractModule
@@ -24,65 +35,100 @@ final class ServeModule
     private static final Logger log = LoggerFactory.getLogger(ServeModule.class);
 
     private final ServeOptions options;
-    private final Registry<BackendFactory> backends;
-    private final Registry<FrontendFactory> frontends;
     private final PluginCli pluginCli;
 
-    ServeModule(ServeOptions options, Registry<BackendFactory> backends, Registry<FrontendFactory> frontends, PluginCli pluginCli)
+    ServeModule(ServeOptions options, PluginCli pluginCli)
     {
         this.options = requireNonNull(options, "options is null");
-        this.backends = requireNonNull(backends, "backends is null");
-        this.frontends = requireNonNull(frontends, "frontends is null");
         this.pluginCli = requireNonNull(pluginCli, "pluginCli is null");
+    }
+
+    /** This module with one {@link PluginModule} per factory. */
+    static Module withPlugins(ServeOptions options, PluginCli pluginCli, Collection<BackendFactory> backends, Collection<FrontendFactory> frontends)
+    {
+        List<Module> modules = new ArrayList<>();
+        modules.add(new ServeModule(options, pluginCli));
+        backends.forEach(backend -> modules.add(PluginModule.backend(backend)));
+        frontends.forEach(frontend -> modules.add(PluginModule.frontend(frontend)));
+        return Modules.combine(modules);
     }
 
     @Override
     protected void configure()
     {
         bind(ServeOptions.class).toInstance(options);
-        bind(new TypeLiteral<Registry<BackendFactory>>() {}).toInstance(backends);
-        bind(new TypeLiteral<Registry<FrontendFactory>>() {}).toInstance(frontends);
         bind(PluginCli.class).toInstance(pluginCli);
+        // declared here so that the maps exist even when no plugin of a kind is installed
+        MapBinder.newMapBinder(binder(), String.class, BackendFactory.class);
+        MapBinder.newMapBinder(binder(), String.class, FrontendFactory.class);
+        bind(Lifecycle.class).in(Scopes.SINGLETON);
         bind(JloopServer.class).in(Scopes.SINGLETON);
     }
 
+    /**
+     * The backend and frontend of {@code --backend} and {@code --frontend}, their options taken from
+     * the command line and checked by each plugin before any file is created.
+     */
     @Provides
     @Singleton
-    static BackendFactory backend(Registry<BackendFactory> backends, ServeOptions options)
+    static ChosenPlugins choose(Map<String, BackendFactory> backends, Map<String, FrontendFactory> frontends, ServeOptions options, PluginCli pluginCli)
     {
-        if (!options.backend.equals("auto")) {
-            BackendFactory factory = backends.get(options.backend);
-            String cause = factory.unavailabilityCause();
-            if (cause != null) {
-                throw new UserException("backend '" + factory.name() + "' is not available here: " + cause);
-            }
-            return factory;
+        PluginSpec backendSpec = PluginSpec.parse("--backend", options.backend);
+        boolean auto = backendSpec.name().equals("auto");
+        if (auto && !backendSpec.options().isEmpty()) {
+            throw new UserException("--backend auto takes no options: name the backend they are for, e.g. --backend io_uring:uring-sqpoll");
         }
-        return auto(backends);
+        BackendFactory backend = auto ? auto(backends.values()) : available(lookup("backend", backends, backendSpec.name()));
+        PluginSpec frontendSpec = PluginSpec.parse("--frontend", options.frontend);
+        FrontendFactory frontend = lookup("frontend", frontends, frontendSpec.name());
+
+        List<PluginOption> chosen = new ArrayList<>(backend.options());
+        chosen.addAll(frontend.options());
+        ChosenPlugins choice = new ChosenPlugins(backend, Map.of(), auto, frontend, FrontendConfig.of(Map.of()));
+        pluginCli.checkGivenOnlyFor(chosen, choice.describe());
+
+        Map<String, String> generic = options.queueDepth == null ? Map.of() : Map.of("queue-depth", options.queueDepth.toString());
+        Map<String, String> backendOptions = pluginCli.given(backend.options(), generic, backendSpec);
+        FrontendConfig frontendConfig = new FrontendConfig(pluginCli.given(frontend.options(), generic, frontendSpec), options.run != null);
+        try {
+            PluginOptions.parse("the " + backend.name() + " backend", backend.options(), backendOptions);
+            frontend.validate(frontendConfig);
+        }
+        catch (IllegalArgumentException e) {
+            throw new UserException(e.getMessage(), e);
+        }
+        return new ChosenPlugins(backend, backendOptions, auto, frontend, frontendConfig);
+    }
+
+    /** The factory called {@code name}; an error listing the known names if there is none. */
+    private static <F> F lookup(String kind, Map<String, F> factories, String name)
+    {
+        F factory = factories.get(name);
+        if (factory == null) {
+            throw new UserException("unknown " + kind + " '" + name + "'; known " + kind + "s: " + String.join(", ", factories.keySet().stream().sorted().toList()));
+        }
+        return factory;
+    }
+
+    private static BackendFactory available(BackendFactory factory)
+    {
+        String cause = factory.unavailabilityCause();
+        if (cause != null) {
+            throw new UserException("backend '" + factory.name() + "' is not available here: " + cause);
+        }
+        return factory;
     }
 
     /** The available backend with the highest priority; says why faster ones were passed over. */
-    static BackendFactory auto(Registry<BackendFactory> backends)
+    static BackendFactory auto(Collection<BackendFactory> backends)
     {
-        BackendFactory chosen = null;
-        for (BackendFactory factory : backends.all().stream().sorted(Comparator.comparingInt(BackendFactory::autoPriority).reversed()).toList()) {
+        for (BackendFactory factory : backends.stream().sorted(Comparator.comparingInt(BackendFactory::autoPriority).reversed().thenComparing(BackendFactory::name)).toList()) {
             String cause = factory.unavailabilityCause();
             if (cause == null) {
-                chosen = factory;
-                break;
+                return factory;
             }
             log.info("backend {} is not available, falling back: {}", factory.name(), cause);
         }
-        if (chosen == null) {
-            throw new UserException("no backend is available; known backends: " + String.join(", ", backends.names()));
-        }
-        return chosen;
-    }
-
-    @Provides
-    @Singleton
-    static FrontendFactory frontend(Registry<FrontendFactory> frontends, ServeOptions options)
-    {
-        return frontends.get(options.frontend);
+        throw new UserException("no backend is available; known backends: " + String.join(", ", backends.stream().map(BackendFactory::name).sorted().toList()));
     }
 }

@@ -14,17 +14,20 @@ import java.util.List;
  */
 public final class ServeOptions
 {
-    @Option(names = "--frontend", paramLabel = "NAME", defaultValue = "nbd",
-            description = "How the device is offered: nbd, or ublk for a kernel block device /dev/ublkbN (root, ublk_drv) (default: ${DEFAULT-VALUE}).%n  e.g. --frontend ublk disk.img")
+    @Option(names = "--frontend", paramLabel = "NAME[:KEY=VALUE,...]", defaultValue = "nbd",
+            description = "How the device is offered: a frontend by name (default: ${DEFAULT-VALUE}), with its options after a colon "
+                    + "or as --KEY below; jloop frontends lists them.%n  e.g. --frontend ublk disk.img")
     String frontend;
 
-    @Option(names = "--backend", paramLabel = "NAME", defaultValue = "auto",
-            description = "How the file is accessed: auto, sync, nio, io_uring (default: ${DEFAULT-VALUE}; auto picks the fastest that works here).%n  e.g. --backend io_uring")
+    @Option(names = "--backend", paramLabel = "NAME[:KEY=VALUE,...]", defaultValue = "auto",
+            description = "How the file is accessed: auto (the fastest that works here; the default) or a backend by name, with its "
+                    + "options after a colon or as --KEY below; jloop backends lists them.%n  e.g. --backend io_uring:uring-sqpoll")
     String backend;
 
     @Option(names = "--export", paramLabel = "NAME[=FILE[,OPT...]]",
             description = {"Without '=': the name of the export FILE (default: the empty name). "
-                    + "With '=': one more export, NAME=FILE[,size=SIZE][,read-only][,description=TEXT]; repeat for several "
+                    + "With '=': one more export, NAME=FILE[,size=SIZE][,read-only][,description=TEXT][,KEY=VALUE] with KEY=VALUE "
+                    + "an option of the backend for this export only; repeat for several "
                     + "(write a comma in a file name or text as ,,). Clients list them with NBD_OPT_LIST; the first is also "
                     + "served under the empty name.",
                     "  e.g. --export disk disk.img",

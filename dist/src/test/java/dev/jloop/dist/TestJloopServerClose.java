@@ -14,7 +14,6 @@ import dev.jloop.testkit.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import picocli.CommandLine;
 
 import java.io.IOException;
 import java.nio.file.Path;
@@ -64,7 +63,6 @@ class TestJloopServerClose
 
     private JloopServer server(MemoryBackingFile memory, AtomicInteger fsyncs, boolean stuck)
     {
-        ServeOptions options = new ServeOptions();
         BackendFactory backend = new BackendFactory()
         {
             @Override
@@ -120,11 +118,7 @@ class TestJloopServerClose
                 };
             }
         };
-        CommandLine commandLine = new CommandLine(options);
-        PluginCli pluginCli = new PluginCli(commandLine.getCommandSpec(), new Registry<>("backend", List.of(backend), BackendFactory::name),
-                new Registry<>("frontend", List.of(frontend), FrontendFactory::name));
-        commandLine.parseArgs("--size", "1M", dir.resolve("disk.img").toString());
-        return new JloopServer(options, backend, frontend, pluginCli);
+        return TestServeModule.server(List.of(backend), List.of(frontend), "--backend", "memory", "--frontend", "fake", "--size", "1M", dir.resolve("disk.img").toString());
     }
 
     /** The memory file, counting fsyncs. */

@@ -1,0 +1,276 @@
+package dev.jloop.dist;
+
+import com.google.inject.CreationException;
+import com.google.inject.Guice;
+import com.google.inject.ProvisionException;
+import dev.jloop.api.BackendConfig;
+import dev.jloop.api.BackendFactory;
+import dev.jloop.api.BackingFile;
+import dev.jloop.api.Export;
+import dev.jloop.api.Frontend;
+import dev.jloop.api.FrontendConfig;
+import dev.jloop.api.FrontendFactory;
+import dev.jloop.api.PluginOption;
+import dev.jloop.testkit.MemoryBackingFile;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import picocli.CommandLine;
+
+import java.io.Closeable;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** How serve is put together: plugins by name, their options, the create hook, swapping a plugin. */
+class TestServeModule
+{
+    @TempDir
+    Path dir;
+
+    private final RecordingBackend backend = new RecordingBackend("fake");
+    private final FakeFrontend frontend = new FakeFrontend();
+
+    /** A server of {@code args}, its plugins from {@code backends} and {@code frontends}, as {@code jloop serve} builds it. */
+    static JloopServer server(Collection<BackendFactory> backends, Collection<FrontendFactory> frontends, String... args)
+    {
+        ServeOptions options = new ServeOptions();
+        CommandLine commandLine = new CommandLine(options);
+        PluginCli pluginCli = new PluginCli(commandLine.getCommandSpec(), new Registry<>("backend", backends, BackendFactory::name),
+                new Registry<>("frontend", frontends, FrontendFactory::name));
+        commandLine.parseArgs(args);
+        return Guice.createInjector(ServeModule.withPlugins(options, pluginCli, backends, frontends)).getInstance(JloopServer.class);
+    }
+
+    @Test
+    void aFakeTakesAPluginsPlaceByItsModuleAndTwoOfOneNameAreRefused()
+            throws IOException
+    {
+        RecordingBackend fakeSync = new RecordingBackend("sync");
+        JloopServer server = server(List.of(fakeSync), List.of(frontend), "--backend", "sync", "--frontend", "fake", "--size", "64K", dir.resolve("a.img").toString());
+        server.start();
+        server.close();
+        assertEquals(1, fakeSync.opened.size(), "--backend sync is whatever module binds the name");
+
+        ServeOptions options = new ServeOptions();
+        PluginCli pluginCli = new PluginCli(new CommandLine(options).getCommandSpec(), new Registry<>("backend", List.of(), BackendFactory::name),
+                new Registry<>("frontend", List.of(), FrontendFactory::name));
+        CreationException twice = assertThrows(CreationException.class, () -> Guice.createInjector(
+                ServeModule.withPlugins(options, pluginCli, List.of(fakeSync, new RecordingBackend("sync")), List.of(frontend))));
+        assertTrue(twice.getMessage().contains("Duplicate key \"sync\""), twice.getMessage());
+    }
+
+    @Test
+    void optionsAfterThePluginNameGoToThatPlugin()
+            throws IOException
+    {
+        JloopServer server = server(List.of(backend), List.of(frontend), "--backend", "fake:key=a,,b,level=3", "--frontend", "fake:greeting=hi",
+                "--size", "64K", dir.resolve("a.img").toString());
+        server.start();
+        server.close();
+        assertEquals(Map.of("key", "a,b", "level", "3"), backend.opened.get(0).options(), ",, is a comma in a value");
+        assertEquals(Map.of("greeting", "hi"), frontend.configs.get(0).options());
+
+        JloopServer flags = server(List.of(backend), List.of(frontend), "--backend", "fake", "--frontend", "fake", "--key", "k", "--level", "4",
+                "--size", "64K", dir.resolve("b.img").toString());
+        flags.start();
+        flags.close();
+        assertEquals(Map.of("key", "k", "level", "4"), backend.opened.get(1).options(), "the same options as --KEY");
+    }
+
+    @Test
+    void pluginOptionMistakesAreRefusedBeforeAnyFileIsCreated()
+    {
+        String image = dir.resolve("a.img").toString();
+        assertMistake("the fake backend takes no option 'colour'; it takes: key, level",
+                "--backend", "fake:colour=red", "--frontend", "fake", "--size", "64K", image);
+        assertMistake("--level: bad number 'many': expected a whole number, 0 or more (e.g. --level 2)",
+                "--backend", "fake:level=many", "--frontend", "fake", "--size", "64K", image);
+        assertMistake("key is given twice, as --key and after fake:",
+                "--backend", "fake:key=a", "--key", "b", "--frontend", "fake", "--size", "64K", image);
+        assertMistake("--backend auto takes no options: name the backend they are for, e.g. --backend io_uring:uring-sqpoll",
+                "--backend", "auto:level=1", "--frontend", "fake", "--size", "64K", image);
+        assertMistake("unknown backend 'nope'; known backends: fake", "--backend", "nope", "--frontend", "fake", "--size", "64K", image);
+        assertMistake("bad --backend 'Fake!': expected NAME[:KEY=VALUE,...], e.g. io_uring or io_uring:uring-sqpoll",
+                "--backend", "Fake!", "--frontend", "fake", "--size", "64K", image);
+        assertMistake("--export second: the fake backend takes no option 'colour'; it takes: key, level",
+                "--backend", "fake", "--frontend", "fake", "--export", "first=" + dir.resolve("first.img") + ",size=64K",
+                "--export", "second=" + dir.resolve("second.img") + ",size=64K,colour=red");
+        assertFalse(Files.exists(Path.of(image)) || Files.exists(dir.resolve("first.img")) || Files.exists(dir.resolve("second.img")),
+                "nothing is created when an option is wrong");
+        assertEquals(List.of(), backend.opened);
+    }
+
+    @Test
+    void eachExportTakesItsOwnBackendOptions()
+            throws IOException
+    {
+        JloopServer server = server(List.of(backend), List.of(frontend), "--backend", "fake:key=shared", "--frontend", "fake",
+                "--export", "a=" + dir.resolve("a.img") + ",size=64K", "--export", "b=" + dir.resolve("b.img") + ",size=64K,level=9,key=own");
+        server.start();
+        server.close();
+        assertEquals(Map.of("key", "shared"), backend.opened.get(0).options());
+        assertEquals(Map.of("key", "own", "level", "9"), backend.opened.get(1).options(), "the export's own options win");
+    }
+
+    @Test
+    void sizeCreatesTheImageThroughTheBackend()
+            throws IOException
+    {
+        Path image = dir.resolve("a.img");
+        JloopServer server = server(List.of(backend), List.of(frontend), "--backend", "fake", "--frontend", "fake", "--size", "64K", image.toString());
+        server.start();
+        server.close();
+        assertEquals(List.of(image + " 65536"), backend.created);
+        assertArrayEquals(RecordingBackend.MARK, Files.readAllBytes(image), "the backend's create made the file");
+
+        Files.write(image, new byte[128 << 10]);
+        JloopServer larger = server(List.of(backend), List.of(frontend), "--backend", "fake", "--frontend", "fake", "--size", "64K", image.toString());
+        larger.start();
+        larger.close();
+        assertEquals(1, backend.created.size(), "a file larger than --size is served whole, not created again");
+    }
+
+    @Test
+    void theLifecycleClosesInReverseOrderAndStopsAtAComponentThatStillServes()
+    {
+        List<String> closed = new ArrayList<>();
+        Lifecycle lifecycle = new Lifecycle();
+        lifecycle.started(() -> closed.add("file"));
+        lifecycle.started(() -> {
+            closed.add("frontend");
+            throw new IOException("frontend failed");
+        });
+        lifecycle.started(() -> {
+            closed.add("last");
+            throw new IllegalStateException("last failed");
+        });
+        IOException failure = assertThrows(IOException.class, lifecycle::close);
+        assertEquals(List.of("last", "frontend", "file"), closed);
+        assertTrue(failure.getCause() instanceof IllegalStateException, "the first failure, wrapped");
+        assertEquals("frontend failed", failure.getSuppressed()[0].getMessage());
+        assertEquals(List.of(), lifecycle.open());
+
+        closed.clear();
+        Closeable file = () -> closed.add("file");
+        lifecycle.started(file);
+        lifecycle.started(() -> {
+            throw new dev.jloop.api.StillServingException("still serving", null);
+        });
+        assertThrows(dev.jloop.api.StillServingException.class, lifecycle::close);
+        assertEquals(List.of(), closed, "what the serving component uses stays open");
+        assertSame(file, lifecycle.open().get(0));
+    }
+
+    private void assertMistake(String message, String... args)
+    {
+        RuntimeException e = assertThrows(RuntimeException.class, () -> server(List.of(backend), List.of(frontend), args).start());
+        assertTrue(e instanceof ProvisionException || e instanceof UserException, e.toString());
+        assertEquals(message, Main.userMessage(e));
+    }
+
+    /** A backend on memory that records what it was asked to create and open. */
+    private static final class RecordingBackend
+            implements BackendFactory
+    {
+        static final byte[] MARK = new byte[64 << 10];
+
+        static {
+            MARK[0] = 'j';
+        }
+
+        private final String name;
+        final List<BackendConfig> opened = new ArrayList<>();
+        final List<String> created = new ArrayList<>();
+
+        RecordingBackend(String name)
+        {
+            this.name = name;
+        }
+
+        @Override
+        public String name()
+        {
+            return name;
+        }
+
+        @Override
+        public String description()
+        {
+            return "memory, recording";
+        }
+
+        @Override
+        public List<PluginOption> options()
+        {
+            return List.of(PluginOption.of("key", PluginOption.Type.STRING, null, "a key", "--key abc"),
+                    PluginOption.of("level", PluginOption.Type.COUNT, null, "a level", "--level 2"));
+        }
+
+        @Override
+        public void create(BackendConfig config, long size)
+                throws IOException
+        {
+            created.add(config.path() + " " + size);
+            Files.write(config.path(), MARK);
+        }
+
+        @Override
+        public BackingFile open(BackendConfig config)
+        {
+            opened.add(config);
+            return new MemoryBackingFile(64 << 10);
+        }
+    }
+
+    private static final class FakeFrontend
+            implements FrontendFactory
+    {
+        final List<FrontendConfig> configs = new ArrayList<>();
+
+        @Override
+        public String name()
+        {
+            return "fake";
+        }
+
+        @Override
+        public String description()
+        {
+            return "serves nothing";
+        }
+
+        @Override
+        public List<PluginOption> options()
+        {
+            return List.of(PluginOption.of("greeting", PluginOption.Type.STRING, null, "a greeting", "--greeting hi"));
+        }
+
+        @Override
+        public Frontend create(FrontendConfig config, List<Export> exports)
+        {
+            configs.add(config);
+            return new Frontend()
+            {
+                @Override
+                public String uri()
+                {
+                    return "fake:";
+                }
+
+                @Override
+                public void close() {}
+            };
+        }
+    }
+}
