@@ -329,6 +329,19 @@ if command -v setpriv >/dev/null; then
 fi
 step "options and refusals as expected"
 
+# --run: the command gets $device, jloop exits with its status and deletes the device
+rm -f "$W/run.img"
+"$J" serve --frontend ublk --backend io_uring --size 32M \
+    --run 'mkfs.ext4 -q "$device" && mkdir -p '"$MNT"' && mount "$device" '"$MNT"' && echo ran >'"$MNT"'/f && umount '"$MNT"' && echo "$device" >'"$W/run.device"'; exit 7' \
+    "$W/run.img" >"$W/run.out" 2>"$W/run.err"
+status=$?
+[ $status = 7 ] || fail "--run: exit status $status, expected the command's 7: $(cat "$W/run.err")"
+RUN_DEV=$(cat "$W/run.device" 2>/dev/null)
+case "$RUN_DEV" in /dev/ublkb[0-9]*) ;; *) fail "--run: \$device was '$RUN_DEV'" ;; esac
+[ ! -e "$RUN_DEV" ] || fail "--run: $RUN_DEV still exists after jloop exited"
+fsck.ext4 -fn "$W/run.img" >/dev/null 2>&1 || fail "--run: the file system made through \$device is not clean in the image"
+step "--run with \$device: the command's status, device deleted, file system in the image"
+
 # SIGTERM while fio writes: flushed data survives, the device goes away, exit code 0
 rm -f "$W/term.img"
 start_server "$W/term.img" --backend nio --size 64M

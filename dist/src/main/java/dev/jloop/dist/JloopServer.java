@@ -4,7 +4,6 @@ import dev.jloop.aio.AioKernel;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
-import dev.jloop.api.Bio;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
@@ -28,8 +27,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
@@ -248,16 +245,14 @@ final class JloopServer
     {
         for (Closeable closeable : lifecycle.open()) {
             if (closeable instanceof LoopDevice device && !device.capabilities().readOnly()) {
-                CompletableFuture<Integer> flushed = new CompletableFuture<>();
-                device.submit(new Bio().init(Bio.Op.FLUSH, 0, 0, 0, null).setEndIo((bio, error) -> flushed.complete(error), null));
                 try {
-                    int error = flushed.get(60, TimeUnit.SECONDS);
+                    int error = device.flush(60, TimeUnit.SECONDS);
                     if (error != 0) {
                         log.error("flush failed: {}", Errno.name(error));
                     }
                 }
-                catch (ExecutionException | TimeoutException e) {
-                    log.error("flush did not finish: {}", e.toString());
+                catch (TimeoutException e) {
+                    log.error("flush did not finish within 60 s");
                 }
                 catch (InterruptedException e) {
                     Thread.currentThread().interrupt();

@@ -52,21 +52,6 @@ final class Registry<F>
         }
     }
 
-    /** The factory called {@code name}; an error listing the known names if there is none. */
-    F get(String name)
-    {
-        F factory = factories.get(name);
-        if (factory == null) {
-            throw new UserException("unknown " + kind + " '" + name + "'; known " + kind + "s: " + String.join(", ", names()));
-        }
-        return factory;
-    }
-
-    List<String> names()
-    {
-        return factories.keySet().stream().sorted().toList();
-    }
-
     Collection<F> all()
     {
         return factories.values().stream().sorted(Comparator.comparing(f -> f.getClass().getName())).toList();

@@ -28,6 +28,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.LockSupport;
 
@@ -542,6 +543,26 @@ public final class LoopDevice
             if (onFile.compareAndSet(n, n + 1)) {
                 return true;
             }
+        }
+    }
+
+    /**
+     * Makes every write this device acknowledged durable, as a FLUSH request from a client would, while
+     * requests go on; for an owner that must keep the device open (a frontend that could not stop).
+     *
+     * @return 0, or the {@code -errno} of the failed flush
+     * @throws TimeoutException when the flush did not finish in time
+     */
+    public int flush(long timeout, TimeUnit unit)
+            throws InterruptedException, TimeoutException
+    {
+        CompletableFuture<Integer> flushed = new CompletableFuture<>();
+        submit(new Bio().init(Bio.Op.FLUSH, 0, 0, 0, null).setEndIo((bio, error) -> flushed.complete(error), null));
+        try {
+            return flushed.get(timeout, unit);
+        }
+        catch (ExecutionException e) {
+            throw new IllegalStateException(e.getCause());
         }
     }
 
