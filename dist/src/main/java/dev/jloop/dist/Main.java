@@ -142,23 +142,35 @@ public final class Main
                 log.info("{}", line);
             }
             // a frontend may end on its own (the one client of --stdio has gone)
-            Thread ended = new Thread(() -> {
-                try {
-                    server.awaitEnd();
-                }
-                catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-                stop.countDown();
-            }, "jloop-frontend-end");
-            ended.setDaemon(true);
-            ended.start();
+            stopAfter("jloop-frontend-end", server::awaitEnd, stop);
             try {
                 return options.run != null ? run(server, stop) : serve(stop);
             }
             finally {
                 server.close();
             }
+        }
+
+        /** Stops the server once {@code wait} returns, from a daemon thread of its own. */
+        private static void stopAfter(String name, Waiting wait, CountDownLatch stop)
+        {
+            Thread thread = new Thread(() -> {
+                try {
+                    wait.await();
+                }
+                catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                stop.countDown();
+            }, name);
+            thread.setDaemon(true);
+            thread.start();
+        }
+
+        private interface Waiting
+        {
+            void await()
+                    throws InterruptedException;
         }
 
         private static int serve(CountDownLatch stop)
@@ -203,17 +215,7 @@ public final class Main
             catch (IOException e) {
                 throw new UserException("cannot run sh -c '" + options.run + "': " + e.getMessage(), e);
             }
-            Thread waiter = new Thread(() -> {
-                try {
-                    command.waitFor();
-                }
-                catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-                stop.countDown();
-            }, "jloop-run");
-            waiter.setDaemon(true);
-            waiter.start();
+            stopAfter("jloop-run", command::waitFor, stop);
             stop.await();
             if (command.isAlive()) {
                 log.info("stopping the --run command");
