@@ -16,9 +16,19 @@ import java.util.List;
  * exactly once, from any thread, without holding locks the callback might need. Operations must not
  * throw for I/O failures: they report {@code -errno}.
  *
- * <p>Reads and writes transfer from/to the iterator, starting at {@code pos}, and advance the
- * iterator by the bytes transferred. A result shorter than the iterator's count is allowed (the
- * caller resubmits the rest); a read at or past end of file returns 0.
+ * <p>The kiocb is the operation's one description: the position ({@link Kiocb#pos()}), the memory
+ * ({@link Kiocb#iter()}), the flags, {@link Kiocb#datasync()} of an fsync, and the mode, offset and
+ * length of an fallocate. The backend reads them and must not change them; the only change it makes
+ * is to advance the iterator by the bytes it transferred (see {@link Kiocb}).
+ *
+ * <p><b>Short transfers.</b> A read or write may complete with fewer bytes than the iterator held, as
+ * long as it transferred some ({@code res > 0}): it advances the iterator by {@code res} and leaves
+ * the rest. The submitter (the loop device) resubmits the rest at {@code pos + res}; the backend
+ * does not continue a completed kiocb itself. A read that returns 0 is at or past end of file (the
+ * loop device reads zeros there); a write that returns 0 made no progress, which the loop device
+ * fails with {@code -EIO}. Within one operation a backend may make as many system calls as it
+ * likes, stopping at the first short one; what it returns is one transfer. A read or write of an
+ * empty iterator returns 0.
  *
  * <p>Threading: what may call concurrently is declared by {@link Capabilities#threadModel()}.
  *
@@ -43,28 +53,33 @@ import java.util.List;
  */
 public interface BackingFile extends Closeable
 {
-    /** Reads into {@code iter} from {@code pos}. Returns bytes read, {@code -errno} or {@link Kiocb#QUEUED}. */
-    long readIter(Kiocb kiocb, IovIter iter, long pos);
+    /**
+     * Reads into the kiocb's iterator from its {@code pos}. Returns the bytes read (fewer than asked
+     * is a short transfer; 0 at or past end of file), {@code -errno} or {@link Kiocb#QUEUED}.
+     */
+    long readIter(Kiocb kiocb);
 
     /**
-     * Writes {@code iter} at {@code pos}; with {@link Kiocb#IOCB_DSYNC} in the kiocb's flags the data
-     * is durable before completion (only asked of backends whose capabilities declare native FUA).
-     * Returns bytes written, {@code -errno} or {@link Kiocb#QUEUED}.
+     * Writes the kiocb's iterator at its {@code pos}; with {@link Kiocb#IOCB_DSYNC} in its flags the
+     * data is durable before completion (only asked of backends whose capabilities declare native
+     * FUA). Returns the bytes written (fewer than asked is a short transfer, never 0 for a non-empty
+     * iterator), {@code -errno} or {@link Kiocb#QUEUED}.
      */
-    long writeIter(Kiocb kiocb, IovIter iter, long pos);
+    long writeIter(Kiocb kiocb);
 
     /**
      * Makes every write that completed before this call durable ({@code fsync(2)}, or
-     * {@code fdatasync(2)} when {@code datasync}). Need not cover writes still in flight.
+     * {@code fdatasync(2)} when the kiocb's {@link Kiocb#datasync()}). Need not cover writes still in
+     * flight. Returns 0, {@code -errno} or {@link Kiocb#QUEUED}.
      */
-    long fsync(Kiocb kiocb, boolean datasync);
+    long fsync(Kiocb kiocb);
 
     /**
-     * {@code fallocate(2)} with {@link Fallocate} mode bits over {@code [offset, offset + length)}.
-     * Returns 0, {@code -EOPNOTSUPP} where the file system cannot, another {@code -errno}, or
-     * {@link Kiocb#QUEUED}.
+     * {@code fallocate(2)} with the kiocb's {@link Fallocate} {@link Kiocb#mode() mode} bits over
+     * {@code [pos, pos + length)}. Returns 0, {@code -EOPNOTSUPP} where the file system cannot,
+     * another {@code -errno}, or {@link Kiocb#QUEUED}.
      */
-    long fallocate(Kiocb kiocb, int mode, long offset, long length);
+    long fallocate(Kiocb kiocb);
 
     /**
      * Reports the data and hole ranges of {@code [offset, offset + length)} in ascending, contiguous

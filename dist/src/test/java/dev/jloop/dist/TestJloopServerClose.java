@@ -140,10 +140,10 @@ class TestJloopServerClose
         }
 
         @Override
-        public long fsync(Kiocb kiocb, boolean datasync)
+        public long fsync(Kiocb kiocb)
         {
             fsyncs.incrementAndGet();
-            return super.fsync(kiocb, datasync);
+            return super.fsync(kiocb);
         }
 
         @Override

@@ -4,7 +4,6 @@ import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
-import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 
 import java.io.IOException;
@@ -32,34 +31,34 @@ final class RecordingBackingFile
     }
 
     @Override
-    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public long readIter(Kiocb kiocb)
     {
-        ops.add("read " + pos + "+" + iter.count());
-        return delegate.readIter(kiocb, iter, pos);
+        ops.add("read " + kiocb.pos() + "+" + kiocb.iter().count());
+        return delegate.readIter(kiocb);
     }
 
     @Override
-    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public long writeIter(Kiocb kiocb)
     {
-        ops.add("write " + pos + "+" + iter.count());
-        return delegate.writeIter(kiocb, iter, pos);
+        ops.add("write " + kiocb.pos() + "+" + kiocb.iter().count());
+        return delegate.writeIter(kiocb);
     }
 
     @Override
-    public long fsync(Kiocb kiocb, boolean datasync)
+    public long fsync(Kiocb kiocb)
     {
         ops.add("fsync");
-        return delegate.fsync(kiocb, datasync);
+        return delegate.fsync(kiocb);
     }
 
     @Override
-    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public long fallocate(Kiocb kiocb)
     {
-        ops.add("fallocate " + mode + " " + offset + "+" + length);
+        ops.add("fallocate " + kiocb.mode() + " " + kiocb.pos() + "+" + kiocb.length());
         if (fallocateUnsupported) {
             return -Errno.EOPNOTSUPP;
         }
-        return delegate.fallocate(kiocb, mode, offset, length);
+        return delegate.fallocate(kiocb);
     }
 
     @Override

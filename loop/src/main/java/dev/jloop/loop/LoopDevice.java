@@ -58,7 +58,10 @@ import static java.util.Objects.requireNonNull;
  * <li>{@link #extents} asks the backing file (SEEK_DATA/SEEK_HOLE) where it declares extents. All
  *     exports' connections share this one device and file, so a FLUSH from any of them covers the
  *     writes completed on all of them (what NBD's multi-conn needs).</li>
- * <li>Short reads and writes are resubmitted for the rest; a read past end of file reads zeros.</li>
+ * <li>Short reads and writes are resubmitted for the rest, at {@code pos + res} with what is left of
+ *     the iterator: the device is the one place that continues a short transfer (the contract in
+ *     {@link BackingFile}). A read that returns 0 is past end of file and reads zeros; a write that
+ *     returns 0 fails with {@code -EIO}.</li>
  * </ul>
  *
  * <p>Completions never wait (the rule in {@link BackingFile}'s javadoc). A completion that needs more
@@ -441,6 +444,7 @@ public final class LoopDevice
         finish(kiocb, bio, 0);
     }
 
+    /** The rest of a short transfer: the backend left {@code pos} where it was and advanced the iterator by {@code res}. */
     private void resubmitRw(Kiocb kiocb, long res)
     {
         kiocb.initRw(kiocb.op(), file, kiocb.iter(), kiocb.pos() + res, kiocb.flags());

@@ -4,7 +4,6 @@ import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
-import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 
 import java.io.IOException;
@@ -50,34 +49,34 @@ final class RecordingBackingFile
     }
 
     @Override
-    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public long readIter(Kiocb kiocb)
     {
-        enter("read " + pos + "+" + iter.count());
-        return exit(delegate.readIter(kiocb, iter, pos));
+        enter("read " + kiocb.pos() + "+" + kiocb.iter().count());
+        return exit(delegate.readIter(kiocb));
     }
 
     @Override
-    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public long writeIter(Kiocb kiocb)
     {
-        enter("write " + pos + "+" + iter.count() + ((kiocb.flags() & Kiocb.IOCB_DSYNC) != 0 ? " dsync" : ""));
-        return exit(delegate.writeIter(kiocb, iter, pos));
+        enter("write " + kiocb.pos() + "+" + kiocb.iter().count() + ((kiocb.flags() & Kiocb.IOCB_DSYNC) != 0 ? " dsync" : ""));
+        return exit(delegate.writeIter(kiocb));
     }
 
     @Override
-    public long fsync(Kiocb kiocb, boolean datasync)
+    public long fsync(Kiocb kiocb)
     {
-        enter(datasync ? "fdatasync" : "fsync");
-        return exit(delegate.fsync(kiocb, datasync));
+        enter(kiocb.datasync() ? "fdatasync" : "fsync");
+        return exit(delegate.fsync(kiocb));
     }
 
     @Override
-    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public long fallocate(Kiocb kiocb)
     {
-        enter("fallocate " + mode + " " + offset + "+" + length);
+        enter("fallocate " + kiocb.mode() + " " + kiocb.pos() + "+" + kiocb.length());
         if (fallocateUnsupported) {
             return exit(-Errno.EOPNOTSUPP);
         }
-        return exit(delegate.fallocate(kiocb, mode, offset, length));
+        return exit(delegate.fallocate(kiocb));
     }
 
     @Override

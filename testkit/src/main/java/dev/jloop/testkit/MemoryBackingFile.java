@@ -85,8 +85,10 @@ public final class MemoryBackingFile
     }
 
     @Override
-    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public long readIter(Kiocb kiocb)
     {
+        IovIter iter = kiocb.iter();
+        long pos = kiocb.pos();
         if (executor == null) {
             return doRead(iter, pos);
         }
@@ -94,8 +96,10 @@ public final class MemoryBackingFile
     }
 
     @Override
-    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public long writeIter(Kiocb kiocb)
     {
+        IovIter iter = kiocb.iter();
+        long pos = kiocb.pos();
         if (executor == null) {
             return doWrite(iter, pos);
         }
@@ -103,7 +107,7 @@ public final class MemoryBackingFile
     }
 
     @Override
-    public long fsync(Kiocb kiocb, boolean datasync)
+    public long fsync(Kiocb kiocb)
     {
         if (closed.get()) {
             return -Errno.EBADF;
@@ -115,8 +119,11 @@ public final class MemoryBackingFile
     }
 
     @Override
-    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public long fallocate(Kiocb kiocb)
     {
+        int mode = kiocb.mode();
+        long offset = kiocb.pos();
+        long length = kiocb.length();
         if (executor == null) {
             return doFallocate(mode, offset, length);
         }

@@ -196,8 +196,10 @@ public final class IoUringBackingFile
     // ---- BackingFile
 
     @Override
-    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public long readIter(Kiocb kiocb)
     {
+        IovIter iter = kiocb.iter();
+        long pos = kiocb.pos();
         if (pos < 0) {
             return -Errno.EINVAL;
         }
@@ -214,11 +216,13 @@ public final class IoUringBackingFile
     }
 
     @Override
-    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public long writeIter(Kiocb kiocb)
     {
         if (readOnly) {
             return -Errno.EPERM;
         }
+        IovIter iter = kiocb.iter();
+        long pos = kiocb.pos();
         if (pos < 0) {
             return -Errno.EINVAL;
         }
@@ -244,7 +248,7 @@ public final class IoUringBackingFile
     }
 
     @Override
-    public long fsync(Kiocb kiocb, boolean datasync)
+    public long fsync(Kiocb kiocb)
     {
         if (closing) {
             return -Errno.ESHUTDOWN;
@@ -253,16 +257,18 @@ public final class IoUringBackingFile
         if (slot == null) {
             return -Errno.ESHUTDOWN;
         }
-        slot.init(kiocb, OP_FSYNC, null, 0, datasync ? IoUring.FSYNC_DATASYNC : 0);
+        slot.init(kiocb, OP_FSYNC, null, 0, kiocb.datasync() ? IoUring.FSYNC_DATASYNC : 0);
         return queue(slot);
     }
 
     @Override
-    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public long fallocate(Kiocb kiocb)
     {
         if (readOnly) {
             return -Errno.EPERM;
         }
+        long offset = kiocb.pos();
+        long length = kiocb.length();
         if (offset < 0 || length <= 0) {
             return length == 0 && offset >= 0 ? 0 : -Errno.EINVAL;
         }
@@ -276,7 +282,7 @@ public final class IoUringBackingFile
             unlockBlocks(hold);
             return -Errno.ESHUTDOWN;
         }
-        slot.init(kiocb, OP_FALLOCATE, null, offset, mode);
+        slot.init(kiocb, OP_FALLOCATE, null, offset, kiocb.mode());
         slot.length = length;
         slot.blockHold = hold;
         return queue(slot);
