@@ -13,6 +13,7 @@ import dev.jloop.iter.IovecIter;
 import dev.jloop.iter.Page;
 import dev.jloop.iter.PagePool;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.RecordingBackingFile;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -147,7 +148,7 @@ class TestLoopDevice
         byte[] data = random(100_000, 2);
         assertEquals(0, write(device, 777, data, 0));
         assertArrayEquals(data, read(device, 777, data.length));
-        assertTrue(file.ops.stream().filter(op -> op.startsWith("write")).count() >= 100, file.ops.toString());
+        assertTrue(file.ops().stream().filter(op -> op.startsWith("write")).count() >= 100, file.ops().toString());
     }
 
     @Test
@@ -293,12 +294,12 @@ class TestLoopDevice
         RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL);
         LoopDevice device = device(file);
         assertEquals(0, write(device, 0, new byte[4096], Bio.REQ_FUA));
-        assertEquals(List.of("write 0+4096", "fdatasync"), file.ops);
+        assertEquals(List.of("write 0+4096", "fdatasync"), file.ops());
 
         RecordingBackingFile nativeFua = file(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().nativeFua(true).build());
         LoopDevice device2 = device(nativeFua);
         assertEquals(0, write(device2, 0, new byte[4096], Bio.REQ_FUA));
-        assertEquals(List.of("write 0+4096 dsync"), nativeFua.ops);
+        assertEquals(List.of("write 0+4096 dsync"), nativeFua.ops());
     }
 
     @Test
@@ -308,7 +309,7 @@ class TestLoopDevice
         LoopDevice device = device(file);
         pool.reserve(PagePool.SLAB_SIZE);
         device.registerMemory(pool.slabs());
-        assertEquals(List.of("registerMemory 1"), file.ops);
+        assertEquals(List.of("registerMemory 1"), file.ops());
     }
 
     @Test
@@ -318,7 +319,7 @@ class TestLoopDevice
         RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL);
         LoopDevice device = device(file);
         assertEquals(0, run(device, Bio.Op.FLUSH, 0, 0, 0, null));
-        assertEquals(List.of("fdatasync"), file.ops);
+        assertEquals(List.of("fdatasync"), file.ops());
     }
 
     @Test
@@ -330,14 +331,14 @@ class TestLoopDevice
         LoopDevice device = device(file);
         assertEquals(0, write(device, 0, random(1 << 20, 3), 0));
         assertEquals(0, run(device, Bio.Op.DISCARD, 4096, 65536, 0, null));
-        assertEquals("fallocate " + (Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE) + " 4096+65536", file.ops.get(1));
+        assertEquals("fallocate " + (Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE) + " 4096+65536", file.ops().get(1));
         assertArrayEquals(new byte[65536], read(device, 4096, 65536));
         assertEquals(SIZE, device.size());
 
         RecordingBackingFile noTrim = new RecordingBackingFile(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().trim(false).build(), false);
         LoopDevice device2 = device(noTrim);
         assertEquals(0, run(device2, Bio.Op.DISCARD, 0, 4096, 0, null));
-        assertEquals(List.of(), noTrim.ops, "no trim capability: nothing to do, success");
+        assertEquals(List.of(), noTrim.ops(), "no trim capability: nothing to do, success");
 
         RecordingBackingFile unsupported = new RecordingBackingFile(new MemoryBackingFile(SIZE), PARALLEL, true);
         LoopDevice device3 = device(unsupported);
@@ -356,7 +357,7 @@ class TestLoopDevice
         assertEquals(List.of("write 0+1048576",
                 "fallocate " + (Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE) + " 100+5000",
                 "fallocate " + (Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE) + " 10000+5000",
-                "fdatasync"), file.ops);
+                "fdatasync"), file.ops());
         byte[] data = read(device, 0, 20000);
         assertArrayEquals(new byte[5000], Arrays.copyOfRange(data, 100, 5100));
         assertArrayEquals(new byte[5000], Arrays.copyOfRange(data, 10000, 15000));
@@ -378,7 +379,7 @@ class TestLoopDevice
         assertEquals(data[0], back[0]);
         assertEquals(data[2], back[2]);
         assertArrayEquals(new byte[(1 << 20) - 3], Arrays.copyOfRange(back, 3, 1 << 20));
-        assertTrue(file.ops.stream().filter(op -> op.startsWith("write")).count() >= 90, "zeros were written");
+        assertTrue(file.ops().stream().filter(op -> op.startsWith("write")).count() >= 90, "zeros were written");
     }
 
     @Test
@@ -389,15 +390,15 @@ class TestLoopDevice
         LoopDevice device = device(file);
         byte[] data = random(8192, 6);
         assertEquals(0, write(device, 0, data, 0));
-        file.ops.clear();
+        file.ops().clear();
         assertEquals(-Errno.EOPNOTSUPP, run(device, Bio.Op.WRITE_ZEROES, 0, 8192, Bio.REQ_NOFALLBACK | Bio.REQ_NOUNMAP, null));
-        assertEquals(List.of("fallocate " + (Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE) + " 0+8192"), file.ops);
+        assertEquals(List.of("fallocate " + (Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE) + " 0+8192"), file.ops());
         assertArrayEquals(data, read(device, 0, 8192), "a failed fast zero changes nothing");
 
         // a backend that cannot zero at all fails fast without trying
         RecordingBackingFile noZero = file(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().zero(false).build());
         assertEquals(-Errno.EOPNOTSUPP, run(device(noZero), Bio.Op.WRITE_ZEROES, 0, 4096, Bio.REQ_NOFALLBACK, null));
-        assertEquals(List.of(), noZero.ops);
+        assertEquals(List.of(), noZero.ops());
     }
 
     @Test
@@ -406,13 +407,13 @@ class TestLoopDevice
     {
         RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().cache(true).readOnly(true).build());
         assertEquals(0, run(device(file), Bio.Op.CACHE, 4096, 1 << 20, 0, null));
-        assertEquals(List.of("cache 4096+1048576"), file.ops, "read-ahead is allowed on a read-only device");
+        assertEquals(List.of("cache 4096+1048576"), file.ops(), "read-ahead is allowed on a read-only device");
 
         RecordingBackingFile without = file(new MemoryBackingFile(SIZE), PARALLEL);
         LoopDevice device = device(without);
         assertEquals(0, run(device, Bio.Op.CACHE, 0, 4096, 0, null));
         assertEquals(-Errno.EINVAL, run(device, Bio.Op.CACHE, SIZE, 1, 0, null));
-        assertEquals(List.of(), without.ops);
+        assertEquals(List.of(), without.ops());
     }
 
     @Test
@@ -441,8 +442,8 @@ class TestLoopDevice
         RecordingBackingFile file = file(new MemoryBackingFile(SIZE), serial);
         LoopDevice device = device(file);
         manyConcurrentRequests(device, 400);
-        assertEquals(1, file.maxRunning.get(), "the baseline takes one request at a time");
-        assertTrue(file.threads.stream().allMatch(name -> name.equals("loop-test")), "all on the device's worker: " + new java.util.HashSet<>(file.threads));
+        assertEquals(1, file.maxRunning(), "the baseline takes one request at a time");
+        assertTrue(file.threads().stream().allMatch(name -> name.equals("loop-test")), "all on the device's worker: " + new java.util.HashSet<>(file.threads()));
     }
 
     @Test
@@ -463,8 +464,8 @@ class TestLoopDevice
         LoopDevice device = new LoopDevice(file, aio, "test");
         assertEquals(0, write(device, 0, new byte[4096], 0));
         device.close();
-        assertEquals("fdatasync", file.ops.get(file.ops.size() - 1));
-        assertTrue(file.closed);
+        assertEquals("fdatasync", file.ops().get(file.ops().size() - 1));
+        assertTrue(file.isClosed());
         assertEquals(-Errno.ESHUTDOWN, run(device, Bio.Op.FLUSH, 0, 0, 0, null));
     }
 
