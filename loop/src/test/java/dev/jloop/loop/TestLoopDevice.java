@@ -1,22 +1,26 @@
 package dev.jloop.loop;
 
 import dev.jloop.aio.AioKernel;
+import dev.jloop.api.BackingFile;
 import dev.jloop.api.Bio;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Fallocate;
 import dev.jloop.api.IovIter;
+import dev.jloop.api.Kiocb;
 import dev.jloop.api.ThreadModel;
 import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.IovecIter;
 import dev.jloop.iter.Page;
 import dev.jloop.iter.PagePool;
+import dev.jloop.testkit.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
 import dev.jloop.testkit.RecordingBackingFile;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
 import java.util.ArrayList;
@@ -28,6 +32,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.ToLongFunction;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -57,7 +62,7 @@ class TestLoopDevice
         assertEquals(0, pool.usedBytes(), "pages leaked");
     }
 
-    private LoopDevice device(RecordingBackingFile file)
+    private LoopDevice device(BackingFile file)
     {
         LoopDevice device = new LoopDevice(file, aio, "test");
         devices.add(device);
@@ -149,6 +154,71 @@ class TestLoopDevice
         assertEquals(0, write(device, 777, data, 0));
         assertArrayEquals(data, read(device, 777, data.length));
         assertTrue(file.ops().stream().filter(op -> op.startsWith("write")).count() >= 100, file.ops().toString());
+    }
+
+    /**
+     * Where the rest of a short transfer goes: at pos + res, with what is left of the iterator, also
+     * when the file completes on its own threads and the rest is submitted from the device's worker.
+     */
+    @Test
+    void shortTransfersCompletedOnTheFilesThreadsAreResubmittedAtPosPlusResult()
+            throws Exception
+    {
+        MemoryBackingFile memory = MemoryBackingFile.builder(SIZE).queued(2).maxTransfer(1000).build();
+        RecordingBackingFile file = file(memory, PARALLEL);
+        LoopDevice device = device(file);
+        byte[] data = random(10_500, 10);
+        assertEquals(0, write(device, 777, data, 0));
+        List<String> expected = new ArrayList<>();
+        for (int done = 0; done < data.length; done += 1000) {
+            expected.add("write " + (777 + done) + "+" + (data.length - done));
+        }
+        assertEquals(expected, file.ops());
+        assertArrayEquals(data, read(device, 777, data.length));
+    }
+
+    /**
+     * The short-transfer contract of {@link BackingFile}, with a file that caps every read and write at
+     * 1000 bytes: whole requests through the device, one request at a time or many.
+     */
+    @ParameterizedTest
+    @EnumSource(ThreadModel.class)
+    void aFileThatCapsEveryTransferServesWholeRequests(ThreadModel threadModel)
+            throws Exception
+    {
+        ShortTransfers file = new ShortTransfers(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().threadModel(threadModel).build(), 1000, SIZE);
+        LoopDevice device = device(file);
+        byte[] data = random(100_000, 11);
+        assertEquals(0, write(device, 4095, data, 0));
+        assertArrayEquals(data, read(device, 4095, data.length));
+        assertTrue(file.shortResults.get() >= 2 * 99, "short results: " + file.shortResults.get());
+    }
+
+    /** A read that returns 0 is at end of file (a file that shrank): the device reads zeros for the rest. */
+    @Test
+    void aReadThatReachesEndOfFileReadsZerosForTheRest()
+            throws Exception
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(SIZE);
+        byte[] data = random(8192, 12);
+        memory.write(0, data);
+        LoopDevice device = device(new ShortTransfers(memory, PARALLEL, Long.MAX_VALUE, 4096));
+        byte[] expected = Arrays.copyOf(Arrays.copyOfRange(data, 100, 4096), 8000);
+        assertArrayEquals(expected, read(device, 100, 8000));
+        assertArrayEquals(new byte[4096], read(device, 4096, 4096));
+    }
+
+    /** A write that returns 0 made no progress: the device fails it instead of resubmitting forever. */
+    @Test
+    void aWriteThatTransfersNothingFailsWithEio()
+            throws Exception
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(SIZE);
+        LoopDevice device = device(new ShortTransfers(memory, PARALLEL, 0, SIZE));
+        assertEquals(-Errno.EIO, write(device, 0, random(4096, 13), 0));
+        byte[] actual = new byte[4096];
+        memory.read(0, actual);
+        assertArrayEquals(new byte[4096], actual);
     }
 
     @Test
@@ -520,6 +590,66 @@ class TestLoopDevice
         for (int i = count - checked; i < count; i++) {
             int at = (int) ((long) i * block % SIZE);
             assertEquals((byte) i, all[at], "block " + i);
+        }
+    }
+
+    /**
+     * Transfers at most {@code cap} bytes per read or write, and reads nothing at or past
+     * {@code endOfFile} (a file that shrank), as the contract lets a backend do. It narrows the
+     * iterator around the call, so it needs a file that answers at once.
+     */
+    private static final class ShortTransfers
+            extends ForwardingBackingFile
+    {
+        private final Capabilities capabilities;
+        private final long cap;
+        private final long endOfFile;
+        final AtomicInteger shortResults = new AtomicInteger();
+
+        ShortTransfers(BackingFile delegate, Capabilities capabilities, long cap, long endOfFile)
+        {
+            super(delegate);
+            this.capabilities = capabilities;
+            this.cap = cap;
+            this.endOfFile = endOfFile;
+        }
+
+        @Override
+        public long readIter(Kiocb kiocb)
+        {
+            return transfer(kiocb, Math.min(cap, endOfFile - kiocb.pos()), super::readIter);
+        }
+
+        @Override
+        public long writeIter(Kiocb kiocb)
+        {
+            return transfer(kiocb, cap, super::writeIter);
+        }
+
+        @Override
+        public Capabilities capabilities()
+        {
+            return capabilities;
+        }
+
+        private long transfer(Kiocb kiocb, long most, ToLongFunction<Kiocb> operation)
+        {
+            IovIter iter = kiocb.iter();
+            long count = iter.count();
+            if (count <= most) {
+                return operation.applyAsLong(kiocb);
+            }
+            shortResults.incrementAndGet();
+            if (most <= 0) {
+                return 0;
+            }
+            iter.truncate(most);
+            long res = operation.applyAsLong(kiocb);
+            if (res == Kiocb.QUEUED) {
+                throw new IllegalStateException("capping transfers needs a file that answers at once");
+            }
+            iter.reexpand(count - Math.max(res, 0));
+            return res;
         }
     }
 }

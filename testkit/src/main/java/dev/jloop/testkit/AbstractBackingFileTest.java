@@ -1209,4 +1209,102 @@ public abstract class AbstractBackingFileTest
             }
         }
     }
+
+    // ---------------------------------------------------------------- contracts a backend author relies on
+
+    /**
+     * A backend takes the operation from the kiocb and changes nothing in it but the iterator, which
+     * it advances by exactly what it transferred. A read or write may be short, but a write, and a
+     * read inside the file, transfer something; the rest, resubmitted at {@code pos + res} as the loop
+     * device does, lands where it belongs. See {@link BackingFile} and {@link Kiocb}.
+     */
+    @Test
+    public void contractOperationsChangeNothingInTheKiocbButTheIterator()
+            throws Exception
+    {
+        int size = 256 * 1024;
+        int directFrom = 4 * BLOCK;
+        byte[] content = randomBytes(new Random(31), size);
+        byte[] model = new byte[size];
+        try (BackingFile file = open(createFile("contract-kiocb", model), false)) {
+            Capabilities capabilities = file.capabilities();
+            // Heap memory at an odd position (the bounce path), then aligned direct memory (the straight path).
+            contractTransferAll(file, Kiocb.Op.WRITE, IovecIter.of(Direction.SOURCE, Arrays.copyOfRange(content, 3, 100_003)), 3,
+                    capabilities.nativeFua() ? Kiocb.IOCB_DSYNC : 0);
+            ByteBuffer direct = DirectMemory.allocateAligned(size - directFrom);
+            direct.put(content, directFrom, size - directFrom).flip();
+            contractTransferAll(file, Kiocb.Op.WRITE, KvecIter.of(Direction.SOURCE, direct), directFrom, 0);
+            System.arraycopy(content, 3, model, 3, size - 3);
+
+            for (boolean datasync : new boolean[] {true, false}) {
+                long res = contractSubmit(kiocb -> kiocb.initFsync(file, datasync));
+                assertTrue(res == 0 || (res == -Errno.EOPNOTSUPP && !capabilities.flush()), "fsync: " + Errno.name(res));
+            }
+            long zero = contractSubmit(kiocb -> kiocb.initFallocate(file, Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE, size - BLOCK - 5, BLOCK));
+            if (zero == 0) {
+                Arrays.fill(model, size - BLOCK - 5, size - 5, (byte) 0);
+            }
+            else {
+                assertTrue(zero < 0 && zero != Kiocb.QUEUED, "fallocate: " + zero);
+            }
+
+            byte[] whole = new byte[size];
+            contractTransferAll(file, Kiocb.Op.READ, IovecIter.of(Direction.DEST, whole), 0, 0);
+            assertArrayEquals(model, whole, "read back through heap memory");
+            direct.clear();
+            contractTransferAll(file, Kiocb.Op.READ, KvecIter.of(Direction.DEST, direct), directFrom, 0);
+            byte[] tail = new byte[size - directFrom];
+            direct.clear().get(tail);
+            assertArrayEquals(Arrays.copyOfRange(model, directFrom, size), tail, "read back through direct memory");
+        }
+    }
+
+    /** Transfers all of {@code iter} at {@code pos}, resubmitting the rest of a short transfer at {@code pos + res}, as the loop device does. */
+    private void contractTransferAll(BackingFile file, Kiocb.Op op, IovIter iter, long pos, int flags)
+            throws Exception
+    {
+        long done = 0;
+        while (iter.count() > 0) {
+            long at = pos + done;
+            long before = iter.count();
+            long res = contractSubmit(kiocb -> kiocb.initRw(op, file, iter, at, flags));
+            assertTrue(res > 0, op + " of " + before + " bytes at " + at + ", inside the file, transferred nothing: " + (res < 0 ? Errno.name(res) : "0"));
+            assertTrue(res <= before, op + " transferred " + res + " bytes of " + before);
+            assertEquals(before - res, iter.count(), op + " of " + res + " bytes must advance the iterator by as much");
+            done += res;
+        }
+    }
+
+    /** Submits a prepared kiocb and waits for its result; fails if at its completion the kiocb no longer says what was submitted. */
+    private long contractSubmit(UnaryOperator<Kiocb> prepare)
+            throws Exception
+    {
+        Kiocb kiocb = prepare.apply(aio.alloc());
+        String submitted = contractDescription(kiocb, kiocb.iter());
+        IovIter iter = kiocb.iter();
+        CompletableFuture<String> atCompletion = new CompletableFuture<>();
+        CompletableFuture<Long> result = new CompletableFuture<>();
+        kiocb.initCallback((k, res) -> {
+            atCompletion.complete(contractDescription(k, iter));
+            result.complete(res);
+        }, null);
+        aio.submit(kiocb);
+        long res;
+        try {
+            res = result.get(TIMEOUT_SECONDS, TimeUnit.SECONDS);
+        }
+        catch (TimeoutException e) {
+            throw new AssertionError("kiocb never completed: " + kiocb, e);
+        }
+        aio.free(kiocb);
+        assertEquals(submitted, atCompletion.get(), "the backend changed the kiocb; it may only advance the iterator");
+        return res;
+    }
+
+    private static String contractDescription(Kiocb kiocb, IovIter iter)
+    {
+        return kiocb.op() + " of file@" + System.identityHashCode(kiocb.file()) + " pos=" + kiocb.pos() + " flags=" + kiocb.flags()
+                + " datasync=" + kiocb.datasync() + " mode=" + kiocb.mode() + " length=" + kiocb.length()
+                + (kiocb.iter() == iter ? "" : " with another iterator");
+    }
 }
