@@ -3,7 +3,6 @@ package dev.jloop.aio;
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
-import dev.jloop.api.ExtentSink;
 import dev.jloop.api.Kiocb;
 import dev.jloop.api.ThreadModel;
 import org.junit.jupiter.api.AfterEach;
@@ -323,12 +322,6 @@ class AioKernelTest
         public long fallocate(Kiocb kiocb)
         {
             return call(kiocb, Kiocb.Op.FALLOCATE);
-        }
-
-        @Override
-        public long extents(long offset, long length, ExtentSink sink)
-        {
-            return -Errno.EOPNOTSUPP;
         }
 
         @Override

@@ -82,11 +82,24 @@ public interface BackingFile extends Closeable
     long fallocate(Kiocb kiocb);
 
     /**
-     * Reports the data and hole ranges of {@code [offset, offset + length)} in ascending, contiguous
-     * order, starting at {@code offset} (as {@code lseek(SEEK_DATA/SEEK_HOLE)} does); the caller may
-     * stop early by returning {@code false} from the sink. Synchronous. Returns 0 or {@code -errno}.
+     * Reports the data and hole ranges of {@code [offset, offset + length)}, a range inside the file,
+     * in ascending, contiguous order, starting at {@code offset} (as {@code lseek(SEEK_DATA/SEEK_HOLE)}
+     * does); the caller may stop early by returning {@code false} from the sink. Synchronous. Returns
+     * 0 or {@code -errno}.
+     *
+     * <p>The loop device asks only a file that declares {@link Capabilities#extents()}; for any other
+     * it reports every range as data itself. A file that does not declare extents and is asked all
+     * the same (by a filter or a test) reports the whole range as {@link ExtentSink#DATA} and returns
+     * 0, which is what this default does: "data" is never wrong, since data may hold zeros. It does
+     * not fail with {@code -EOPNOTSUPP}.
      */
-    long extents(long offset, long length, ExtentSink sink);
+    default long extents(long offset, long length, ExtentSink sink)
+    {
+        if (length > 0) {
+            sink.extent(offset, length, ExtentSink.DATA);
+        }
+        return 0;
+    }
 
     /**
      * Starts bringing {@code [offset, offset + length)} into the host's page cache, for a read soon

@@ -1259,6 +1259,44 @@ public abstract class AbstractBackingFileTest
         }
     }
 
+    /**
+     * A backend that declares no {@link Capabilities#extents()} and is asked for extents all the same
+     * reports the whole range as data (see {@link BackingFile#extents}). What a backend that declares
+     * them reports is checked by {@link #extentsOfSparseFile()}.
+     */
+    @Test
+    public void contractExtentsWithoutTheCapabilityAreAllData()
+            throws Exception
+    {
+        int size = 4 << 20;
+        Path path = dir.resolve("contract-no-extents");
+        try (FileChannel channel = FileChannel.open(path, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            for (long at : new long[] {1 << 20, size - BLOCK}) {
+                ByteBuffer data = ByteBuffer.wrap(nonZeroBytes(new Random(at), BLOCK));
+                while (data.hasRemaining()) {
+                    channel.write(data, at + data.position());
+                }
+            }
+        }
+        try (BackingFile file = open(path, false)) {
+            org.junit.jupiter.api.Assumptions.assumeFalse(file.capabilities().extents(), "declares extents: extentsOfSparseFile checks them");
+            for (long[] range : new long[][] {{0, size}, {1000, 5000}, {(1 << 20) + 10, 3 * BLOCK}}) {
+                List<String> reported = new ArrayList<>();
+                long next = range[0];
+                long res = file.extents(range[0], range[1], (offset, length, type) -> reported.add(offset + "+" + length + ":" + type));
+                assertEquals(0, res, "extents without the capability: " + Errno.name(res));
+                assertFalse(reported.isEmpty(), "no extents for " + Arrays.toString(range));
+                for (String extent : reported) {
+                    String[] parts = extent.split("[+:]");
+                    assertEquals(next, Long.parseLong(parts[0]), "contiguous from the asked offset: " + reported);
+                    assertEquals(ExtentSink.DATA, Integer.parseInt(parts[2]), "a file without extents reports data only: " + reported);
+                    next += Long.parseLong(parts[1]);
+                }
+                assertEquals(range[0] + range[1], next, "the whole range: " + reported);
+            }
+        }
+    }
+
     /** Transfers all of {@code iter} at {@code pos}, resubmitting the rest of a short transfer at {@code pos + res}, as the loop device does. */
     private void contractTransferAll(BackingFile file, Kiocb.Op op, IovIter iter, long pos, int flags)
             throws Exception

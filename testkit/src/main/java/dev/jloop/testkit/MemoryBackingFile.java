@@ -22,7 +22,7 @@ import static java.util.Objects.requireNonNull;
  * A {@link BackingFile} in memory, for frontend and device tests (nbdkit's {@code memory} plugin).
  * Sparse: the file is an array of {@value #BLOCK_SIZE}-byte blocks, and a block never written (or
  * punched whole) holds no memory, reads as zeros and is reported as {@code HOLE|ZERO} by
- * {@link #extents}.
+ * {@link #extents} (unless the capabilities declare no extents: then every range is data).
  *
  * <p>By default every operation completes synchronously in the calling thread. With
  * {@link Builder#queued(int)} operations run on the file's own threads and return
@@ -140,6 +140,10 @@ public final class MemoryBackingFile
             return -Errno.EINVAL;
         }
         long end = Math.min(size, offset + length);
+        if (!capabilities.extents()) {
+            // Declared blind to holes: the contract's answer is all data.
+            return BackingFile.super.extents(offset, Math.max(0, end - offset), sink);
+        }
         long start = offset;
         while (start < end) {
             boolean hole = blocks.get(blockIndex(start)) == null;
@@ -445,9 +449,16 @@ public final class MemoryBackingFile
             return this;
         }
 
+        /** Whether {@link MemoryBackingFile#extents} reports holes (the default) or, declaring no extents, all data. */
+        public Builder extents(boolean extents)
+        {
+            capabilities = capabilities.toBuilder().extents(extents).build();
+            return this;
+        }
+
         /**
          * Declares these capabilities. Trim and zero also decide whether fallocate works
-         * ({@code -EOPNOTSUPP} otherwise), readOnly whether writes do.
+         * ({@code -EOPNOTSUPP} otherwise), readOnly whether writes do, extents whether holes are reported.
          */
         public Builder capabilities(Capabilities capabilities)
         {
