@@ -112,7 +112,11 @@ public interface BackingFile extends Closeable
         return 0;
     }
 
-    /** Current size in bytes. */
+    /**
+     * Current size in bytes, or {@code -errno} when it cannot be told (as {@code lseek(SEEK_END)});
+     * never throws. The loop device reads it once, when it is created, and serves that many bytes; it
+     * refuses a file whose size is an error.
+     */
     long size();
 
     Capabilities capabilities();

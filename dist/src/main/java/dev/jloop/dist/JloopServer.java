@@ -101,7 +101,7 @@ final class JloopServer
                         backendOptions);
                 BackingFile backingFile = openBackingFile(config);
                 started.push(backingFile);
-                LoopDevice device = new LoopDevice(backingFile, new AioKernel(), file.getFileName().toString());
+                LoopDevice device = loopDevice(backingFile, config);
                 started.pop();
                 started.push(device);
                 long deviceSize = device.size();
@@ -330,6 +330,16 @@ final class JloopServer
         }
         catch (IOException e) {
             throw new UserException("cannot open " + config.path() + " with backend " + backend.name() + ": " + e.getMessage(), e);
+        }
+    }
+
+    private LoopDevice loopDevice(BackingFile file, BackendConfig config)
+    {
+        try {
+            return new LoopDevice(file, new AioKernel(), config.path().getFileName().toString());
+        }
+        catch (UncheckedIOException e) {
+            throw new UserException("cannot serve " + config.path() + " with backend " + backend.name() + ": " + e.getCause().getMessage(), e);
         }
     }
 

@@ -21,6 +21,7 @@ import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.io.InterruptedIOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayDeque;
 import java.util.List;
@@ -110,6 +111,12 @@ public final class LoopDevice
     private final ConcurrentLinkedQueue<Bio> requests;
     private volatile Bio current;
 
+    /**
+     * A device over {@code file}, of the size the file reports now. The caller keeps the file until
+     * this returns (and closes it when this throws).
+     *
+     * @throws UncheckedIOException when the file's {@link BackingFile#size()} is an error
+     */
     public LoopDevice(BackingFile file, AioKernel aio, String name)
     {
         this.file = requireNonNull(file, "file is null");
@@ -117,6 +124,9 @@ public final class LoopDevice
         this.fileCapabilities = file.capabilities();
         this.capabilities = resolve(fileCapabilities);
         this.size = file.size();
+        if (size < 0) {
+            throw new UncheckedIOException(new IOException("the backing file reports no size: " + Errno.name(size)));
+        }
         boolean serialised = fileCapabilities.threadModel() == ThreadModel.SERIALIZE_ALL_REQUESTS;
         // One request at a time has at most one kiocb on the file: nothing to count.
         this.queueDepth = serialised ? 0 : fileCapabilities.queueDepth();

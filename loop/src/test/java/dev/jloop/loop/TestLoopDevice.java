@@ -23,6 +23,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
+import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -37,6 +38,7 @@ import java.util.function.ToLongFunction;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -219,6 +221,22 @@ class TestLoopDevice
         byte[] actual = new byte[4096];
         memory.read(0, actual);
         assertArrayEquals(new byte[4096], actual);
+    }
+
+    /** {@link BackingFile#size()} as {@code -errno}: no device of a size it cannot tell. */
+    @Test
+    void aFileThatReportsNoSizeIsRefused()
+    {
+        BackingFile sizeless = new ForwardingBackingFile(new MemoryBackingFile(SIZE))
+        {
+            @Override
+            public long size()
+            {
+                return -Errno.EIO;
+            }
+        };
+        UncheckedIOException e = assertThrows(UncheckedIOException.class, () -> new LoopDevice(sizeless, aio, "sizeless"));
+        assertTrue(e.getMessage().contains("EIO"), e.getMessage());
     }
 
     @Test

@@ -1297,6 +1297,24 @@ public abstract class AbstractBackingFileTest
         }
     }
 
+    /**
+     * {@link BackingFile#size()} of a file that opened is its length, 0 included, read-only or not;
+     * {@code -errno} is for a size that cannot be told, which the loop device refuses.
+     */
+    @Test
+    public void contractSizeIsTheLengthOfTheFile()
+            throws Exception
+    {
+        for (int length : new int[] {0, 1, 3 * BLOCK + 17}) {
+            Path path = createFile("contract-size-" + length, randomBytes(new Random(length), length));
+            for (boolean readOnly : new boolean[] {false, true}) {
+                try (BackingFile file = open(path, readOnly)) {
+                    assertEquals(length, file.size(), "size of a file of " + length + " bytes" + (readOnly ? ", read-only" : ""));
+                }
+            }
+        }
+    }
+
     /** Transfers all of {@code iter} at {@code pos}, resubmitting the rest of a short transfer at {@code pos + res}, as the loop device does. */
     private void contractTransferAll(BackingFile file, Kiocb.Op op, IovIter iter, long pos, int flags)
             throws Exception
