@@ -11,6 +11,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.util.Comparator;
+import java.util.List;
 
 import static java.util.Objects.requireNonNull;
 
@@ -61,11 +62,18 @@ final class ServeModule
         return auto(backends);
     }
 
-    /** The available backend with the highest priority; says why faster ones were passed over. */
+    /**
+     * The available backend with the highest priority; one with a negative priority is never chosen
+     * ({@link BackendFactory#autoPriority()}). Says why faster ones were passed over.
+     */
     static BackendFactory auto(Registry<BackendFactory> backends)
     {
         BackendFactory chosen = null;
-        for (BackendFactory factory : backends.all().stream().sorted(Comparator.comparingInt(BackendFactory::autoPriority).reversed()).toList()) {
+        List<BackendFactory> candidates = backends.all().stream()
+                .filter(factory -> factory.autoPriority() >= 0)
+                .sorted(Comparator.comparingInt(BackendFactory::autoPriority).reversed())
+                .toList();
+        for (BackendFactory factory : candidates) {
             String cause = factory.unavailabilityCause();
             if (cause == null) {
                 chosen = factory;
@@ -74,7 +82,8 @@ final class ServeModule
             log.info("backend {} is not available, falling back: {}", factory.name(), cause);
         }
         if (chosen == null) {
-            throw new UserException("no backend is available; known backends: " + String.join(", ", backends.names()));
+            throw new UserException("no backend is available for --backend auto; known backends: " + String.join(", ", backends.names())
+                    + " (choose one by name with --backend NAME)");
         }
         return chosen;
     }

@@ -44,6 +44,13 @@ public final class MemoryBackendFactory
         return "in-memory sparse file, loaded from FILE at open and written back at close (tests)";
     }
 
+    /** A test double: chosen by name only, never by {@code --backend auto}. */
+    @Override
+    public int autoPriority()
+    {
+        return -1;
+    }
+
     @Override
     public List<PluginOption> options()
     {
