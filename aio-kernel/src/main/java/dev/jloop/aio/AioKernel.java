@@ -86,13 +86,13 @@ public final class AioKernel
         BackingFile file = kiocb.file();
         switch (kiocb.op()) {
             case READ:
-                return file.readIter(kiocb, kiocb.iter(), kiocb.pos());
+                return file.readIter(kiocb);
             case WRITE:
-                return file.writeIter(kiocb, kiocb.iter(), kiocb.pos());
+                return file.writeIter(kiocb);
             case FSYNC:
-                return file.fsync(kiocb, kiocb.mode() != 0);
+                return file.fsync(kiocb);
             case FALLOCATE:
-                return file.fallocate(kiocb, kiocb.mode(), kiocb.pos(), kiocb.length());
+                return file.fallocate(kiocb);
             default:
                 throw new IllegalStateException("kiocb not prepared: " + kiocb);
         }

@@ -3,8 +3,6 @@ package dev.jloop.aio;
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
-import dev.jloop.api.ExtentSink;
-import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.api.ThreadModel;
 import org.junit.jupiter.api.AfterEach;
@@ -293,43 +291,37 @@ class AioKernelTest
             this.answer = answer;
         }
 
-        private long call(Kiocb kiocb, Kiocb.Op op, long pos)
+        private long call(Kiocb kiocb, Kiocb.Op op)
         {
             calls.incrementAndGet();
             lastOp = op;
-            lastPos = pos;
+            lastPos = kiocb.pos();
             return answer.applyAsLong(kiocb);
         }
 
         @Override
-        public long readIter(Kiocb kiocb, IovIter iter, long pos)
+        public long readIter(Kiocb kiocb)
         {
-            return call(kiocb, Kiocb.Op.READ, pos);
+            return call(kiocb, Kiocb.Op.READ);
         }
 
         @Override
-        public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+        public long writeIter(Kiocb kiocb)
         {
-            return call(kiocb, Kiocb.Op.WRITE, pos);
+            return call(kiocb, Kiocb.Op.WRITE);
         }
 
         @Override
-        public long fsync(Kiocb kiocb, boolean datasync)
+        public long fsync(Kiocb kiocb)
         {
-            lastDatasync = datasync;
-            return call(kiocb, Kiocb.Op.FSYNC, 0);
+            lastDatasync = kiocb.datasync();
+            return call(kiocb, Kiocb.Op.FSYNC);
         }
 
         @Override
-        public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+        public long fallocate(Kiocb kiocb)
         {
-            return call(kiocb, Kiocb.Op.FALLOCATE, offset);
-        }
-
-        @Override
-        public long extents(long offset, long length, ExtentSink sink)
-        {
-            return -Errno.EOPNOTSUPP;
+            return call(kiocb, Kiocb.Op.FALLOCATE);
         }
 
         @Override

@@ -27,8 +27,13 @@ public interface BackendFactory
     }
 
     /**
-     * Where {@code --backend auto} should rank this backend: the available one with the highest
-     * priority wins.
+     * Where {@code --backend auto} ranks this backend: of the backends that are available here (see
+     * {@link #unavailabilityCause()}), the one with the highest priority is chosen. The built-in ones
+     * are {@code io_uring} 20, {@code nio} 10 and {@code sync} 0 (the default), so auto takes io_uring
+     * where the kernel allows it and falls back to nio. A plugin that should win over them returns
+     * more than 20; one that should only ever be chosen by name ({@code --backend NAME}), such as a
+     * test double or a backend that needs options to work, returns a negative value, which keeps it
+     * out of auto altogether. Among equal priorities the choice is unspecified.
      */
     default int autoPriority()
     {

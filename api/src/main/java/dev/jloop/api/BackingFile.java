@@ -16,9 +16,19 @@ import java.util.List;
  * exactly once, from any thread, without holding locks the callback might need. Operations must not
  * throw for I/O failures: they report {@code -errno}.
  *
- * <p>Reads and writes transfer from/to the iterator, starting at {@code pos}, and advance the
- * iterator by the bytes transferred. A result shorter than the iterator's count is allowed (the
- * caller resubmits the rest); a read at or past end of file returns 0.
+ * <p>The kiocb is the operation's one description: the position ({@link Kiocb#pos()}), the memory
+ * ({@link Kiocb#iter()}), the flags, {@link Kiocb#datasync()} of an fsync, and the mode, offset and
+ * length of an fallocate. The backend reads them and must not change them; the only change it makes
+ * is to advance the iterator by the bytes it transferred (see {@link Kiocb}).
+ *
+ * <p><b>Short transfers.</b> A read or write may complete with fewer bytes than the iterator held, as
+ * long as it transferred some ({@code res > 0}): it advances the iterator by {@code res} and leaves
+ * the rest. The submitter (the loop device) resubmits the rest at {@code pos + res}; the backend
+ * does not continue a completed kiocb itself. A read that returns 0 is at or past end of file (the
+ * loop device reads zeros there); a write that returns 0 made no progress, which the loop device
+ * fails with {@code -EIO}. Within one operation a backend may make as many system calls as it
+ * likes, stopping at the first short one; what it returns is one transfer. A read or write of an
+ * empty iterator returns 0.
  *
  * <p>Threading: what may call concurrently is declared by {@link Capabilities#threadModel()}.
  *
@@ -43,35 +53,53 @@ import java.util.List;
  */
 public interface BackingFile extends Closeable
 {
-    /** Reads into {@code iter} from {@code pos}. Returns bytes read, {@code -errno} or {@link Kiocb#QUEUED}. */
-    long readIter(Kiocb kiocb, IovIter iter, long pos);
+    /**
+     * Reads into the kiocb's iterator from its {@code pos}. Returns the bytes read (fewer than asked
+     * is a short transfer; 0 at or past end of file), {@code -errno} or {@link Kiocb#QUEUED}.
+     */
+    long readIter(Kiocb kiocb);
 
     /**
-     * Writes {@code iter} at {@code pos}; with {@link Kiocb#IOCB_DSYNC} in the kiocb's flags the data
-     * is durable before completion (only asked of backends whose capabilities declare native FUA).
-     * Returns bytes written, {@code -errno} or {@link Kiocb#QUEUED}.
+     * Writes the kiocb's iterator at its {@code pos}; with {@link Kiocb#IOCB_DSYNC} in its flags the
+     * data is durable before completion (only asked of backends whose capabilities declare native
+     * FUA). Returns the bytes written (fewer than asked is a short transfer, never 0 for a non-empty
+     * iterator), {@code -errno} or {@link Kiocb#QUEUED}.
      */
-    long writeIter(Kiocb kiocb, IovIter iter, long pos);
+    long writeIter(Kiocb kiocb);
 
     /**
      * Makes every write that completed before this call durable ({@code fsync(2)}, or
-     * {@code fdatasync(2)} when {@code datasync}). Need not cover writes still in flight.
+     * {@code fdatasync(2)} when the kiocb's {@link Kiocb#datasync()}). Need not cover writes still in
+     * flight. Returns 0, {@code -errno} or {@link Kiocb#QUEUED}.
      */
-    long fsync(Kiocb kiocb, boolean datasync);
+    long fsync(Kiocb kiocb);
 
     /**
-     * {@code fallocate(2)} with {@link Fallocate} mode bits over {@code [offset, offset + length)}.
-     * Returns 0, {@code -EOPNOTSUPP} where the file system cannot, another {@code -errno}, or
-     * {@link Kiocb#QUEUED}.
+     * {@code fallocate(2)} with the kiocb's {@link Fallocate} {@link Kiocb#mode() mode} bits over
+     * {@code [pos, pos + length)}. Returns 0, {@code -EOPNOTSUPP} where the file system cannot,
+     * another {@code -errno}, or {@link Kiocb#QUEUED}.
      */
-    long fallocate(Kiocb kiocb, int mode, long offset, long length);
+    long fallocate(Kiocb kiocb);
 
     /**
-     * Reports the data and hole ranges of {@code [offset, offset + length)} in ascending, contiguous
-     * order, starting at {@code offset} (as {@code lseek(SEEK_DATA/SEEK_HOLE)} does); the caller may
-     * stop early by returning {@code false} from the sink. Synchronous. Returns 0 or {@code -errno}.
+     * Reports the data and hole ranges of {@code [offset, offset + length)}, a range inside the file,
+     * in ascending, contiguous order, starting at {@code offset} (as {@code lseek(SEEK_DATA/SEEK_HOLE)}
+     * does); the caller may stop early by returning {@code false} from the sink. Synchronous. Returns
+     * 0 or {@code -errno}.
+     *
+     * <p>The loop device asks only a file that declares {@link Capabilities#extents()}; for any other
+     * it reports every range as data itself. A file that does not declare extents and is asked all
+     * the same (by a filter or a test) reports the whole range as {@link ExtentSink#DATA} and returns
+     * 0, which is what this default does: "data" is never wrong, since data may hold zeros. It does
+     * not fail with {@code -EOPNOTSUPP}.
      */
-    long extents(long offset, long length, ExtentSink sink);
+    default long extents(long offset, long length, ExtentSink sink)
+    {
+        if (length > 0) {
+            sink.extent(offset, length, ExtentSink.DATA);
+        }
+        return 0;
+    }
 
     /**
      * Starts bringing {@code [offset, offset + length)} into the host's page cache, for a read soon
@@ -84,7 +112,11 @@ public interface BackingFile extends Closeable
         return 0;
     }
 
-    /** Current size in bytes. */
+    /**
+     * Current size in bytes, or {@code -errno} when it cannot be told (as {@code lseek(SEEK_END)});
+     * never throws. The loop device reads it once, when it is created, and serves that many bytes; it
+     * refuses a file whose size is an error.
+     */
     long size();
 
     Capabilities capabilities();

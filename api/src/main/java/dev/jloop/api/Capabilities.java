@@ -85,7 +85,10 @@ public final class Capabilities
         return zero;
     }
 
-    /** {@link BackingFile#extents} reports real holes. */
+    /**
+     * {@link BackingFile#extents} reports the file's holes. Without it the loop device never asks the
+     * file and reports every range as data.
+     */
     public boolean extents()
     {
         return extents;

@@ -14,6 +14,23 @@ import java.lang.invoke.VarHandle;
  * {@link #complete(long)} later from any thread. Each submission completes exactly once; a second
  * completion throws {@link IllegalStateException}, since it is always a backend bug.
  *
+ * <p>The kiocb is the one description of the operation: a backend takes what to do from it and
+ * from nothing else.
+ * <table>
+ * <caption>What each operation reads</caption>
+ * <tr><th>{@link #op()}</th><th>fields</th></tr>
+ * <tr><td>READ, WRITE</td><td>{@link #pos()} (the kernel's {@code ki_pos}), {@link #iter()} (its
+ *     {@code count()} bytes), {@link #flags()}</td></tr>
+ * <tr><td>FSYNC</td><td>{@link #datasync()}</td></tr>
+ * <tr><td>FALLOCATE</td><td>{@link #mode()}, {@link #pos()}, {@link #length()}</td></tr>
+ * </table>
+ * The backend must not change any of them: the only change it makes is to advance the iterator by
+ * the bytes it transferred. So when a read or write completes, {@code pos()} is still where it
+ * started, and the rest of a short transfer lies at {@code pos() + res} in what is left of the
+ * iterator, which is where the submitter resubmits it (see {@link BackingFile}). {@link #file()} is
+ * the file the submitter addressed, which a forwarding file passes on unchanged: a backend must not
+ * expect it to be itself.
+ *
  * <p>Ownership: from submission to completion the kiocb, its iterator and the iterator's memory
  * belong to the backend; nobody else may touch them. After completion they belong to the completion
  * callback.
@@ -65,6 +82,7 @@ public final class Kiocb
     private IovIter iter;
     private int mode;
     private long length;
+    private boolean datasync;
     private KiocbCompletion completion;
     private Object privateData;
 
@@ -85,10 +103,13 @@ public final class Kiocb
         this.iter = iter;
         this.pos = pos;
         this.flags = flags;
+        this.mode = 0;
+        this.length = 0;
+        this.datasync = false;
         return this;
     }
 
-    /** Prepares an fsync; {@code datasync} as {@code fdatasync(2)}. */
+    /** Prepares an fsync; with {@code datasync} an {@code fdatasync(2)}. */
     public Kiocb initFsync(BackingFile file, boolean datasync)
     {
         this.op = Op.FSYNC;
@@ -96,7 +117,8 @@ public final class Kiocb
         this.iter = null;
         this.pos = 0;
         this.length = 0;
-        this.mode = datasync ? 1 : 0;
+        this.mode = 0;
+        this.datasync = datasync;
         this.flags = 0;
         return this;
     }
@@ -110,6 +132,7 @@ public final class Kiocb
         this.mode = mode;
         this.pos = offset;
         this.length = length;
+        this.datasync = false;
         this.flags = 0;
         return this;
     }
@@ -174,6 +197,7 @@ public final class Kiocb
         length = 0;
         flags = 0;
         mode = 0;
+        datasync = false;
     }
 
     public Op op()
@@ -186,35 +210,43 @@ public final class Kiocb
         return file;
     }
 
-    /** File position of a read or write; start offset of an fallocate. Backends may move it along a partial transfer. */
+    /**
+     * File position of a read or write, where the transfer starts; start offset of an fallocate. Set
+     * by the submitter only: a backend never moves it, also not along a short transfer.
+     */
     public long pos()
     {
         return pos;
     }
 
-    public void setPos(long pos)
-    {
-        this.pos = pos;
-    }
-
-    /** {@link #IOCB_DSYNC} and friends. */
+    /** {@link #IOCB_DSYNC} and friends, for a read or write; 0 otherwise. */
     public int flags()
     {
         return flags;
     }
 
+    /**
+     * The memory of a read or write ({@code null} otherwise); the backend advances it by what it
+     * transferred and changes it in no other way.
+     */
     public IovIter iter()
     {
         return iter;
     }
 
-    /** The {@link Fallocate} mode of an fallocate; 1 for a datasync fsync. */
+    /** For an FSYNC: {@code fdatasync(2)} (data, and the metadata needed to read it) rather than {@code fsync(2)}. */
+    public boolean datasync()
+    {
+        return datasync;
+    }
+
+    /** The {@link Fallocate} mode bits of an fallocate; 0 for every other operation. */
     public int mode()
     {
         return mode;
     }
 
-    /** Length of an fallocate. */
+    /** Length of an fallocate; 0 for every other operation. */
     public long length()
     {
         return length;

@@ -87,7 +87,7 @@ final class JloopServer
                 Path file = spec.file();
                 prepareFile(config, spec.size(), spec.file() == options.file ? "--size SIZE" : "size=SIZE to its --export");
                 BackingFile backingFile = lifecycle.started(openBackingFile(config));
-                LoopDevice device = lifecycle.handOver(backingFile, new LoopDevice(backingFile, new AioKernel(), file.getFileName().toString()));
+                LoopDevice device = lifecycle.handOver(backingFile, loopDevice(backingFile, config));
                 long deviceSize = device.size();
                 String description = spec.description() != null ? spec.description() : file.getFileName() + " (" + Sizes.format(deviceSize) + ")";
                 exports.add(new Export(spec.name(), description, device));
@@ -180,6 +180,16 @@ final class JloopServer
         }
         catch (IOException e) {
             throw new UserException("cannot open " + config.path() + " with backend " + plugins.backend().name() + ": " + e.getMessage(), e);
+        }
+    }
+
+    private LoopDevice loopDevice(BackingFile file, BackendConfig config)
+    {
+        try {
+            return new LoopDevice(file, new AioKernel(), config.path().getFileName().toString());
+        }
+        catch (UncheckedIOException e) {
+            throw new UserException("cannot serve " + config.path() + " with backend " + plugins.backend().name() + ": " + e.getCause().getMessage(), e);
         }
     }
 

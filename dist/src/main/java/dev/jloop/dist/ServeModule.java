@@ -119,16 +119,24 @@ final class ServeModule
         return factory;
     }
 
-    /** The available backend with the highest priority; says why faster ones were passed over. */
+    /**
+     * The available backend with the highest priority; says why faster ones were passed over. A
+     * negative priority keeps a backend out ({@link BackendFactory#autoPriority()}).
+     */
     static BackendFactory auto(Collection<BackendFactory> backends)
     {
-        for (BackendFactory factory : backends.stream().sorted(Comparator.comparingInt(BackendFactory::autoPriority).reversed().thenComparing(BackendFactory::name)).toList()) {
+        List<BackendFactory> candidates = backends.stream()
+                .filter(factory -> factory.autoPriority() >= 0)
+                .sorted(Comparator.comparingInt(BackendFactory::autoPriority).reversed().thenComparing(BackendFactory::name))
+                .toList();
+        for (BackendFactory factory : candidates) {
             String cause = factory.unavailabilityCause();
             if (cause == null) {
                 return factory;
             }
             log.info("backend {} is not available, falling back: {}", factory.name(), cause);
         }
-        throw new UserException("no backend is available; known backends: " + String.join(", ", backends.stream().map(BackendFactory::name).sorted().toList()));
+        throw new UserException("no backend is available for --backend auto; known backends: "
+                + String.join(", ", backends.stream().map(BackendFactory::name).sorted().toList()) + " (choose one by name with --backend NAME)");
     }
 }

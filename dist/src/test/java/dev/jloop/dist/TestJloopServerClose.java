@@ -4,6 +4,7 @@ import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
+import dev.jloop.api.Errno;
 import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
@@ -25,7 +26,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** Closing in reverse order, and what happens when the frontend cannot stop. */
+/** Closing in reverse order, also when starting fails, and what happens when the frontend cannot stop. */
 class TestJloopServerClose
 {
     @TempDir
@@ -61,7 +62,31 @@ class TestJloopServerClose
         assertEquals(1, fsyncs.get(), "the flush on close");
     }
 
+    /** A file whose size is an error cannot be served: jloop says why, and closes the file it opened. */
+    @Test
+    void aFileThatReportsNoSizeIsRefusedAndClosed()
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(1 << 20);
+        BackingFile sizeless = new ForwardingBackingFile(memory)
+        {
+            @Override
+            public long size()
+            {
+                return -Errno.EIO;
+            }
+        };
+        JloopServer server = server(sizeless, false);
+        UserException e = assertThrows(UserException.class, server::start);
+        assertTrue(e.getMessage().contains("reports no size: EIO"), e.getMessage());
+        assertTrue(memory.isClosed(), "the file opened for the export is closed again");
+    }
+
     private JloopServer server(MemoryBackingFile memory, AtomicInteger fsyncs, boolean stuck)
+    {
+        return server(new CountingFsyncs(memory, fsyncs), stuck);
+    }
+
+    private JloopServer server(BackingFile file, boolean stuck)
     {
         BackendFactory backend = new BackendFactory()
         {
@@ -74,13 +99,13 @@ class TestJloopServerClose
             @Override
             public String description()
             {
-                return "memory, counting fsyncs";
+                return "a memory file";
             }
 
             @Override
             public BackingFile open(BackendConfig config)
             {
-                return new CountingFsyncs(memory, fsyncs);
+                return file;
             }
         };
         FrontendFactory frontend = new FrontendFactory()
@@ -134,10 +159,10 @@ class TestJloopServerClose
         }
 
         @Override
-        public long fsync(Kiocb kiocb, boolean datasync)
+        public long fsync(Kiocb kiocb)
         {
             fsyncs.incrementAndGet();
-            return super.fsync(kiocb, datasync);
+            return super.fsync(kiocb);
         }
 
         @Override

@@ -24,6 +24,7 @@ import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;
 import java.util.Map;
+import java.util.stream.Collectors;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -170,6 +171,66 @@ class TestServeModule
         assertThrows(dev.jloop.api.StillServingException.class, lifecycle::close);
         assertEquals(List.of(), closed, "what the serving component uses stays open");
         assertSame(file, lifecycle.open().get(0));
+    }
+
+    @Test
+    void autoTakesTheAvailableBackendWithTheHighestPriority()
+    {
+        assertEquals("fast", ServeModule.auto(List.of(backend("slow", 0, null), backend("fast", 20, null), backend("faster", 30, "no kernel support here"))).name());
+    }
+
+    @Test
+    void aNegativePriorityKeepsABackendOutOfAuto()
+    {
+        assertEquals("sync", ServeModule.auto(List.of(backend("by-name-only", -1, null), backend("sync", 0, null))).name());
+        UserException e = assertThrows(UserException.class, () -> ServeModule.auto(List.of(backend("by-name-only", -5, null))));
+        assertTrue(e.getMessage().contains("by-name-only") && e.getMessage().contains("--backend NAME"), e.getMessage());
+    }
+
+    /** The built-in ranks that BackendFactory's javadoc lists. */
+    @Test
+    void theBuiltInBackendsRankIoUringThenNioThenSync()
+    {
+        Map<String, Integer> priorities = Registry.load("backend", BackendFactory.class, BackendFactory::name).all().stream()
+                .filter(factory -> factory.autoPriority() >= 0)
+                .collect(Collectors.toMap(BackendFactory::name, BackendFactory::autoPriority));
+        assertEquals(Map.of("io_uring", 20, "nio", 10, "sync", 0), priorities);
+    }
+
+    private static BackendFactory backend(String name, int priority, String unavailabilityCause)
+    {
+        return new BackendFactory()
+        {
+            @Override
+            public String name()
+            {
+                return name;
+            }
+
+            @Override
+            public String description()
+            {
+                return "a backend of priority " + priority;
+            }
+
+            @Override
+            public String unavailabilityCause()
+            {
+                return unavailabilityCause;
+            }
+
+            @Override
+            public int autoPriority()
+            {
+                return priority;
+            }
+
+            @Override
+            public BackingFile open(BackendConfig config)
+            {
+                throw new UnsupportedOperationException("never opened by these tests");
+            }
+        };
     }
 
     private void assertMistake(String message, String... args)

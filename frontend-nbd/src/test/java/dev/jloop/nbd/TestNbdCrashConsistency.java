@@ -518,7 +518,7 @@ class TestNbdCrashConsistency
         }
 
         @Override
-        public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+        public long fallocate(Kiocb kiocb)
         {
             return -Errno.EOPNOTSUPP;
         }

@@ -5,6 +5,7 @@ import dev.jloop.api.Capabilities;
 import dev.jloop.api.Export;
 import dev.jloop.loop.LoopDevice;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.RecordingBackingFile;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
@@ -98,11 +99,11 @@ class TestNbdOverLoopDevice
                 byte[] data = new byte[65536];
                 java.util.Arrays.fill(data, (byte) (round + 1));
                 assertEquals(0, a.roundTrip(0, CMD_WRITE, offset, data.length, data), "write acknowledged on A");
-                int before = file.ops.size();
+                int before = file.ops().size();
                 assertEquals(0, b.roundTrip(0, CMD_FLUSH, 0, 0, null), "flush acknowledged on B");
-                List<String> ops = file.ops;
+                List<String> ops = file.ops();
                 int write = ops.lastIndexOf("write " + offset + "+65536");
-                int fsync = ops.subList(before, ops.size()).indexOf("fsync") + before;
+                int fsync = ops.subList(before, ops.size()).indexOf("fdatasync") + before;
                 assertTrue(write >= 0 && fsync >= before && write < fsync,
                         "the backing file saw the fsync of B's flush after A's write: " + ops);
                 // and B reads what A wrote
@@ -133,12 +134,12 @@ class TestNbdOverLoopDevice
             byte[] ones = new byte[8192];
             java.util.Arrays.fill(ones, (byte) 1);
             assertEquals(0, client.roundTrip(0, CMD_WRITE, 0, ones.length, ones));
-            file.ops.clear();
+            file.ops().clear();
             assertEquals(NBD_ENOTSUP, client.roundTrip(CMD_FLAG_FAST_ZERO | CMD_FLAG_NO_HOLE, CMD_WRITE_ZEROES, 0, 8192, null));
-            assertTrue(file.ops.stream().noneMatch(op -> op.startsWith("write")), "fast zero wrote: " + file.ops);
+            assertTrue(file.ops().stream().noneMatch(op -> op.startsWith("write")), "fast zero wrote: " + file.ops());
             assertArrayEquals(ones, client.read(0, ones.length), "a failed fast zero leaves the data");
             assertEquals(0, client.roundTrip(CMD_FLAG_NO_HOLE, CMD_WRITE_ZEROES, 0, 8192, null));
-            assertTrue(file.ops.stream().anyMatch(op -> op.startsWith("write 0+")), "plain zeroing falls back to writing: " + file.ops);
+            assertTrue(file.ops().stream().anyMatch(op -> op.startsWith("write 0+")), "plain zeroing falls back to writing: " + file.ops());
             assertArrayEquals(new byte[8192], client.read(0, 8192));
         }
     }
@@ -161,7 +162,7 @@ class TestNbdOverLoopDevice
             assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_WRITE_ZEROES, 0, 4096, null));
             assertArrayEquals(new byte[4096], client.read(0, 4096));
         }
-        assertEquals(List.of("write 0+4096", "fsync", "write 0+4096", "fsync", "read 0+4096"), file.ops);
+        assertEquals(List.of("write 0+4096", "fdatasync", "write 0+4096", "fdatasync", "read 0+4096"), file.ops());
     }
 
     @Test
@@ -193,7 +194,7 @@ class TestNbdOverLoopDevice
 
             assertEquals(0, client.roundTrip(0, CMD_CACHE, 4096, 1 << 20, null));
         }
-        assertTrue(file.ops.contains("cache 4096+1048576"), file.ops.toString());
-        assertTrue(file.ops.contains("read 1048576+131072"), "only the data was read: " + file.ops);
+        assertTrue(file.ops().contains("cache 4096+1048576"), file.ops().toString());
+        assertTrue(file.ops().contains("read 1048576+131072"), "only the data was read: " + file.ops());
     }
 }

@@ -21,6 +21,7 @@ import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.io.InterruptedIOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayDeque;
 import java.util.List;
@@ -59,7 +60,10 @@ import static java.util.Objects.requireNonNull;
  * <li>{@link #extents} asks the backing file (SEEK_DATA/SEEK_HOLE) where it declares extents. All
  *     exports' connections share this one device and file, so a FLUSH from any of them covers the
  *     writes completed on all of them (what NBD's multi-conn needs).</li>
- * <li>Short reads and writes are resubmitted for the rest; a read past end of file reads zeros.</li>
+ * <li>Short reads and writes are resubmitted for the rest, at {@code pos + res} with what is left of
+ *     the iterator: the device is the one place that continues a short transfer (the contract in
+ *     {@link BackingFile}). A read that returns 0 is past end of file and reads zeros; a write that
+ *     returns 0 fails with {@code -EIO}.</li>
  * </ul>
  *
  * <p>Completions never wait (the rule in {@link BackingFile}'s javadoc). A completion that needs more
@@ -108,6 +112,12 @@ public final class LoopDevice
     private final ConcurrentLinkedQueue<Bio> requests;
     private volatile Bio current;
 
+    /**
+     * A device over {@code file}, of the size the file reports now. The caller keeps the file until
+     * this returns (and closes it when this throws).
+     *
+     * @throws UncheckedIOException when the file's {@link BackingFile#size()} is an error
+     */
     public LoopDevice(BackingFile file, AioKernel aio, String name)
     {
         this.file = requireNonNull(file, "file is null");
@@ -115,6 +125,9 @@ public final class LoopDevice
         this.fileCapabilities = file.capabilities();
         this.capabilities = resolve(fileCapabilities);
         this.size = file.size();
+        if (size < 0) {
+            throw new UncheckedIOException(new IOException("the backing file reports no size: " + Errno.name(size)));
+        }
         boolean serialised = fileCapabilities.threadModel() == ThreadModel.SERIALIZE_ALL_REQUESTS;
         // One request at a time has at most one kiocb on the file: nothing to count.
         this.queueDepth = serialised ? 0 : fileCapabilities.queueDepth();
@@ -442,6 +455,7 @@ public final class LoopDevice
         finish(kiocb, bio, 0);
     }
 
+    /** The rest of a short transfer: the backend left {@code pos} where it was and advanced the iterator by {@code res}. */
     private void resubmitRw(Kiocb kiocb, long res)
     {
         kiocb.initRw(kiocb.op(), file, kiocb.iter(), kiocb.pos() + res, kiocb.flags());

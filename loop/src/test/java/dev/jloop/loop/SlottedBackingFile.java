@@ -2,7 +2,6 @@ package dev.jloop.loop;
 
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
-import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.testkit.ForwardingBackingFile;
 
@@ -73,10 +72,10 @@ final class SlottedBackingFile
             reapLock.lock();
             try {
                 long res = switch (kiocb.op()) {
-                    case READ -> delegate().readIter(kiocb, kiocb.iter(), kiocb.pos());
-                    case WRITE -> delegate().writeIter(kiocb, kiocb.iter(), kiocb.pos());
-                    case FSYNC -> delegate().fsync(kiocb, kiocb.mode() != 0);
-                    case FALLOCATE -> delegate().fallocate(kiocb, kiocb.mode(), kiocb.pos(), kiocb.length());
+                    case READ -> delegate().readIter(kiocb);
+                    case WRITE -> delegate().writeIter(kiocb);
+                    case FSYNC -> delegate().fsync(kiocb);
+                    case FALLOCATE -> delegate().fallocate(kiocb);
                 };
                 slots.release();
                 kiocb.complete(res);
@@ -88,25 +87,25 @@ final class SlottedBackingFile
     }
 
     @Override
-    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public long readIter(Kiocb kiocb)
     {
         return queue(kiocb);
     }
 
     @Override
-    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public long writeIter(Kiocb kiocb)
     {
         return queue(kiocb);
     }
 
     @Override
-    public long fsync(Kiocb kiocb, boolean datasync)
+    public long fsync(Kiocb kiocb)
     {
         return queue(kiocb);
     }
 
     @Override
-    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public long fallocate(Kiocb kiocb)
     {
         return queue(kiocb);
     }

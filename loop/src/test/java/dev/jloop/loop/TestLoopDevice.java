@@ -1,23 +1,29 @@
 package dev.jloop.loop;
 
 import dev.jloop.aio.AioKernel;
+import dev.jloop.api.BackingFile;
 import dev.jloop.api.Bio;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Fallocate;
 import dev.jloop.api.IovIter;
+import dev.jloop.api.Kiocb;
 import dev.jloop.api.ThreadModel;
 import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.IovecIter;
 import dev.jloop.iter.Page;
 import dev.jloop.iter.PagePool;
+import dev.jloop.testkit.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.RecordingBackingFile;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
+import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -27,10 +33,12 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.ToLongFunction;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -56,7 +64,7 @@ class TestLoopDevice
         assertEquals(0, pool.usedBytes(), "pages leaked");
     }
 
-    private LoopDevice device(RecordingBackingFile file)
+    private LoopDevice device(BackingFile file)
     {
         LoopDevice device = new LoopDevice(file, aio, "test");
         devices.add(device);
@@ -147,7 +155,88 @@ class TestLoopDevice
         byte[] data = random(100_000, 2);
         assertEquals(0, write(device, 777, data, 0));
         assertArrayEquals(data, read(device, 777, data.length));
-        assertTrue(file.ops.stream().filter(op -> op.startsWith("write")).count() >= 100, file.ops.toString());
+        assertTrue(file.ops().stream().filter(op -> op.startsWith("write")).count() >= 100, file.ops().toString());
+    }
+
+    /**
+     * Where the rest of a short transfer goes: at pos + res, with what is left of the iterator, also
+     * when the file completes on its own threads and the rest is submitted from the device's worker.
+     */
+    @Test
+    void shortTransfersCompletedOnTheFilesThreadsAreResubmittedAtPosPlusResult()
+            throws Exception
+    {
+        MemoryBackingFile memory = MemoryBackingFile.builder(SIZE).queued(2).maxTransfer(1000).build();
+        RecordingBackingFile file = file(memory, PARALLEL);
+        LoopDevice device = device(file);
+        byte[] data = random(10_500, 10);
+        assertEquals(0, write(device, 777, data, 0));
+        List<String> expected = new ArrayList<>();
+        for (int done = 0; done < data.length; done += 1000) {
+            expected.add("write " + (777 + done) + "+" + (data.length - done));
+        }
+        assertEquals(expected, file.ops());
+        assertArrayEquals(data, read(device, 777, data.length));
+    }
+
+    /**
+     * The short-transfer contract of {@link BackingFile}, with a file that caps every read and write at
+     * 1000 bytes: whole requests through the device, one request at a time or many.
+     */
+    @ParameterizedTest
+    @EnumSource(ThreadModel.class)
+    void aFileThatCapsEveryTransferServesWholeRequests(ThreadModel threadModel)
+            throws Exception
+    {
+        ShortTransfers file = new ShortTransfers(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().threadModel(threadModel).build(), 1000, SIZE);
+        LoopDevice device = device(file);
+        byte[] data = random(100_000, 11);
+        assertEquals(0, write(device, 4095, data, 0));
+        assertArrayEquals(data, read(device, 4095, data.length));
+        assertTrue(file.shortResults.get() >= 2 * 99, "short results: " + file.shortResults.get());
+    }
+
+    /** A read that returns 0 is at end of file (a file that shrank): the device reads zeros for the rest. */
+    @Test
+    void aReadThatReachesEndOfFileReadsZerosForTheRest()
+            throws Exception
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(SIZE);
+        byte[] data = random(8192, 12);
+        memory.write(0, data);
+        LoopDevice device = device(new ShortTransfers(memory, PARALLEL, Long.MAX_VALUE, 4096));
+        byte[] expected = Arrays.copyOf(Arrays.copyOfRange(data, 100, 4096), 8000);
+        assertArrayEquals(expected, read(device, 100, 8000));
+        assertArrayEquals(new byte[4096], read(device, 4096, 4096));
+    }
+
+    /** A write that returns 0 made no progress: the device fails it instead of resubmitting forever. */
+    @Test
+    void aWriteThatTransfersNothingFailsWithEio()
+            throws Exception
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(SIZE);
+        LoopDevice device = device(new ShortTransfers(memory, PARALLEL, 0, SIZE));
+        assertEquals(-Errno.EIO, write(device, 0, random(4096, 13), 0));
+        byte[] actual = new byte[4096];
+        memory.read(0, actual);
+        assertArrayEquals(new byte[4096], actual);
+    }
+
+    /** {@link BackingFile#size()} as {@code -errno}: no device of a size it cannot tell. */
+    @Test
+    void aFileThatReportsNoSizeIsRefused()
+    {
+        BackingFile sizeless = new ForwardingBackingFile(new MemoryBackingFile(SIZE))
+        {
+            @Override
+            public long size()
+            {
+                return -Errno.EIO;
+            }
+        };
+        UncheckedIOException e = assertThrows(UncheckedIOException.class, () -> new LoopDevice(sizeless, aio, "sizeless"));
+        assertTrue(e.getMessage().contains("EIO"), e.getMessage());
     }
 
     @Test
@@ -293,12 +382,12 @@ class TestLoopDevice
         RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL);
         LoopDevice device = device(file);
         assertEquals(0, write(device, 0, new byte[4096], Bio.REQ_FUA));
-        assertEquals(List.of("write 0+4096", "fdatasync"), file.ops);
+        assertEquals(List.of("write 0+4096", "fdatasync"), file.ops());
 
         RecordingBackingFile nativeFua = file(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().nativeFua(true).build());
         LoopDevice device2 = device(nativeFua);
         assertEquals(0, write(device2, 0, new byte[4096], Bio.REQ_FUA));
-        assertEquals(List.of("write 0+4096 dsync"), nativeFua.ops);
+        assertEquals(List.of("write 0+4096 dsync"), nativeFua.ops());
     }
 
     @Test
@@ -308,7 +397,7 @@ class TestLoopDevice
         LoopDevice device = device(file);
         pool.reserve(PagePool.SLAB_SIZE);
         device.registerMemory(pool.slabs());
-        assertEquals(List.of("registerMemory 1"), file.ops);
+        assertEquals(List.of("registerMemory 1"), file.ops());
     }
 
     @Test
@@ -318,7 +407,7 @@ class TestLoopDevice
         RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL);
         LoopDevice device = device(file);
         assertEquals(0, run(device, Bio.Op.FLUSH, 0, 0, 0, null));
-        assertEquals(List.of("fdatasync"), file.ops);
+        assertEquals(List.of("fdatasync"), file.ops());
     }
 
     @Test
@@ -330,14 +419,14 @@ class TestLoopDevice
         LoopDevice device = device(file);
         assertEquals(0, write(device, 0, random(1 << 20, 3), 0));
         assertEquals(0, run(device, Bio.Op.DISCARD, 4096, 65536, 0, null));
-        assertEquals("fallocate " + (Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE) + " 4096+65536", file.ops.get(1));
+        assertEquals("fallocate " + (Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE) + " 4096+65536", file.ops().get(1));
         assertArrayEquals(new byte[65536], read(device, 4096, 65536));
         assertEquals(SIZE, device.size());
 
         RecordingBackingFile noTrim = new RecordingBackingFile(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().trim(false).build(), false);
         LoopDevice device2 = device(noTrim);
         assertEquals(0, run(device2, Bio.Op.DISCARD, 0, 4096, 0, null));
-        assertEquals(List.of(), noTrim.ops, "no trim capability: nothing to do, success");
+        assertEquals(List.of(), noTrim.ops(), "no trim capability: nothing to do, success");
 
         RecordingBackingFile unsupported = new RecordingBackingFile(new MemoryBackingFile(SIZE), PARALLEL, true);
         LoopDevice device3 = device(unsupported);
@@ -356,7 +445,7 @@ class TestLoopDevice
         assertEquals(List.of("write 0+1048576",
                 "fallocate " + (Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE) + " 100+5000",
                 "fallocate " + (Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE) + " 10000+5000",
-                "fdatasync"), file.ops);
+                "fdatasync"), file.ops());
         byte[] data = read(device, 0, 20000);
         assertArrayEquals(new byte[5000], Arrays.copyOfRange(data, 100, 5100));
         assertArrayEquals(new byte[5000], Arrays.copyOfRange(data, 10000, 15000));
@@ -378,7 +467,7 @@ class TestLoopDevice
         assertEquals(data[0], back[0]);
         assertEquals(data[2], back[2]);
         assertArrayEquals(new byte[(1 << 20) - 3], Arrays.copyOfRange(back, 3, 1 << 20));
-        assertTrue(file.ops.stream().filter(op -> op.startsWith("write")).count() >= 90, "zeros were written");
+        assertTrue(file.ops().stream().filter(op -> op.startsWith("write")).count() >= 90, "zeros were written");
     }
 
     @Test
@@ -389,15 +478,15 @@ class TestLoopDevice
         LoopDevice device = device(file);
         byte[] data = random(8192, 6);
         assertEquals(0, write(device, 0, data, 0));
-        file.ops.clear();
+        file.ops().clear();
         assertEquals(-Errno.EOPNOTSUPP, run(device, Bio.Op.WRITE_ZEROES, 0, 8192, Bio.REQ_NOFALLBACK | Bio.REQ_NOUNMAP, null));
-        assertEquals(List.of("fallocate " + (Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE) + " 0+8192"), file.ops);
+        assertEquals(List.of("fallocate " + (Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE) + " 0+8192"), file.ops());
         assertArrayEquals(data, read(device, 0, 8192), "a failed fast zero changes nothing");
 
         // a backend that cannot zero at all fails fast without trying
         RecordingBackingFile noZero = file(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().zero(false).build());
         assertEquals(-Errno.EOPNOTSUPP, run(device(noZero), Bio.Op.WRITE_ZEROES, 0, 4096, Bio.REQ_NOFALLBACK, null));
-        assertEquals(List.of(), noZero.ops);
+        assertEquals(List.of(), noZero.ops());
     }
 
     @Test
@@ -406,13 +495,13 @@ class TestLoopDevice
     {
         RecordingBackingFile file = file(new MemoryBackingFile(SIZE), PARALLEL.toBuilder().cache(true).readOnly(true).build());
         assertEquals(0, run(device(file), Bio.Op.CACHE, 4096, 1 << 20, 0, null));
-        assertEquals(List.of("cache 4096+1048576"), file.ops, "read-ahead is allowed on a read-only device");
+        assertEquals(List.of("cache 4096+1048576"), file.ops(), "read-ahead is allowed on a read-only device");
 
         RecordingBackingFile without = file(new MemoryBackingFile(SIZE), PARALLEL);
         LoopDevice device = device(without);
         assertEquals(0, run(device, Bio.Op.CACHE, 0, 4096, 0, null));
         assertEquals(-Errno.EINVAL, run(device, Bio.Op.CACHE, SIZE, 1, 0, null));
-        assertEquals(List.of(), without.ops);
+        assertEquals(List.of(), without.ops());
     }
 
     @Test
@@ -441,8 +530,8 @@ class TestLoopDevice
         RecordingBackingFile file = file(new MemoryBackingFile(SIZE), serial);
         LoopDevice device = device(file);
         manyConcurrentRequests(device, 400);
-        assertEquals(1, file.maxRunning.get(), "the baseline takes one request at a time");
-        assertTrue(file.threads.stream().allMatch(name -> name.equals("loop-test")), "all on the device's worker: " + new java.util.HashSet<>(file.threads));
+        assertEquals(1, file.maxRunning(), "the baseline takes one request at a time");
+        assertTrue(file.threads().stream().allMatch(name -> name.equals("loop-test")), "all on the device's worker: " + new java.util.HashSet<>(file.threads()));
     }
 
     @Test
@@ -463,8 +552,8 @@ class TestLoopDevice
         LoopDevice device = new LoopDevice(file, aio, "test");
         assertEquals(0, write(device, 0, new byte[4096], 0));
         device.close();
-        assertEquals("fdatasync", file.ops.get(file.ops.size() - 1));
-        assertTrue(file.closed);
+        assertEquals("fdatasync", file.ops().get(file.ops().size() - 1));
+        assertTrue(file.isClosed());
         assertEquals(-Errno.ESHUTDOWN, run(device, Bio.Op.FLUSH, 0, 0, 0, null));
     }
 
@@ -519,6 +608,66 @@ class TestLoopDevice
         for (int i = count - checked; i < count; i++) {
             int at = (int) ((long) i * block % SIZE);
             assertEquals((byte) i, all[at], "block " + i);
+        }
+    }
+
+    /**
+     * Transfers at most {@code cap} bytes per read or write, and reads nothing at or past
+     * {@code endOfFile} (a file that shrank), as the contract lets a backend do. It narrows the
+     * iterator around the call, so it needs a file that answers at once.
+     */
+    private static final class ShortTransfers
+            extends ForwardingBackingFile
+    {
+        private final Capabilities capabilities;
+        private final long cap;
+        private final long endOfFile;
+        final AtomicInteger shortResults = new AtomicInteger();
+
+        ShortTransfers(BackingFile delegate, Capabilities capabilities, long cap, long endOfFile)
+        {
+            super(delegate);
+            this.capabilities = capabilities;
+            this.cap = cap;
+            this.endOfFile = endOfFile;
+        }
+
+        @Override
+        public long readIter(Kiocb kiocb)
+        {
+            return transfer(kiocb, Math.min(cap, endOfFile - kiocb.pos()), super::readIter);
+        }
+
+        @Override
+        public long writeIter(Kiocb kiocb)
+        {
+            return transfer(kiocb, cap, super::writeIter);
+        }
+
+        @Override
+        public Capabilities capabilities()
+        {
+            return capabilities;
+        }
+
+        private long transfer(Kiocb kiocb, long most, ToLongFunction<Kiocb> operation)
+        {
+            IovIter iter = kiocb.iter();
+            long count = iter.count();
+            if (count <= most) {
+                return operation.applyAsLong(kiocb);
+            }
+            shortResults.incrementAndGet();
+            if (most <= 0) {
+                return 0;
+            }
+            iter.truncate(most);
+            long res = operation.applyAsLong(kiocb);
+            if (res == Kiocb.QUEUED) {
+                throw new IllegalStateException("capping transfers needs a file that answers at once");
+            }
+            iter.reexpand(count - Math.max(res, 0));
+            return res;
         }
     }
 }

@@ -1209,4 +1209,158 @@ public abstract class AbstractBackingFileTest
             }
         }
     }
+
+    // ---------------------------------------------------------------- contracts a backend author relies on
+
+    /**
+     * A backend takes the operation from the kiocb and changes nothing in it but the iterator, which
+     * it advances by exactly what it transferred. A read or write may be short, but a write, and a
+     * read inside the file, transfer something; the rest, resubmitted at {@code pos + res} as the loop
+     * device does, lands where it belongs. See {@link BackingFile} and {@link Kiocb}.
+     */
+    @Test
+    public void contractOperationsChangeNothingInTheKiocbButTheIterator()
+            throws Exception
+    {
+        int size = 256 * 1024;
+        int directFrom = 4 * BLOCK;
+        byte[] content = randomBytes(new Random(31), size);
+        byte[] model = new byte[size];
+        try (BackingFile file = open(createFile("contract-kiocb", model), false)) {
+            Capabilities capabilities = file.capabilities();
+            // Heap memory at an odd position (the bounce path), then aligned direct memory (the straight path).
+            contractTransferAll(file, Kiocb.Op.WRITE, IovecIter.of(Direction.SOURCE, Arrays.copyOfRange(content, 3, 100_003)), 3,
+                    capabilities.nativeFua() ? Kiocb.IOCB_DSYNC : 0);
+            ByteBuffer direct = DirectMemory.allocateAligned(size - directFrom);
+            direct.put(content, directFrom, size - directFrom).flip();
+            contractTransferAll(file, Kiocb.Op.WRITE, KvecIter.of(Direction.SOURCE, direct), directFrom, 0);
+            System.arraycopy(content, 3, model, 3, size - 3);
+
+            for (boolean datasync : new boolean[] {true, false}) {
+                long res = contractSubmit(kiocb -> kiocb.initFsync(file, datasync));
+                assertTrue(res == 0 || (res == -Errno.EOPNOTSUPP && !capabilities.flush()), "fsync: " + Errno.name(res));
+            }
+            long zero = contractSubmit(kiocb -> kiocb.initFallocate(file, Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE, size - BLOCK - 5, BLOCK));
+            if (zero == 0) {
+                Arrays.fill(model, size - BLOCK - 5, size - 5, (byte) 0);
+            }
+            else {
+                assertTrue(zero < 0 && zero != Kiocb.QUEUED, "fallocate: " + zero);
+            }
+
+            byte[] whole = new byte[size];
+            contractTransferAll(file, Kiocb.Op.READ, IovecIter.of(Direction.DEST, whole), 0, 0);
+            assertArrayEquals(model, whole, "read back through heap memory");
+            direct.clear();
+            contractTransferAll(file, Kiocb.Op.READ, KvecIter.of(Direction.DEST, direct), directFrom, 0);
+            byte[] tail = new byte[size - directFrom];
+            direct.clear().get(tail);
+            assertArrayEquals(Arrays.copyOfRange(model, directFrom, size), tail, "read back through direct memory");
+        }
+    }
+
+    /**
+     * A backend that declares no {@link Capabilities#extents()} and is asked for extents all the same
+     * reports the whole range as data (see {@link BackingFile#extents}). What a backend that declares
+     * them reports is checked by {@link #extentsOfSparseFile()}.
+     */
+    @Test
+    public void contractExtentsWithoutTheCapabilityAreAllData()
+            throws Exception
+    {
+        int size = 4 << 20;
+        Path path = dir.resolve("contract-no-extents");
+        try (FileChannel channel = FileChannel.open(path, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            for (long at : new long[] {1 << 20, size - BLOCK}) {
+                ByteBuffer data = ByteBuffer.wrap(nonZeroBytes(new Random(at), BLOCK));
+                while (data.hasRemaining()) {
+                    channel.write(data, at + data.position());
+                }
+            }
+        }
+        try (BackingFile file = open(path, false)) {
+            org.junit.jupiter.api.Assumptions.assumeFalse(file.capabilities().extents(), "declares extents: extentsOfSparseFile checks them");
+            for (long[] range : new long[][] {{0, size}, {1000, 5000}, {(1 << 20) + 10, 3 * BLOCK}}) {
+                List<String> reported = new ArrayList<>();
+                long next = range[0];
+                long res = file.extents(range[0], range[1], (offset, length, type) -> reported.add(offset + "+" + length + ":" + type));
+                assertEquals(0, res, "extents without the capability: " + Errno.name(res));
+                assertFalse(reported.isEmpty(), "no extents for " + Arrays.toString(range));
+                for (String extent : reported) {
+                    String[] parts = extent.split("[+:]");
+                    assertEquals(next, Long.parseLong(parts[0]), "contiguous from the asked offset: " + reported);
+                    assertEquals(ExtentSink.DATA, Integer.parseInt(parts[2]), "a file without extents reports data only: " + reported);
+                    next += Long.parseLong(parts[1]);
+                }
+                assertEquals(range[0] + range[1], next, "the whole range: " + reported);
+            }
+        }
+    }
+
+    /**
+     * {@link BackingFile#size()} of a file that opened is its length, 0 included, read-only or not;
+     * {@code -errno} is for a size that cannot be told, which the loop device refuses.
+     */
+    @Test
+    public void contractSizeIsTheLengthOfTheFile()
+            throws Exception
+    {
+        for (int length : new int[] {0, 1, 3 * BLOCK + 17}) {
+            Path path = createFile("contract-size-" + length, randomBytes(new Random(length), length));
+            for (boolean readOnly : new boolean[] {false, true}) {
+                try (BackingFile file = open(path, readOnly)) {
+                    assertEquals(length, file.size(), "size of a file of " + length + " bytes" + (readOnly ? ", read-only" : ""));
+                }
+            }
+        }
+    }
+
+    /** Transfers all of {@code iter} at {@code pos}, resubmitting the rest of a short transfer at {@code pos + res}, as the loop device does. */
+    private void contractTransferAll(BackingFile file, Kiocb.Op op, IovIter iter, long pos, int flags)
+            throws Exception
+    {
+        long done = 0;
+        while (iter.count() > 0) {
+            long at = pos + done;
+            long before = iter.count();
+            long res = contractSubmit(kiocb -> kiocb.initRw(op, file, iter, at, flags));
+            assertTrue(res > 0, op + " of " + before + " bytes at " + at + ", inside the file, transferred nothing: " + (res < 0 ? Errno.name(res) : "0"));
+            assertTrue(res <= before, op + " transferred " + res + " bytes of " + before);
+            assertEquals(before - res, iter.count(), op + " of " + res + " bytes must advance the iterator by as much");
+            done += res;
+        }
+    }
+
+    /** Submits a prepared kiocb and waits for its result; fails if at its completion the kiocb no longer says what was submitted. */
+    private long contractSubmit(UnaryOperator<Kiocb> prepare)
+            throws Exception
+    {
+        Kiocb kiocb = prepare.apply(aio.alloc());
+        String submitted = contractDescription(kiocb, kiocb.iter());
+        IovIter iter = kiocb.iter();
+        CompletableFuture<String> atCompletion = new CompletableFuture<>();
+        CompletableFuture<Long> result = new CompletableFuture<>();
+        kiocb.initCallback((k, res) -> {
+            atCompletion.complete(contractDescription(k, iter));
+            result.complete(res);
+        }, null);
+        aio.submit(kiocb);
+        long res;
+        try {
+            res = result.get(TIMEOUT_SECONDS, TimeUnit.SECONDS);
+        }
+        catch (TimeoutException e) {
+            throw new AssertionError("kiocb never completed: " + kiocb, e);
+        }
+        aio.free(kiocb);
+        assertEquals(submitted, atCompletion.get(), "the backend changed the kiocb; it may only advance the iterator");
+        return res;
+    }
+
+    private static String contractDescription(Kiocb kiocb, IovIter iter)
+    {
+        return kiocb.op() + " of file@" + System.identityHashCode(kiocb.file()) + " pos=" + kiocb.pos() + " flags=" + kiocb.flags()
+                + " datasync=" + kiocb.datasync() + " mode=" + kiocb.mode() + " length=" + kiocb.length()
+                + (kiocb.iter() == iter ? "" : " with another iterator");
+    }
 }

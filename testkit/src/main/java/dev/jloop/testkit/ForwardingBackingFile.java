@@ -3,7 +3,6 @@ package dev.jloop.testkit;
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.ExtentSink;
-import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 
 import java.io.IOException;
@@ -14,7 +13,8 @@ import static java.util.Objects.requireNonNull;
 
 /**
  * A {@link BackingFile} that passes every call to another one: extend it and override what a test
- * double changes (a fault, a count, a held completion), as Guava's forwarding collections.
+ * double changes (a fault, a count, a held completion), as Guava's forwarding collections. The
+ * kiocb goes on as it came, so its {@link Kiocb#file()} is this file, not the delegate.
  */
 public abstract class ForwardingBackingFile
         implements BackingFile
@@ -33,27 +33,27 @@ public abstract class ForwardingBackingFile
     }
 
     @Override
-    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public long readIter(Kiocb kiocb)
     {
-        return delegate.readIter(kiocb, iter, pos);
+        return delegate.readIter(kiocb);
     }
 
     @Override
-    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public long writeIter(Kiocb kiocb)
     {
-        return delegate.writeIter(kiocb, iter, pos);
+        return delegate.writeIter(kiocb);
     }
 
     @Override
-    public long fsync(Kiocb kiocb, boolean datasync)
+    public long fsync(Kiocb kiocb)
     {
-        return delegate.fsync(kiocb, datasync);
+        return delegate.fsync(kiocb);
     }
 
     @Override
-    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public long fallocate(Kiocb kiocb)
     {
-        return delegate.fallocate(kiocb, mode, offset, length);
+        return delegate.fallocate(kiocb);
     }
 
     @Override

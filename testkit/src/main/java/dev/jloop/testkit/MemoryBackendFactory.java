@@ -20,7 +20,8 @@ import java.util.List;
  * Backend {@code memory}: a {@link MemoryBackingFile} loaded from the file at open (all-zero blocks
  * become holes) and, unless read-only, written back sparsely at close. Lets the file-based
  * {@link AbstractBackingFileTest} run on the in-memory file. Options: {@code memory-queued=N}
- * completes on N threads, {@code memory-max-transfer=N} makes reads and writes short.
+ * completes on N threads, {@code memory-max-transfer=N} makes reads and writes short,
+ * {@code memory-no-extents} declares no extents.
  *
  * <p>Not registered with {@link java.util.ServiceLoader}: it is a test double, not a product backend.
  */
@@ -29,6 +30,7 @@ public final class MemoryBackendFactory
 {
     private static final String QUEUED = "memory-queued";
     private static final String MAX_TRANSFER = "memory-max-transfer";
+    private static final String NO_EXTENTS = "memory-no-extents";
 
     @Override
     public String name()
@@ -42,12 +44,20 @@ public final class MemoryBackendFactory
         return "in-memory sparse file, loaded from FILE at open and written back at close (tests)";
     }
 
+    /** A test double: chosen by name only, never by {@code --backend auto}. */
+    @Override
+    public int autoPriority()
+    {
+        return -1;
+    }
+
     @Override
     public List<PluginOption> options()
     {
         return List.of(
                 PluginOption.of(QUEUED, PluginOption.Type.COUNT, null, "complete on this many threads instead of at once", "--memory-queued 3"),
-                PluginOption.of(MAX_TRANSFER, PluginOption.Type.COUNT, null, "transfer at most this many bytes per read or write", "--memory-max-transfer 5000"));
+                PluginOption.of(MAX_TRANSFER, PluginOption.Type.COUNT, null, "transfer at most this many bytes per read or write", "--memory-max-transfer 5000"),
+                PluginOption.flag(NO_EXTENTS, "declare no extents: every range is reported as data", "--memory-no-extents"));
     }
 
     @Override
@@ -65,6 +75,9 @@ public final class MemoryBackendFactory
         }
         if (options.isSet(MAX_TRANSFER)) {
             builder.maxTransfer(options.count(MAX_TRANSFER, 0));
+        }
+        if (options.flag(NO_EXTENTS)) {
+            builder.extents(false);
         }
         MemoryBackingFile memory = builder.build();
         load(path, memory);

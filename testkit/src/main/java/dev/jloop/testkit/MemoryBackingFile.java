@@ -22,7 +22,7 @@ import static java.util.Objects.requireNonNull;
  * A {@link BackingFile} in memory, for frontend and device tests (nbdkit's {@code memory} plugin).
  * Sparse: the file is an array of {@value #BLOCK_SIZE}-byte blocks, and a block never written (or
  * punched whole) holds no memory, reads as zeros and is reported as {@code HOLE|ZERO} by
- * {@link #extents}.
+ * {@link #extents} (unless the capabilities declare no extents: then every range is data).
  *
  * <p>By default every operation completes synchronously in the calling thread. With
  * {@link Builder#queued(int)} operations run on the file's own threads and return
@@ -85,8 +85,10 @@ public final class MemoryBackingFile
     }
 
     @Override
-    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public long readIter(Kiocb kiocb)
     {
+        IovIter iter = kiocb.iter();
+        long pos = kiocb.pos();
         if (executor == null) {
             return doRead(iter, pos);
         }
@@ -94,8 +96,10 @@ public final class MemoryBackingFile
     }
 
     @Override
-    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public long writeIter(Kiocb kiocb)
     {
+        IovIter iter = kiocb.iter();
+        long pos = kiocb.pos();
         if (executor == null) {
             return doWrite(iter, pos);
         }
@@ -103,7 +107,7 @@ public final class MemoryBackingFile
     }
 
     @Override
-    public long fsync(Kiocb kiocb, boolean datasync)
+    public long fsync(Kiocb kiocb)
     {
         if (closed.get()) {
             return -Errno.EBADF;
@@ -115,8 +119,11 @@ public final class MemoryBackingFile
     }
 
     @Override
-    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public long fallocate(Kiocb kiocb)
     {
+        int mode = kiocb.mode();
+        long offset = kiocb.pos();
+        long length = kiocb.length();
         if (executor == null) {
             return doFallocate(mode, offset, length);
         }
@@ -133,6 +140,10 @@ public final class MemoryBackingFile
             return -Errno.EINVAL;
         }
         long end = Math.min(size, offset + length);
+        if (!capabilities.extents()) {
+            // Declared blind to holes: the contract's answer is all data.
+            return BackingFile.super.extents(offset, Math.max(0, end - offset), sink);
+        }
         long start = offset;
         while (start < end) {
             boolean hole = blocks.get(blockIndex(start)) == null;
@@ -438,9 +449,16 @@ public final class MemoryBackingFile
             return this;
         }
 
+        /** Whether {@link MemoryBackingFile#extents} reports holes (the default) or, declaring no extents, all data. */
+        public Builder extents(boolean extents)
+        {
+            capabilities = capabilities.toBuilder().extents(extents).build();
+            return this;
+        }
+
         /**
          * Declares these capabilities. Trim and zero also decide whether fallocate works
-         * ({@code -EOPNOTSUPP} otherwise), readOnly whether writes do.
+         * ({@code -EOPNOTSUPP} otherwise), readOnly whether writes do, extents whether holes are reported.
          */
         public Builder capabilities(Capabilities capabilities)
         {

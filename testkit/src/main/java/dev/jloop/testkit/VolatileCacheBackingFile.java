@@ -118,55 +118,57 @@ public final class VolatileCacheBackingFile
     }
 
     @Override
-    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public long readIter(Kiocb kiocb)
     {
         Request request = start(kiocb, Kiocb.Op.READ);
         if (request == null) {
             return -Errno.EIO;
         }
-        Kiocb inner = new Kiocb(null).initRw(Kiocb.Op.READ, file, iter, pos, 0).initCallback(this, request);
-        return submit(inner, request, () -> file.readIter(inner, iter, pos));
+        Kiocb inner = new Kiocb(null).initRw(Kiocb.Op.READ, file, kiocb.iter(), kiocb.pos(), 0).initCallback(this, request);
+        return submit(inner, request, () -> file.readIter(inner));
     }
 
     @Override
-    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public long writeIter(Kiocb kiocb)
     {
         Request request = start(kiocb, Kiocb.Op.WRITE);
         if (request == null) {
             return -Errno.EIO;
         }
+        IovIter iter = kiocb.iter();
         // The data as it goes to the file, for the record of this change; the iterator is ours until completion.
         request.data = new byte[(int) Math.min(iter.count(), Integer.MAX_VALUE)];
         iter.revert(iter.copyFromIter(request.data, 0, request.data.length));
-        request.pos = pos;
+        request.pos = kiocb.pos();
         request.fua = (kiocb.flags() & Kiocb.IOCB_DSYNC) != 0 && capabilities.nativeFua() && !ignoreFua;
         int flags = file.capabilities().nativeFua() ? kiocb.flags() : kiocb.flags() & ~Kiocb.IOCB_DSYNC;
-        Kiocb inner = new Kiocb(null).initRw(Kiocb.Op.WRITE, file, iter, pos, flags).initCallback(this, request);
-        return submit(inner, request, () -> file.writeIter(inner, iter, pos));
+        Kiocb inner = new Kiocb(null).initRw(Kiocb.Op.WRITE, file, iter, kiocb.pos(), flags).initCallback(this, request);
+        return submit(inner, request, () -> file.writeIter(inner));
     }
 
     @Override
-    public long fsync(Kiocb kiocb, boolean datasync)
+    public long fsync(Kiocb kiocb)
     {
         Request request = start(kiocb, Kiocb.Op.FSYNC);
         if (request == null) {
             return -Errno.EIO;
         }
-        Kiocb inner = new Kiocb(null).initFsync(file, datasync).initCallback(this, request);
-        return submit(inner, request, () -> file.fsync(inner, datasync));
+        Kiocb inner = new Kiocb(null).initFsync(file, kiocb.datasync()).initCallback(this, request);
+        return submit(inner, request, () -> file.fsync(inner));
     }
 
     @Override
-    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public long fallocate(Kiocb kiocb)
     {
         Request request = start(kiocb, Kiocb.Op.FALLOCATE);
         if (request == null) {
             return -Errno.EIO;
         }
-        request.pos = offset;
-        request.length = (mode & (Fallocate.PUNCH_HOLE | Fallocate.ZERO_RANGE)) != 0 ? length : 0;
-        Kiocb inner = new Kiocb(null).initFallocate(file, mode, offset, length).initCallback(this, request);
-        return submit(inner, request, () -> file.fallocate(inner, mode, offset, length));
+        int mode = kiocb.mode();
+        request.pos = kiocb.pos();
+        request.length = (mode & (Fallocate.PUNCH_HOLE | Fallocate.ZERO_RANGE)) != 0 ? kiocb.length() : 0;
+        Kiocb inner = new Kiocb(null).initFallocate(file, mode, kiocb.pos(), kiocb.length()).initCallback(this, request);
+        return submit(inner, request, () -> file.fallocate(inner));
     }
 
     @Override
@@ -475,7 +477,7 @@ public final class VolatileCacheBackingFile
             long at = pos + done;
             Kiocb kiocb = new Kiocb(null).initRw(op, file, iter, at, 0).initCallback((k, res) -> result.complete(res), null);
             kiocb.markSubmitted();
-            long res = op == Kiocb.Op.READ ? file.readIter(kiocb, iter, at) : file.writeIter(kiocb, iter, at);
+            long res = op == Kiocb.Op.READ ? file.readIter(kiocb) : file.writeIter(kiocb);
             if (res == Kiocb.QUEUED) {
                 try {
                     res = result.get(TIMEOUT_SECONDS, TimeUnit.SECONDS);

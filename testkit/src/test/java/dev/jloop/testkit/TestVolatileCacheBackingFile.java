@@ -372,7 +372,7 @@ class TestVolatileCacheBackingFile
             result.complete(res);
         }, null);
         kiocb.markSubmitted();
-        assertEquals(Kiocb.QUEUED, file.writeIter(kiocb, kiocb.iter(), 0));
+        assertEquals(Kiocb.QUEUED, file.writeIter(kiocb));
         assertEquals(SECTOR, result.get(10, TimeUnit.SECONDS));
         Thread.sleep(10);
         assertEquals(1, completions.get(), "completed exactly once");
@@ -383,7 +383,7 @@ class TestVolatileCacheBackingFile
         VolatileCacheBackingFile direct = VolatileCacheBackingFile.builder(synchronous).build();
         Kiocb now = new Kiocb(null).initRw(Kiocb.Op.WRITE, direct, source(sector(6)), 0, 0).initCallback((k, res) -> completions.incrementAndGet(), null);
         now.markSubmitted();
-        assertEquals(SECTOR, direct.writeIter(now, now.iter(), 0), "a result at once stays a result at once");
+        assertEquals(SECTOR, direct.writeIter(now), "a result at once stays a result at once");
         assertEquals(1, completions.get(), "and is not completed by the filter");
     }
 
@@ -488,11 +488,13 @@ class TestVolatileCacheBackingFile
         }
 
         @Override
-        public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+        public long writeIter(Kiocb kiocb)
         {
             if (!holdWrites) {
-                return memory.writeIter(kiocb, iter, pos);
+                return memory.writeIter(kiocb);
             }
+            IovIter iter = kiocb.iter();
+            long pos = kiocb.pos();
             byte[] data = new byte[(int) iter.count()];
             iter.copyFromIter(data, 0, data.length);
             held.add(() -> {
@@ -503,10 +505,10 @@ class TestVolatileCacheBackingFile
         }
 
         @Override
-        public long fsync(Kiocb kiocb, boolean datasync)
+        public long fsync(Kiocb kiocb)
         {
             if (!holdFsync) {
-                return memory.fsync(kiocb, datasync);
+                return memory.fsync(kiocb);
             }
             held.add(() -> kiocb.complete(0));
             return Kiocb.QUEUED;

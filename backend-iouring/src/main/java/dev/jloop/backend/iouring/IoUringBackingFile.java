@@ -46,7 +46,7 @@ import static java.util.Objects.requireNonNull;
  * again does not reap from inside itself). One completion thread waits in
  * {@code io_uring_enter(GETEVENTS)} for the rest (device I/O), reaps CQEs and calls
  * {@link Kiocb#complete(long)}; it allocates nothing and waits for nothing but CQEs (it takes
- * {@link #lock} only to write the SQE that continues a short transfer or to return a slot). When its
+ * {@link #lock} only to write the SQE that retries an {@code -EAGAIN} or to return a slot). When its
  * wakeups find nothing left to reap and no slot is busy it parks in Java, since a thread waiting in
  * the kernel is woken for every CQE; a submitter that leaves operations in flight unparks it. The ring
  * is therefore not set up with SINGLE_ISSUER.
@@ -59,10 +59,14 @@ import static java.util.Objects.requireNonNull;
  *
  * <p>Data paths: a direct iterator (KVEC, BVEC) aligned as the file needs goes straight to the ring:
  * READ/WRITE for one segment (READ_FIXED/WRITE_FIXED when it lies in buffers given to
- * {@link #registerBuffers}), READV/WRITEV for several (at most {@value #IOV_PER_SLOT} per SQE; the rest
- * follows as a continuation). Buffered (not {@code O_DIRECT}) writes of up to 64 KiB without FUA are a
- * {@code pwrite} in the submitting thread instead (see {@link #writeBuffered}). Short transfers are resubmitted for the rest, a read returning 0 (end of
- * file) completes with what was read, {@code -EAGAIN} is retried. Heap (IOVEC) iterators and, under
+ * {@link #registerBuffers}), READV/WRITEV for several (at most {@value #IOV_PER_SLOT} per SQE; a longer
+ * vector is a short transfer). Buffered (not {@code O_DIRECT}) writes of up to 64 KiB without FUA are
+ * a {@code pwrite} in the submitting thread instead (see {@link #writeBuffered}). One operation is one
+ * SQE, and its CQE's result is the operation's: a short read or write completes as such, with the
+ * iterator advanced by what the kernel transferred, and the loop device resubmits the rest (the one
+ * level of resubmission {@link BackingFile} allows); a read returning 0 is end of file. An
+ * {@code -EAGAIN} or {@code -EINTR} is no transfer at all: the same SQE goes to the ring again. Heap
+ * (IOVEC) iterators and, under
  * {@code O_DIRECT}, unaligned requests are bounced synchronously in the submitting thread through a
  * per-thread aligned buffer with {@code pread}/{@code pwrite} ({@link BounceIo}: read-modify-write of
  * partial blocks under an exclusive {@link BlockRangeLock}; aligned {@code O_DIRECT} writes on the ring
@@ -82,8 +86,8 @@ public final class IoUringBackingFile
     private static final int BOUNCE_SIZE = 256 * 1024;
     /** Buffered writes up to this size are a pwrite in the submitting thread; larger ones overlap with it on the ring. */
     private static final long INLINE_WRITE_MAX = 64 * 1024;
-    /** {@link #progress}: the rest of the transfer is on the ring again. */
-    private static final long CONTINUED = Long.MIN_VALUE;
+    /** {@link #progress}: the operation is on the ring again, as it was. */
+    private static final long RETRIED = Long.MIN_VALUE;
     private static final long WAKEUP = -1L;
     private static final long CANCEL = -2L;
     private static final int FIXED_FILE = 0;
@@ -120,8 +124,8 @@ public final class IoUringBackingFile
     private volatile boolean closing;
     private boolean closed;
     private volatile boolean stopped;
-    /** Set while handling a batch: continuations were written, enter after it. Under {@link #reapLock}. */
-    private boolean continued;
+    /** Set while handling a batch: retries were written, enter after it. Under {@link #reapLock}. */
+    private boolean retried;
     /** The completion thread waits in {@link LockSupport#park}, not in the kernel. */
     private volatile boolean completionThreadParked;
     /** Slots in use (written under {@link #lock}), read without it by the completion thread before it parks. */
@@ -196,8 +200,10 @@ public final class IoUringBackingFile
     // ---- BackingFile
 
     @Override
-    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public long readIter(Kiocb kiocb)
     {
+        IovIter iter = kiocb.iter();
+        long pos = kiocb.pos();
         if (pos < 0) {
             return -Errno.EINVAL;
         }
@@ -214,11 +220,13 @@ public final class IoUringBackingFile
     }
 
     @Override
-    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public long writeIter(Kiocb kiocb)
     {
         if (readOnly) {
             return -Errno.EPERM;
         }
+        IovIter iter = kiocb.iter();
+        long pos = kiocb.pos();
         if (pos < 0) {
             return -Errno.EINVAL;
         }
@@ -244,7 +252,7 @@ public final class IoUringBackingFile
     }
 
     @Override
-    public long fsync(Kiocb kiocb, boolean datasync)
+    public long fsync(Kiocb kiocb)
     {
         if (closing) {
             return -Errno.ESHUTDOWN;
@@ -253,16 +261,18 @@ public final class IoUringBackingFile
         if (slot == null) {
             return -Errno.ESHUTDOWN;
         }
-        slot.init(kiocb, OP_FSYNC, null, 0, datasync ? IoUring.FSYNC_DATASYNC : 0);
+        slot.init(kiocb, OP_FSYNC, kiocb.datasync() ? IoUring.FSYNC_DATASYNC : 0);
         return queue(slot);
     }
 
     @Override
-    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public long fallocate(Kiocb kiocb)
     {
         if (readOnly) {
             return -Errno.EPERM;
         }
+        long offset = kiocb.pos();
+        long length = kiocb.length();
         if (offset < 0 || length <= 0) {
             return length == 0 && offset >= 0 ? 0 : -Errno.EINVAL;
         }
@@ -276,8 +286,7 @@ public final class IoUringBackingFile
             unlockBlocks(hold);
             return -Errno.ESHUTDOWN;
         }
-        slot.init(kiocb, OP_FALLOCATE, null, offset, mode);
-        slot.length = length;
+        slot.init(kiocb, OP_FALLOCATE, kiocb.mode());
         slot.blockHold = hold;
         return queue(slot);
     }
@@ -457,7 +466,7 @@ public final class IoUringBackingFile
             unlockBlocks(hold);
             return -Errno.ESHUTDOWN;
         }
-        slot.init(kiocb, op, iter, pos, rwFlags);
+        slot.init(kiocb, op, rwFlags);
         slot.blockHold = hold;
         return queue(slot);
     }
@@ -508,7 +517,7 @@ public final class IoUringBackingFile
         return Kiocb.QUEUED;
     }
 
-    /** Writes the SQE for what is left of the slot's operation. Under {@link #lock}. */
+    /** Writes the SQE of the slot's operation, as its kiocb describes it. Under {@link #lock}. */
     private void prepare(Slot slot)
     {
         boolean ok;
@@ -518,7 +527,7 @@ public final class IoUringBackingFile
                 ok = ring.prepFsync(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.rwFlags, userData);
                 break;
             case OP_FALLOCATE:
-                ok = ring.prepFallocate(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.rwFlags, slot.pos, slot.length, userData);
+                ok = ring.prepFallocate(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.rwFlags, slot.kiocb.pos(), slot.kiocb.length(), userData);
                 break;
             default:
                 ok = prepareRw(slot, userData);
@@ -531,7 +540,8 @@ public final class IoUringBackingFile
 
     private boolean prepareRw(Slot slot, long userData)
     {
-        IovIter iter = slot.iter;
+        IovIter iter = slot.kiocb.iter();
+        long pos = slot.kiocb.pos();
         boolean write = slot.op == OP_WRITE;
         int nrSegs = Math.min(iter.nrSegs(), IOV_PER_SLOT);
         if (nrSegs == 1) {
@@ -541,12 +551,12 @@ public final class IoUringBackingFile
             if (bufIndex >= 0) {
                 fixedSubmissions++;
                 return write
-                        ? ring.prepWriteFixed(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, slot.pos, bufIndex, slot.rwFlags, userData)
-                        : ring.prepReadFixed(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, slot.pos, bufIndex, slot.rwFlags, userData);
+                        ? ring.prepWriteFixed(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, pos, bufIndex, slot.rwFlags, userData)
+                        : ring.prepReadFixed(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, pos, bufIndex, slot.rwFlags, userData);
             }
             return write
-                    ? ring.prepWrite(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, slot.pos, slot.rwFlags, userData)
-                    : ring.prepRead(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, slot.pos, slot.rwFlags, userData);
+                    ? ring.prepWrite(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, pos, slot.rwFlags, userData)
+                    : ring.prepRead(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, pos, slot.rwFlags, userData);
         }
         long total = 0;
         for (int i = 0; i < nrSegs; i++) {
@@ -560,8 +570,8 @@ public final class IoUringBackingFile
             throw new IllegalStateException("O_DIRECT vector of " + total + " bytes");
         }
         return write
-                ? ring.prepWritev(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.iovecAddress, nrSegs, slot.pos, slot.rwFlags, userData)
-                : ring.prepReadv(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.iovecAddress, nrSegs, slot.pos, slot.rwFlags, userData);
+                ? ring.prepWritev(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.iovecAddress, nrSegs, pos, slot.rwFlags, userData)
+                : ring.prepReadv(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.iovecAddress, nrSegs, pos, slot.rwFlags, userData);
     }
 
     private int fixedBuffer(long address, int length)
@@ -610,18 +620,18 @@ public final class IoUringBackingFile
         }
     }
 
-    /** Reaps ready CQEs and submits the continuations they wrote. Under {@link #reapLock}. */
+    /** Reaps ready CQEs and submits the retries they wrote. Under {@link #reapLock}. */
     private void reapInline()
     {
         try {
             do {
-                continued = false;
+                retried = false;
                 ring.reap(handler);
-                if (continued) {
+                if (retried) {
                     enterQuietly();
                 }
             }
-            while (continued);
+            while (retried);
         }
         catch (NativeIoException | RuntimeException e) {
             log.error("io_uring completion on {}", fd, e);
@@ -694,11 +704,11 @@ public final class IoUringBackingFile
                 int reaped;
                 reapLock.lock();
                 try {
-                    continued = false;
+                    retried = false;
                     reaped = ring.reap(handler);
-                    // Only for its own continuations (or a submission that gave up): entering for SQEs that a
+                    // Only for its own retries (or a submission that gave up): entering for SQEs that a
                     // plug holds back would defeat the batching.
-                    if (continued || submitBacklog) {
+                    if (retried || submitBacklog) {
                         submitBacklog = false;
                         enterQuietly();
                     }
@@ -750,40 +760,35 @@ public final class IoUringBackingFile
             log.error("io_uring completion of {} on {} failed; completing it with EIO", slot.kiocb, fd, e);
             result = -Errno.EIO;
         }
-        if (result != CONTINUED) {
+        if (result != RETRIED) {
             finish(slot, result);
         }
     }
 
-    /** Where a CQE leaves the slot's operation: its result, or {@link #CONTINUED} when the rest was resubmitted. */
+    /**
+     * Where a CQE leaves the slot's operation: its result, or {@link #RETRIED} when the same SQE went
+     * to the ring again. A short read or write is a result; its rest is the submitter's to resubmit.
+     */
     private long progress(Slot slot, int res)
     {
         if (slot.op != OP_READ && slot.op != OP_WRITE) {
             return closing ? -Errno.ECANCELED : res;
         }
         if ((res == -Errno.EAGAIN || res == -Errno.EINTR) && !closing) {
+            // Nothing was transferred: the same SQE goes to the ring again.
             resubmit(slot);
-            return CONTINUED;
+            return RETRIED;
         }
         if (res > 0) {
-            slot.iter.advance(res);
-            slot.done += res;
-            slot.pos += res;
-            if (slot.iter.count() > 0 && !closing) {
-                resubmit(slot);
-                return CONTINUED;
-            }
+            slot.kiocb.iter().advance(res);
         }
         if (closing) {
             return -Errno.ECANCELED;
         }
-        if (res < 0) {
-            return slot.done > 0 ? slot.done : res;
-        }
-        if (res == 0 && slot.op == OP_WRITE && slot.done == 0) {
+        if (res == 0 && slot.op == OP_WRITE) {
             return -Errno.EIO;
         }
-        return slot.done;
+        return res;
     }
 
     private void resubmit(Slot slot)
@@ -796,7 +801,7 @@ public final class IoUringBackingFile
         finally {
             lock.unlock();
         }
-        continued = true;
+        retried = true;
     }
 
     private void finish(Slot slot, long res)
@@ -920,17 +925,14 @@ public final class IoUringBackingFile
         boolean pending;
     }
 
-    /** One operation in flight: its kiocb and where it stands. Touched by one thread at a time (the owner of the operation). */
+    /** One operation in flight: its kiocb and its SQE flags. Touched by one thread at a time (the owner of the operation). */
     private static final class Slot
     {
         final int index;
         final long iovecAddress;
         Kiocb kiocb;
         int op;
-        IovIter iter;
-        long pos;
-        long length;
-        long done;
+        /** The SQE's flags: RWF_DSYNC, FSYNC_DATASYNC or the fallocate mode; the rest of the SQE comes from the kiocb. */
         int rwFlags;
         /** The operation's hold on its {@code O_DIRECT} blocks, released with the slot; {@link #NO_HOLD} if none. */
         int blockHold = NO_HOLD;
@@ -941,21 +943,16 @@ public final class IoUringBackingFile
             this.iovecAddress = iovecAddress;
         }
 
-        void init(Kiocb kiocb, int op, IovIter iter, long pos, int rwFlags)
+        void init(Kiocb kiocb, int op, int rwFlags)
         {
             this.kiocb = kiocb;
             this.op = op;
-            this.iter = iter;
-            this.pos = pos;
             this.rwFlags = rwFlags;
-            this.done = 0;
-            this.length = 0;
         }
 
         void clear()
         {
             kiocb = null;
-            iter = null;
             blockHold = NO_HOLD;
             op = -1;
         }

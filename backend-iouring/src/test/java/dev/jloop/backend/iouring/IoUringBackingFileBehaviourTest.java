@@ -3,6 +3,7 @@ package dev.jloop.backend.iouring;
 import dev.jloop.aio.AioKernel;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.Errno;
+import dev.jloop.api.IovIter;
 import dev.jloop.api.IovIter.Direction;
 import dev.jloop.api.Kiocb;
 import dev.jloop.iter.BvecIter;
@@ -268,8 +269,12 @@ class IoUringBackingFileBehaviourTest
         }
     }
 
+    /**
+     * A vector longer than a slot's iovecs is one SQE for its first {@value IoUringBackingFile#IOV_PER_SLOT}
+     * segments: a short transfer, whose rest the submitter resubmits at {@code pos + res}.
+     */
     @Test
-    void vectorsLongerThanASlotContinue()
+    void vectorsLongerThanASlotAreShortTransfers()
             throws Exception
     {
         try (IoUringBackingFile file = open(true, 4)) {
@@ -280,7 +285,18 @@ class IoUringBackingFileBehaviourTest
                 buffers[i].put(0, (byte) (i + 1)).put(4095, (byte) ~i);
             }
             long pos = 1 << 20;
-            assertEquals((long) segments * 4096, run(file, Kiocb.Op.WRITE, KvecIter.of(Direction.SOURCE, buffers), pos));
+            long total = (long) segments * 4096;
+            long perSqe = (long) IoUringBackingFile.IOV_PER_SLOT * 4096;
+            IovIter iter = KvecIter.of(Direction.SOURCE, buffers);
+            assertEquals(perSqe, run(file, Kiocb.Op.WRITE, iter, pos), "one SQE's segments");
+            assertEquals(total - perSqe, iter.count(), "the rest stays in the iterator");
+            long done = perSqe;
+            while (iter.count() > 0) {
+                long res = run(file, Kiocb.Op.WRITE, iter, pos + done);
+                assertTrue(res > 0, "write of the rest: " + Errno.name(res));
+                done += res;
+            }
+            assertEquals(total, done);
             byte[] back = new byte[segments * 4096];
             assertEquals(back.length, run(file, Kiocb.Op.READ, IovecIter.of(Direction.DEST, back), pos));
             for (int i = 0; i < segments; i++) {
@@ -336,7 +352,7 @@ class IoUringBackingFileBehaviourTest
         }
     }
 
-    private long run(IoUringBackingFile file, Kiocb.Op op, dev.jloop.api.IovIter iter, long pos)
+    private long run(IoUringBackingFile file, Kiocb.Op op, IovIter iter, long pos)
             throws InterruptedException
     {
         long[] result = new long[1];

@@ -5,7 +5,6 @@ import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
-import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.api.ThreadModel;
 import dev.jloop.posix.BlockRangeLock;
@@ -137,43 +136,31 @@ public final class NioBackingFile
     }
 
     @Override
-    public long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public long readIter(Kiocb kiocb)
     {
-        if (kiocb.op() != Kiocb.Op.READ || kiocb.iter() != iter || kiocb.pos() != pos || kiocb.file() != this) {
-            kiocb.initRw(Kiocb.Op.READ, this, iter, pos, kiocb.flags());
-        }
         return enqueue(kiocb);
     }
 
     @Override
-    public long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public long writeIter(Kiocb kiocb)
     {
         if (readOnly) {
             return -Errno.EPERM;
         }
-        if (kiocb.op() != Kiocb.Op.WRITE || kiocb.iter() != iter || kiocb.pos() != pos || kiocb.file() != this) {
-            kiocb.initRw(Kiocb.Op.WRITE, this, iter, pos, kiocb.flags());
-        }
         return enqueue(kiocb);
     }
 
     @Override
-    public long fsync(Kiocb kiocb, boolean datasync)
+    public long fsync(Kiocb kiocb)
     {
-        if (kiocb.op() != Kiocb.Op.FSYNC || (kiocb.mode() != 0) != datasync || kiocb.file() != this) {
-            kiocb.initFsync(this, datasync);
-        }
         return enqueue(kiocb);
     }
 
     @Override
-    public long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public long fallocate(Kiocb kiocb)
     {
         if (readOnly) {
             return -Errno.EPERM;
-        }
-        if (kiocb.op() != Kiocb.Op.FALLOCATE || kiocb.mode() != mode || kiocb.pos() != offset || kiocb.length() != length || kiocb.file() != this) {
-            kiocb.initFallocate(this, mode, offset, length);
         }
         return enqueue(kiocb);
     }
@@ -360,7 +347,7 @@ public final class NioBackingFile
                     return res;
                 }
                 case FSYNC:
-                    return force(kiocb.mode() == 0);
+                    return force(!kiocb.datasync());
                 case FALLOCATE:
                     return fallocate(kiocb.mode(), kiocb.pos(), kiocb.length());
                 default:

@@ -62,7 +62,7 @@ public class TestNioBackend
                 done.complete(res);
             }, null);
             kiocb.markSubmitted();
-            assertEquals(Kiocb.QUEUED, file.readIter(kiocb, iter, 10));
+            assertEquals(Kiocb.QUEUED, file.readIter(kiocb));
             assertEquals(100, done.join());
             assertNotEquals(Thread.currentThread(), completer.get());
             assertTrue(completer.get().getName().startsWith("jloop-nio-"), completer.get().getName());

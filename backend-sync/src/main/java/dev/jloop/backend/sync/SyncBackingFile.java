@@ -5,7 +5,6 @@ import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
-import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.api.ThreadModel;
 import dev.jloop.posix.BounceIo;
@@ -69,16 +68,16 @@ public final class SyncBackingFile
     }
 
     @Override
-    public synchronized long readIter(Kiocb kiocb, IovIter iter, long pos)
+    public synchronized long readIter(Kiocb kiocb)
     {
         if (closed) {
             return -Errno.EBADF;
         }
-        return io.readIter(iter, pos);
+        return io.readIter(kiocb.iter(), kiocb.pos());
     }
 
     @Override
-    public synchronized long writeIter(Kiocb kiocb, IovIter iter, long pos)
+    public synchronized long writeIter(Kiocb kiocb)
     {
         if (closed) {
             return -Errno.EBADF;
@@ -86,8 +85,8 @@ public final class SyncBackingFile
         if (readOnly) {
             return -Errno.EPERM;
         }
-        long res = io.writeIter(iter, pos);
-        if (res > 0 && kiocb != null && (kiocb.flags() & Kiocb.IOCB_DSYNC) != 0) {
+        long res = io.writeIter(kiocb.iter(), kiocb.pos());
+        if (res > 0 && (kiocb.flags() & Kiocb.IOCB_DSYNC) != 0) {
             int sync = Posix.fdatasync(fdNumber);
             if (sync < 0) {
                 return sync;
@@ -97,16 +96,16 @@ public final class SyncBackingFile
     }
 
     @Override
-    public synchronized long fsync(Kiocb kiocb, boolean datasync)
+    public synchronized long fsync(Kiocb kiocb)
     {
         if (closed) {
             return -Errno.EBADF;
         }
-        return datasync ? Posix.fdatasync(fdNumber) : Posix.fsync(fdNumber);
+        return kiocb.datasync() ? Posix.fdatasync(fdNumber) : Posix.fsync(fdNumber);
     }
 
     @Override
-    public synchronized long fallocate(Kiocb kiocb, int mode, long offset, long length)
+    public synchronized long fallocate(Kiocb kiocb)
     {
         if (closed) {
             return -Errno.EBADF;
@@ -114,7 +113,7 @@ public final class SyncBackingFile
         if (readOnly) {
             return -Errno.EPERM;
         }
-        return Posix.fallocate(fdNumber, mode, offset, length);
+        return Posix.fallocate(fdNumber, kiocb.mode(), kiocb.pos(), kiocb.length());
     }
 
     @Override

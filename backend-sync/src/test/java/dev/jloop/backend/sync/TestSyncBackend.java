@@ -46,7 +46,7 @@ public class TestSyncBackend
             Kiocb kiocb = new Kiocb(null);
             IovecIter iter = IovecIter.of(Direction.DEST, new byte[100]);
             kiocb.initRw(Kiocb.Op.READ, file, iter, 10, 0);
-            assertEquals(100, file.readIter(kiocb, iter, 10));
+            assertEquals(100, file.readIter(kiocb));
             assertEquals(0, iter.count());
         }
     }
