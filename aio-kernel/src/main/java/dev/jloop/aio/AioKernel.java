@@ -70,7 +70,7 @@ public final class AioKernel
         inFlight.incrementAndGet();
         long res;
         try {
-            res = dispatch(kiocb);
+            res = kiocb.callFile();
         }
         catch (RuntimeException | Error e) {
             log.error("backend failed on {}", kiocb, e);
@@ -78,23 +78,6 @@ public final class AioKernel
         }
         if (res != Kiocb.QUEUED) {
             kiocb.complete(res);
-        }
-    }
-
-    private static long dispatch(Kiocb kiocb)
-    {
-        BackingFile file = kiocb.file();
-        switch (kiocb.op()) {
-            case READ:
-                return file.readIter(kiocb);
-            case WRITE:
-                return file.writeIter(kiocb);
-            case FSYNC:
-                return file.fsync(kiocb);
-            case FALLOCATE:
-                return file.fallocate(kiocb);
-            default:
-                throw new IllegalStateException("kiocb not prepared: " + kiocb);
         }
     }
 

@@ -3,6 +3,8 @@ package dev.jloop.api;
 import java.lang.reflect.Field;
 import java.lang.reflect.Modifier;
 import java.util.Arrays;
+import java.util.Locale;
+import java.util.Objects;
 
 /**
  * Linux errno values as jloop passes them around: every operation that can fail returns or carries
@@ -48,6 +50,24 @@ public final class Errno
     private Errno() {}
 
     /** The symbolic name of a positive or negative errno value, e.g. {@code "EIO"}; {@code "errno N"} when unknown. */
+    /**
+     * The number of an errno name ({@code EIO}, {@code eio}, {@code ENOSPC}...), as users write it
+     * in options.
+     *
+     * @throws IllegalArgumentException for a name this class does not know, listing the known ones
+     */
+    public static int byName(String name)
+    {
+        String wanted = name.trim().toUpperCase(Locale.ROOT);
+        for (int e = 0; e < NAMES.length; e++) {
+            if (wanted.equals(NAMES[e])) {
+                return e;
+            }
+        }
+        throw new IllegalArgumentException("unknown errno '" + name + "'; known: "
+                + String.join(", ", Arrays.stream(NAMES).filter(Objects::nonNull).toList()));
+    }
+
     public static String name(long errno)
     {
         int e = (int) Math.abs(errno);

@@ -3,6 +3,8 @@ package dev.jloop.api;
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
 
+import static java.util.Objects.requireNonNull;
+
 /**
  * One asynchronous operation on a {@link BackingFile}, after the kernel's {@code struct kiocb}: the
  * file, the position, flags, the memory ({@link IovIter}) and a completion callback.
@@ -135,6 +137,48 @@ public final class Kiocb
         this.datasync = false;
         this.flags = 0;
         return this;
+    }
+
+    /**
+     * A new kiocb for this one's operation on {@code file}: the same iterator, position, flags,
+     * datasync, mode and length, completing into {@code completion} with this kiocb as its private
+     * data. For a filter that hands an operation down and must see its result (see
+     * {@link ForwardingBackingFile#passDown}); not pooled. The child advances the shared iterator.
+     */
+    public Kiocb child(BackingFile file, KiocbCompletion completion)
+    {
+        Kiocb child = new Kiocb(null);
+        child.op = op;
+        child.file = requireNonNull(file, "file is null");
+        child.iter = iter;
+        child.pos = pos;
+        child.flags = flags;
+        child.datasync = datasync;
+        child.mode = mode;
+        child.length = length;
+        return child.initCallback(requireNonNull(completion, "completion is null"), this);
+    }
+
+    /**
+     * Calls the operation this kiocb is prepared for on its file ({@code readIter},
+     * {@code writeIter}, {@code fsync} or {@code fallocate}) and returns what that returns. The
+     * submitter marks the kiocb submitted first and completes it with a result other than
+     * {@link #QUEUED}.
+     */
+    public long callFile()
+    {
+        switch (op) {
+            case READ:
+                return file.readIter(this);
+            case WRITE:
+                return file.writeIter(this);
+            case FSYNC:
+                return file.fsync(this);
+            case FALLOCATE:
+                return file.fallocate(this);
+            default:
+                throw new IllegalStateException("kiocb not prepared: " + this);
+        }
     }
 
     /** Sets the completion and a private value for it ({@code aio_kernel_init_callback}). */

@@ -19,15 +19,16 @@ import static java.util.Objects.requireNonNull;
  * @param size the size to create or grow FILE to, null to serve it as it is
  * @param description what NBD_OPT_LIST and NBD_INFO_DESCRIPTION show, null for "FILE (SIZE)"
  */
-record ExportSpec(String name, Path file, String size, boolean readOnly, String description, Map<String, String> backendOptions)
+record ExportSpec(String name, Path file, String size, boolean readOnly, String description, List<String> filters, Map<String, String> pluginOptions)
 {
-    static final String SYNTAX = "NAME=FILE[,size=SIZE][,read-only][,description=TEXT][,KEY=VALUE]";
+    static final String SYNTAX = "NAME=FILE[,size=SIZE][,read-only][,description=TEXT][,filter=NAME][,KEY=VALUE]";
 
     ExportSpec
     {
         requireNonNull(name, "name is null");
         requireNonNull(file, "file is null");
-        backendOptions = Map.copyOf(backendOptions);
+        filters = List.copyOf(filters);
+        pluginOptions = Map.copyOf(pluginOptions);
     }
 
     static boolean isSpec(String text)
@@ -50,7 +51,8 @@ record ExportSpec(String name, Path file, String size, boolean readOnly, String 
         String size = null;
         boolean readOnly = false;
         String description = null;
-        Map<String, String> backendOptions = new LinkedHashMap<>();
+        List<String> filters = new ArrayList<>();
+        Map<String, String> pluginOptions = new LinkedHashMap<>();
         for (String option : parts.subList(1, parts.size())) {
             int eq = option.indexOf('=');
             String key = (eq < 0 ? option : option.substring(0, eq)).trim().toLowerCase(Locale.ROOT);
@@ -68,14 +70,17 @@ record ExportSpec(String name, Path file, String size, boolean readOnly, String 
                 case "description":
                     description = required(text, key, value);
                     break;
+                case "filter":
+                    filters.add(required(text, key, value));
+                    break;
                 default:
-                    // the backend's own option for this export; the backend checks it
-                    if (backendOptions.put(option.substring(0, eq < 0 ? option.length() : eq).trim(), value == null ? "true" : value) != null) {
+                    // an option of the backend's or a filter's for this export; the plugin checks it
+                    if (pluginOptions.put(option.substring(0, eq < 0 ? option.length() : eq).trim(), value == null ? "true" : value) != null) {
                         throw new UserException("bad --export '" + text + "': " + key + " given twice");
                     }
             }
         }
-        return new ExportSpec(name, file, size, readOnly, description, backendOptions);
+        return new ExportSpec(name, file, size, readOnly, description, filters, pluginOptions);
     }
 
     /** Splits at single commas; {@code ,,} stands for one comma. */

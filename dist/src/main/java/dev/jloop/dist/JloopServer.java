@@ -6,9 +6,9 @@ import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Errno;
 import dev.jloop.api.Export;
+import dev.jloop.api.FilterFactory;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
-import dev.jloop.api.PluginOptions;
 import dev.jloop.api.Sizes;
 import dev.jloop.api.StillServingException;
 import dev.jloop.loop.LoopDevice;
@@ -23,7 +23,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashSet;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -45,14 +44,16 @@ final class JloopServer
 
     private final ServeOptions options;
     private final ChosenPlugins plugins;
+    private final Map<String, FilterFactory> filters;
     private final Lifecycle lifecycle;
     private Frontend running;
 
     @Inject
-    JloopServer(ServeOptions options, ChosenPlugins plugins, Lifecycle lifecycle)
+    JloopServer(ServeOptions options, ChosenPlugins plugins, Map<String, FilterFactory> filters, Lifecycle lifecycle)
     {
         this.options = requireNonNull(options, "options is null");
         this.plugins = requireNonNull(plugins, "plugins is null");
+        this.filters = Map.copyOf(requireNonNull(filters, "filters is null"));
         this.lifecycle = requireNonNull(lifecycle, "lifecycle is null");
     }
 
@@ -62,36 +63,30 @@ final class JloopServer
      */
     String start()
     {
-        BackendFactory backend = plugins.backend();
         // every export is checked before any file is created or opened
-        List<ExportSpec> specs = exportSpecs();
-        List<BackendConfig> configs = new ArrayList<>();
-        for (ExportSpec spec : specs) {
-            Map<String, String> backendOptions = new LinkedHashMap<>(plugins.backendOptions());
-            backendOptions.putAll(spec.backendOptions());
-            try {
-                PluginOptions.parse("the " + backend.name() + " backend", backend.options(), backendOptions);
-            }
-            catch (IllegalArgumentException e) {
-                throw new UserException("--export " + spec.name() + ": " + e.getMessage(), e);
-            }
-            configs.add(new BackendConfig(spec.file(), options.readOnly || spec.readOnly(), options.direct,
-                    options.queueDepth != null ? options.queueDepth : DEFAULT_QUEUE_DEPTH, backendOptions));
+        List<ExportPlan> plans = new ArrayList<>();
+        for (ExportSpec spec : exportSpecs()) {
+            plans.add(ExportPlan.plan(spec, plugins, filters, options.readOnly, options.direct,
+                    options.queueDepth != null ? options.queueDepth : DEFAULT_QUEUE_DEPTH));
         }
         List<Export> exports = new ArrayList<>();
         List<String> served = new ArrayList<>();
         try {
-            for (int i = 0; i < specs.size(); i++) {
-                ExportSpec spec = specs.get(i);
-                BackendConfig config = configs.get(i);
+            for (ExportPlan plan : plans) {
+                ExportSpec spec = plan.spec();
+                BackendConfig config = plan.asked();
                 Path file = spec.file();
-                prepareFile(config, spec.size(), spec.file() == options.file ? "--size SIZE" : "size=SIZE to its --export");
-                BackingFile backingFile = lifecycle.started(openBackingFile(config));
+                prepareFile(plan.open(), spec.size(), spec.file() == options.file ? "--size SIZE" : "size=SIZE to its --export");
+                BackingFile backingFile = lifecycle.started(openBackingFile(plan.open()));
+                // the last filter is closest to the backend: wrapped first
+                for (int i = plan.filters().size() - 1; i >= 0; i--) {
+                    backingFile = lifecycle.handOver(backingFile, wrap(plan.filters().get(i), backingFile, config));
+                }
                 LoopDevice device = lifecycle.handOver(backingFile, loopDevice(backingFile, config));
                 long deviceSize = device.size();
                 String description = spec.description() != null ? spec.description() : file.getFileName() + " (" + Sizes.format(deviceSize) + ")";
                 exports.add(new Export(spec.name(), description, device));
-                served.add(specs.size() == 1
+                served.add(plans.size() == 1
                         ? file + ", " + Sizes.format(deviceSize)
                         : "'" + spec.name() + "' " + file + " " + Sizes.format(deviceSize) + (config.readOnly() ? " read-only" : ""));
             }
@@ -101,8 +96,9 @@ final class JloopServer
             closeQuietly(e);
             throw e;
         }
-        return String.format("jloop: serving %s: %s, backend %s%s, frontend %s",
-                running.uri(), String.join("; ", served), backend.name(), plugins.auto() ? " (auto)" : "", plugins.frontend().name());
+        String filterNames = plugins.filters().isEmpty() ? "" : ", filters " + String.join(", ", plugins.filters().stream().map(filter -> filter.factory().name()).toList());
+        return String.format("jloop: serving %s: %s, backend %s%s%s, frontend %s",
+                running.uri(), String.join("; ", served), plugins.backend().name(), plugins.auto() ? " (auto)" : "", filterNames, plugins.frontend().name());
     }
 
     /** The positional FILE (named by a plain --export NAME) first, then every --export NAME=FILE in order. */
@@ -123,7 +119,7 @@ final class JloopServer
                     + "); it names FILE: add further exports as --export " + ExportSpec.SYNTAX);
         }
         if (options.file != null) {
-            specs.add(0, new ExportSpec(names.isEmpty() ? "" : names.get(0), options.file, options.size, false, null, Map.of()));
+            specs.add(0, new ExportSpec(names.isEmpty() ? "" : names.get(0), options.file, options.size, false, null, List.of(), Map.of()));
         }
         else if (options.size != null) {
             throw new UserException("--size is the size of FILE, but no FILE is given; size each export with --export NAME=FILE,size=SIZE");
@@ -190,6 +186,16 @@ final class JloopServer
         }
         catch (UncheckedIOException e) {
             throw new UserException("cannot serve " + config.path() + " with backend " + plugins.backend().name() + ": " + e.getCause().getMessage(), e);
+        }
+    }
+
+    private BackingFile wrap(ChosenPlugins.Filter filter, BackingFile next, BackendConfig export)
+    {
+        try {
+            return filter.factory().wrap(next, export, filter.options());
+        }
+        catch (IOException | IllegalArgumentException e) {
+            throw new UserException("cannot open " + export.path() + " through the " + filter.factory().name() + " filter: " + e.getMessage(), e);
         }
     }
 

@@ -3,8 +3,6 @@ package dev.jloop.dist;
 import com.google.inject.CreationException;
 import com.google.inject.Guice;
 import com.google.inject.ProvisionException;
-import dev.jloop.api.BackendFactory;
-import dev.jloop.api.FrontendFactory;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
@@ -36,11 +34,9 @@ public final class Main
 
     static int run(String[] args, PrintStream out, PrintStream err)
     {
-        Registry<BackendFactory> backends;
-        Registry<FrontendFactory> frontends;
+        Plugins plugins;
         try {
-            backends = Registry.load("backend", BackendFactory.class, BackendFactory::name);
-            frontends = Registry.load("frontend", FrontendFactory.class, FrontendFactory::name);
+            plugins = Plugins.load();
         }
         catch (IllegalStateException e) {
             err.println("jloop: " + e.getMessage());
@@ -56,9 +52,8 @@ public final class Main
         // The plugins' own options join serve's before anything is parsed, help included.
         CommandLine serve = commandLine.getSubcommands().get("serve");
         Serve command = serve.getCommand();
-        command.backends = backends;
-        command.frontends = frontends;
-        command.pluginCli = new PluginCli(serve.getCommandSpec(), backends, frontends);
+        command.plugins = plugins;
+        command.pluginCli = new PluginCli(serve.getCommandSpec(), plugins);
         return commandLine.execute(args);
     }
 
@@ -116,15 +111,14 @@ public final class Main
 
         @Mixin
         ServeOptions options = new ServeOptions();
-        Registry<BackendFactory> backends;
-        Registry<FrontendFactory> frontends;
+        Plugins plugins;
         PluginCli pluginCli;
 
         @Override
         public Integer call()
                 throws IOException, InterruptedException
         {
-            JloopServer server = Guice.createInjector(ServeModule.withPlugins(options, pluginCli, backends.all(), frontends.all())).getInstance(JloopServer.class);
+            JloopServer server = Guice.createInjector(ServeModule.withPlugins(options, pluginCli, plugins)).getInstance(JloopServer.class);
             CountDownLatch stop = new CountDownLatch(1);
             Signal.handle(new Signal("TERM"), signal -> stopOrExit(stop, signal));
             Signal.handle(new Signal("INT"), signal -> stopOrExit(stop, signal));

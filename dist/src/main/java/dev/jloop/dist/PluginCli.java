@@ -1,6 +1,7 @@
 package dev.jloop.dist;
 
 import dev.jloop.api.BackendFactory;
+import dev.jloop.api.FilterFactory;
 import dev.jloop.api.FrontendFactory;
 import dev.jloop.api.PluginOption;
 import picocli.CommandLine.Model.CommandSpec;
@@ -15,7 +16,7 @@ import static java.util.Objects.requireNonNull;
 
 /**
  * The command-line options that plugins declare ({@link BackendFactory#options()},
- * {@link FrontendFactory#options()}): each becomes {@code --KEY} of {@code jloop serve}, with the
+ * {@link FrontendFactory#options()}, {@link FilterFactory#options()}): each becomes {@code --KEY} of {@code jloop serve}, with the
  * plugin's help and example, so that a new plugin brings its options without a change here. A key
  * declared by several plugins is one option, given to each of them; a key that {@link ServeOptions}
  * already has (such as {@code --queue-depth}) is not added again, but its value goes to the plugins
@@ -27,15 +28,18 @@ final class PluginCli
     private final Map<String, OptionSpec> added = new LinkedHashMap<>();
     private final Map<String, PluginOption> byKey = new LinkedHashMap<>();
 
-    /** Adds every declared option of {@code backends} and {@code frontends} to {@code serve}. */
-    PluginCli(CommandSpec serve, Registry<BackendFactory> backends, Registry<FrontendFactory> frontends)
+    /** Adds every declared option of every plugin to {@code serve}. */
+    PluginCli(CommandSpec serve, Plugins plugins)
     {
         requireNonNull(serve, "serve is null");
-        for (BackendFactory backend : backends.all()) {
+        for (BackendFactory backend : plugins.backends().all()) {
             declare(serve, backend.options(), "the " + backend.name() + " backend");
         }
-        for (FrontendFactory frontend : frontends.all()) {
+        for (FrontendFactory frontend : plugins.frontends().all()) {
             declare(serve, frontend.options(), "the " + frontend.name() + " frontend");
+        }
+        for (FilterFactory filter : plugins.filters().all()) {
+            declare(serve, filter.options(), "the " + filter.name() + " filter");
         }
     }
 

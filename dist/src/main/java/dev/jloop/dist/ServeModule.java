@@ -8,6 +8,7 @@ import com.google.inject.Singleton;
 import com.google.inject.multibindings.MapBinder;
 import com.google.inject.util.Modules;
 import dev.jloop.api.BackendFactory;
+import dev.jloop.api.FilterFactory;
 import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
 import dev.jloop.api.PluginOption;
@@ -43,13 +44,14 @@ final class ServeModule
         this.pluginCli = requireNonNull(pluginCli, "pluginCli is null");
     }
 
-    /** This module with one {@link PluginModule} per factory. */
-    static Module withPlugins(ServeOptions options, PluginCli pluginCli, Collection<BackendFactory> backends, Collection<FrontendFactory> frontends)
+    /** This module with one {@link PluginModule} per plugin. */
+    static Module withPlugins(ServeOptions options, PluginCli pluginCli, Plugins plugins)
     {
         List<Module> modules = new ArrayList<>();
         modules.add(new ServeModule(options, pluginCli));
-        backends.forEach(backend -> modules.add(PluginModule.backend(backend)));
-        frontends.forEach(frontend -> modules.add(PluginModule.frontend(frontend)));
+        plugins.backends().all().forEach(backend -> modules.add(PluginModule.backend(backend)));
+        plugins.frontends().all().forEach(frontend -> modules.add(PluginModule.frontend(frontend)));
+        plugins.filters().all().forEach(filter -> modules.add(PluginModule.filter(filter)));
         return Modules.combine(modules);
     }
 
@@ -61,6 +63,7 @@ final class ServeModule
         // declared here so that the maps exist even when no plugin of a kind is installed
         MapBinder.newMapBinder(binder(), String.class, BackendFactory.class);
         MapBinder.newMapBinder(binder(), String.class, FrontendFactory.class);
+        MapBinder.newMapBinder(binder(), String.class, FilterFactory.class);
         bind(Lifecycle.class).in(Scopes.SINGLETON);
         bind(JloopServer.class).in(Scopes.SINGLETON);
     }
@@ -71,7 +74,8 @@ final class ServeModule
      */
     @Provides
     @Singleton
-    static ChosenPlugins choose(Map<String, BackendFactory> backends, Map<String, FrontendFactory> frontends, ServeOptions options, PluginCli pluginCli)
+    static ChosenPlugins choose(Map<String, BackendFactory> backends, Map<String, FilterFactory> filters, Map<String, FrontendFactory> frontends,
+            ServeOptions options, PluginCli pluginCli)
     {
         PluginSpec backendSpec = PluginSpec.parse("--backend", options.backend);
         boolean auto = backendSpec.name().equals("auto");
@@ -81,23 +85,33 @@ final class ServeModule
         BackendFactory backend = auto ? auto(backends.values()) : available(lookup("backend", backends, backendSpec.name()));
         PluginSpec frontendSpec = PluginSpec.parse("--frontend", options.frontend);
         FrontendFactory frontend = lookup("frontend", frontends, frontendSpec.name());
+        List<PluginSpec> filterSpecs = options.filters.stream().map(text -> PluginSpec.parse("--filter", text)).toList();
+        List<FilterFactory> chosenFilters = filterSpecs.stream().map(spec -> lookup("filter", filters, spec.name())).toList();
 
         List<PluginOption> chosen = new ArrayList<>(backend.options());
         chosen.addAll(frontend.options());
-        ChosenPlugins choice = new ChosenPlugins(backend, Map.of(), auto, frontend, FrontendConfig.of(Map.of()));
-        pluginCli.checkGivenOnlyFor(chosen, choice.describe());
+        chosenFilters.forEach(filter -> chosen.addAll(filter.options()));
+        List<ChosenPlugins.Filter> named = chosenFilters.stream().map(filter -> new ChosenPlugins.Filter(filter, Map.of())).toList();
+        pluginCli.checkGivenOnlyFor(chosen, new ChosenPlugins(backend, Map.of(), auto, named, frontend, FrontendConfig.of(Map.of())).describe());
 
         Map<String, String> generic = options.queueDepth == null ? Map.of() : Map.of("queue-depth", options.queueDepth.toString());
         Map<String, String> backendOptions = pluginCli.given(backend.options(), generic, backendSpec);
+        List<ChosenPlugins.Filter> withOptions = new ArrayList<>();
+        for (int i = 0; i < chosenFilters.size(); i++) {
+            withOptions.add(new ChosenPlugins.Filter(chosenFilters.get(i), pluginCli.given(chosenFilters.get(i).options(), generic, filterSpecs.get(i))));
+        }
         FrontendConfig frontendConfig = new FrontendConfig(pluginCli.given(frontend.options(), generic, frontendSpec), options.run != null);
         try {
             PluginOptions.parse("the " + backend.name() + " backend", backend.options(), backendOptions);
+            for (ChosenPlugins.Filter filter : withOptions) {
+                filter.factory().validate(filter.options());
+            }
             frontend.validate(frontendConfig);
         }
         catch (IllegalArgumentException e) {
             throw new UserException(e.getMessage(), e);
         }
-        return new ChosenPlugins(backend, backendOptions, auto, frontend, frontendConfig);
+        return new ChosenPlugins(backend, backendOptions, auto, withOptions, frontend, frontendConfig);
     }
 
     /** The factory called {@code name}; an error listing the known names if there is none. */

@@ -24,6 +24,12 @@ public final class ServeOptions
                     + "options after a colon or as --KEY below; jloop backends lists them.%n  e.g. --backend io_uring:uring-sqpoll")
     String backend;
 
+    @Option(names = "--filter", paramLabel = "NAME[:KEY=VALUE,...]",
+            description = "A layer between the frontend and the backend (copy-on-write, injected errors, delays...), with its "
+                    + "options after a colon or as --KEY below; repeat for several, the first given closest to the frontend; "
+                    + "jloop filters lists them.%n  e.g. --filter cow --filter delay:delay-read=10ms disk.img")
+    List<String> filters = new ArrayList<>();
+
     @Option(names = "--export", paramLabel = "NAME[=FILE[,OPT...]]",
             description = {"Without '=': the name of the export FILE (default: the empty name). "
                     + "With '=': one more export, NAME=FILE[,size=SIZE][,read-only][,description=TEXT][,KEY=VALUE] with KEY=VALUE "

@@ -11,7 +11,7 @@ import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
 import dev.jloop.api.Kiocb;
 import dev.jloop.api.StillServingException;
-import dev.jloop.testkit.ForwardingBackingFile;
+import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;

@@ -6,6 +6,8 @@ import com.google.inject.ProvisionException;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
+import dev.jloop.api.FilterFactory;
+import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
@@ -45,12 +47,22 @@ class TestServeModule
     /** A server of {@code args}, its plugins from {@code backends} and {@code frontends}, as {@code jloop serve} builds it. */
     static JloopServer server(Collection<BackendFactory> backends, Collection<FrontendFactory> frontends, String... args)
     {
+        return server(plugins(backends, frontends, List.of()), args);
+    }
+
+    static JloopServer server(Plugins plugins, String... args)
+    {
         ServeOptions options = new ServeOptions();
         CommandLine commandLine = new CommandLine(options);
-        PluginCli pluginCli = new PluginCli(commandLine.getCommandSpec(), new Registry<>("backend", backends, BackendFactory::name),
-                new Registry<>("frontend", frontends, FrontendFactory::name));
+        PluginCli pluginCli = new PluginCli(commandLine.getCommandSpec(), plugins);
         commandLine.parseArgs(args);
-        return Guice.createInjector(ServeModule.withPlugins(options, pluginCli, backends, frontends)).getInstance(JloopServer.class);
+        return Guice.createInjector(ServeModule.withPlugins(options, pluginCli, plugins)).getInstance(JloopServer.class);
+    }
+
+    static Plugins plugins(Collection<BackendFactory> backends, Collection<FrontendFactory> frontends, Collection<FilterFactory> filters)
+    {
+        return new Plugins(new Registry<>("backend", backends, BackendFactory::name), new Registry<>("frontend", frontends, FrontendFactory::name),
+                new Registry<>("filter", filters, FilterFactory::name));
     }
 
     @Test
@@ -64,10 +76,9 @@ class TestServeModule
         assertEquals(1, fakeSync.opened.size(), "--backend sync is whatever module binds the name");
 
         ServeOptions options = new ServeOptions();
-        PluginCli pluginCli = new PluginCli(new CommandLine(options).getCommandSpec(), new Registry<>("backend", List.of(), BackendFactory::name),
-                new Registry<>("frontend", List.of(), FrontendFactory::name));
-        CreationException twice = assertThrows(CreationException.class, () -> Guice.createInjector(
-                ServeModule.withPlugins(options, pluginCli, List.of(fakeSync, new RecordingBackend("sync")), List.of(frontend))));
+        PluginCli pluginCli = new PluginCli(new CommandLine(options).getCommandSpec(), plugins(List.of(), List.of(), List.of()));
+        CreationException twice = assertThrows(CreationException.class, () -> Guice.createInjector(new ServeModule(options, pluginCli),
+                PluginModule.backend(fakeSync), PluginModule.backend(new RecordingBackend("sync")), PluginModule.frontend(frontend)));
         assertTrue(twice.getMessage().contains("Duplicate key \"sync\""), twice.getMessage());
     }
 
@@ -104,7 +115,7 @@ class TestServeModule
         assertMistake("unknown backend 'nope'; known backends: fake", "--backend", "nope", "--frontend", "fake", "--size", "64K", image);
         assertMistake("bad --backend 'Fake!': expected NAME[:KEY=VALUE,...], e.g. io_uring or io_uring:uring-sqpoll",
                 "--backend", "Fake!", "--frontend", "fake", "--size", "64K", image);
-        assertMistake("--export second: the fake backend takes no option 'colour'; it takes: key, level",
+        assertMistake("--export second: colour is an option of none of the chosen backend and filters (key, level)",
                 "--backend", "fake", "--frontend", "fake", "--export", "first=" + dir.resolve("first.img") + ",size=64K",
                 "--export", "second=" + dir.resolve("second.img") + ",size=64K,colour=red");
         assertFalse(Files.exists(Path.of(image)) || Files.exists(dir.resolve("first.img")) || Files.exists(dir.resolve("second.img")),
@@ -174,6 +185,44 @@ class TestServeModule
     }
 
     @Test
+    void filtersStackWithTheFirstGivenClosestToTheFrontendAndExportsAddTheirOwn()
+            throws IOException
+    {
+        List<String> wrapped = new ArrayList<>();
+        Plugins plugins = plugins(List.of(backend), List.of(frontend), List.of(new FakeFilter("a", wrapped), new FakeFilter("b", wrapped), new FakeFilter("c", wrapped)));
+        JloopServer server = server(plugins, "--backend", "fake", "--frontend", "fake", "--filter", "a:mark=1", "--filter", "b",
+                "--export", "x=" + dir.resolve("x.img") + ",size=64K", "--export", "y=" + dir.resolve("y.img") + ",size=64K,filter=c,mark=2");
+        String line = server.start();
+        server.close();
+        assertTrue(line.contains("backend fake, filters a, b, frontend fake"), line);
+        assertEquals(List.of(
+                        "b over memory, mark=null", "a over b, mark=1",
+                        "c over memory, mark=2", "b over c, mark=2", "a over b, mark=2"),
+                wrapped, "wrapped from the backend up: the last --filter first, an export's own below the common ones; "
+                        + "an export's option goes to every plugin that declares it");
+    }
+
+    @Test
+    void filterMistakesAreRefusedBeforeAnyFileIsCreated()
+    {
+        List<String> wrapped = new ArrayList<>();
+        Plugins plugins = plugins(List.of(backend), List.of(frontend), List.of(new FakeFilter("a", wrapped)));
+        Path image = dir.resolve("a.img");
+        assertPluginMistake(plugins, "unknown filter 'nope'; known filters: a", "--backend", "fake", "--frontend", "fake", "--filter", "nope",
+                "--size", "64K", image.toString());
+        assertPluginMistake(plugins, "the a filter takes no option 'colour'; it takes: mark", "--backend", "fake", "--frontend", "fake",
+                "--filter", "a:colour=red", "--size", "64K", image.toString());
+        assertPluginMistake(plugins, "--mark applies to the a filter only, and the backend is 'fake' and the frontend 'fake'",
+                "--backend", "fake", "--frontend", "fake", "--mark", "3", "--size", "64K", image.toString());
+        assertPluginMistake(plugins, "--export y: unknown filter 'nope'; known filters: a", "--backend", "fake", "--frontend", "fake",
+                "--export", "y=" + image + ",size=64K,filter=nope");
+        assertPluginMistake(plugins, "--export y: colour is an option of none of the chosen backend and filters (key, level, mark)",
+                "--backend", "fake", "--frontend", "fake", "--filter", "a", "--export", "y=" + image + ",size=64K,colour=red");
+        assertFalse(Files.exists(image), "nothing is created when an option is wrong");
+        assertEquals(List.of(), wrapped);
+    }
+
+    @Test
     void autoTakesTheAvailableBackendWithTheHighestPriority()
     {
         assertEquals("fast", ServeModule.auto(List.of(backend("slow", 0, null), backend("fast", 20, null), backend("faster", 30, "no kernel support here"))).name());
@@ -231,6 +280,63 @@ class TestServeModule
                 throw new UnsupportedOperationException("never opened by these tests");
             }
         };
+    }
+
+    private static void assertPluginMistake(Plugins plugins, String message, String... args)
+    {
+        RuntimeException e = assertThrows(RuntimeException.class, () -> server(plugins, args).start());
+        assertEquals(message, Main.userMessage(e));
+    }
+
+    /** A filter that records what it wraps, and the mark option it got. */
+    private static final class FakeFilter
+            implements FilterFactory
+    {
+        private final String name;
+        private final List<String> wrapped;
+
+        FakeFilter(String name, List<String> wrapped)
+        {
+            this.name = name;
+            this.wrapped = wrapped;
+        }
+
+        @Override
+        public String name()
+        {
+            return name;
+        }
+
+        @Override
+        public String description()
+        {
+            return "records";
+        }
+
+        @Override
+        public List<PluginOption> options()
+        {
+            return List.of(PluginOption.of("mark", PluginOption.Type.COUNT, null, "a mark", "--mark 1"));
+        }
+
+        @Override
+        public BackingFile wrap(BackingFile next, BackendConfig export, Map<String, String> options)
+        {
+            wrapped.add(name + " over " + (next instanceof Named named ? named.name : "memory") + ", mark=" + options.get("mark"));
+            return new Named(next, name);
+        }
+    }
+
+    private static final class Named
+            extends ForwardingBackingFile
+    {
+        final String name;
+
+        Named(BackingFile next, String name)
+        {
+            super(next);
+            this.name = name;
+        }
     }
 
     private void assertMistake(String message, String... args)

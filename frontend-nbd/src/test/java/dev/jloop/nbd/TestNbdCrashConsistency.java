@@ -15,7 +15,7 @@ import dev.jloop.backend.sync.SyncBackendFactory;
 import dev.jloop.loop.LoopDevice;
 import dev.jloop.nbd.CrashHistory.Kind;
 import dev.jloop.nbd.CrashHistory.Request;
-import dev.jloop.testkit.ForwardingBackingFile;
+import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
 import dev.jloop.testkit.TargetTempDirFactory;
 import dev.jloop.testkit.VolatileCacheBackingFile;

@@ -3,7 +3,7 @@ package dev.jloop.loop;
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Kiocb;
-import dev.jloop.testkit.ForwardingBackingFile;
+import dev.jloop.api.ForwardingBackingFile;
 
 import java.io.IOException;
 import java.util.concurrent.LinkedBlockingQueue;

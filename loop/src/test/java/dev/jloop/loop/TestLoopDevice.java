@@ -14,7 +14,7 @@ import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.IovecIter;
 import dev.jloop.iter.Page;
 import dev.jloop.iter.PagePool;
-import dev.jloop.testkit.ForwardingBackingFile;
+import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
 import dev.jloop.testkit.RecordingBackingFile;
 import org.junit.jupiter.api.AfterEach;

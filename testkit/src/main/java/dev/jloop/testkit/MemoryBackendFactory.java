@@ -5,6 +5,7 @@ import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
+import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.api.PluginOption;
 import dev.jloop.api.PluginOptions;
 

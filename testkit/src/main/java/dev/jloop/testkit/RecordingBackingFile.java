@@ -4,6 +4,7 @@ import dev.jloop.api.BackingFile;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
+import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.api.Kiocb;
 
 import java.io.IOException;

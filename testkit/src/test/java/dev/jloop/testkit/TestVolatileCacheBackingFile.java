@@ -6,6 +6,7 @@ import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
 import dev.jloop.api.Fallocate;
+import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.iter.IovecIter;

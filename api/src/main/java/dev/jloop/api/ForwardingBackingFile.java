@@ -1,9 +1,4 @@
-package dev.jloop.testkit;
-
-import dev.jloop.api.BackingFile;
-import dev.jloop.api.Capabilities;
-import dev.jloop.api.ExtentSink;
-import dev.jloop.api.Kiocb;
+package dev.jloop.api;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -12,9 +7,11 @@ import java.util.List;
 import static java.util.Objects.requireNonNull;
 
 /**
- * A {@link BackingFile} that passes every call to another one: extend it and override what a test
- * double changes (a fault, a count, a held completion), as Guava's forwarding collections. The
- * kiocb goes on as it came, so its {@link Kiocb#file()} is this file, not the delegate.
+ * A {@link BackingFile} that passes every call to another one: the base of a filter
+ * ({@link FilterFactory}) or a test double, which overrides only what it changes, as Guava's
+ * forwarding collections. The kiocb goes on as it came, so its {@link Kiocb#file()} is this file,
+ * not the delegate, and the caller's callback sees the result. A filter that must see the result
+ * itself (to time it, retry it, change it) hands the operation down with {@link #passDown}.
  */
 public abstract class ForwardingBackingFile
         implements BackingFile
@@ -30,6 +27,30 @@ public abstract class ForwardingBackingFile
     protected BackingFile delegate()
     {
         return delegate;
+    }
+
+    /**
+     * Runs {@code kiocb}'s operation on the delegate through a kiocb of its own
+     * ({@link Kiocb#child}), and tells {@code then} the result instead of completing {@code kiocb}:
+     * {@code then} completes it, at once or later, exactly once (the completion rule holds there:
+     * it may not wait). Returns {@link Kiocb#QUEUED}, which the caller of the operation gets back.
+     * A delegate that throws completes the child with {@code -EIO}.
+     */
+    protected final long passDown(Kiocb kiocb, KiocbCompletion then)
+    {
+        Kiocb child = kiocb.child(delegate, then);
+        child.markSubmitted();
+        long res;
+        try {
+            res = child.callFile();
+        }
+        catch (RuntimeException e) {
+            res = child.inFlight() ? -Errno.EIO : Kiocb.QUEUED;
+        }
+        if (res != Kiocb.QUEUED) {
+            child.complete(res);
+        }
+        return Kiocb.QUEUED;
     }
 
     @Override
