@@ -54,7 +54,7 @@ final class PluginCli
             }
             String defaultText = option.defaultValue() == null || option.type() == PluginOption.Type.FLAG ? "" : " (default: " + option.defaultValue() + ")";
             OptionSpec.Builder builder = OptionSpec.builder(name)
-                    .description(plugin + ": " + option.help() + defaultText + "%n  e.g. " + option.example());
+                    .description(escape(plugin + ": " + option.help() + defaultText) + "%n  e.g. " + escape(option.example()));
             if (option.type() == PluginOption.Type.FLAG) {
                 builder.arity("0").type(boolean.class);
             }
@@ -70,6 +70,12 @@ final class PluginCli
             serve.addOption(spec);
             added.put(option.key(), spec);
         }
+    }
+
+    /** Help text as picocli formats it: a plugin's own '%' (as in "10%") is a literal. */
+    private static String escape(String text)
+    {
+        return text.replace("%", "%%");
     }
 
     /**
