@@ -342,6 +342,21 @@ case "$RUN_DEV" in /dev/ublkb[0-9]*) ;; *) fail "--run: \$device was '$RUN_DEV'"
 fsck.ext4 -fn "$W/run.img" >/dev/null 2>&1 || fail "--run: the file system made through \$device is not clean in the image"
 step "--run with \$device: the command's status, device deleted, file system in the image"
 
+# Filters through ublk: delay below, error above; the kernel sees the injected errno while the trigger exists
+rm -f "$W/filter.img" "$W/fail-now"
+start_server "$W/filter.img" --backend io_uring --size 32M --filter error:error=EIO,error-ops=write --error-file "$W/fail-now" \
+    --filter delay:delay-write=1ms
+dd if=/dev/urandom of="$W/chunk" bs=64k count=1 2>/dev/null
+dd if="$W/chunk" of="$DEV" bs=64k count=1 oflag=direct 2>/dev/null || fail "filters: a write without the trigger failed"
+touch "$W/fail-now"
+dd if=/dev/zero of="$DEV" bs=64k count=1 oflag=direct 2>"$W/dd-err.log" && fail "filters: a write with the trigger succeeded"
+grep -q "Input/output error" "$W/dd-err.log" || fail "filters: unexpected error: $(cat "$W/dd-err.log")"
+rm -f "$W/fail-now"
+dd if="$DEV" of="$W/chunk.back" bs=64k count=1 iflag=direct 2>/dev/null || fail "filters: reading back"
+cmp -s "$W/chunk" "$W/chunk.back" || fail "filters: the refused write changed the data"
+stop_server
+step "filters through ublk: injected EIO seen by dd, data unchanged"
+
 # SIGTERM while fio writes: flushed data survives, the device goes away, exit code 0
 rm -f "$W/term.img"
 start_server "$W/term.img" --backend nio --size 64M
