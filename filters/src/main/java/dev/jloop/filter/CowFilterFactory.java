@@ -72,7 +72,7 @@ public final class CowFilterFactory
     {
         return List.of(
                 PluginOption.of(FILE, PluginOption.Type.PATH, null,
-                        "keep the overlay in this file (its block map in FILE.map) to continue it later or merge it with jloop commit; "
+                        "keep the overlay in PATH (its block map in PATH.map) to continue it later or merge it with jloop commit; "
                                 + "without it the overlay is temporary",
                         "--filter cow --cow-file disk.overlay"),
                 PluginOption.of(BLOCK_SIZE, PluginOption.Type.SIZE, "64K",
