@@ -1,5 +1,6 @@
 package dev.jloop.dist;
 
+import dev.jloop.filter.CowOverlay;
 import com.google.inject.CreationException;
 import com.google.inject.Guice;
 import com.google.inject.ProvisionException;
@@ -8,10 +9,14 @@ import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
 import sun.misc.Signal;
 
 import java.io.IOException;
 import java.io.PrintStream;
+import java.nio.file.Path;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
@@ -24,7 +29,7 @@ import java.util.concurrent.CountDownLatch;
  */
 @Command(name = "jloop", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Serves a file as a block device from user space.",
-        subcommands = {Main.Serve.class, CommandLine.HelpCommand.class})
+        subcommands = {Main.Serve.class, Main.Commit.class, CommandLine.HelpCommand.class})
 public final class Main
 {
     public static void main(String[] args)
@@ -220,6 +225,44 @@ public final class Main
                 log.info("--run command exited with status {}", status);
             }
             return status;
+        }
+    }
+
+    @Command(name = "commit", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
+            description = {
+                    "Writes the changes kept in a cow overlay into BASE, the regular file it was made over, makes them durable "
+                            + "and removes the overlay (OVERLAY and OVERLAY.map). A commit cut off by a crash keeps the overlay: run it again.",
+                    "",
+                    "Example:",
+                    "  Serve base.img, keeping every change in base.overlay; stop; then write the changes into base.img:",
+                    "    jloop serve --filter cow --cow-file base.overlay base.img",
+                    "    jloop commit --cow-file base.overlay base.img",
+                    ""})
+    static final class Commit
+            implements Callable<Integer>
+    {
+        @Spec
+        CommandLine.Model.CommandSpec spec;
+
+        @Option(names = "--cow-file", required = true, paramLabel = "OVERLAY", description = "the overlay, as given to serve's --cow-file")
+        Path overlay;
+
+        @Parameters(paramLabel = "BASE", description = "the file the overlay was made over")
+        Path base;
+
+        @Override
+        public Integer call()
+        {
+            long blocks;
+            try {
+                blocks = CowOverlay.commit(overlay, base);
+            }
+            catch (IOException e) {
+                throw new UserException("cannot commit " + overlay + " into " + base + ": " + e.getMessage(), e);
+            }
+            spec.commandLine().getOut().println("jloop: committed " + blocks + " block" + (blocks == 1 ? "" : "s") + " of " + overlay
+                    + " into " + base + "; the overlay is removed");
+            return 0;
         }
     }
 
