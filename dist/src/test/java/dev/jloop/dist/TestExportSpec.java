@@ -3,6 +3,8 @@ package dev.jloop.dist;
 import org.junit.jupiter.api.Test;
 
 import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -36,6 +38,15 @@ class TestExportSpec
         assertTrue(ExportSpec.parse("x=f,ro").readOnly());
     }
 
+    /** What the export does not know itself goes to the plugins that declare it, and filter= adds a filter. */
+    @Test
+    void pluginOptionsAndFilters()
+    {
+        ExportSpec spec = ExportSpec.parse("x=f,filter=cow,uring-sqpoll,cow-block-size=4K,filter=delay");
+        assertEquals(List.of("cow", "delay"), spec.filters());
+        assertEquals(Map.of("uring-sqpoll", "true", "cow-block-size", "4K"), spec.pluginOptions());
+    }
+
     @Test
     void doubledCommasAreCommas()
     {
@@ -59,7 +70,8 @@ class TestExportSpec
     {
         assertMessage("x=", "no file after 'x='");
         assertMessage("x=,size=1G", "no file after 'x='");
-        assertMessage("x=f,colour=red", "unknown export option 'colour'");
+        assertMessage("x=f,colour=red,colour=blue", "colour given twice");
+        assertMessage("x=f,filter=", "filter needs a value");
         assertMessage("x=f,size", "size needs a value");
         assertMessage("x=f,size=big", "bad size 'big'");
         assertMessage("x=f,description=", "description needs a value");
