@@ -1,0 +1,130 @@
+package dev.jloop.dist;
+
+import dev.jloop.testkit.CiAssumptions;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import static dev.jloop.dist.NbdTlsIT.randomBytes;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The log and stats filters of the distribution, seen by their users: what a real client's requests leave in their files. */
+class NbdFiltersIT
+{
+    private Path dir;
+
+    @BeforeEach
+    void setUp()
+            throws IOException
+    {
+        Path base = Path.of("target", "it-tmp").toAbsolutePath();
+        Files.createDirectories(base);
+        dir = Files.createTempDirectory(base, "filters");
+    }
+
+    @AfterEach
+    void tearDown()
+    {
+        Exec.run(30, "rm", "-rf", dir.toString());
+    }
+
+    @Test
+    void theLogShowsEachRequestOfAClient()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("qemu-io");
+        Path disk = dir.resolve("disk.img");
+        Path log = dir.resolve("requests.log");
+        Path socket = dir.resolve("nbd.sock");
+        try (JloopProcess server = JloopProcess.serve(dir, "--socket", socket.toString(), "--size", "1M", "--filter", "log:log-file=" + log, disk.toString())) {
+            assertTrue(server.startLine().contains("filters log"), server.startLine());
+            Exec.check(60, "qemu-io", "-f", "raw", "-c", "write -P 1 0 64k", "-c", "read -P 1 0 64k", "-c", "flush", server.uri());
+            assertEquals(0, server.stop(), server.log());
+        }
+        List<String> lines = Files.readAllLines(log);
+        String time = "\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\.\\d{6}";
+        assertTrue(lines.get(0).matches(time + " file=disk\\.img Open size=1048576 read-only=0 .*"), lines.get(0));
+        assertTrue(lines.get(lines.size() - 1).matches(time + " file=disk\\.img Close requests=\\d+"), lines.get(lines.size() - 1));
+        // qemu-io writes through by default, as FUA writes
+        int write = indexOf(lines, " Write id=\\d+ offset=0 count=65536 fua=[01] result=65536 latency=\\d+us");
+        int read = indexOf(lines, " Read id=\\d+ offset=0 count=65536 fua=0 result=65536 latency=\\d+us");
+        int flush = indexOf(lines, " Flush id=\\d+ datasync=1 result=0 latency=\\d+us");
+        assertTrue(write < read && read < flush, "the write, the read and the flush in the order qemu-io made them: " + lines);
+    }
+
+    @Test
+    void statsAreWrittenOnSigusr1AndAtTheEnd()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdcopy");
+        CiAssumptions.assumeCommand("kill");
+        int size = 4 << 20;
+        byte[] content = randomBytes(size, 7);
+        Path source = dir.resolve("source.img");
+        Files.write(source, content);
+        Path disk = dir.resolve("disk.img");
+        Path stats = dir.resolve("disk.stats");
+        Path socket = dir.resolve("nbd.sock");
+        try (JloopProcess server = JloopProcess.serve(dir, "--socket", socket.toString(), "--size", "4M", "--filter", "stats:stats-file=" + stats,
+                disk.toString())) {
+            Exec.check(120, "nbdcopy", "--flush", source.toString(), server.uri());
+            Path back = dir.resolve("back.img");
+            Exec.check(120, "nbdcopy", server.uri(), back.toString());
+            assertArrayEquals(content, Files.readAllBytes(back));
+
+            Exec.check(30, "kill", "-USR1", String.valueOf(server.pid()));
+            String text = await(stats, "disk.img: open for");
+            assertEquals(size, bytes(text, "write"), text);
+            assertEquals(size, bytes(text, "read"), text);
+            assertTrue(text.matches("(?s).*\n  flush: [1-9]\\d* ops, 0 bytes, .*"), "nbdcopy --flush flushes what it wrote: " + text);
+            assertEquals(0, server.stop(), server.log());
+        }
+        String text = Files.readString(stats);
+        assertTrue(text.startsWith("disk.img: closed after "), text);
+        assertEquals(size, bytes(text, "write"), text);
+        assertEquals(size, bytes(text, "read"), text);
+        assertTrue(text.matches("(?s).*\n  read: \\d+ ops, \\d+ bytes, \\d+\\.\\d\\d MB/s, latency p50=\\S+ p90=\\S+ p99=\\S+ p99\\.9=\\S+ max=\\S+\n.*"), text);
+    }
+
+    private static int indexOf(List<String> lines, String pattern)
+    {
+        Pattern line = Pattern.compile(".* file=disk\\.img" + pattern);
+        for (int i = 0; i < lines.size(); i++) {
+            if (line.matcher(lines.get(i)).matches()) {
+                return i;
+            }
+        }
+        throw new AssertionError("no line like '" + pattern + "' in " + lines);
+    }
+
+    private static long bytes(String text, String operation)
+    {
+        Matcher matcher = Pattern.compile("\n  " + operation + ": \\d+ ops, (\\d+) bytes").matcher(text);
+        assertTrue(matcher.find(), "no " + operation + " in " + text);
+        return Long.parseLong(matcher.group(1));
+    }
+
+    private static String await(Path path, String expected)
+            throws Exception
+    {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (System.nanoTime() < deadline) {
+            String text = Files.exists(path) ? Files.readString(path) : "";
+            if (text.contains(expected)) {
+                return text;
+            }
+            Thread.sleep(50);
+        }
+        throw new AssertionError(path + " never showed '" + expected + "'");
+    }
+}
