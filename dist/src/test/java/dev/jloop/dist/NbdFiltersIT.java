@@ -6,8 +6,12 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
@@ -94,6 +98,95 @@ class NbdFiltersIT
         assertEquals(size, bytes(text, "write"), text);
         assertEquals(size, bytes(text, "read"), text);
         assertTrue(text.matches("(?s).*\n  read: \\d+ ops, \\d+ bytes, \\d+\\.\\d\\d MB/s, latency p50=\\S+ p90=\\S+ p99=\\S+ p99\\.9=\\S+ max=\\S+\n.*"), text);
+    }
+
+    /**
+     * Sequential reads through readahead over a file opened O_DIRECT (which declares no cache of
+     * its own, so the filter reads ahead itself), and cacheextents above a log of what reaches the
+     * file: fewer, larger reads below, one extents question for every block status, and the same
+     * data and map as the file.
+     */
+    @Test
+    void readaheadAndCacheextentsServeTheFileWithFewerRequestsBelow()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("qemu-io");
+        CiAssumptions.assumeCommand("qemu-img");
+        CiAssumptions.assumeCommand("nbdcopy");
+        int size = 4 << 20;
+        Path disk = dir.resolve("disk.img");
+        byte[] content = new byte[size];
+        byte[] data = randomBytes(1 << 20, 11);
+        System.arraycopy(data, 0, content, 0, data.length);
+        System.arraycopy(data, 0, content, 3 << 20, data.length);
+        try (FileChannel channel = FileChannel.open(disk, StandardOpenOption.CREATE_NEW,
+                StandardOpenOption.WRITE)) {
+            channel.write(ByteBuffer.wrap(data), 0);
+            channel.write(ByteBuffer.wrap(data), 3 << 20);
+        }
+        String fileMap = Exec.check(60, "qemu-img", "map", "--output=json", "-f", "raw", disk.toString());
+        Path log = dir.resolve("below.log");
+        Path socket = dir.resolve("nbd.sock");
+        try (JloopProcess server = JloopProcess.serve(dir, "--socket", socket.toString(), "--direct", "--filter", "readahead", "--filter", "cacheextents",
+                "--filter", "log:log-file=" + log, disk.toString())) {
+            String[] reads = new String[32];
+            for (int i = 0; i < reads.length; i++) {
+                reads[i] = "read " + (i * 64) + "k 64k";
+            }
+            List<String> command = new ArrayList<>(List.of("qemu-io", "-f", "raw", "-t", "none"));
+            for (String read : reads) {
+                command.add("-c");
+                command.add(read);
+            }
+            command.add(server.uri());
+            Exec.check(60, command.toArray(String[]::new));
+            String servedMap = Exec.check(60, "qemu-img", "map", "--output=json", "-f", "raw", server.uri());
+            assertEquals(dataRanges(fileMap), dataRanges(servedMap), "the map through the filters");
+            Path back = dir.resolve("back.img");
+            Exec.check(120, "nbdcopy", server.uri(), back.toString());
+            assertArrayEquals(content, Files.readAllBytes(back));
+            assertEquals(0, server.stop(), server.log());
+        }
+        List<String> lines = Files.readAllLines(log);
+        List<Long> firstReads = lines.stream()
+                .map(line -> Pattern.compile(" Read id=\\d+ offset=(\\d+) count=(\\d+) ").matcher(line))
+                .filter(Matcher::find)
+                .filter(read -> Long.parseLong(read.group(1)) < 2 << 20)
+                .map(read -> Long.parseLong(read.group(2)))
+                .toList();
+        assertTrue(firstReads.size() < 16, "32 sequential reads of 64K became " + firstReads.size() + " below: " + firstReads);
+        assertTrue(firstReads.stream().anyMatch(count -> count > 64 * 1024), "larger reads below: " + firstReads);
+        assertEquals(1, lines.stream().filter(line -> line.contains(" Extents id=")).count(), "one extents question for all block status: " + lines);
+    }
+
+    /** The data ranges of a qemu-img map in JSON, merged: how qemu-img reports them may differ in how it splits them. */
+    private static List<String> dataRanges(String map)
+    {
+        List<String> ranges = new ArrayList<>();
+        Matcher entry = Pattern.compile("\\{ *\"start\": (\\d+), \"length\": (\\d+), [^}]*\"data\": (true|false)[^}]*}").matcher(map);
+        long start = -1;
+        long end = -1;
+        while (entry.find()) {
+            if (!entry.group(3).equals("true")) {
+                continue;
+            }
+            long from = Long.parseLong(entry.group(1));
+            long to = from + Long.parseLong(entry.group(2));
+            if (from == end) {
+                end = to;
+                continue;
+            }
+            if (start >= 0) {
+                ranges.add(start + "+" + (end - start));
+            }
+            start = from;
+            end = to;
+        }
+        if (start >= 0) {
+            ranges.add(start + "+" + (end - start));
+        }
+        assertTrue(!ranges.isEmpty(), "no data in " + map);
+        return ranges;
     }
 
     private static int indexOf(List<String> lines, String pattern)
