@@ -184,7 +184,14 @@ final class LogWriter
                 return;
             }
             text.setLength(0);
-            line.format(text);
+            try {
+                line.format(text);
+            }
+            catch (RuntimeException e) {
+                // one line lost, not the log
+                log.warn("log {}: cannot format a line: {}", name, e.toString());
+                continue;
+            }
             write(text.append('\n'));
         }
     }

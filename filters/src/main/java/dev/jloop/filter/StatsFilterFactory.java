@@ -280,11 +280,11 @@ public final class StatsFilterFactory
             out.append("  total: ").append(ops).append(" ops, ").append(bytes).append(" bytes, ").append(rate(bytes, seconds)).append('\n');
             for (Row row : Row.values()) {
                 Counter counter = counter(row);
-                Histogram latencies = counter.latencies();
                 long count = counter.ops();
                 if (count == 0) {
                     continue;
                 }
+                Histogram latencies = counter.latencies();
                 out.append("  ").append(row.label()).append(": ").append(count).append(" ops, ").append(counter.bytes()).append(" bytes, ")
                         .append(rate(counter.bytes(), seconds));
                 if (counter.errors() > 0) {
