@@ -387,20 +387,21 @@ public final class ReadaheadFilterFactory
         {
             final long from;
             final long to;
-            final ByteBuffer buffer;
             // guarded by lock
             final List<Kiocb> waiters = new ArrayList<>();
             boolean stale;
+            // set once, before the read is submitted: allocated out of the lock
+            private ByteBuffer buffer;
 
             Prefetch(long from, long to)
             {
                 this.from = from;
                 this.to = to;
-                this.buffer = DirectMemory.allocateAligned((int) (to - from));
             }
 
             void submit()
             {
+                buffer = DirectMemory.allocateAligned((int) (to - from));
                 Kiocb child = new Kiocb(null)
                         .initRw(Kiocb.Op.READ, delegate(), KvecIter.of(IovIter.Direction.DEST, buffer.duplicate()), from, 0)
                         .initCallback(this, null);
