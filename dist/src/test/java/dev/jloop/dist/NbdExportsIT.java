@@ -130,7 +130,7 @@ class NbdExportsIT
     {
         Path a = dir.resolve("a.img");
         Files.write(a, new byte[4096]);
-        assertOneLineError(jloop("--export", "x=" + a + ",colour=blue"), "unknown export option 'colour'");
+        assertOneLineError(jloop("--export", "x=" + a + ",colour=blue"), "--export x: colour is an option of none of the chosen backend and filters");
         assertOneLineError(jloop("--export", "x=" + a + ",size=lots"), "bad size 'lots'");
         assertOneLineError(jloop("--export", "x="), "no file after 'x='");
         assertOneLineError(jloop("--export", "x=" + a, "--export", "x=" + a), "two exports are named 'x'");
