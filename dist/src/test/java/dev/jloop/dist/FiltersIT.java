@@ -99,6 +99,74 @@ class FiltersIT
         }
     }
 
+    /** A copy over four connections shares the export's one limit: 16M bits/s is 2 MiB/s, 8 MiB take 3 s after the default 1 s burst. */
+    @Test
+    void rateFilterLimitsACopyOverSeveralConnections()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdcopy");
+        Path source = dir.resolve("source.img");
+        byte[] content = randomBytes(8 << 20, 11);
+        Files.write(source, content);
+        Path image = dir.resolve("disk.img");
+        Path socket = dir.resolve("nbd.sock");
+        try (JloopProcess server = JloopProcess.serve(dir, "--socket", socket.toString(), "--size", "8M", "--filter", "rate:rate=16M", image.toString())) {
+            assertTrue(server.startLine().contains("filters rate"), server.startLine());
+            long start = System.nanoTime();
+            Exec.check(120, "nbdcopy", "--connections=4", source.toString(), server.uri());
+            long millis = (System.nanoTime() - start) / 1_000_000;
+            assertTrue(millis >= 2700 && millis < 12_000, "8 MiB at 2 MiB/s over 4 connections took " + millis + " ms, expected about 3000");
+            assertEquals(0, server.stop(), server.log());
+        }
+        assertArrayEquals(content, Files.readAllBytes(image));
+    }
+
+    /** With retry in front of an error filter failing half the requests, a copy in and out is whole. */
+    @Test
+    void retryFilterHidesAnErrorFilterBelowIt()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdcopy");
+        Path image = dir.resolve("disk.img");
+        Path socket = dir.resolve("nbd.sock");
+        try (JloopProcess server = JloopProcess.serve(dir, "--socket", socket.toString(), "--size", "4M",
+                "--filter", "retry:retries=40,retry-delay=1ms,retry-exponential=no", "--filter", "error:error-rate=50%,error-ops=read,,write", image.toString())) {
+            assertTrue(server.startLine().contains("filters retry, error"), server.startLine());
+            byte[] content = randomBytes(4 << 20, 12);
+            Path in = dir.resolve("in.raw");
+            Files.write(in, content);
+            Exec.check(120, "nbdcopy", in.toString(), server.uri());
+            Path out = dir.resolve("out.raw");
+            Exec.check(120, "nbdcopy", server.uri(), out.toString());
+            assertArrayEquals(content, Files.readAllBytes(out));
+            assertEquals(0, server.stop(), server.log());
+        }
+    }
+
+    /** Unaligned writes and reads from qemu-io, read-modify-written by the filter in 4 KiB blocks over O_DIRECT. */
+    @Test
+    void blocksizeFilterTakesUnalignedRequests()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("qemu-io");
+        Path image = dir.resolve("disk.img");
+        Path socket = dir.resolve("nbd.sock");
+        try (JloopProcess server = JloopProcess.serve(dir, "--socket", socket.toString(), "--size", "4M", "--direct",
+                "--filter", "blocksize:minblock=4K,maxdata=64K", image.toString())) {
+            Exec.check(60, "qemu-io", "-f", "raw", "-c", "write -P 0x33 1000 300000", "-c", "write -P 0x44 5000 10", server.uri());
+            Exec read = Exec.run(60, "qemu-io", "-f", "raw", "-c", "read -P 0x33 1000 4000", "-c", "read -P 0x44 5000 10",
+                    "-c", "read -P 0x33 5010 295990", "-c", "read -P 0 0 1000", server.uri());
+            assertEquals(0, read.exitCode(), read.stdout() + read.stderr());
+            assertFalse(read.stdout().contains("Pattern verification failed"), read.stdout());
+            assertEquals(0, server.stop(), server.log());
+        }
+        byte[] written = Files.readAllBytes(image);
+        assertEquals(0x33, written[1000]);
+        assertEquals(0x44, written[5009]);
+        assertEquals(0x33, written[300_999]);
+        assertEquals(0, written[301_000]);
+    }
+
     @Test
     void filterMistakesAreOneLineErrors()
     {

@@ -74,10 +74,23 @@ final class Requests
         return run(aio.alloc().initFallocate(file, mode, offset, length));
     }
 
+    /** A write left in flight, for many at once; its result as the filter gave it. */
+    CompletableFuture<Long> startWrite(BackingFile file, long pos, byte[] data)
+    {
+        ByteBuffer buffer = ByteBuffer.allocateDirect(data.length).put(data).flip();
+        return submit(aio.alloc().initRw(Kiocb.Op.WRITE, file, KvecIter.of(IovIter.Direction.SOURCE, buffer), pos, 0));
+    }
+
     long run(Kiocb kiocb)
             throws Exception
     {
-        return submit(kiocb).get(30, TimeUnit.SECONDS);
+        return await(submit(kiocb));
+    }
+
+    static long await(CompletableFuture<Long> result)
+            throws Exception
+    {
+        return result.get(30, TimeUnit.SECONDS);
     }
 
     CompletableFuture<Long> submit(Kiocb kiocb)
