@@ -12,6 +12,7 @@ import dev.jloop.api.Kiocb;
 import dev.jloop.api.StillServingException;
 import dev.jloop.testkit.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import picocli.CommandLine;
@@ -29,7 +30,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** Closing in reverse order, and what happens when the frontend cannot stop. */
 class TestJloopServerClose
 {
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
     /**

@@ -4,6 +4,7 @@ import com.kenai.jffi.MemoryIO;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
 import dev.jloop.api.Fallocate;
+import dev.jloop.testkit.TargetTempDirFactory;
 import jnr.ffi.provider.MemoryManager;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -30,7 +31,6 @@ public class TestPosix
 {
     private static final MemoryManager MEMORY = jnr.ffi.Runtime.getSystemRuntime().getMemoryManager();
 
-    // Under target/, on the same file system as the build: /tmp may lack O_DIRECT or SEEK_DATA.
     @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
