@@ -11,4 +11,10 @@ public class MemoryBackingFileTest
     {
         return new MemoryBackendFactory();
     }
+
+    @Override
+    protected boolean holesFromFileSystem()
+    {
+        return false;
+    }
 }

@@ -19,4 +19,10 @@ public class QueuedMemoryBackingFileTest
     {
         return Map.of("memory-queued", "3", "memory-max-transfer", "5000");
     }
+
+    @Override
+    protected boolean holesFromFileSystem()
+    {
+        return false;
+    }
 }

@@ -38,4 +38,10 @@ public class VolatileCacheBackingFileTest
             }
         };
     }
+
+    @Override
+    protected boolean holesFromFileSystem()
+    {
+        return false;
+    }
 }
