@@ -704,7 +704,7 @@ public abstract class AbstractBackingFileTest
         }
         finally {
             submitters.shutdownNow();
-            assertTrue(submitters.awaitTermination(TIMEOUT_SECONDS, TimeUnit.SECONDS));
+            assertTrue(submitters.awaitTermination(TIMEOUT_SECONDS, TimeUnit.SECONDS), "submitting threads still running " + TIMEOUT_SECONDS + " s after the test");
         }
     }
 
@@ -1465,7 +1465,7 @@ public abstract class AbstractBackingFileTest
 
         public void put(byte[] data)
         {
-            assertEquals(length, data.length);
+            assertEquals(length, data.length, "bytes put into " + kind + " memory of " + length + " bytes");
             int done = 0;
             for (ByteBuffer segment : segments) {
                 segment.duplicate().put(data, done, segment.remaining());
