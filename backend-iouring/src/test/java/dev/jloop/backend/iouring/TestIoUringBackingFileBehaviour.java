@@ -33,7 +33,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** What the conformance suite cannot see: cancellation on close, plug batching, fixed buffers, long vectors. */
-class IoUringBackingFileBehaviourTest
+class TestIoUringBackingFileBehaviour
 {
     private static final int SIZE = 4 << 20;
 

@@ -5,7 +5,7 @@ import dev.jloop.api.BackendFactory;
 import java.util.Map;
 
 /** The conformance suite on the in-memory file completing on its own threads, with short transfers. */
-public class QueuedMemoryBackingFileTest
+public class TestQueuedMemoryBackingFile
         extends AbstractBackingFileTest
 {
     @Override

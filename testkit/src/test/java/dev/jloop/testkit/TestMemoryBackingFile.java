@@ -3,7 +3,7 @@ package dev.jloop.testkit;
 import dev.jloop.api.BackendFactory;
 
 /** The conformance suite on the in-memory file, synchronous. */
-public class MemoryBackingFileTest
+public class TestMemoryBackingFile
         extends AbstractBackingFileTest
 {
     @Override

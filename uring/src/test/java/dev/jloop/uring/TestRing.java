@@ -25,7 +25,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-class RingTest
+class TestRing
 {
     @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
