@@ -1,8 +1,6 @@
 package dev.jloop.dist;
 
 import dev.jloop.testkit.CiAssumptions;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
@@ -30,42 +28,21 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * backend.
  */
 abstract class AbstractNbdInteropIT
+        extends AbstractJloopIT
 {
     private static final long MIB = 1 << 20;
-
-    private Path dir;
-    private final List<JloopProcess> servers = new ArrayList<>();
 
     /** The {@code --backend} under test. */
     protected abstract String backend();
 
-    @BeforeEach
-    void setUp()
-            throws IOException
-    {
-        Path base = Path.of("target", "it-tmp").toAbsolutePath();
-        Files.createDirectories(base);
-        dir = Files.createTempDirectory(base, getClass().getSimpleName());
-    }
-
-    @AfterEach
-    void tearDown()
-            throws Exception
-    {
-        for (JloopProcess server : servers) {
-            server.close();
-        }
-        Exec.run(30, "rm", "-rf", dir.toString());
-    }
-
-    private JloopProcess serve(String... args)
+    /** Starts {@code jloop serve --backend BACKEND ARGS}. */
+    @Override
+    protected JloopProcess serve(String... args)
             throws Exception
     {
         List<String> all = new ArrayList<>(List.of("--backend", backend()));
         all.addAll(List.of(args));
-        JloopProcess server = JloopProcess.serve(dir, all.toArray(String[]::new));
-        servers.add(server);
-        return server;
+        return super.serve(all.toArray(String[]::new));
     }
 
     private JloopProcess serveOnSocket(Path image, String... args)
@@ -93,7 +70,7 @@ abstract class AbstractNbdInteropIT
             assertEquals("true", jsonValue(json, flag), flag + " in " + json);
         }
         assertTrue(Pattern.compile("\"contexts\"\\s*:\\s*\\[\\s*\"base:allocation\"").matcher(json).find(), json);
-        assertEquals("\"disk.img (64 MiB)\"", jsonValue(json, "description"), json);
+        assertEquals("disk.img (64 MiB)", jsonValue(json, "description"), json);
         assertEquals(1, jsonNumber(json, "block_size_minimum"), json);
         assertEquals(4096, jsonNumber(json, "block_size_preferred"), json);
         assertEquals(32 * MIB, jsonNumber(json, "block_size_maximum"), json);
@@ -475,18 +452,6 @@ abstract class AbstractNbdInteropIT
         byte[] expected = new byte[to - from];
         Arrays.fill(expected, value);
         return Arrays.equals(data, from, to, expected, 0, expected.length);
-    }
-
-    static long jsonNumber(String json, String key)
-    {
-        return Long.parseLong(jsonValue(json, key));
-    }
-
-    static String jsonValue(String json, String key)
-    {
-        Matcher m = Pattern.compile("\"" + Pattern.quote(key) + "\"\\s*:\\s*(\"[^\"]*\"|[^,}\\s]+)").matcher(json);
-        assertTrue(m.find(), key + " missing in " + json);
-        return m.group(1);
     }
 
     private static int countMatches(String text, String regex, String context)

@@ -1,8 +1,6 @@
 package dev.jloop.dist;
 
 import dev.jloop.testkit.CiAssumptions;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 import java.io.DataInputStream;
@@ -15,7 +13,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
-import java.util.Map;
 import java.util.OptionalInt;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -25,29 +22,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The {@code jloop} command as a user meets it: help, version, one-line errors, TCP serving, SIGTERM. */
 class JloopCommandIT
+        extends AbstractJloopIT
 {
-    private Path dir;
-
-    @BeforeEach
-    void setUp()
-            throws Exception
-    {
-        Path base = Path.of("target", "it-tmp").toAbsolutePath();
-        Files.createDirectories(base);
-        dir = Files.createTempDirectory(base, "command");
-    }
-
-    @AfterEach
-    void tearDown()
-    {
-        Exec.run(30, "rm", "-rf", dir.toString());
-    }
-
-    private static Exec jloop(String... args)
-    {
-        return Exec.run(60, null, Map.of(), JloopProcess.command(args).toArray(String[]::new));
-    }
-
     @Test
     void helpAndVersion()
     {
@@ -126,7 +102,7 @@ class JloopCommandIT
             assertTrue(server.uri().matches("nbd://127\\.0\\.0\\.1:\\d+/disk"), server.uri());
             assertTrue(server.startLine().contains("frontend nbd"), server.startLine());
             String json = Exec.check(30, "nbdinfo", "--json", server.uri());
-            assertEquals(8L << 20, AbstractNbdInteropIT.jsonNumber(json, "export-size"), json);
+            assertEquals(8L << 20, jsonNumber(json, "export-size"), json);
             Exec.check(60, "qemu-io", "-f", "raw", "-c", "write -P 0x77 1M 1M", server.uri());
             assertEquals(0, server.stop(), server.log());
         }
@@ -209,13 +185,5 @@ class JloopCommandIT
         finally {
             Files.writeString(sysctl, before);
         }
-    }
-
-    private static void assertOneLineError(Exec result, String expected)
-    {
-        assertEquals(1, result.exitCode(), result.stdout() + result.stderr());
-        List<String> lines = result.stderr().lines().toList();
-        assertEquals(1, lines.size(), "one line expected:\n" + result.stderr());
-        assertTrue(lines.get(0).startsWith("jloop: ") && lines.get(0).contains(expected), lines.get(0));
     }
 }

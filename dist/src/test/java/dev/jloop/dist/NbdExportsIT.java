@@ -1,19 +1,13 @@
 package dev.jloop.dist;
 
 import dev.jloop.testkit.CiAssumptions;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
-import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 
-import static dev.jloop.dist.NbdTlsIT.assertOneLineError;
-import static dev.jloop.dist.NbdTlsIT.jsonValue;
-import static dev.jloop.dist.NbdTlsIT.randomBytes;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
@@ -21,24 +15,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** Several exports from one {@code jloop serve}: listed, each with its own size, read-only flag and description. */
 class NbdExportsIT
+        extends AbstractJloopIT
 {
-    private Path dir;
-
-    @BeforeEach
-    void setUp()
-            throws IOException
-    {
-        Path base = Path.of("target", "it-tmp").toAbsolutePath();
-        Files.createDirectories(base);
-        dir = Files.createTempDirectory(base, "exports");
-    }
-
-    @AfterEach
-    void tearDown()
-    {
-        Exec.run(30, "rm", "-rf", dir.toString());
-    }
-
     @Test
     void listAndServeEachExport()
             throws Exception
@@ -115,7 +93,7 @@ class NbdExportsIT
         Path b = dir.resolve("b.img");
         try (JloopProcess server = JloopProcess.serve(dir, "--listen", "127.0.0.1:0", "--export", "a=" + a + ",size=1M",
                 "--export", "b=" + b + ",size=3M")) {
-            String port = NbdTlsIT.port(server);
+            String port = port(server);
             String list = Exec.check(60, "nbdinfo", "--list", "nbd://127.0.0.1:" + port + "/");
             assertTrue(list.contains("export=\"a\"") && list.contains("export=\"b\""), list);
             assertEquals(String.valueOf(3 << 20), Exec.check(60, "nbdinfo", "--size", "nbd://127.0.0.1:" + port + "/b").trim());
@@ -130,21 +108,21 @@ class NbdExportsIT
     {
         Path a = dir.resolve("a.img");
         Files.write(a, new byte[4096]);
-        assertOneLineError(jloop("--export", "x=" + a + ",colour=blue"), "--export x: colour is an option of none of the chosen backend and filters");
-        assertOneLineError(jloop("--export", "x=" + a + ",size=lots"), "bad size 'lots'");
-        assertOneLineError(jloop("--export", "x="), "no file after 'x='");
-        assertOneLineError(jloop("--export", "x=" + a, "--export", "x=" + a), "two exports are named 'x'");
-        assertOneLineError(jloop("--export", "lonely"), "no FILE is given");
-        assertOneLineError(jloop(), "nothing to serve");
-        assertOneLineError(jloop("--export", "one", "--export", "two", a.toString()), "--export NAME given 2 times");
-        assertOneLineError(jloop("--export", "x=" + dir.resolve("missing.img")), "no such file (add size=SIZE to its --export to create it)");
-        assertOneLineError(jloop("--size", "1M", "--export", "x=" + a), "no FILE is given");
+        assertOneLineError(serveOnLoopback("--export", "x=" + a + ",colour=blue"), "--export x: colour is an option of none of the chosen backend and filters");
+        assertOneLineError(serveOnLoopback("--export", "x=" + a + ",size=lots"), "bad size 'lots'");
+        assertOneLineError(serveOnLoopback("--export", "x="), "no file after 'x='");
+        assertOneLineError(serveOnLoopback("--export", "x=" + a, "--export", "x=" + a), "two exports are named 'x'");
+        assertOneLineError(serveOnLoopback("--export", "lonely"), "no FILE is given");
+        assertOneLineError(serveOnLoopback(), "nothing to serve");
+        assertOneLineError(serveOnLoopback("--export", "one", "--export", "two", a.toString()), "--export NAME given 2 times");
+        assertOneLineError(serveOnLoopback("--export", "x=" + dir.resolve("missing.img")), "no such file (add size=SIZE to its --export to create it)");
+        assertOneLineError(serveOnLoopback("--size", "1M", "--export", "x=" + a), "no FILE is given");
     }
 
-    private Exec jloop(String... args)
+    private static Exec serveOnLoopback(String... args)
     {
-        List<String> command = JloopProcess.command("serve", "--listen", "127.0.0.1:0");
-        command.addAll(List.of(args));
-        return Exec.run(60, null, Map.of(), command.toArray(String[]::new));
+        List<String> all = new ArrayList<>(List.of("serve", "--listen", "127.0.0.1:0"));
+        all.addAll(List.of(args));
+        return jloop(all.toArray(String[]::new));
     }
 }

@@ -1,11 +1,8 @@
 package dev.jloop.dist;
 
 import dev.jloop.testkit.CiAssumptions;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
-import java.io.IOException;
 import java.io.InputStream;
 import java.net.InetSocketAddress;
 import java.net.Socket;
@@ -18,24 +15,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** --max-connections and --handshake-timeout as a user sets them, with nbdinfo and a client that says nothing. */
 class NbdLimitsIT
+        extends AbstractJloopIT
 {
-    private Path dir;
-
-    @BeforeEach
-    void setUp()
-            throws IOException
-    {
-        Path base = Path.of("target", "it-tmp").toAbsolutePath();
-        Files.createDirectories(base);
-        dir = Files.createTempDirectory(base, "limits");
-    }
-
-    @AfterEach
-    void tearDown()
-    {
-        Exec.run(30, "rm", "-rf", dir.toString());
-    }
-
     @Test
     void aSilentClientHoldsTheOnlySlotUntilTheHandshakeTimeoutDropsIt()
             throws Exception
@@ -44,7 +25,7 @@ class NbdLimitsIT
         Path image = dir.resolve("disk.img");
         try (JloopProcess server = JloopProcess.serve(dir, "--listen", "127.0.0.1:0", "--size", "1M",
                 "--max-connections", "1", "--handshake-timeout", "2", image.toString())) {
-            int port = Integer.parseInt(NbdTlsIT.port(server));
+            int port = Integer.parseInt(port(server));
             String uri = "nbd://127.0.0.1:" + port + "/";
             try (Socket silent = new Socket()) {
                 silent.connect(new InetSocketAddress("127.0.0.1", port), 10_000);
@@ -72,10 +53,10 @@ class NbdLimitsIT
     {
         Exec negative = Exec.run(60, JloopProcess.command("serve", "--max-connections", "-1", "--size", "1M",
                 dir.resolve("a.img").toString()).toArray(String[]::new));
-        NbdTlsIT.assertOneLineError(negative, "--max-connections: bad number '-1': expected a whole number, 0 or more");
+        assertOneLineError(negative, "--max-connections: bad number '-1': expected a whole number, 0 or more");
         Exec timeout = Exec.run(60, JloopProcess.command("serve", "--handshake-timeout", "-5", "--size", "1M",
                 dir.resolve("a.img").toString()).toArray(String[]::new));
-        NbdTlsIT.assertOneLineError(timeout, "--handshake-timeout: bad duration '-5'");
+        assertOneLineError(timeout, "--handshake-timeout: bad duration '-5'");
         assertTrue(Files.notExists(dir.resolve("a.img")), "nothing is created when the options are wrong");
     }
 }

@@ -1,13 +1,10 @@
 package dev.jloop.dist;
 
 import dev.jloop.testkit.CiAssumptions;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
-import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -17,8 +14,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
-import static dev.jloop.dist.NbdTlsIT.jsonValue;
-import static dev.jloop.dist.NbdTlsIT.randomBytes;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -30,27 +25,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * {@code nbdfuse --command} a socket pair on standard input/output) and by a raw client on pipes.
  */
 class NbdRunStdioIT
+        extends AbstractJloopIT
 {
     private static final long IHAVEOPT = 0x49484156454F5054L;
 
-    private Path dir;
-
-    @BeforeEach
-    void setUp()
-            throws IOException
-    {
-        Path base = Path.of("target", "it-tmp").toAbsolutePath();
-        Files.createDirectories(base);
-        dir = Files.createTempDirectory(base, "captive");
-    }
-
-    @AfterEach
-    void tearDown()
-    {
-        Exec.run(30, "rm", "-rf", dir.toString());
-    }
-
-    private static String jloop()
+    private static String launcher()
     {
         return JloopProcess.home().resolve("bin/jloop").toString();
     }
@@ -62,7 +41,7 @@ class NbdRunStdioIT
         CiAssumptions.assumeCommand("nbdinfo");
         Path image = dir.resolve("disk.img");
         Files.write(image, new byte[3 << 20]);
-        String json = Exec.check(60, "nbdinfo", "--json", "--", "[", jloop(), "serve", "--stdio", "--export", "disk", image.toString(), "]");
+        String json = Exec.check(60, "nbdinfo", "--json", "--", "[", launcher(), "serve", "--stdio", "--export", "disk", image.toString(), "]");
         // nothing but nbdinfo's JSON on standard output: jloop logs on stderr only
         assertTrue(json.trim().startsWith("{") && json.trim().endsWith("}"), json);
         assertEquals(3L << 20, Long.parseLong(jsonValue(json, "export-size")), json);
@@ -79,12 +58,12 @@ class NbdRunStdioIT
         Files.write(source, content);
 
         Path out = dir.resolve("out.img");
-        Exec.check(120, "nbdcopy", "--", "[", jloop(), "serve", "--stdio", source.toString(), "]", out.toString());
+        Exec.check(120, "nbdcopy", "--", "[", launcher(), "serve", "--stdio", source.toString(), "]", out.toString());
         assertArrayEquals(content, Files.readAllBytes(out));
 
         Path target = dir.resolve("target.img");
         Files.write(target, new byte[5 << 20]);
-        Exec.check(120, "nbdcopy", source.toString(), "--", "[", jloop(), "serve", "--stdio", target.toString(), "]");
+        Exec.check(120, "nbdcopy", source.toString(), "--", "[", launcher(), "serve", "--stdio", target.toString(), "]");
         assertArrayEquals(content, Files.readAllBytes(target));
     }
 
@@ -144,7 +123,7 @@ class NbdRunStdioIT
         Path image = dir.resolve("disk.img");
         byte[] content = randomBytes(1 << 20, 17);
         Files.write(image, content);
-        Process process = new ProcessBuilder(jloop(), "serve", "--stdio", image.toString())
+        Process process = new ProcessBuilder(launcher(), "serve", "--stdio", image.toString())
                 .redirectError(dir.resolve("stdio.log").toFile())
                 .start();
         try {
@@ -219,7 +198,7 @@ class NbdRunStdioIT
         Files.write(image, content);
         Path mount = dir.resolve("mnt");
         Files.createDirectories(mount);
-        Process nbdfuse = new ProcessBuilder("nbdfuse", mount.resolve("disk").toString(), "--command", jloop(), "serve", "--stdio", image.toString())
+        Process nbdfuse = new ProcessBuilder("nbdfuse", mount.resolve("disk").toString(), "--command", launcher(), "serve", "--stdio", image.toString())
                 .redirectErrorStream(true).redirectOutput(dir.resolve("nbdfuse.log").toFile()).start();
         try {
             Path file = mount.resolve("disk");
@@ -240,7 +219,7 @@ class NbdRunStdioIT
 
     private Exec run(String command, String... args)
     {
-        List<String> all = new ArrayList<>(List.of(jloop(), "serve", "--run", command));
+        List<String> all = new ArrayList<>(List.of(launcher(), "serve", "--run", command));
         all.addAll(List.of(args));
         return Exec.run(120, dir, Map.of(), all.toArray(String[]::new));
     }

@@ -54,6 +54,7 @@ import static org.junit.jupiter.api.Assertions.fail;
  * {@code target/stress-dumps}). {@code -Djloop.stress.seed=N} changes the seeds.
  */
 class NbdStressIT
+        extends AbstractJloopIT
 {
     private static final int DISK_SIZE = 64 << 20;
     /** Requests in flight per connection: more than jloop's own bound (256), so that it is reached too. */
@@ -69,7 +70,6 @@ class NbdStressIT
     private static final int REQUIRED_FLAGS = FLAG_SEND_FLUSH | FLAG_SEND_FUA | FLAG_SEND_TRIM | FLAG_SEND_WRITE_ZEROES | FLAG_CAN_MULTI_CONN;
     private static final Path DUMPS = Path.of("target", "stress-dumps");
 
-    private Path dir;
     private String testName;
     private JloopProcess server;
     private final List<PipelinedNbdClient> clients = new ArrayList<>();
@@ -77,11 +77,7 @@ class NbdStressIT
 
     @BeforeEach
     void setUp(TestInfo info)
-            throws IOException
     {
-        Path base = Path.of("target", "it-tmp").toAbsolutePath();
-        Files.createDirectories(base);
-        dir = Files.createTempDirectory(base, "stress");
         testName = (info.getTestMethod().map(method -> method.getName() + "-").orElse("") + info.getDisplayName())
                 .replaceAll("[^A-Za-z0-9_]+", "-");
     }
@@ -102,7 +98,6 @@ class NbdStressIT
                 // killed: the test has failed already, with the reason
             }
         }
-        Exec.run(30, "rm", "-rf", dir.toString());
     }
 
     static Stream<Arguments> floods()

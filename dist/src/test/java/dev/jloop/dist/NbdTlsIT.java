@@ -2,21 +2,16 @@ package dev.jloop.dist;
 
 import dev.jloop.dist.OpensslPki.KeyForm;
 import dev.jloop.testkit.CiAssumptions;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
-import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.Random;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -29,30 +24,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * certificates checked with {@code --tls-verify-peer}, and every key form openssl writes.
  */
 class NbdTlsIT
+        extends AbstractJloopIT
 {
-    private static final Pattern PORT = Pattern.compile("nbds?://127\\.0\\.0\\.1:(\\d+)/.*");
-
-    private Path dir;
-    private final List<JloopProcess> servers = new ArrayList<>();
-
     @BeforeEach
-    void setUp()
-            throws IOException
+    void requireNbdinfo()
     {
         CiAssumptions.assumeCommand("nbdinfo");
-        Path base = Path.of("target", "it-tmp").toAbsolutePath();
-        Files.createDirectories(base);
-        dir = Files.createTempDirectory(base, "tls");
-    }
-
-    @AfterEach
-    void tearDown()
-            throws Exception
-    {
-        for (JloopProcess server : servers) {
-            server.close();
-        }
-        Exec.run(30, "rm", "-rf", dir.toString());
     }
 
     @Test
@@ -173,64 +150,26 @@ class NbdTlsIT
         Files.write(image, new byte[4096]);
         Path serverCert = pki.serverDirectory.resolve("server-cert.pem");
 
-        assertOneLineError(jloop("--tls", "require", image.toString()), "needs a certificate and key");
-        assertOneLineError(jloop("--tls-cert", serverCert.toString(), image.toString()), "--tls is off");
-        assertOneLineError(jloop("--tls", "maybe", image.toString()), "--tls: expected off, on, require, not 'maybe'");
-        assertOneLineError(jloop("--tls", "on", "--tls-cert", serverCert.toString(),
+        assertOneLineError(serveOnLoopback("--tls", "require", image.toString()), "needs a certificate and key");
+        assertOneLineError(serveOnLoopback("--tls-cert", serverCert.toString(), image.toString()), "--tls is off");
+        assertOneLineError(serveOnLoopback("--tls", "maybe", image.toString()), "--tls: expected off, on, require, not 'maybe'");
+        assertOneLineError(serveOnLoopback("--tls", "on", "--tls-cert", serverCert.toString(),
                 "--tls-key", pki.clientDirectory.resolve("client-key.pem").toString(), image.toString()), "does not belong to the certificate");
-        assertOneLineError(jloop("--tls", "on", "--tls-cert", serverCert.toString(), "--tls-key", serverCert.toString(), image.toString()),
+        assertOneLineError(serveOnLoopback("--tls", "on", "--tls-cert", serverCert.toString(), "--tls-key", serverCert.toString(), image.toString()),
                 "no PEM private key");
-        assertOneLineError(jloop("--tls", "on", "--tls-certificates", dir.resolve("nowhere").toString(), image.toString()),
+        assertOneLineError(serveOnLoopback("--tls", "on", "--tls-certificates", dir.resolve("nowhere").toString(), image.toString()),
                 "cannot read tls-cert");
         Path encrypted = dir.resolve("encrypted-key.pem");
         Exec.check(60, "openssl", "pkey", "-in", pki.serverDirectory.resolve("server-key.pem").toString(), "-aes256",
                 "-passout", "pass:secret", "-out", encrypted.toString());
-        assertOneLineError(jloop("--tls", "on", "--tls-cert", serverCert.toString(), "--tls-key", encrypted.toString(), image.toString()),
+        assertOneLineError(serveOnLoopback("--tls", "on", "--tls-cert", serverCert.toString(), "--tls-key", encrypted.toString(), image.toString()),
                 "encrypted");
     }
 
-    private JloopProcess serve(String... args)
-            throws Exception
+    private static Exec serveOnLoopback(String... args)
     {
-        JloopProcess server = JloopProcess.serve(dir, args);
-        servers.add(server);
-        return server;
-    }
-
-    private Exec jloop(String... args)
-    {
-        List<String> command = JloopProcess.command("serve", "--listen", "127.0.0.1:0");
-        command.addAll(List.of(args));
-        return Exec.run(60, null, Map.of(), command.toArray(String[]::new));
-    }
-
-    static void assertOneLineError(Exec result, String expected)
-    {
-        assertEquals(1, result.exitCode(), result.stdout() + result.stderr());
-        List<String> lines = result.stderr().lines().filter(line -> line.startsWith("jloop: ")).toList();
-        assertEquals(1, lines.size(), result.stderr());
-        assertTrue(lines.get(0).contains(expected), "expected '" + expected + "' in: " + result.stderr());
-    }
-
-    static String port(JloopProcess server)
-    {
-        Matcher matcher = PORT.matcher(server.uri());
-        assertTrue(matcher.matches(), server.uri());
-        return matcher.group(1);
-    }
-
-    static String jsonValue(String json, String key)
-    {
-        Matcher m = Pattern.compile("\"" + Pattern.quote(key) + "\"\\s*:\\s*(\"[^\"]*\"|[^,}\\s]+)").matcher(json);
-        assertTrue(m.find(), key + " missing in " + json);
-        String value = m.group(1);
-        return value.startsWith("\"") ? value.substring(1, value.length() - 1) : value;
-    }
-
-    static byte[] randomBytes(int length, long seed)
-    {
-        byte[] bytes = new byte[length];
-        new Random(seed).nextBytes(bytes);
-        return bytes;
+        List<String> all = new ArrayList<>(List.of("serve", "--listen", "127.0.0.1:0"));
+        all.addAll(List.of(args));
+        return jloop(all.toArray(String[]::new));
     }
 }

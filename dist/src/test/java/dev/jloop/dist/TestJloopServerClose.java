@@ -13,6 +13,7 @@ import dev.jloop.api.Kiocb;
 import dev.jloop.api.StillServingException;
 import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -29,7 +30,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** Closing in reverse order, also when starting fails, and what happens when the frontend cannot stop. */
 class TestJloopServerClose
 {
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
     /**

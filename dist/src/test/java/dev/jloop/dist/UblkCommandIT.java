@@ -1,7 +1,5 @@
 package dev.jloop.dist;
 
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 import java.nio.file.Files;
@@ -19,29 +17,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * a real driver is tested in a VM ({@code src/test/vm/ublk-scenario.sh}).
  */
 class UblkCommandIT
+        extends AbstractJloopIT
 {
-    private Path dir;
-
-    @BeforeEach
-    void setUp()
-            throws Exception
-    {
-        Path base = Path.of("target", "it-tmp").toAbsolutePath();
-        Files.createDirectories(base);
-        dir = Files.createTempDirectory(base, "ublk");
-    }
-
-    @AfterEach
-    void tearDown()
-    {
-        Exec.run(30, "rm", "-rf", dir.toString());
-    }
-
-    private static Exec jloop(String... args)
-    {
-        return Exec.run(60, null, Map.of(), JloopProcess.command(args).toArray(String[]::new));
-    }
-
     @Test
     void helpListsTheUblkOptions()
     {
@@ -116,13 +93,5 @@ class UblkCommandIT
         command.addAll(JloopProcess.command("serve", "--frontend", "ublk", "--backend", "sync", "--size", "1M", dir.resolve("a.img").toString()));
         Exec result = Exec.run(60, null, Map.of(), command.toArray(String[]::new));
         assertOneLineError(result, "started by socket activation (LISTEN_FDS), but --frontend ublk serves no socket");
-    }
-
-    private static void assertOneLineError(Exec result, String expected)
-    {
-        assertEquals(1, result.exitCode(), result.stdout() + result.stderr());
-        List<String> lines = result.stderr().lines().toList();
-        assertEquals(1, lines.size(), "one line expected:\n" + result.stderr());
-        assertTrue(lines.get(0).startsWith("jloop: ") && lines.get(0).contains(expected), lines.get(0));
     }
 }

@@ -3,8 +3,9 @@ package dev.jloop.nbd;
 import dev.jloop.api.Errno;
 
 /**
- * Constants of the NBD protocol, named as in the spec ({@code NetworkBlockDevice/nbd doc/proto.md});
- * values cited in {@code shared/facts/nbd.md}. All integers on the wire are big-endian.
+ * Constants of the NBD protocol, named and valued as in the spec
+ * (<a href="https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md">doc/proto.md</a>);
+ * what jloop serves of it is in {@code docs/nbd.md}. All integers on the wire are big-endian.
  */
 final class NbdProtocol
 {

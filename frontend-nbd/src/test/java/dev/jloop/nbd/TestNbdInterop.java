@@ -5,6 +5,7 @@ import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
 import dev.jloop.iter.PagePool;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -31,7 +32,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 /** The server over a Unix socket, found through its factory, against real NBD clients (libnbd's nbdinfo, qemu-io). */
 class TestNbdInterop
 {
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path directory;
 
     private final PagePool pagePool = new PagePool(64L << 20);

@@ -2,6 +2,7 @@ package dev.jloop.nbd;
 
 import dev.jloop.api.Export;
 import dev.jloop.nbd.pem.PemFiles;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -67,7 +68,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class TestNbdTls
         extends AbstractNbdServerTest
 {
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     static Path keys;
 
     private static TestKeys server;

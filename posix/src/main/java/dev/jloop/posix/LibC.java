@@ -8,8 +8,8 @@ import jnr.ffi.Pointer;
  * same as a pointer on x86-64 and costs no {@code Pointer} per call.
  *
  * <p>No binding may have exactly six primitive parameters: jnr-ffi 2.2.17 with jffi 1.3.13 passes
- * garbage in the sixth (see {@code shared/facts/iouring.md} §2). {@code mmap} takes its address and
- * the five-argument {@code syscall} its last argument as a {@link Pointer} for that reason.
+ * garbage in the sixth. {@code mmap} takes its address and the five-argument {@code syscall} its last
+ * argument as a {@link Pointer} for that reason.
  *
  * <p>Not jnr-posix: of the calls here it would cover only {@code open}, {@code close} and
  * {@code strerror} (its {@code pread}/{@code pwrite} take no native addresses, and it has no

@@ -4,8 +4,12 @@ import com.kenai.jffi.MemoryIO;
 import dev.jloop.api.Errno;
 import dev.jloop.api.ExtentSink;
 import dev.jloop.api.Fallocate;
+import dev.jloop.testkit.CiAssumptions;
+import dev.jloop.testkit.TargetTempDirFactory;
+import jnr.ffi.LibraryLoader;
 import jnr.ffi.provider.MemoryManager;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.function.Executable;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
@@ -16,9 +20,11 @@ import java.nio.file.FileSystemException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Set;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -29,8 +35,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 public class TestPosix
 {
     private static final MemoryManager MEMORY = jnr.ffi.Runtime.getSystemRuntime().getMemoryManager();
+    private static final int NOBODY = 65534;
 
-    // Under target/, on the same file system as the build: /tmp may lack O_DIRECT or SEEK_DATA.
     @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
@@ -52,18 +58,33 @@ public class TestPosix
 
     @Test
     public void testOpenWithoutPermission()
-            throws IOException
+            throws Throwable
     {
         Path file = Files.createFile(dir.resolve("secret"));
-        Files.setPosixFilePermissions(file, java.util.Set.of());
-        // root bypasses permission bits; only check the mapping when they apply
-        int fd = Posix.open(file.toString(), Posix.O_RDWR, 0);
-        if (fd >= 0) {
-            Posix.close(fd);
-            return;
-        }
-        assertEquals(-Errors.EACCES, fd);
-        assertThrows(AccessDeniedException.class, () -> FileDescriptor.open(file, Posix.O_RDWR, 0));
+        Files.setPosixFilePermissions(file, Set.of());
+        // others may look into the directory: the file's own mode is what refuses
+        Files.setPosixFilePermissions(dir, PosixFilePermissions.fromString("rwx--x--x"));
+        asUnprivilegedUser(() -> {
+            int fd = Posix.open(file.toString(), Posix.O_RDWR, 0);
+            if (fd >= 0) {
+                Posix.close(fd);
+            }
+            assertEquals(-Errors.EACCES, fd, "open(2) of a file of mode 000 as an unprivileged user: " + (fd >= 0 ? "opened" : Errors.name(fd)));
+            AccessDeniedException e = assertThrows(AccessDeniedException.class, () -> FileDescriptor.open(file, Posix.O_RDWR, 0));
+            assertTrue(e.getMessage().contains("open(" + file + ")") && e.getMessage().contains("(EACCES)"), e.getMessage());
+            assertThrows(AccessDeniedException.class, () -> FileDescriptor.openBackingFile(file, true, false), "a backing file without permission");
+        });
+    }
+
+    @Test
+    public void testOpenBackingFileSaysWhatIsWrong()
+    {
+        Path missing = dir.resolve("missing.img");
+        NoSuchFileException e = assertThrows(NoSuchFileException.class, () -> FileDescriptor.openBackingFile(missing, false, false));
+        assertTrue(e.getMessage().contains(missing.toString()) && e.getMessage().contains("No such file"), e.getMessage());
+        // O_RDONLY would open a directory without complaint
+        FileSystemException directory = assertThrows(FileSystemException.class, () -> FileDescriptor.openBackingFile(dir, true, false));
+        assertTrue(directory.getMessage().contains(dir.toString()) && directory.getMessage().contains("is a directory"), directory.getMessage());
     }
 
     @Test
@@ -182,5 +203,39 @@ public class TestPosix
     private static long address(ByteBuffer buffer)
     {
         return MEMORY.newPointer(buffer).address();
+    }
+
+    /** The libc calls that change whom this thread's file access is checked as. */
+    public interface FileSystemUser
+    {
+        int geteuid();
+
+        int setfsuid(int uid);
+    }
+
+    /**
+     * Runs {@code test} in this thread with permission checks of an unprivileged user. Root's
+     * CAP_DAC_OVERRIDE opens any file, and CI runs as root: there the thread's file-system user
+     * becomes nobody for the while ({@code setfsuid(2)}, which changes the calling thread alone and
+     * drops the file capabilities with it), so that permission-denied paths are tested rather than
+     * skipped. Where that is refused, the test is skipped, and fails on CI.
+     */
+    private static void asUnprivilegedUser(Executable test)
+            throws Throwable
+    {
+        FileSystemUser libc = LibraryLoader.create(FileSystemUser.class).load("c");
+        if (libc.geteuid() != 0) {
+            test.execute();
+            return;
+        }
+        int previous = libc.setfsuid(NOBODY);
+        try {
+            // setfsuid(2) answers with the previous user, also when it fails: ask again to see
+            CiAssumptions.assumeAvailable(libc.setfsuid(NOBODY) == NOBODY, "setfsuid(2) refused: cannot check permissions as root");
+            test.execute();
+        }
+        finally {
+            libc.setfsuid(previous);
+        }
     }
 }

@@ -28,6 +28,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 import java.io.IOException;
+import java.io.RandomAccessFile;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
@@ -38,6 +39,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.NavigableMap;
 import java.util.Queue;
 import java.util.Random;
 import java.util.Set;
@@ -57,18 +59,51 @@ import java.util.function.UnaryOperator;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
- * The conformance suite of the {@link BackingFile} contract. Every backend (and a third party's)
- * subclasses it and supplies its {@link #factory()}; the O_DIRECT variant also overrides
- * {@link #direct()}.
+ * The conformance suite of the {@link BackingFile} contract: every backend runs it, and so can a
+ * third party's. A subclass supplies the backend's {@link #factory()}; the O_DIRECT variant is a
+ * second subclass that also returns true from {@link #direct()} (the shape of Netty's testsuite and
+ * Trino's {@code BaseConnectorTest}).
  *
- * <p>Files are created by the suite under {@code target/} (a real file system with O_DIRECT, sparse
- * files and punch-hole, unlike a tmpfs {@code /tmp}) and opened through the factory. Every operation
- * goes through an {@link AioKernel}: alloc, init, submit, completion. After each test nothing may be
- * left in flight, no kiocb allocated and no page of the {@link PagePool} in use.
+ * <p>What a subclass provides:
+ * <ul>
+ * <li>{@link #factory()}, required: the backend under test;</li>
+ * <li>{@link #direct()}, {@link #options()} and {@link #queueDepth()}: what goes into the
+ *     {@link BackendConfig} of every file the suite opens;</li>
+ * <li>{@link #createFile(String, long, NavigableMap)} and {@link #readFile(Path)}, when the backend
+ *     does not keep the device's bytes in the file as they are (it encrypts, compresses, adds a
+ *     header): the suite makes every file it opens through the first, and looks at what a closed
+ *     file holds only through the second;</li>
+ * <li>{@link #expectedCapabilities()}, to pin what the backend declares;</li>
+ * <li>{@link #plainFile()} and {@link #holesFromFileSystem()}, which say what else may be checked.</li>
+ * </ul>
+ *
+ * <p>Every backend must pass the tests of the contract itself: reads and writes through every kind of
+ * iterator, aligned or not; end of file; read-only files; many requests in flight; completions that
+ * submit again; open failures that name the file; releasing the file on close. The others depend on
+ * what the backend declares, and are skipped, with the reason, where it declares otherwise:
+ * <ul>
+ * <li>{@link Capabilities#trim()}: {@link #punchHoleKeepsSizeAndReadsZeros()};</li>
+ * <li>{@link Capabilities#zero()}: {@link #zeroRangeReadsZeros()};</li>
+ * <li>{@link Capabilities#extents()}: the hole checks of {@link #extentsOfSparseFile()} and of
+ *     {@link #punchHoleKeepsSizeAndReadsZeros()} (the rest of them runs for every backend);</li>
+ * <li>{@link Capabilities#cache()}: {@link #cacheAcceptsAnyRange()};</li>
+ * <li>{@link #plainFile()}: {@link #writePastEndOfFileSetsExactSize()};</li>
+ * <li>{@link #expectedCapabilities()}: {@link #declaresTheExpectedCapabilities()}.</li>
+ * </ul>
+ * What the backend declares also decides which results some tests accept: {@code -EOPNOTSUPP} from
+ * fsync without {@link Capabilities#flush()}, from zeroing without {@link Capabilities#zero()}, from
+ * punching a read-only file without {@link Capabilities#trim()}.
+ *
+ * <p>Files are created under {@code target/} (a real file system with O_DIRECT, sparse files and
+ * punch-hole, unlike a tmpfs {@code /tmp}) and opened through the factory. Every operation goes
+ * through an {@link AioKernel}: alloc, init, submit, completion. After each test nothing may be left
+ * in flight, no kiocb allocated and no page of the {@link PagePool} in use.
  */
 public abstract class AbstractBackingFileTest
 {
@@ -104,6 +139,38 @@ public abstract class AbstractBackingFileTest
         return 64;
     }
 
+    /**
+     * Every capability the backend declares for a file opened read-write with this suite's config, or
+     * {@code null} (the default) to accept whatever it declares. Pinning them makes
+     * {@link #declaresTheExpectedCapabilities()} fail when a backend stops declaring one, where the
+     * tests gated on that capability would only be skipped.
+     */
+    protected Capabilities expectedCapabilities()
+    {
+        return null;
+    }
+
+    /**
+     * Whether the backend serves the file at the path as it is and holds it open, as the sync, nio and
+     * io_uring backends do. Such a file grows when written past its end
+     * ({@link #writePastEndOfFileSetsExactSize()}), and while open it holds a descriptor on the path
+     * ({@link #closeReleasesTheFile()}). False by default.
+     */
+    protected boolean plainFile()
+    {
+        return false;
+    }
+
+    /**
+     * Whether the holes the backend reports are those of the file system under {@link #dir} (through
+     * SEEK_HOLE, as for the file backends) rather than holes of its own. Then the hole checks need a
+     * file system known to report holes: elsewhere they are skipped, and fail on CI. True by default.
+     */
+    protected boolean holesFromFileSystem()
+    {
+        return true;
+    }
+
     @BeforeEach
     public final void setUpAioKernel()
     {
@@ -134,9 +201,20 @@ public abstract class AbstractBackingFileTest
         Path path = createFile("caps", randomBytes(new Random(1), 3 * BLOCK + 17));
         try (BackingFile file = open(path, false)) {
             Capabilities capabilities = file.capabilities();
-            assertFalse(capabilities.readOnly(), "opened read-write");
-            assertEquals(1, Integer.bitCount(capabilities.logicalBlockSize()));
-            assertEquals(3 * BLOCK + 17, file.size());
+            assertFalse(capabilities.readOnly(), "a file opened read-write declares readOnly: " + capabilities);
+            assertEquals(1, Integer.bitCount(capabilities.logicalBlockSize()), "the logical block size is a power of two: " + capabilities);
+            assertEquals(3 * BLOCK + 17, file.size(), "size of a file of " + (3 * BLOCK + 17) + " bytes");
+        }
+    }
+
+    @Test
+    public void declaresTheExpectedCapabilities()
+            throws IOException
+    {
+        Capabilities expected = expectedCapabilities();
+        assumeTrue(expected != null, "the subclass pins no capabilities (expectedCapabilities())");
+        try (BackingFile file = open(createFile("expected", new byte[BLOCK]), false)) {
+            assertEquals(expected.toString(), file.capabilities().toString(), "capabilities declared for a file opened read-write");
         }
     }
 
@@ -162,10 +240,10 @@ public abstract class AbstractBackingFileTest
         Random random = new Random(seed);
         int size = 1 << 20;
         byte[] model = randomBytes(random, size);
-        Path path = createFile("rw", model);
+        Path path = createFile("rw", model.clone());
         try (BackingFile file = open(path, false)) {
             byte[] initial = readFully(file, Kind.IOVEC, 0, size, false);
-            assertArrayEquals(model, initial, "initial content");
+            assertArrayEquals(model, initial, "initial content: the file as created");
             for (int i = 0; i < 12; i++) {
                 long offset;
                 int length;
@@ -189,10 +267,11 @@ public abstract class AbstractBackingFileTest
                 assertArrayEquals(Arrays.copyOfRange(model, (int) around, (int) around + aroundLength),
                         readFully(file, kind, around, aroundLength, false), "around the write at " + offset);
             }
-            assertArrayEquals(model, readFully(file, Kind.IOVEC, 0, size, false), "whole file");
-            assertEquals(0, fsync(file, false));
+            assertArrayEquals(model, readFully(file, Kind.IOVEC, 0, size, false), "whole file after the writes");
+            long res = fsync(file, false);
+            assertTrue(res == 0 || (res == -Errno.EOPNOTSUPP && !file.capabilities().flush()), "fsync: " + Errno.name(res));
         }
-        assertArrayEquals(model, Files.readAllBytes(path), "file content after close");
+        assertArrayEquals(model, readFile(path), "file content after close: the writes did not all reach the file");
     }
 
     @ParameterizedTest
@@ -211,15 +290,104 @@ public abstract class AbstractBackingFileTest
             }
             // Aligned read of the last, partial block: short.
             try (IoBuf buf = new IoBuf(kind, BLOCK, true, new Random(4))) {
-                assertEquals(1000, readFully(file, buf, 3 * BLOCK));
-                assertArrayEquals(Arrays.copyOfRange(content, 3 * BLOCK, size), Arrays.copyOf(buf.get(), 1000));
+                assertEquals(1000, readFully(file, buf, 3 * BLOCK), "bytes read by an aligned read of the last, partial block");
+                assertArrayEquals(Arrays.copyOfRange(content, 3 * BLOCK, size), Arrays.copyOf(buf.get(), 1000), "the last, partial block");
             }
             // Unaligned read across the end.
             try (IoBuf buf = new IoBuf(kind, 3000, false, new Random(5))) {
-                assertEquals(100, readFully(file, buf, size - 100));
-                assertArrayEquals(Arrays.copyOfRange(content, size - 100, size), Arrays.copyOf(buf.get(), 100));
+                assertEquals(100, readFully(file, buf, size - 100), "bytes read by an unaligned read across the end");
+                assertArrayEquals(Arrays.copyOfRange(content, size - 100, size), Arrays.copyOf(buf.get(), 100), "the last 100 bytes");
             }
         }
+    }
+
+    /** Heap writes around block boundaries, inside one block, over many blocks and over more than a bounce buffer. */
+    @Test
+    public void writesAroundBlockBoundariesMatchModel()
+            throws Exception
+    {
+        int size = 256 * 1024;
+        byte[] model = randomBytes(new Random(16), size);
+        Path path = createFile("boundaries", model.clone());
+        Random random = new Random(2);
+        try (BackingFile file = open(path, false)) {
+            long[][] writes = {{0, 1}, {4095, 2}, {4096, 4096}, {100, 50}, {8191, 8194}, {12288, 5000}, {3, 200_000}, {size - 7, 7}};
+            for (long[] write : writes) {
+                byte[] data = randomBytes(random, (int) write[1]);
+                writeFully(file, Kind.IOVEC, write[0], data, false);
+                System.arraycopy(data, 0, model, (int) write[0], data.length);
+                assertArrayEquals(data, readFully(file, Kind.IOVEC, write[0], data.length, false),
+                        "read back " + data.length + " bytes written at " + write[0]);
+            }
+            assertEquals(size, file.size(), "writes inside the file keep its size");
+            assertArrayEquals(model, readFully(file, Kind.IOVEC, 0, size, false), "whole file after the writes");
+        }
+        assertArrayEquals(model, readFile(path), "file content after close: the writes did not all reach the file");
+    }
+
+    /** A direct buffer whose position is neither block aligned nor a block long. */
+    @Test
+    public void unalignedDirectBuffersMatchModel()
+            throws Exception
+    {
+        int size = 64 * 1024;
+        byte[] model = randomBytes(new Random(17), size);
+        Path path = createFile("unaligned-direct", model.clone());
+        try (BackingFile file = open(path, false)) {
+            ByteBuffer buffer = ByteBuffer.allocateDirect(3 * BLOCK + 10);
+            for (int i = 0; i < buffer.capacity(); i++) {
+                buffer.put(i, (byte) (i * 7));
+            }
+            buffer.position(10);
+            assertEquals(3 * BLOCK, transferFully(Kiocb.Op.WRITE, file, KvecIter.of(Direction.SOURCE, buffer), 2 * BLOCK),
+                    "bytes written from a direct buffer at position 10");
+            for (int i = 0; i < 3 * BLOCK; i++) {
+                model[2 * BLOCK + i] = (byte) ((i + 10) * 7);
+            }
+            ByteBuffer in = ByteBuffer.allocateDirect(size + 1);
+            in.position(1);
+            assertEquals(size, transferFully(Kiocb.Op.READ, file, KvecIter.of(Direction.DEST, in), 0),
+                    "bytes read into a direct buffer at position 1");
+            byte[] back = new byte[size];
+            in.get(1, back);
+            assertArrayEquals(model, back, "whole file read into a direct buffer at position 1, after writing " + 3 * BLOCK + " bytes at " + 2 * BLOCK);
+        }
+        assertArrayEquals(model, readFile(path), "file content after close: the write did not reach the file");
+    }
+
+    /** Page-pool pages, as the frontends hand them over: a read of many pages, written back one block further on. */
+    @Test
+    public void alignedPagesReadAndWriteBack()
+            throws Exception
+    {
+        int size = 1 << 20;
+        int length = 512 * 1024;
+        long at = 256 * 1024;
+        byte[] model = randomBytes(new Random(18), size);
+        Path path = createFile("pages", model.clone());
+        Page[] pages = new Page[PagePool.maxPages(length)];
+        int n = pool.allocate(length, pages);
+        try (BackingFile file = open(path, false)) {
+            assertEquals(length, transferFully(Kiocb.Op.READ, file, new BvecIter().reset(Direction.DEST, pages, n, length), at),
+                    "bytes read into pages at " + at);
+            byte[] got = new byte[length];
+            new BvecIter().reset(Direction.SOURCE, pages, n, length).copyFromIter(got, 0, length);
+            assertArrayEquals(Arrays.copyOfRange(model, (int) at, (int) at + length), got, "pages read at " + at);
+
+            assertEquals(length, transferFully(Kiocb.Op.WRITE, file, new BvecIter().reset(Direction.SOURCE, pages, n, length), at + BLOCK),
+                    "bytes written from pages at " + (at + BLOCK));
+            System.arraycopy(got, 0, model, (int) at + BLOCK, length);
+            boolean flush = file.capabilities().flush();
+            long datasync = fsync(file, true);
+            assertTrue(datasync == 0 || (datasync == -Errno.EOPNOTSUPP && !flush), "fdatasync: " + Errno.name(datasync));
+            long sync = fsync(file, false);
+            assertTrue(sync == 0 || (sync == -Errno.EOPNOTSUPP && !flush), "fsync: " + Errno.name(sync));
+            assertArrayEquals(model, readFully(file, Kind.IOVEC, 0, size, false), "whole file after writing the pages back at " + (at + BLOCK));
+        }
+        finally {
+            pool.free(pages, n);
+        }
+        assertArrayEquals(model, readFile(path), "file content after close: the write from pages did not reach the file");
     }
 
     @Test
@@ -240,9 +408,9 @@ public abstract class AbstractBackingFileTest
                 assertTrue(res == 0 || res == -Errno.EOPNOTSUPP, "fsync: " + Errno.name(res));
                 assertTrue(datasync == 0 || datasync == -Errno.EOPNOTSUPP, "fdatasync: " + Errno.name(datasync));
             }
-            assertArrayEquals(content, readFully(file, Kind.KVEC, 0, content.length, true));
+            assertArrayEquals(content, readFully(file, Kind.KVEC, 0, content.length, true), "read after write and fsync");
         }
-        assertArrayEquals(content, Files.readAllBytes(path));
+        assertArrayEquals(content, readFile(path), "file content after close: the write did not reach the file");
     }
 
     @Test
@@ -251,30 +419,38 @@ public abstract class AbstractBackingFileTest
     {
         int size = 1 << 20;
         byte[] model = nonZeroBytes(new Random(7), size);
-        Path path = createFile("punch", model);
+        Path path = createFile("punch", model.clone());
+        List<long[]> extents = null;
         try (BackingFile file = open(path, false)) {
-            boolean supported = file.capabilities().trim();
+            Capabilities capabilities = file.capabilities();
+            assumeTrue(capabilities.trim(), "the backend declares no trim (punch hole): " + capabilities);
             long res = fallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, 256 * 1024, 128 * 1024);
-            if (res == -Errno.EOPNOTSUPP && !supported) {
-                return;
-            }
-            assertEquals(0, res, "punch hole: " + Errno.name(res) + " with " + file.capabilities());
+            assumeFileSystemCan(res, "punch holes");
+            assertEquals(0, res, "punch hole: " + Errno.name(res) + " with " + capabilities);
             Arrays.fill(model, 256 * 1024, 384 * 1024, (byte) 0);
-            assertEquals(0, fallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, 700_001, 10_000), "unaligned punch hole");
+            res = fallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, 700_001, 10_000);
+            assertEquals(0, res, "unaligned punch hole: " + Errno.name(res));
             Arrays.fill(model, 700_001, 710_001, (byte) 0);
             // Punching past the end keeps the size too.
-            assertEquals(0, fallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, size - 2 * BLOCK, 8 * BLOCK), "punch across the end");
+            res = fallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, size - 2 * BLOCK, 8 * BLOCK);
+            assertEquals(0, res, "punch across the end: " + Errno.name(res));
             Arrays.fill(model, size - 2 * BLOCK, size, (byte) 0);
 
             assertEquals(size, file.size(), "punching keeps the size");
-            assertArrayEquals(model, readFully(file, Kind.BVEC, 0, size, true));
-            if (file.capabilities().extents() && fileSystemReportsHoles()) {
-                List<long[]> extents = extents(file, 0, size);
-                assertHole(extents, 256 * 1024, 128 * 1024);
+            assertArrayEquals(model, readFully(file, Kind.BVEC, 0, size, true), "content after punching: zeros where punched, the rest as it was");
+            if (capabilities.extents()) {
+                extents = extents(file, 0, size);
+                checkExtents(extents, 0, size);
+                assertData(extents, 0, 256 * 1024);
             }
         }
-        assertEquals(size, Files.size(path));
-        assertArrayEquals(model, Files.readAllBytes(path));
+        byte[] after = readFile(path);
+        assertEquals(size, after.length, "size of the file after close: punching keeps it");
+        assertArrayEquals(model, after, "file content after close: the punched ranges did not reach the file as zeros");
+        if (extents != null) {
+            assumeHolesReported();
+            assertHole(extents, 256 * 1024, 128 * 1024);
+        }
     }
 
     @Test
@@ -283,23 +459,24 @@ public abstract class AbstractBackingFileTest
     {
         int size = 1 << 20;
         byte[] model = nonZeroBytes(new Random(8), size);
-        Path path = createFile("zero", model);
+        Path path = createFile("zero", model.clone());
         try (BackingFile file = open(path, false)) {
-            boolean supported = file.capabilities().zero();
+            Capabilities capabilities = file.capabilities();
+            assumeTrue(capabilities.zero(), "the backend declares no zero (zero range): " + capabilities);
             long res = fallocate(file, Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE, 64 * 1024, 64 * 1024);
-            if (res == -Errno.EOPNOTSUPP && !supported) {
-                return;
-            }
-            assertEquals(0, res, "zero range: " + Errno.name(res) + " with " + file.capabilities());
+            assumeFileSystemCan(res, "zero ranges");
+            assertEquals(0, res, "zero range: " + Errno.name(res) + " with " + capabilities);
             Arrays.fill(model, 64 * 1024, 128 * 1024, (byte) 0);
-            assertEquals(0, fallocate(file, Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE, 500_003, 7777), "unaligned zero range");
+            res = fallocate(file, Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE, 500_003, 7777);
+            assertEquals(0, res, "unaligned zero range: " + Errno.name(res));
             Arrays.fill(model, 500_003, 507_780, (byte) 0);
-            assertEquals(size, file.size());
-            assertArrayEquals(model, readFully(file, Kind.IOVEC, 0, size, false));
+            assertEquals(size, file.size(), "zeroing keeps the size");
+            assertArrayEquals(model, readFully(file, Kind.IOVEC, 0, size, false), "content after zeroing: zeros where zeroed, the rest as it was");
             checkExtents(extents(file, 64 * 1024, 64 * 1024), 64 * 1024, 64 * 1024);
         }
-        assertEquals(size, Files.size(path));
-        assertArrayEquals(model, Files.readAllBytes(path));
+        byte[] after = readFile(path);
+        assertEquals(size, after.length, "size of the file after close: zeroing keeps it");
+        assertArrayEquals(model, after, "file content after close: the zeroed ranges did not reach the file as zeros");
     }
 
     @Test
@@ -309,26 +486,20 @@ public abstract class AbstractBackingFileTest
         long size = 8 << 20;
         Random random = new Random(9);
         long[][] data = {{1 << 20, 64 * 1024}, {(5 << 20) + BLOCK, BLOCK}, {size - BLOCK, BLOCK}};
-        Path path = dir.resolve("sparse");
-        try (FileChannel channel = FileChannel.open(path, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
-            for (long[] range : data) {
-                ByteBuffer buffer = ByteBuffer.wrap(nonZeroBytes(random, (int) range[1]));
-                while (buffer.hasRemaining()) {
-                    channel.write(buffer, range[0] + buffer.position());
-                }
-            }
-            assertEquals(size, channel.size());
+        NavigableMap<Long, byte[]> ranges = new TreeMap<>();
+        for (long[] range : data) {
+            ranges.put(range[0], nonZeroBytes(random, (int) range[1]));
         }
+        Path path = createFile("sparse", size, ranges);
+        List<long[]> all;
+        boolean reportsHoles;
         try (BackingFile file = open(path, false)) {
-            List<long[]> all = extents(file, 0, size);
+            assertEquals(size, file.size(), "size of a sparse file of " + size + " bytes");
+            reportsHoles = file.capabilities().extents();
+            all = extents(file, 0, size);
             checkExtents(all, 0, size);
             for (long[] range : data) {
                 assertData(all, range[0], range[1]);
-            }
-            if (file.capabilities().extents() && fileSystemReportsHoles()) {
-                assertHole(all, 0, 1 << 20);
-                assertHole(all, (1 << 20) + 64 * 1024, (4 << 20) - 64 * 1024 + BLOCK);
-                assertHole(all, (5 << 20) + 2 * BLOCK, size - BLOCK - (5 << 20) - 2 * BLOCK);
             }
 
             // A range starting inside an extent starts the report there.
@@ -339,12 +510,54 @@ public abstract class AbstractBackingFileTest
 
             // The sink stops the report.
             AtomicInteger calls = new AtomicInteger();
-            assertEquals(0, file.extents(0, size, (offset, length, type) -> {
+            long res = file.extents(0, size, (offset, length, type) -> {
                 calls.incrementAndGet();
                 return false;
-            }));
+            });
+            assertEquals(0, res, "extents stopped by the sink: " + Errno.name(res));
             assertEquals(1, calls.get(), "extents continued after the sink returned false");
         }
+        if (reportsHoles) {
+            assumeHolesReported();
+            assertHole(all, 0, 1 << 20);
+            assertHole(all, (1 << 20) + 64 * 1024, (4 << 20) - 64 * 1024 + BLOCK);
+            assertHole(all, (5 << 20) + 2 * BLOCK, size - BLOCK - (5 << 20) - 2 * BLOCK);
+        }
+    }
+
+    @Test
+    public void cacheAcceptsAnyRange()
+            throws Exception
+    {
+        try (BackingFile file = open(createFile("cache", randomBytes(new Random(20), BLOCK)), false)) {
+            assumeTrue(file.capabilities().cache(), "the backend declares no cache (read-ahead): " + file.capabilities());
+            long res = file.cache(0, BLOCK * 9L);
+            assertEquals(0, res, "read-ahead reaching past the end: " + Errno.name(res));
+            res = file.cache(BLOCK - 1, 1);
+            assertEquals(0, res, "read-ahead of the last byte: " + Errno.name(res));
+        }
+        try (BackingFile readOnly = open(createFile("cache-ro", randomBytes(new Random(21), BLOCK)), true)) {
+            long res = readOnly.cache(0, BLOCK);
+            assertEquals(0, res, "read-ahead on a read-only file: " + Errno.name(res));
+        }
+    }
+
+    @Test
+    public void writePastEndOfFileSetsExactSize()
+            throws Exception
+    {
+        assumeTrue(plainFile(), "the backend does not serve the file as it is (plainFile()): its size need not follow writes");
+        byte[] initial = randomBytes(new Random(19), 5000);
+        Path path = createFile("grow", initial);
+        byte[] model = Arrays.copyOf(initial, 9000);
+        try (BackingFile file = open(path, false)) {
+            byte[] data = new byte[3000];
+            Arrays.fill(data, (byte) 9);
+            writeFully(file, Kind.IOVEC, 6000, data, false);
+            System.arraycopy(data, 0, model, 6000, 3000);
+            assertEquals(9000, file.size(), "size after writing [6000, 9000) to a file of 5000 bytes");
+        }
+        assertArrayEquals(model, readFile(path), "file content after close: the old content, zeros up to 6000, then the write");
     }
 
     @Test
@@ -354,7 +567,8 @@ public abstract class AbstractBackingFileTest
         byte[] content = randomBytes(new Random(10), 256 * 1024);
         Path path = createFile("ro", content);
         try (BackingFile file = open(path, true)) {
-            assertTrue(file.capabilities().readOnly(), "read-only file must declare it: " + file.capabilities());
+            Capabilities capabilities = file.capabilities();
+            assertTrue(capabilities.readOnly(), "read-only file must declare it: " + capabilities);
             for (Kind kind : Kind.values()) {
                 try (IoBuf buf = new IoBuf(kind, BLOCK, true, new Random(11))) {
                     buf.put(randomBytes(new Random(12), BLOCK));
@@ -363,13 +577,26 @@ public abstract class AbstractBackingFileTest
                 }
             }
             long punch = fallocate(file, Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE, 0, BLOCK);
-            assertTrue(punch == -Errno.EPERM || (punch == -Errno.EOPNOTSUPP && !file.capabilities().trim()), "punch: " + Errno.name(punch));
+            assertTrue(punch == -Errno.EPERM || (punch == -Errno.EOPNOTSUPP && !capabilities.trim()), "punch: " + Errno.name(punch));
             long zero = fallocate(file, Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE, 0, BLOCK);
-            assertTrue(zero == -Errno.EPERM || (zero == -Errno.EOPNOTSUPP && !file.capabilities().zero()), "zero range: " + Errno.name(zero));
-            assertArrayEquals(content, readFully(file, Kind.BVEC, 0, content.length, true));
-            assertArrayEquals(Arrays.copyOfRange(content, 3, 10_003), readFully(file, Kind.KVEC, 3, 10_000, false));
+            assertTrue(zero == -Errno.EPERM || (zero == -Errno.EOPNOTSUPP && !capabilities.zero()), "zero range: " + Errno.name(zero));
+            long sync = fsync(file, true);
+            assertTrue(sync == 0 || (sync == -Errno.EOPNOTSUPP && !capabilities.flush()), "fdatasync of a read-only file: " + Errno.name(sync));
+            assertArrayEquals(content, readFully(file, Kind.BVEC, 0, content.length, true), "whole read-only file");
+            assertArrayEquals(Arrays.copyOfRange(content, 3, 10_003), readFully(file, Kind.KVEC, 3, 10_000, false), "10000 bytes at 3 of a read-only file");
         }
-        assertArrayEquals(content, Files.readAllBytes(path), "a read-only file is not modified");
+        assertArrayEquals(content, readFile(path), "a read-only file is not modified");
+    }
+
+    @Test
+    public void openFailuresNameTheFile()
+    {
+        Path missing = dir.resolve("missing.img");
+        IOException e = assertThrows(IOException.class, () -> open(missing, false), "opening a file that does not exist");
+        assertTrue(String.valueOf(e.getMessage()).contains(missing.toString()), "the failure to open a missing file names it: " + e);
+        assertFalse(Files.exists(missing), "opening a missing file created it");
+        e = assertThrows(IOException.class, () -> open(dir, true), "opening a directory");
+        assertTrue(String.valueOf(e.getMessage()).contains(dir.toString()), "the failure to open a directory names it: " + e);
     }
 
     @Test
@@ -389,9 +616,12 @@ public abstract class AbstractBackingFileTest
         try (BackingFile file = open(path, false)) {
             readFully(file, Kind.BVEC, 0, BLOCK, true);
             fsync(file, true);
+            if (plainFile()) {
+                // Else counting descriptors after close would check nothing.
+                assertTrue(OpenFiles.descriptorsOf(path) > 0, "the open file holds no descriptor on " + path);
+            }
         }
     }
-
     /**
      * Many reads and writes in flight at once, from several threads, at random (and overlapping)
      * ranges, checked against a model. Requests run in waves: within a wave everything is in flight
@@ -474,7 +704,7 @@ public abstract class AbstractBackingFileTest
         }
         finally {
             submitters.shutdownNow();
-            assertTrue(submitters.awaitTermination(TIMEOUT_SECONDS, TimeUnit.SECONDS));
+            assertTrue(submitters.awaitTermination(TIMEOUT_SECONDS, TimeUnit.SECONDS), "submitting threads still running " + TIMEOUT_SECONDS + " s after the test");
         }
     }
 
@@ -882,12 +1112,49 @@ public abstract class AbstractBackingFileTest
         return factory().open(new BackendConfig(path, readOnly, direct(), queueDepth(), options()));
     }
 
-    protected Path createFile(String name, byte[] content)
+    /**
+     * Creates {@code name} in {@link #dir}: {@code size} bytes that the backend reads as zeros except
+     * for the ranges of {@code data} (offset to bytes, not overlapping). Every file the suite opens is
+     * made here. The default writes the ranges as they are and leaves the rest to the file system's
+     * holes; a backend that keeps the bytes otherwise (encrypted, compressed, behind a header)
+     * overrides it, and {@link #readFile(Path)} with it.
+     */
+    protected Path createFile(String name, long size, NavigableMap<Long, byte[]> data)
             throws IOException
     {
         Path path = dir.resolve(name);
-        Files.write(path, content, StandardOpenOption.CREATE_NEW);
+        try (FileChannel channel = FileChannel.open(path, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            for (Map.Entry<Long, byte[]> range : data.entrySet()) {
+                ByteBuffer buffer = ByteBuffer.wrap(range.getValue());
+                while (buffer.hasRemaining()) {
+                    channel.write(buffer, range.getKey() + buffer.position());
+                }
+            }
+        }
+        if (Files.size(path) < size) {
+            // ftruncate(2): the file grows by a hole
+            try (RandomAccessFile file = new RandomAccessFile(path.toFile(), "rw")) {
+                file.setLength(size);
+            }
+        }
         return path;
+    }
+
+    /** Creates {@code name} holding {@code content}, every byte written (no holes). */
+    protected final Path createFile(String name, byte[] content)
+            throws IOException
+    {
+        return createFile(name, content.length, new TreeMap<>(Map.of(0L, content)));
+    }
+
+    /**
+     * What a closed file holds, as the backend would read it: how the suite checks, behind the
+     * backend's back, that writes reached the file. The default reads the bytes as they are.
+     */
+    protected byte[] readFile(Path path)
+            throws IOException
+    {
+        return Files.readAllBytes(path);
     }
 
     /**
@@ -982,6 +1249,30 @@ public abstract class AbstractBackingFileTest
         }
     }
 
+    /**
+     * Submits {@code op} until the iterator is used up, resubmitting the rest after short transfers;
+     * a read stops at end of file. Returns the bytes transferred; fails on an error.
+     */
+    protected long transferFully(Kiocb.Op op, BackingFile file, IovIter iter, long pos)
+            throws Exception
+    {
+        long done = 0;
+        while (iter.count() > 0) {
+            long res = submitRw(op, file, iter, pos + done);
+            if (res < 0) {
+                fail(op + " of " + iter.count() + " bytes at " + (pos + done) + ": " + Errno.name(res));
+            }
+            if (res == 0) {
+                if (op == Kiocb.Op.WRITE) {
+                    fail("write of " + iter.count() + " bytes at " + (pos + done) + " made no progress");
+                }
+                break;
+            }
+            done += res;
+        }
+        return done;
+    }
+
     protected long fsync(BackingFile file, boolean datasync)
             throws Exception
     {
@@ -1047,11 +1338,31 @@ public abstract class AbstractBackingFileTest
         assertEquals(length, covered, "hole not covered by the extents");
     }
 
-    /** Whether the file system of the test directory reports holes through SEEK_HOLE. */
-    protected boolean fileSystemReportsHoles()
+    /**
+     * Skips the rest of the test, and fails it on CI, unless the backend's holes show: always for a
+     * backend with holes of its own, and for one with the file system's (see
+     * {@link #holesFromFileSystem()}) where that file system is known to report holes through
+     * SEEK_HOLE. Elsewhere (an overlay, a network file system) a file backend reports no holes.
+     */
+    protected void assumeHolesReported()
             throws IOException
     {
-        return FILE_SYSTEMS_WITH_HOLES.contains(Files.getFileStore(dir).type());
+        if (!holesFromFileSystem()) {
+            return;
+        }
+        String type = Files.getFileStore(dir).type();
+        CiAssumptions.assumeAvailable(FILE_SYSTEMS_WITH_HOLES.contains(type),
+                "the file system under " + dir + " (" + type + ") is not known to report holes through SEEK_HOLE");
+    }
+
+    /**
+     * Skips the rest of the test, and fails it on CI, when an fallocate the backend declares it can
+     * do failed with {@code -EOPNOTSUPP}: the capability says it can work, the file system under
+     * {@link #dir} decides (see {@link Capabilities#trim()}).
+     */
+    protected void assumeFileSystemCan(long fallocateResult, String what)
+    {
+        CiAssumptions.assumeAvailable(fallocateResult != -Errno.EOPNOTSUPP, "the file system under " + dir + " cannot " + what + " (EOPNOTSUPP)");
     }
 
     protected static byte[] randomBytes(Random random, int length)
@@ -1154,7 +1465,7 @@ public abstract class AbstractBackingFileTest
 
         public void put(byte[] data)
         {
-            assertEquals(length, data.length);
+            assertEquals(length, data.length, "bytes put into " + kind + " memory of " + length + " bytes");
             int done = 0;
             for (ByteBuffer segment : segments) {
                 segment.duplicate().put(data, done, segment.remaining());

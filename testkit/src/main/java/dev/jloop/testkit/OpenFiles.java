@@ -8,12 +8,13 @@ import java.util.stream.Stream;
 /**
  * Descriptors this process holds on a file, from {@code /proc/self/fd}. Counting only those that
  * point at the file keeps the check exact while the JVM opens and closes others (jars, sockets).
+ * Internal to {@link AbstractBackingFileTest}.
  */
-public final class OpenFiles
+final class OpenFiles
 {
     private OpenFiles() {}
 
-    public static long descriptorsOf(Path file)
+    static long descriptorsOf(Path file)
             throws IOException
     {
         Path target = file.toRealPath();

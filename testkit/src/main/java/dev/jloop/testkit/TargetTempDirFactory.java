@@ -9,8 +9,10 @@ import java.nio.file.Path;
 
 /**
  * Temporary directories under {@code target/} of the module being tested, for
- * {@code @TempDir(factory = TargetTempDirFactory.class)}: {@code /tmp} may be a tmpfs or overlay
- * without O_DIRECT or punch-hole, while the build directory lives on the real file system.
+ * {@code @TempDir(factory = TargetTempDirFactory.class)}, the one way jloop's tests make them:
+ * {@code /tmp} may be a tmpfs or overlay without O_DIRECT or punch-hole, while the build directory
+ * lives on the real file system. The name stays short, since a Unix socket made inside has a path of
+ * at most 107 bytes.
  */
 public final class TargetTempDirFactory
         implements TempDirFactory

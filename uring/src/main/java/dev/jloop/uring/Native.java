@@ -14,7 +14,7 @@ import jnr.ffi.annotations.IgnoreError;
  * they return {@code -errno} themselves, so errno need not be saved ({@code @IgnoreError}). Without
  * liburing the raw {@code syscall(2)} of {@link Posix} is used instead, whose enter variant takes its
  * sigset as a {@link Pointer}: jnr-ffi 2.2.17 passes garbage in the sixth of six primitive arguments
- * (see the io_uring facts).
+ * (see {@link dev.jloop.posix.LibC}).
  */
 final class Native
 {

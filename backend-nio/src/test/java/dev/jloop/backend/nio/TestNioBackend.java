@@ -1,18 +1,20 @@
 package dev.jloop.backend.nio;
 
-import dev.jloop.testkit.AbstractFileBackendTest;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
+import dev.jloop.api.Capabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.IovIter.Direction;
 import dev.jloop.api.Kiocb;
 import dev.jloop.api.ThreadModel;
 import dev.jloop.iter.IovecIter;
+import dev.jloop.testkit.AbstractBackingFileTest;
 import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
 import java.util.Map;
+import java.util.Random;
 import java.util.ServiceLoader;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicReference;
@@ -21,8 +23,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/** The conformance suite on the nio backend, through the page cache; and what only it does. */
 public class TestNioBackend
-        extends AbstractFileBackendTest
+        extends AbstractBackingFileTest
 {
     @Override
     protected BackendFactory factory()
@@ -31,9 +34,19 @@ public class TestNioBackend
     }
 
     @Override
-    protected boolean direct()
+    protected Capabilities expectedCapabilities()
     {
-        return false;
+        return Capabilities.builder()
+                .flush(true).trim(true).zero(true).extents(true).multiConn(true).cache(true)
+                .threadModel(ThreadModel.PARALLEL)
+                .queueDepth(queueDepth())
+                .build();
+    }
+
+    @Override
+    protected boolean plainFile()
+    {
+        return true;
     }
 
     @Test
@@ -51,11 +64,12 @@ public class TestNioBackend
     public void testCompletesOnAWorkerThread()
             throws IOException
     {
-        try (BackingFile file = factory().open(BackendConfig.of(file(BLOCK, 20)))) {
+        try (BackingFile file = factory().open(BackendConfig.of(createFile("worker", randomBytes(new Random(20), BLOCK))))) {
             assertEquals(ThreadModel.PARALLEL, file.capabilities().threadModel());
             AtomicReference<Thread> completer = new AtomicReference<>();
             CompletableFuture<Long> done = new CompletableFuture<>();
-            Kiocb kiocb = aio.alloc();
+            // owned by no AioKernel: the test submits it itself, straight to the file
+            Kiocb kiocb = new Kiocb(null);
             IovecIter iter = IovecIter.of(Direction.DEST, new byte[100]);
             kiocb.initRw(Kiocb.Op.READ, file, iter, 10, 0).initCallback((k, res) -> {
                 completer.set(Thread.currentThread());
@@ -66,7 +80,6 @@ public class TestNioBackend
             assertEquals(100, done.join());
             assertNotEquals(Thread.currentThread(), completer.get());
             assertTrue(completer.get().getName().startsWith("jloop-nio-"), completer.get().getName());
-            aio.free(kiocb);
         }
     }
 
@@ -74,7 +87,7 @@ public class TestNioBackend
     public void testCloseStopsTheWorkers()
             throws IOException
     {
-        BackingFile file = factory().open(new BackendConfig(file(BLOCK, 21), false, false, 1000, Map.of()));
+        BackingFile file = factory().open(new BackendConfig(createFile("workers", randomBytes(new Random(21), BLOCK)), false, false, 1000, Map.of()));
         assertEquals(NioBackingFile.MAX_WORKERS, workerThreads());
         file.close();
         assertEquals(0, workerThreads());

@@ -1,19 +1,20 @@
 package dev.jloop.backend.nio;
 
-import dev.jloop.testkit.AbstractFileBackendTest;
 import dev.jloop.api.BackendConfig;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.BackingFile;
+import dev.jloop.api.Capabilities;
 import dev.jloop.api.IovIter;
 import dev.jloop.api.IovIter.Direction;
 import dev.jloop.api.Kiocb;
+import dev.jloop.api.ThreadModel;
 import dev.jloop.iter.IovecIter;
 import dev.jloop.iter.KvecIter;
+import dev.jloop.testkit.AbstractBackingFileTest;
 import org.junit.jupiter.api.Test;
 
 import java.nio.ByteBuffer;
 import java.nio.file.FileSystemException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.Map;
@@ -27,8 +28,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/** The conformance suite on the nio backend with O_DIRECT; and what only it does. */
 public class TestNioDirectBackend
-        extends AbstractFileBackendTest
+        extends AbstractBackingFileTest
 {
     @Override
     protected BackendFactory factory()
@@ -38,6 +40,24 @@ public class TestNioDirectBackend
 
     @Override
     protected boolean direct()
+    {
+        return true;
+    }
+
+    @Override
+    protected Capabilities expectedCapabilities()
+    {
+        // no read-ahead: O_DIRECT does not use the page cache
+        return Capabilities.builder()
+                .flush(true).trim(true).zero(true).extents(true).multiConn(true)
+                .threadModel(ThreadModel.PARALLEL)
+                .logicalBlockSize(BLOCK)
+                .queueDepth(queueDepth())
+                .build();
+    }
+
+    @Override
+    protected boolean plainFile()
     {
         return true;
     }
@@ -54,7 +74,7 @@ public class TestNioDirectBackend
             throws Exception
     {
         int size = 8 * BLOCK;
-        Path path = Files.write(dir.resolve("rmw.img"), new byte[size]);
+        Path path = createFile("rmw.img", new byte[size]);
         byte[] model = new byte[size];
         Random random = new Random(42);
         int inFlight = 16;
@@ -96,15 +116,15 @@ public class TestNioDirectBackend
                 for (Kiocb kiocb : kiocbs) {
                     aio.submit(kiocb);
                 }
-                assertTrue(done.await(30, TimeUnit.SECONDS), "writes did not complete");
+                assertTrue(done.await(30, TimeUnit.SECONDS), "writes of round " + round + " did not complete");
                 for (Kiocb kiocb : kiocbs) {
                     aio.free(kiocb);
                 }
-                assertEquals(0, failures.get());
-                assertArrayEquals(model, readHeap(file, 0, size), "round " + round);
+                assertEquals(0, failures.get(), "writes of round " + round + " that transferred less than asked or failed");
+                assertArrayEquals(model, readFully(file, IovIter.Kind.IOVEC, 0, size, false), "round " + round);
             }
         }
-        assertArrayEquals(model, Files.readAllBytes(path));
+        assertArrayEquals(model, readFile(path), "file content after close");
     }
 
     private static IovIter iter(byte value, int length, boolean heap)

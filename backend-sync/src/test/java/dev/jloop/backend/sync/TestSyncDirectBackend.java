@@ -1,7 +1,9 @@
 package dev.jloop.backend.sync;
 
-import dev.jloop.testkit.AbstractFileBackendTest;
 import dev.jloop.api.BackendFactory;
+import dev.jloop.api.Capabilities;
+import dev.jloop.api.ThreadModel;
+import dev.jloop.testkit.AbstractBackingFileTest;
 import org.junit.jupiter.api.Test;
 
 import java.nio.file.FileSystemException;
@@ -10,8 +12,9 @@ import java.nio.file.Path;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/** The conformance suite on the sync backend with O_DIRECT; and what only it does. */
 public class TestSyncDirectBackend
-        extends AbstractFileBackendTest
+        extends AbstractBackingFileTest
 {
     @Override
     protected BackendFactory factory()
@@ -21,6 +24,23 @@ public class TestSyncDirectBackend
 
     @Override
     protected boolean direct()
+    {
+        return true;
+    }
+
+    @Override
+    protected Capabilities expectedCapabilities()
+    {
+        // no read-ahead: O_DIRECT does not use the page cache
+        return Capabilities.builder()
+                .flush(true).trim(true).zero(true).extents(true).multiConn(true)
+                .threadModel(ThreadModel.SERIALIZE_ALL_REQUESTS)
+                .logicalBlockSize(BLOCK)
+                .build();
+    }
+
+    @Override
+    protected boolean plainFile()
     {
         return true;
     }

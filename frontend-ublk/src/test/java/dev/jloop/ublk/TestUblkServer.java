@@ -36,7 +36,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The server against {@link FakeUblkDriver}: bring-up, scripted requests, abort and teardown. */
-class UblkServerTest
+class TestUblkServer
 {
     private static final int DEPTH = 4;
     private static final int BUFFER = 64 << 10;

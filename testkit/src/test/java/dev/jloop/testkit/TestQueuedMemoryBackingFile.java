@@ -5,7 +5,7 @@ import dev.jloop.api.BackendFactory;
 import java.util.Map;
 
 /** The conformance suite on the in-memory file completing on its own threads, with short transfers. */
-public class QueuedMemoryBackingFileTest
+public class TestQueuedMemoryBackingFile
         extends AbstractBackingFileTest
 {
     @Override
@@ -18,5 +18,11 @@ public class QueuedMemoryBackingFileTest
     protected Map<String, String> options()
     {
         return Map.of("memory-queued", "3", "memory-max-transfer", "5000");
+    }
+
+    @Override
+    protected boolean holesFromFileSystem()
+    {
+        return false;
     }
 }

@@ -13,7 +13,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
  * Golden bytes of every struct and command number, with offsets from {@code include/uapi/linux/ublk_cmd.h}
  * as checked with {@code offsetof} (little-endian x86_64).
  */
-class UblkStructsTest
+class TestUblkStructs
 {
     private static byte[] hex(String text)
     {

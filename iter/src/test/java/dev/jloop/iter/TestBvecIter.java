@@ -8,7 +8,7 @@ import java.nio.ByteBuffer;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotSame;
 
-class BvecIterTest
+class TestBvecIter
 {
     /**
      * The chunks of one structured NBD read are separate bios whose iterators share the pages at

@@ -7,7 +7,7 @@ import java.nio.ByteBuffer;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
-class DirectMemoryTest
+class TestDirectMemory
 {
     @Test
     void allocateAlignedAnySize()

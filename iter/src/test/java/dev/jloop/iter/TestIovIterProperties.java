@@ -27,7 +27,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * a cursor into it and a count. Random segment layouts (empty segments included) and random
  * sequences of operations, with amounts drawn towards segment boundaries.
  */
-class IovIterPropertyTest
+class TestIovIterProperties
 {
     private final PagePool pool = new PagePool(8 << 20);
 

@@ -18,7 +18,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-class PagePoolTest
+class TestPagePool
 {
     private static final int PAGE = DirectMemory.PAGE_SIZE;
 

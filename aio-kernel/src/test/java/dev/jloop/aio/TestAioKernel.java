@@ -29,7 +29,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.mockito.Mockito.inOrder;
 import static org.mockito.Mockito.mock;
 
-class AioKernelTest
+class TestAioKernel
 {
     private final AioKernel aio = new AioKernel();
     private final List<Long> results = Collections.synchronizedList(new ArrayList<>());

@@ -3,9 +3,11 @@ package dev.jloop.uring;
 import dev.jloop.posix.Errors;
 import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -23,18 +25,17 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-class RingTest
+class TestRing
 {
-    private Path dir;
+    @TempDir(factory = TargetTempDirFactory.class)
+    Path dir;
+
     private final List<AutoCloseable> closeables = new ArrayList<>();
 
     @BeforeEach
     void setUp()
-            throws IOException
     {
         assumeIoUring();
-        Files.createDirectories(Path.of("target"));
-        dir = Files.createTempDirectory(Path.of("target"), "ring");
     }
 
     @AfterEach
@@ -43,14 +44,6 @@ class RingTest
     {
         for (int i = closeables.size() - 1; i >= 0; i--) {
             closeables.get(i).close();
-        }
-        if (dir != null) {
-            try (var files = Files.list(dir)) {
-                for (Path file : (Iterable<Path>) files::iterator) {
-                    Files.delete(file);
-                }
-            }
-            Files.delete(dir);
         }
     }
 

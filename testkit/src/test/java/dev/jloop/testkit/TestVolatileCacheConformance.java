@@ -10,7 +10,7 @@ import java.io.IOException;
  * The conformance suite through a {@link VolatileCacheBackingFile} on the in-memory file: with the
  * power on, the filter must keep the whole {@link BackingFile} contract of what it wraps.
  */
-public class VolatileCacheBackingFileTest
+public class TestVolatileCacheConformance
         extends AbstractBackingFileTest
 {
     @Override
@@ -37,5 +37,11 @@ public class VolatileCacheBackingFileTest
                 return VolatileCacheBackingFile.builder(new MemoryBackendFactory().open(config)).nativeFua(true).build();
             }
         };
+    }
+
+    @Override
+    protected boolean holesFromFileSystem()
+    {
+        return false;
     }
 }

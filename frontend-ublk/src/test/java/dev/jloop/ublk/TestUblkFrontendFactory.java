@@ -11,7 +11,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-class UblkFrontendFactoryTest
+class TestUblkFrontendFactory
 {
     @Test
     void foundByServiceLoaderAsUblk()

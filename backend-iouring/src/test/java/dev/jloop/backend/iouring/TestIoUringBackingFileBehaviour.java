@@ -12,10 +12,12 @@ import dev.jloop.iter.KvecIter;
 import dev.jloop.iter.Page;
 import dev.jloop.iter.PagePool;
 import dev.jloop.testkit.CiAssumptions;
+import dev.jloop.testkit.TargetTempDirFactory;
 import dev.jloop.uring.IoUring;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
@@ -32,11 +34,13 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** What the conformance suite cannot see: cancellation on close, plug batching, fixed buffers, long vectors. */
-class IoUringBackingFileBehaviourTest
+class TestIoUringBackingFileBehaviour
 {
     private static final int SIZE = 4 << 20;
 
-    private Path dir;
+    @TempDir(factory = TargetTempDirFactory.class)
+    Path dir;
+
     private Path path;
     private byte[] content;
     private AioKernel aio;
@@ -47,8 +51,6 @@ class IoUringBackingFileBehaviourTest
             throws Exception
     {
         CiAssumptions.assumeAvailable(IoUring.isAvailable(), "io_uring unavailable: " + IoUring.unavailabilityCause());
-        Files.createDirectories(Path.of("target"));
-        dir = Files.createTempDirectory(Path.of("target"), "uring-backend");
         path = dir.resolve("disk");
         content = new byte[SIZE];
         new Random(42).nextBytes(content);
@@ -66,14 +68,6 @@ class IoUringBackingFileBehaviourTest
             assertEquals(0, aio.allocated(), "kiocbs not freed");
             assertEquals(0, pool.usedBytes(), "pages not returned");
             pool.close();
-        }
-        if (dir != null) {
-            try (var files = Files.list(dir)) {
-                for (Path file : (Iterable<Path>) files::iterator) {
-                    Files.delete(file);
-                }
-            }
-            Files.delete(dir);
         }
     }
 

@@ -3,8 +3,8 @@ package dev.jloop.testkit;
 import java.util.Map;
 
 /** The conformance suite through the filter on the in-memory file completing on its own threads, with short transfers. */
-public class QueuedVolatileCacheBackingFileTest
-        extends VolatileCacheBackingFileTest
+public class TestQueuedVolatileCacheConformance
+        extends TestVolatileCacheConformance
 {
     @Override
     protected Map<String, String> options()
