@@ -1,0 +1,15 @@
+package dev.jloop.filter;
+
+import dev.jloop.api.BackendFactory;
+import dev.jloop.backend.nio.NioBackendFactory;
+
+/** The conformance suite through every content-keeping filter over the nio backend. */
+public class AllFiltersOverNioTest
+        extends AbstractAllFiltersTest
+{
+    @Override
+    protected BackendFactory backend()
+    {
+        return new NioBackendFactory();
+    }
+}
