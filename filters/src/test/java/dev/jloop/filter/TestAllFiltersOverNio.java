@@ -4,7 +4,7 @@ import dev.jloop.api.BackendFactory;
 import dev.jloop.backend.nio.NioBackendFactory;
 
 /** The conformance suite through every content-keeping filter over the nio backend. */
-public class AllFiltersOverNioTest
+public class TestAllFiltersOverNio
         extends AbstractAllFiltersTest
 {
     @Override

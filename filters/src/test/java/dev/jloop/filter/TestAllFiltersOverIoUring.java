@@ -4,7 +4,7 @@ import dev.jloop.api.BackendFactory;
 import dev.jloop.backend.iouring.IoUringBackendFactory;
 
 /** The conformance suite through every content-keeping filter over the io_uring backend. */
-public class AllFiltersOverIoUringTest
+public class TestAllFiltersOverIoUring
         extends AbstractAllFiltersTest
 {
     @Override

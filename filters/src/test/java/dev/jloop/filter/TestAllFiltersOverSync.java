@@ -4,7 +4,7 @@ import dev.jloop.api.BackendFactory;
 import dev.jloop.backend.sync.SyncBackendFactory;
 
 /** The conformance suite through every content-keeping filter over the sync backend. */
-public class AllFiltersOverSyncTest
+public class TestAllFiltersOverSync
         extends AbstractAllFiltersTest
 {
     @Override
