@@ -357,6 +357,19 @@ cmp -s "$W/chunk" "$W/chunk.back" || fail "filters: the refused write changed th
 stop_server
 step "filters through ublk: injected EIO seen by dd, data unchanged"
 
+# cow through ublk: a file system made on the device lands in the overlay; the file below is untouched
+rm -f "$W/base.img"
+dd if=/dev/urandom of="$W/base.img" bs=1M count=32 2>/dev/null
+cp "$W/base.img" "$W/base.copy"
+start_server "$W/base.img" --backend nio --filter cow --cow-file "$W/base.overlay"
+mkfs.ext4 -q -F "$DEV" || fail "cow: mkfs.ext4 $DEV"
+fsck.ext4 -fn "$DEV" >/dev/null 2>&1 || fail "cow: fsck.ext4 -fn $DEV"
+stop_server
+cmp -s "$W/base.img" "$W/base.copy" || fail "cow: the file below the overlay was written"
+"$J" commit --cow-file "$W/base.overlay" "$W/base.img" >"$W/commit.log" 2>&1 || fail "cow: jloop commit: $(cat "$W/commit.log")"
+fsck.ext4 -fn "$W/base.img" >/dev/null 2>&1 || fail "cow: after jloop commit the file holds no clean file system"
+step "cow through ublk: mkfs into the overlay, the file untouched, then committed into it"
+
 # SIGTERM while fio writes: flushed data survives, the device goes away, exit code 0
 rm -f "$W/term.img"
 start_server "$W/term.img" --backend nio --size 64M
