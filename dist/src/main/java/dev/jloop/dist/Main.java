@@ -17,6 +17,7 @@ import sun.misc.Signal;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
@@ -39,14 +40,22 @@ public final class Main
 
     static int run(String[] args, PrintStream out, PrintStream err)
     {
+        List<Path> pluginDirectories = PluginFolders.directories(System.getProperty("jloop.home"), System.getenv(PluginFolders.PATH_VARIABLE));
+        return run(args, out, err, PluginFolders.load(pluginDirectories, Main.class.getClassLoader()));
+    }
+
+    static int run(String[] args, PrintStream out, PrintStream err, PluginFolders folders)
+    {
         Plugins plugins;
         try {
-            plugins = Plugins.load();
+            plugins = Plugins.load(folders);
         }
         catch (IllegalStateException e) {
             err.println("jloop: " + e.getMessage());
             return 1;
         }
+        folders.checkUsed(List.of(plugins.backends(), plugins.frontends(), plugins.filters()));
+        folders.logProblems();
         CommandLine commandLine = new CommandLine(new Main())
                 .setOut(new java.io.PrintWriter(out, true))
                 .setErr(new java.io.PrintWriter(err, true))
