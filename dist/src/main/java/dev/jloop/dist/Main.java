@@ -30,7 +30,8 @@ import java.util.concurrent.CountDownLatch;
  */
 @Command(name = "jloop", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Serves a file as a block device from user space.",
-        subcommands = {Main.Serve.class, Main.Commit.class, CommandLine.HelpCommand.class})
+        subcommands = {Main.Serve.class, Main.Commit.class, ListCommands.Backends.class, ListCommands.Frontends.class,
+                ListCommands.Filters.class, CommandLine.HelpCommand.class})
 public final class Main
 {
     public static void main(String[] args)
@@ -68,6 +69,9 @@ public final class Main
         Serve command = serve.getCommand();
         command.plugins = plugins;
         command.pluginCli = new PluginCli(serve.getCommandSpec(), plugins);
+        ((ListCommands.Backends) commandLine.getSubcommands().get("backends").getCommand()).plugins = plugins;
+        ((ListCommands.Frontends) commandLine.getSubcommands().get("frontends").getCommand()).plugins = plugins;
+        ((ListCommands.Filters) commandLine.getSubcommands().get("filters").getCommand()).plugins = plugins;
         return commandLine.execute(args);
     }
 

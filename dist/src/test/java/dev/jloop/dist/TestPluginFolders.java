@@ -205,6 +205,41 @@ class TestPluginFolders
     }
 
     @Test
+    void jloopBackendsFrontendsAndFiltersListThePluginsWithWhereTheyCameFrom()
+    {
+        Path folder = fakePlugin(dir, "fake");
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        ByteArrayOutputStream err = new ByteArrayOutputStream();
+        int exitCode = Main.run(new String[] {"backends"}, new PrintStream(out, true, StandardCharsets.UTF_8),
+                new PrintStream(err, true, StandardCharsets.UTF_8), load(dir));
+        assertEquals(0, exitCode, err.toString(StandardCharsets.UTF_8));
+        String listing = out.toString(StandardCharsets.UTF_8);
+        assertTrue(listing.contains("""
+                fake (plugin %s)
+                    a backend from a plugin folder
+                    not available: it only pretends, auto priority -5
+                    --fake-level N
+                        count, default 3: how fake it is
+                        e.g. --backend fake --fake-level 4
+                """.formatted(folder)), listing);
+        assertTrue(listing.contains("""
+                sync (built in)
+                    pread/pwrite in the calling thread, one request at a time (the loop driver before AIO)
+                    available, auto priority 0
+                    no options
+                """), listing);
+
+        ByteArrayOutputStream frontends = new ByteArrayOutputStream();
+        assertEquals(0, Main.run(new String[] {"frontends"}, new PrintStream(frontends, true, StandardCharsets.UTF_8), System.err, load(dir)));
+        assertTrue(frontends.toString(StandardCharsets.UTF_8).contains("fake-protocol (plugin " + folder + ")\n    a frontend from a plugin folder\n    no options\n"),
+                frontends.toString(StandardCharsets.UTF_8));
+
+        ByteArrayOutputStream filters = new ByteArrayOutputStream();
+        assertEquals(0, Main.run(new String[] {"filters"}, new PrintStream(filters, true, StandardCharsets.UTF_8), System.err, load(dir)));
+        assertTrue(filters.toString(StandardCharsets.UTF_8).contains("delay (built in)\n"), filters.toString(StandardCharsets.UTF_8));
+    }
+
+    @Test
     void aPluginsOptionsJoinServe()
     {
         fakePlugin(dir, "fake");
