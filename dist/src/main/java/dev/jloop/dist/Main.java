@@ -17,6 +17,7 @@ import sun.misc.Signal;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
@@ -29,7 +30,8 @@ import java.util.concurrent.CountDownLatch;
  */
 @Command(name = "jloop", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Serves a file as a block device from user space.",
-        subcommands = {Main.Serve.class, Main.Commit.class, CommandLine.HelpCommand.class})
+        subcommands = {Main.Serve.class, Main.Commit.class, ListCommands.Backends.class, ListCommands.Frontends.class,
+                ListCommands.Filters.class, CommandLine.HelpCommand.class})
 public final class Main
 {
     public static void main(String[] args)
@@ -39,14 +41,22 @@ public final class Main
 
     static int run(String[] args, PrintStream out, PrintStream err)
     {
+        List<Path> pluginDirectories = PluginFolders.directories(System.getProperty("jloop.home"), System.getenv(PluginFolders.PATH_VARIABLE));
+        return run(args, out, err, PluginFolders.load(pluginDirectories, Main.class.getClassLoader()));
+    }
+
+    static int run(String[] args, PrintStream out, PrintStream err, PluginFolders folders)
+    {
         Plugins plugins;
         try {
-            plugins = Plugins.load();
+            plugins = Plugins.load(folders);
         }
         catch (IllegalStateException e) {
             err.println("jloop: " + e.getMessage());
             return 1;
         }
+        folders.checkUsed(List.of(plugins.backends(), plugins.frontends(), plugins.filters()));
+        folders.logProblems();
         CommandLine commandLine = new CommandLine(new Main())
                 .setOut(new java.io.PrintWriter(out, true))
                 .setErr(new java.io.PrintWriter(err, true))
@@ -59,6 +69,9 @@ public final class Main
         Serve command = serve.getCommand();
         command.plugins = plugins;
         command.pluginCli = new PluginCli(serve.getCommandSpec(), plugins);
+        ((ListCommands.Backends) commandLine.getSubcommands().get("backends").getCommand()).plugins = plugins;
+        ((ListCommands.Frontends) commandLine.getSubcommands().get("frontends").getCommand()).plugins = plugins;
+        ((ListCommands.Filters) commandLine.getSubcommands().get("filters").getCommand()).plugins = plugins;
         return commandLine.execute(args);
     }
 

@@ -19,9 +19,28 @@ record Plugins(Registry<BackendFactory> backends, Registry<FrontendFactory> fron
     /** The plugins on jloop's class path. */
     static Plugins load()
     {
+        return load(PluginFolders.none());
+    }
+
+    /**
+     * The plugins on jloop's class path, then those of the plugin folders. A plugin's factory is asked
+     * at once what every command asks of it (its description and options), so that one that fails
+     * there is left out with the others of its folder instead of stopping jloop.
+     */
+    static Plugins load(PluginFolders folders)
+    {
         return new Plugins(
-                Registry.load("backend", BackendFactory.class, BackendFactory::name),
-                Registry.load("frontend", FrontendFactory.class, FrontendFactory::name),
-                Registry.load("filter", FilterFactory.class, FilterFactory::name));
+                Registry.load("backend", BackendFactory.class, BackendFactory::name, backend -> {
+                    backend.description();
+                    backend.options();
+                }, folders),
+                Registry.load("frontend", FrontendFactory.class, FrontendFactory::name, frontend -> {
+                    frontend.description();
+                    frontend.options();
+                }, folders),
+                Registry.load("filter", FilterFactory.class, FilterFactory::name, filter -> {
+                    filter.description();
+                    filter.options();
+                }, folders));
     }
 }

@@ -10,6 +10,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.OptionalInt;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.BlockingQueue;
@@ -59,12 +60,19 @@ final class JloopProcess
     static JloopProcess serve(Path logDirectory, String... args)
             throws IOException, InterruptedException
     {
+        return serve(logDirectory, Map.of(), args);
+    }
+
+    /** Starts {@code jloop serve ARGS} with {@code environment} added to this one, and waits for its start line. */
+    static JloopProcess serve(Path logDirectory, Map<String, String> environment, String... args)
+            throws IOException, InterruptedException
+    {
         List<String> command = command("serve");
         command.addAll(List.of(args));
         Path log = Files.createTempFile(logDirectory, "jloop-", ".log");
-        Process process = new ProcessBuilder(command)
-                .redirectError(log.toFile())
-                .start();
+        ProcessBuilder builder = new ProcessBuilder(command).redirectError(log.toFile());
+        builder.environment().putAll(environment);
+        Process process = builder.start();
         BlockingQueue<String> firstLine = new ArrayBlockingQueue<>(1);
         Thread reader = new Thread(() -> {
             try (BufferedReader out = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8))) {
