@@ -38,18 +38,7 @@ public abstract class ForwardingBackingFile
      */
     protected final long passDown(Kiocb kiocb, KiocbCompletion then)
     {
-        Kiocb child = kiocb.child(delegate, then);
-        child.markSubmitted();
-        long res;
-        try {
-            res = child.callFile();
-        }
-        catch (RuntimeException e) {
-            res = child.inFlight() ? -Errno.EIO : Kiocb.QUEUED;
-        }
-        if (res != Kiocb.QUEUED) {
-            child.complete(res);
-        }
+        kiocb.child(delegate, then).submitToFile();
         return Kiocb.QUEUED;
     }
 

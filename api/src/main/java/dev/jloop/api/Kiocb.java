@@ -181,6 +181,27 @@ public final class Kiocb
         }
     }
 
+    /**
+     * Submits this kiocb to its file as a submitter must: marks it in flight, calls the file
+     * ({@link #callFile()}), and completes it with a result the file returned at once. A
+     * RuntimeException from the file completes it with {@code -EIO}. For the kiocbs a filter hands
+     * down ({@link #child}); {@code AioKernel} does the same with its accounting.
+     */
+    public void submitToFile()
+    {
+        markSubmitted();
+        long res;
+        try {
+            res = callFile();
+        }
+        catch (RuntimeException e) {
+            res = inFlight() ? -Errno.EIO : QUEUED;
+        }
+        if (res != QUEUED) {
+            complete(res);
+        }
+    }
+
     /** Sets the completion and a private value for it ({@code aio_kernel_init_callback}). */
     public Kiocb initCallback(KiocbCompletion completion, Object privateData)
     {

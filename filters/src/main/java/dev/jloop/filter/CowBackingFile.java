@@ -539,17 +539,7 @@ final class CowBackingFile
     {
         CompletableFuture<Long> result = new CompletableFuture<>();
         child.initCallback((kiocb, res) -> result.complete(res), null);
-        child.markSubmitted();
-        long res;
-        try {
-            res = child.callFile();
-        }
-        catch (RuntimeException e) {
-            res = child.inFlight() ? -Errno.EIO : Kiocb.QUEUED;
-        }
-        if (res != Kiocb.QUEUED) {
-            child.complete(res);
-        }
+        child.submitToFile();
         return result.join();
     }
 
