@@ -854,7 +854,7 @@ public final class IoUringBackingFile
     public void close()
             throws IOException
     {
-        if (Thread.currentThread() == completionThread) {
+        if (Thread.currentThread() == completionThread || reapLock.isHeldByCurrentThread()) {
             throw new IllegalStateException("close() from a completion callback would wait for itself");
         }
         lock.lock();
@@ -904,10 +904,15 @@ public final class IoUringBackingFile
         if (interrupted) {
             Thread.currentThread().interrupt();
         }
+        // A submitter reaping inline may still be inside ring.reap, returning from the very completion
+        // that let this close go on; it advances the CQ head after the callbacks. Unmapping the ring
+        // under it would crash the process: wait until it has left.
+        reapLock.lock();
         try {
             ring.close();
         }
         finally {
+            reapLock.unlock();
             fd.close();
         }
     }
