@@ -12,6 +12,7 @@ import java.io.PrintWriter;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import java.util.function.Function;
 
 /**
  * {@code jloop backends}, {@code jloop frontends} and {@code jloop filters}: what jloop can serve
@@ -89,16 +90,7 @@ final class ListCommands
         @Override
         public Integer call()
         {
-            PrintWriter out = spec.commandLine().getOut();
-            Registry<FrontendFactory> frontends = plugins.frontends();
-            boolean first = true;
-            for (String name : frontends.names()) {
-                FrontendFactory frontend = frontends.get(name);
-                first = header(out, first, name, frontends.origin(name), frontend.description());
-                printOptions(out, frontend.options());
-            }
-            out.flush();
-            return 0;
+            return list(spec, plugins.frontends(), FrontendFactory::description, FrontendFactory::options);
         }
     }
 
@@ -120,20 +112,25 @@ final class ListCommands
         @Override
         public Integer call()
         {
-            PrintWriter out = spec.commandLine().getOut();
-            Registry<FilterFactory> filters = plugins.filters();
-            boolean first = true;
-            for (String name : filters.names()) {
-                FilterFactory filter = filters.get(name);
-                first = header(out, first, name, filters.origin(name), filter.description());
-                printOptions(out, filter.options());
-            }
-            out.flush();
-            return 0;
+            return list(spec, plugins.filters(), FilterFactory::description, FilterFactory::options);
         }
     }
 
     /** A plugin's first two lines, after a blank line unless it is the first; returns false. */
+    /** Each plugin of {@code registry}: its header, then its options. */
+    private static <F> int list(CommandSpec spec, Registry<F> registry, Function<F, String> description, Function<F, List<PluginOption>> options)
+    {
+        PrintWriter out = spec.commandLine().getOut();
+        boolean first = true;
+        for (String name : registry.names()) {
+            F factory = registry.get(name);
+            first = header(out, first, name, registry.origin(name), description.apply(factory));
+            printOptions(out, options.apply(factory));
+        }
+        out.flush();
+        return 0;
+    }
+
     private static boolean header(PrintWriter out, boolean first, String name, String origin, String description)
     {
         if (!first) {
