@@ -33,6 +33,7 @@ public final class Bio
     private IovIter iter;
     private BioEndIo endIo;
     private Object privateData;
+    private long issueTime;
 
     /**
      * Prepares the bio. For READ and WRITE, {@code iter.count()} must equal {@code length};
@@ -60,6 +61,20 @@ public final class Bio
     public void endIo(int error)
     {
         endIo.endIo(this, error);
+    }
+
+    /**
+     * When the device took this bio ({@link System#nanoTime()}), set by the device at submission for
+     * its latency statistics (the kernel's {@code bi_issue}).
+     */
+    public long issueTime()
+    {
+        return issueTime;
+    }
+
+    public void setIssueTime(long nanos)
+    {
+        this.issueTime = nanos;
     }
 
     public Op op()

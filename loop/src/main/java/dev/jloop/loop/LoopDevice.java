@@ -16,6 +16,7 @@ import dev.jloop.api.KiocbCompletion;
 import dev.jloop.api.ThreadModel;
 import dev.jloop.iter.DirectMemory;
 import dev.jloop.iter.KvecIter;
+import dev.jloop.loop.stats.DeviceStats;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -97,6 +98,8 @@ public final class LoopDevice
     private final long size;
     private final ThreadLocal<Trampoline> trampoline = ThreadLocal.withInitial(Trampoline::new);
     private final AtomicInteger inFlight = new AtomicInteger();
+    /** Counted when a bio ends; null where nothing is counted (a benchmark's baseline). */
+    private final DeviceStats stats;
     private volatile boolean closed;
 
     /** Kiocbs on the file at most; 0 when the file never makes a submitter wait. */
@@ -120,6 +123,13 @@ public final class LoopDevice
      */
     public LoopDevice(BackingFile file, AioKernel aio, String name)
     {
+        this(file, aio, name, new DeviceStats());
+    }
+
+    /** As above, counting into {@code stats}, or counting nothing when it is {@code null}. */
+    public LoopDevice(BackingFile file, AioKernel aio, String name, DeviceStats stats)
+    {
+        this.stats = stats;
         this.file = requireNonNull(file, "file is null");
         this.aio = requireNonNull(aio, "aio is null");
         this.fileCapabilities = file.capabilities();
@@ -173,6 +183,12 @@ public final class LoopDevice
                 .build();
     }
 
+    /** What this device counted of the bios that ended; {@code null} when it counts nothing. */
+    public DeviceStats stats()
+    {
+        return stats;
+    }
+
     /** Bios submitted and not yet ended. */
     public int inFlight()
     {
@@ -182,6 +198,9 @@ public final class LoopDevice
     @Override
     public void submit(Bio bio)
     {
+        if (stats != null) {
+            bio.setIssueTime(System.nanoTime());
+        }
         inFlight.incrementAndGet();
         int error = validate(bio);
         if (error != 0) {
@@ -483,6 +502,9 @@ public final class LoopDevice
 
     private void end(Bio bio, int error)
     {
+        if (stats != null) {
+            stats.ended(bio, error, System.nanoTime() - bio.issueTime());
+        }
         inFlight.decrementAndGet();
         try {
             bio.endIo(error);

@@ -14,6 +14,8 @@ import dev.jloop.iter.BvecIter;
 import dev.jloop.iter.IovecIter;
 import dev.jloop.iter.Page;
 import dev.jloop.iter.PagePool;
+import dev.jloop.loop.stats.DeviceStats;
+import dev.jloop.loop.stats.LatencyHistogram;
 import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
 import dev.jloop.testkit.RecordingBackingFile;
@@ -132,6 +134,43 @@ class TestLoopDevice
         byte[] data = new byte[length];
         new Random(seed).nextBytes(data);
         return data;
+    }
+
+    @Test
+    void countsEveryRequestOnceWithItsBytesErrorsAndLatency()
+            throws Exception
+    {
+        LoopDevice device = device(file(new MemoryBackingFile(SIZE), PARALLEL));
+        for (int i = 0; i < 3; i++) {
+            assertEquals(0, write(device, i * 8192L, new byte[8192], 0));
+        }
+        read(device, 0, 4096);
+        read(device, 4096, 512);
+        assertEquals(0, run(device, Bio.Op.DISCARD, 0, 65536, 0, null));
+        assertEquals(0, run(device, Bio.Op.WRITE_ZEROES, 65536, 4096, 0, null));
+        assertEquals(0, run(device, Bio.Op.FLUSH, 0, 0, 0, null));
+        assertEquals(-Errno.EINVAL, run(device, Bio.Op.DISCARD, SIZE, 4096, 0, null));
+
+        DeviceStats stats = device.stats();
+        assertEquals(3, stats.op(Bio.Op.WRITE).completed());
+        assertEquals(3 * 8192, stats.op(Bio.Op.WRITE).bytes());
+        assertEquals(2, stats.op(Bio.Op.READ).completed());
+        assertEquals(4096 + 512, stats.op(Bio.Op.READ).bytes());
+        assertEquals(2, stats.op(Bio.Op.DISCARD).completed());
+        assertEquals(65536, stats.op(Bio.Op.DISCARD).bytes(), "a failed discard counts no bytes");
+        assertEquals(1, stats.op(Bio.Op.DISCARD).errors());
+        assertEquals(1, stats.op(Bio.Op.DISCARD).errors(Errno.EINVAL));
+        assertEquals(1, stats.op(Bio.Op.WRITE_ZEROES).completed());
+        assertEquals(4096, stats.op(Bio.Op.WRITE_ZEROES).bytes());
+        assertEquals(1, stats.op(Bio.Op.FLUSH).completed());
+        assertEquals(0, stats.op(Bio.Op.FLUSH).bytes());
+        assertEquals(0, stats.op(Bio.Op.CACHE).completed());
+        for (Bio.Op op : Bio.Op.values()) {
+            LatencyHistogram.Snapshot latency = stats.op(op).latency();
+            assertEquals(stats.op(op).completed(), latency.count(), op + ": one latency per request");
+            assertTrue(latency.sum() >= 0 && latency.max() <= latency.sum(), op + ": " + latency);
+        }
+        assertEquals(0, device.inFlight());
     }
 
     @Test
