@@ -8,8 +8,8 @@ import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.api.Kiocb;
 import dev.jloop.api.PluginOption;
 import dev.jloop.api.PluginOptions;
-import org.HdrHistogram.Histogram;
-import org.HdrHistogram.Recorder;
+import dev.jloop.loop.stats.LatencyHistogram;
+import dev.jloop.loop.stats.OpStats;
 
 import java.io.IOException;
 import java.io.OutputStream;
@@ -20,7 +20,6 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.concurrent.atomic.LongAdder;
 
 import static java.util.Objects.requireNonNull;
 
@@ -47,9 +46,11 @@ import static java.util.Objects.requireNonNull;
  * final numbers; an appended file or standard error gets an export's section when it closes and
  * every open export's on {@code SIGUSR1}.
  *
- * <p>Counting costs a request a few atomic additions: counts and bytes in {@link LongAdder}s,
- * latencies in an HdrHistogram {@link Recorder}, which takes values without a lock and is read
- * only when the numbers are written.
+ * <p>Counting costs a request a few atomic additions, in the same {@link OpStats} the loop device
+ * counts every export's requests in (and the metrics endpoint and {@code jloop status} show):
+ * counts and bytes in {@code LongAdder}s, latencies in a striped {@link LatencyHistogram}, read only
+ * when the numbers are written. Percentiles are the upper bounds of its buckets, at most 6.25 %
+ * above the true value, never above the largest.
  */
 public final class StatsFilterFactory
         implements FilterFactory
@@ -113,58 +114,13 @@ public final class StatsFilterFactory
         }
     }
 
-    /** The numbers of one operation. Recording never waits; reading takes this object's lock. */
-    static final class Counter
-    {
-        private final LongAdder ops = new LongAdder();
-        private final LongAdder bytes = new LongAdder();
-        private final LongAdder errors = new LongAdder();
-        private final Recorder latency = new Recorder(3);
-        // guarded by this
-        private final Histogram total = new Histogram(3);
-        private Histogram interval;
-
-        void record(long latencyNanos, long bytes, boolean error)
-        {
-            ops.increment();
-            this.bytes.add(bytes);
-            if (error) {
-                errors.increment();
-            }
-            latency.recordValue(Math.max(0, latencyNanos));
-        }
-
-        long ops()
-        {
-            return ops.sum();
-        }
-
-        long bytes()
-        {
-            return bytes.sum();
-        }
-
-        long errors()
-        {
-            return errors.sum();
-        }
-
-        /** Every latency recorded so far, in nanoseconds; a copy. */
-        synchronized Histogram latencies()
-        {
-            interval = latency.getIntervalHistogram(interval);
-            total.add(interval);
-            return total.copy();
-        }
-    }
-
     static final class StatsBackingFile
             extends ForwardingBackingFile
     {
         private static final double[] PERCENTILES = {50, 90, 99, 99.9};
 
         private final String name;
-        private final Counter[] counters = new Counter[Row.values().length];
+        private final OpStats[] counters = new OpStats[Row.values().length];
         private final long openedNanos = System.nanoTime();
         private volatile long closedNanos;
         private volatile boolean closed;
@@ -174,7 +130,7 @@ public final class StatsFilterFactory
             super(next);
             this.name = requireNonNull(name, "name is null");
             for (int i = 0; i < counters.length; i++) {
-                counters[i] = new Counter();
+                counters[i] = new OpStats();
             }
         }
 
@@ -188,7 +144,7 @@ public final class StatsFilterFactory
             return closed;
         }
 
-        Counter counter(Row row)
+        OpStats counter(Row row)
         {
             return counters[row.ordinal()];
         }
@@ -222,7 +178,7 @@ public final class StatsFilterFactory
         {
             long start = System.nanoTime();
             long res = super.extents(offset, length, sink);
-            counter(Row.EXTENTS).record(System.nanoTime() - start, res == 0 ? length : 0, res < 0);
+            counter(Row.EXTENTS).record(System.nanoTime() - start, res == 0 ? length : 0, (int) Math.min(0, res));
             return res;
         }
 
@@ -231,7 +187,7 @@ public final class StatsFilterFactory
         {
             long start = System.nanoTime();
             long res = super.cache(offset, length);
-            counter(Row.CACHE).record(System.nanoTime() - start, res == 0 ? length : 0, res < 0);
+            counter(Row.CACHE).record(System.nanoTime() - start, res == 0 ? length : 0, (int) Math.min(0, res));
             return res;
         }
 
@@ -254,12 +210,12 @@ public final class StatsFilterFactory
 
         private long counted(Kiocb kiocb)
         {
-            Counter counter = counters[Row.of(kiocb).ordinal()];
+            OpStats counter = counters[Row.of(kiocb).ordinal()];
             boolean transfer = kiocb.op() == Kiocb.Op.READ || kiocb.op() == Kiocb.Op.WRITE;
             long length = kiocb.length();
             long start = System.nanoTime();
             return passDown(kiocb, (child, res) -> {
-                counter.record(System.nanoTime() - start, res < 0 ? 0 : transfer ? res : length, res < 0);
+                counter.record(System.nanoTime() - start, transfer ? res : length, (int) Math.min(0, res));
                 kiocb.complete(res);
             });
         }
@@ -273,18 +229,18 @@ public final class StatsFilterFactory
             out.append(name).append(ended ? ": closed after " : ": open for ").append(String.format(Locale.ROOT, "%.6f s", seconds)).append('\n');
             long ops = 0;
             long bytes = 0;
-            for (Counter counter : counters) {
-                ops += counter.ops();
+            for (OpStats counter : counters) {
+                ops += counter.completed();
                 bytes += counter.bytes();
             }
             out.append("  total: ").append(ops).append(" ops, ").append(bytes).append(" bytes, ").append(rate(bytes, seconds)).append('\n');
             for (Row row : Row.values()) {
-                Counter counter = counter(row);
-                long count = counter.ops();
+                OpStats counter = counter(row);
+                long count = counter.completed();
                 if (count == 0) {
                     continue;
                 }
-                Histogram latencies = counter.latencies();
+                LatencyHistogram.Snapshot latencies = counter.latency();
                 out.append("  ").append(row.label()).append(": ").append(count).append(" ops, ").append(counter.bytes()).append(" bytes, ")
                         .append(rate(counter.bytes(), seconds));
                 if (counter.errors() > 0) {
@@ -293,9 +249,9 @@ public final class StatsFilterFactory
                 out.append(", latency");
                 for (double percentile : PERCENTILES) {
                     out.append(" p").append(percentile == Math.rint(percentile) ? String.valueOf((long) percentile) : String.valueOf(percentile))
-                            .append('=').append(duration(latencies.getValueAtPercentile(percentile)));
+                            .append('=').append(duration(latencies.percentile(percentile)));
                 }
-                out.append(" max=").append(duration(latencies.getMaxValue())).append('\n');
+                out.append(" max=").append(duration(latencies.max())).append('\n');
             }
         }
 
