@@ -43,6 +43,15 @@ public interface Frontend extends Closeable
     }
 
     /**
+     * Its clients, page pool and queues now, for {@code jloop status} and the metrics; called from any
+     * thread, rarely (a scrape, a status request), so it may take locks the request path does not.
+     */
+    default FrontendStatus status()
+    {
+        return FrontendStatus.NONE;
+    }
+
+    /**
      * Stops accepting, lets requests in flight finish and their replies go out, closes every
      * connection. Does not close the exports' devices (their creator does, once this returned).
      * Idempotent.

@@ -1,5 +1,6 @@
 package dev.jloop.nbd;
 
+import dev.jloop.api.ConnectionStatus;
 import dev.jloop.api.Export;
 import dev.jloop.iter.PagePool;
 import dev.jloop.nbd.channel.NbdChannel;
@@ -10,6 +11,7 @@ import org.slf4j.LoggerFactory;
 import java.io.EOFException;
 import java.io.IOException;
 import java.nio.channels.ClosedChannelException;
+import java.util.Locale;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -36,6 +38,13 @@ final class NbdConnection
     // Replaced by the TLS channel after STARTTLS; read by threads that stop or close the connection.
     private volatile NbdChannel channel;
     private final AtomicBoolean handshakeOver = new AtomicBoolean();
+    private final String client;
+    private final String transport;
+    private final NbdConnectionCounters counters = new NbdConnectionCounters();
+    // set by the connection's thread once the handshake is over; read by status()
+    private volatile String exportName;
+    private volatile boolean tlsUp;
+    private volatile NbdTransmission transmission;
 
     NbdConnection(
             NbdChannel channel,
@@ -55,6 +64,18 @@ final class NbdConnection
         this.pagePool = requireNonNull(pagePool, "pagePool is null");
         this.settings = requireNonNull(settings, "settings is null");
         this.timeouts = requireNonNull(timeouts, "timeouts is null");
+        // the peer is "nbd-conn-N ADDRESS": the address alone is the client
+        int space = peer.indexOf(' ');
+        this.client = space < 0 ? peer : peer.substring(space + 1);
+        this.transport = client.equals("stdio") ? "stdio" : client.startsWith("unix:") ? "unix" : "tcp";
+    }
+
+    /** This client now, for jloop status and the metrics; any thread. */
+    ConnectionStatus status()
+    {
+        NbdTransmission serving = transmission;
+        return new ConnectionStatus(client, exportName, transport, tlsUp, serving == null ? 0 : serving.inFlight(),
+                counters.requests(), counters.bytes(), counters.errors());
     }
 
     String name()
@@ -66,6 +87,7 @@ final class NbdConnection
     public void run()
     {
         log.debug("{}: connection open", peer);
+        long opened = System.nanoTime();
         ScheduledFuture<?> deadline = timeouts.handshakeDeadline(this::handshakeTimedOut);
         try {
             NbdHandshake handshake = new NbdHandshake(channel, exports, peer, tls, pagePool.capacity());
@@ -83,7 +105,11 @@ final class NbdConnection
                 }
             }
             if (export != null) {
-                log.debug("{}: serving export '{}'", peer, export.name());
+                exportName = export.name();
+                tlsUp = handshake.tlsStarted();
+                log.info("{}: open, export '{}', {}, TLS {}, {}{}", peer, export.name(), transport, tlsUp ? "on" : "off",
+                        handshake.structuredReplies() ? "structured replies" : "simple replies",
+                        handshake.baseAllocation(export) ? ", base:allocation" : "");
                 int flags = handshake.transmissionFlags(export);
                 NbdTransmission transmission = new NbdTransmission(
                         channel,
@@ -94,7 +120,9 @@ final class NbdConnection
                         pagePool,
                         settings.maxInflightBytes(),
                         settings.maxInflightRequests(),
-                        peer);
+                        peer,
+                        counters);
+                this.transmission = transmission;
                 ScheduledFuture<?> watchdog = timeouts.watchReplies(new ReplyWatchdog(transmission.writer()));
                 try {
                     transmission.run(name);
@@ -120,7 +148,14 @@ final class NbdConnection
         }
         finally {
             closeChannel();
-            log.debug("{}: connection closed", peer);
+            if (exportName != null) {
+                log.info("{}: closed after {} s, export '{}', {} requests, {} bytes, {} errors", peer,
+                        String.format(Locale.ROOT, "%.3f", (System.nanoTime() - opened) / 1e9), exportName,
+                        counters.requests(), counters.bytes(), counters.errors());
+            }
+            else {
+                log.debug("{}: connection closed", peer);
+            }
         }
     }
 

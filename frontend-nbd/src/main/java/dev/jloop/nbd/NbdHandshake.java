@@ -233,6 +233,12 @@ final class NbdHandshake
         return options.channel();
     }
 
+    /** Whether the connection went over to TLS (NBD_OPT_STARTTLS). */
+    boolean tlsStarted()
+    {
+        return tlsStarted;
+    }
+
     /** Whether NBD_OPT_STRUCTURED_REPLY was negotiated. */
     boolean structuredReplies()
     {

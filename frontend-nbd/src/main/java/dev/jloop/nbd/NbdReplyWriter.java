@@ -57,8 +57,11 @@ final class NbdReplyWriter
     private volatile long progress;
     private volatile boolean writing;
 
-    NbdReplyWriter(NbdChannel channel, NbdRequestPool pool, String peer)
+    private final NbdConnectionCounters counters;
+
+    NbdReplyWriter(NbdChannel channel, NbdRequestPool pool, String peer, NbdConnectionCounters counters)
     {
+        this.counters = requireNonNull(counters, "counters is null");
         this.channel = requireNonNull(channel, "channel is null");
         this.pool = requireNonNull(pool, "pool is null");
         this.peer = requireNonNull(peer, "peer is null");
@@ -224,6 +227,9 @@ final class NbdReplyWriter
     /** Adds the buffers of the request's reply to the gather array, writing whenever it must. */
     private void add(NbdRequest request)
     {
+        if (request.error != 0) {
+            counters.error();
+        }
         if (request.structured) {
             addStructured(request);
             return;

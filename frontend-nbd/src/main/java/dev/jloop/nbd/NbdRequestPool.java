@@ -167,6 +167,18 @@ final class NbdRequestPool
         }
     }
 
+    /** Requests taken and not yet recycled. */
+    int inUse()
+    {
+        lock.lock();
+        try {
+            return inUse;
+        }
+        finally {
+            lock.unlock();
+        }
+    }
+
     /** Waits until every request taken has been recycled: the connection may end then. */
     void awaitAllReturned()
     {

@@ -1,8 +1,10 @@
 package dev.jloop.nbd;
 
+import dev.jloop.api.ConnectionStatus;
 import dev.jloop.api.Export;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
+import dev.jloop.api.FrontendStatus;
 import dev.jloop.iter.PagePool;
 import dev.jloop.nbd.channel.NbdChannel;
 import dev.jloop.nbd.channel.StdioNbdChannel;
@@ -13,6 +15,7 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.SocketChannel;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -310,6 +313,21 @@ public final class NbdServer
                 }
             }
         }
+    }
+
+    @Override
+    public FrontendStatus status()
+    {
+        List<NbdConnection> serving;
+        synchronized (this) {
+            serving = connections.entrySet().stream().filter(entry -> entry.getValue().isAlive()).map(Map.Entry::getKey).toList();
+        }
+        List<ConnectionStatus> clients = new ArrayList<>();
+        for (NbdConnection connection : serving) {
+            clients.add(connection.status());
+        }
+        long used = pagePool.usedBytes();
+        return new FrontendStatus(clients, used, Math.max(0, pagePool.slabBytes() - used), List.of());
     }
 
     private NbdConnection newConnection(NbdChannel channel, String name, String peer)

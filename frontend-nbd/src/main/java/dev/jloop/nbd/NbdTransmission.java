@@ -49,6 +49,7 @@ final class NbdTransmission
     private final NbdReplyWriter writer;
     private final NbdSubmitter submitter;
     private final BlockStatus blockStatus;
+    private final NbdConnectionCounters counters;
 
     NbdTransmission(
             NbdChannel channel,
@@ -59,13 +60,15 @@ final class NbdTransmission
             PagePool pagePool,
             int maxInflightBytes,
             int maxInflightRequests,
-            String peer)
+            String peer,
+            NbdConnectionCounters counters)
     {
+        this.counters = requireNonNull(counters, "counters is null");
         this.device = requireNonNull(device, "device is null");
         this.peer = requireNonNull(peer, "peer is null");
         this.requests = new NbdRequestReader(channel, device, transmissionFlags, structuredReplies, baseAllocation);
         this.pool = new NbdRequestPool(pagePool, maxInflightBytes, maxInflightRequests);
-        this.writer = new NbdReplyWriter(channel, pool, peer);
+        this.writer = new NbdReplyWriter(channel, pool, peer, counters);
         this.submitter = new NbdSubmitter(device, writer, Thread.currentThread());
         this.blockStatus = new BlockStatus(device);
     }
@@ -73,6 +76,12 @@ final class NbdTransmission
     NbdReplyWriter writer()
     {
         return writer;
+    }
+
+    /** Requests taken and not yet answered. */
+    int inFlight()
+    {
+        return pool.inUse();
     }
 
     /**
@@ -115,6 +124,7 @@ final class NbdTransmission
 
             NbdRequest request = acquireRequest();
             requests.describe(request);
+            counters.request(request.type == CMD_READ || request.type == CMD_WRITE ? request.length : 0);
             try {
                 start(request);
             }
