@@ -9,9 +9,12 @@ import dev.jloop.api.Export;
 import dev.jloop.api.FilterFactory;
 import dev.jloop.api.Frontend;
 import dev.jloop.api.FrontendConfig;
+import dev.jloop.api.FrontendStatus;
 import dev.jloop.api.Sizes;
 import dev.jloop.api.StillServingException;
 import dev.jloop.loop.LoopDevice;
+import dev.jloop.loop.stats.ExportStats;
+import dev.jloop.loop.stats.ServerStats;
 import jakarta.inject.Inject;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -25,6 +28,7 @@ import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -46,11 +50,15 @@ final class JloopServer
     private final ChosenPlugins plugins;
     private final Map<String, FilterFactory> filters;
     private final Lifecycle lifecycle;
+    private final Optional<MetricsExporter> metrics;
+    private final List<ExportStats> exportStats = new ArrayList<>();
     private Frontend running;
+    private ControlSocket control;
 
     @Inject
-    JloopServer(ServeOptions options, ChosenPlugins plugins, Map<String, FilterFactory> filters, Lifecycle lifecycle)
+    JloopServer(ServeOptions options, ChosenPlugins plugins, Map<String, FilterFactory> filters, Lifecycle lifecycle, Optional<MetricsExporter> metrics)
     {
+        this.metrics = requireNonNull(metrics, "metrics is null");
         this.options = requireNonNull(options, "options is null");
         this.plugins = requireNonNull(plugins, "plugins is null");
         this.filters = Map.copyOf(requireNonNull(filters, "filters is null"));
@@ -86,11 +94,21 @@ final class JloopServer
                 long deviceSize = device.size();
                 String description = spec.description() != null ? spec.description() : file.getFileName() + " (" + Sizes.format(deviceSize) + ")";
                 exports.add(new Export(spec.name(), description, device));
+                exportStats.add(new ExportStats(spec.name(), file.toString(), plugins.backend().name(), plugins.frontend().name(), device));
                 served.add(plans.size() == 1
                         ? file + ", " + Sizes.format(deviceSize)
                         : "'" + spec.name() + "' " + file + " " + Sizes.format(deviceSize) + (config.readOnly() ? " read-only" : ""));
             }
             running = lifecycle.started(createFrontend(plugins.frontendConfig(), exports));
+            ServerStats stats = new Stats();
+            if (metrics.isPresent()) {
+                served.add("metrics " + lifecycle.started(metrics.get().start(stats)).where());
+            }
+            openControlSocket(stats);
+        }
+        catch (IOException e) {
+            closeQuietly(e);
+            throw new UncheckedIOException(e);
         }
         catch (RuntimeException e) {
             closeQuietly(e);
@@ -99,6 +117,45 @@ final class JloopServer
         String filterNames = plugins.filters().isEmpty() ? "" : ", filters " + String.join(", ", plugins.filters().stream().map(filter -> filter.factory().name()).toList());
         return String.format("jloop: serving %s: %s, backend %s%s%s, frontend %s",
                 running.uri(), String.join("; ", served), plugins.backend().name(), plugins.auto() ? " (auto)" : "", filterNames, plugins.frontend().name());
+    }
+
+    /** What the metrics and jloop status read: the exports served, and the frontend's status at the time. */
+    private final class Stats
+            implements ServerStats
+    {
+        @Override
+        public List<ExportStats> exports()
+        {
+            return exportStats;
+        }
+
+        @Override
+        public FrontendStatus frontend()
+        {
+            return running.status();
+        }
+    }
+
+    /**
+     * The socket jloop status talks to: at --control PATH (which must work), else at the default path,
+     * where a failure only costs jloop status ({@code --control none}: no socket).
+     */
+    private void openControlSocket(ServerStats stats)
+    {
+        if ("none".equals(options.control)) {
+            return;
+        }
+        StatusReport report = new StatusReport(stats, running.uri());
+        try {
+            control = lifecycle.started(ControlSocket.open(options.control == null ? null : Path.of(options.control), report));
+            log.debug("control socket {}", control.path());
+        }
+        catch (IOException | RuntimeException e) {
+            if (options.control != null) {
+                throw new UserException("cannot open the control socket --control " + options.control + ": " + e.getMessage(), e);
+            }
+            log.warn("no control socket, jloop status will not find this server: {}", e.toString());
+        }
     }
 
     /** The positional FILE (named by a plain --export NAME) first, then every --export NAME=FILE in order. */

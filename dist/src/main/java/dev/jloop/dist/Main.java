@@ -30,7 +30,7 @@ import java.util.concurrent.CountDownLatch;
  */
 @Command(name = "jloop", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Serves a file as a block device from user space.",
-        subcommands = {Main.Serve.class, Main.Commit.class, ListCommands.Backends.class, ListCommands.Frontends.class,
+        subcommands = {Main.Serve.class, StatusCommand.class, Main.Commit.class, ListCommands.Backends.class, ListCommands.Frontends.class,
                 ListCommands.Filters.class, CommandLine.HelpCommand.class})
 public final class Main
 {

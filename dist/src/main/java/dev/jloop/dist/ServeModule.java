@@ -6,6 +6,7 @@ import com.google.inject.Provides;
 import com.google.inject.Scopes;
 import com.google.inject.Singleton;
 import com.google.inject.multibindings.MapBinder;
+import com.google.inject.multibindings.OptionalBinder;
 import com.google.inject.util.Modules;
 import dev.jloop.api.BackendFactory;
 import dev.jloop.api.FilterFactory;
@@ -52,6 +53,9 @@ final class ServeModule
         plugins.backends().all().forEach(backend -> modules.add(PluginModule.backend(backend)));
         plugins.frontends().all().forEach(frontend -> modules.add(PluginModule.frontend(frontend)));
         plugins.filters().all().forEach(filter -> modules.add(PluginModule.filter(filter)));
+        if (options.metrics != null) {
+            modules.add(new PrometheusModule(options.metrics));
+        }
         return Modules.combine(modules);
     }
 
@@ -64,6 +68,8 @@ final class ServeModule
         MapBinder.newMapBinder(binder(), String.class, BackendFactory.class);
         MapBinder.newMapBinder(binder(), String.class, FrontendFactory.class);
         MapBinder.newMapBinder(binder(), String.class, FilterFactory.class);
+        // bound by PrometheusModule under --metrics only
+        OptionalBinder.newOptionalBinder(binder(), MetricsExporter.class);
         bind(Lifecycle.class).in(Scopes.SINGLETON);
         bind(JloopServer.class).in(Scopes.SINGLETON);
     }

@@ -56,6 +56,16 @@ public final class ServeOptions
             description = "Operations in flight on each backing file at most (default: 64); given to a frontend that takes it too (ublk: the depth of each queue).%n  e.g. --queue-depth 128")
     Integer queueDepth;
 
+    @Option(names = "--metrics", paramLabel = "HOST:PORT",
+            description = "Serve Prometheus metrics on http://HOST:PORT/metrics (off by default; PORT alone is 127.0.0.1:PORT, "
+                    + ":PORT every address, port 0 a free one, shown in the start line).%n  e.g. --metrics 127.0.0.1:9110")
+    String metrics;
+
+    @Option(names = "--control", paramLabel = "PATH",
+            description = "The control socket jloop status talks to (default: /run/jloop/PID.sock, or under $XDG_RUNTIME_DIR/jloop "
+                    + "or the temporary directory where /run cannot be written; none: no socket).%n  e.g. --control /tmp/jloop.sock")
+    String control;
+
 
 
 
