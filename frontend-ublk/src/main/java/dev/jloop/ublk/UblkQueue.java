@@ -95,6 +95,15 @@ final class UblkQueue
     private int live;
     private boolean wakeupArmed;
 
+    /**
+     * Requests of this queue handed to the device and not yet committed back, for the metrics: written
+     * by the queue's thread only, read by others a moment late at worst.
+     */
+    int inFlight()
+    {
+        return inFlight;
+    }
+
     UblkQueue(int queueId, int depth, int bufferBytes, boolean ioctlEncoding, UblkDriver.CharDevice charDevice, BlockDevice device, PagePool pool)
     {
         this.queueId = queueId;

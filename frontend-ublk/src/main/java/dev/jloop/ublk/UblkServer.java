@@ -4,6 +4,7 @@ import dev.jloop.api.BlockDevice;
 import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.DeviceCapabilities.Support;
 import dev.jloop.api.Frontend;
+import dev.jloop.api.FrontendStatus;
 import dev.jloop.api.StillServingException;
 import dev.jloop.iter.PagePool;
 import dev.jloop.posix.Errors;
@@ -312,6 +313,18 @@ public final class UblkServer
     }
 
     /** STOP_DEV, drain the queues, close the character device, DEL_DEV. Idempotent. */
+    @Override
+    public FrontendStatus status()
+    {
+        List<Integer> depths = new ArrayList<>();
+        for (UblkQueue queue : List.copyOf(queues)) {
+            depths.add(queue.inFlight());
+        }
+        PagePool current = pool;
+        long used = current == null ? 0 : current.usedBytes();
+        return new FrontendStatus(List.of(), used, current == null ? 0 : Math.max(0, current.slabBytes() - used), depths);
+    }
+
     @Override
     public synchronized void close()
     {
