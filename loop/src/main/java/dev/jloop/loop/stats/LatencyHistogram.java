@@ -20,7 +20,9 @@ public final class LatencyHistogram
     /** Values at or above are counted in the last bucket. */
     static final long LIMIT = 1L << 40;
     public static final int BUCKETS = bucket(LIMIT - 1) + 1;
-    private static final int STRIPES = Math.min(8, Integer.highestOneBit(Math.max(1, Runtime.getRuntime().availableProcessors()) * 2 - 1));
+    /** Four stripes per core (a power of two, 8 to 64), so that two busy threads rarely share one. */
+    private static final int STRIPE_BITS = Math.max(3, Math.min(6, 32 - Integer.numberOfLeadingZeros(Runtime.getRuntime().availableProcessors() * 4 - 1)));
+    private static final int STRIPES = 1 << STRIPE_BITS;
 
     private final AtomicLongArray counts = new AtomicLongArray(STRIPES * BUCKETS);
     private final LongAdder sum = new LongAdder();
@@ -46,7 +48,8 @@ public final class LatencyHistogram
     public void record(long nanos)
     {
         long value = Math.max(0, nanos);
-        int stripe = (int) Thread.currentThread().getId() & (STRIPES - 1);
+        // Fibonacci hashing spreads consecutive thread ids (a pool's workers) over the stripes
+        int stripe = (int) ((Thread.currentThread().getId() * 0x9E3779B97F4A7C15L) >>> (64 - STRIPE_BITS));
         counts.incrementAndGet(stripe * BUCKETS + bucket(value));
         sum.add(value);
         int slot = stripe * 8;
