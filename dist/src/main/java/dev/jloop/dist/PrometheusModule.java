@@ -1,9 +1,9 @@
 package dev.jloop.dist;
 
-import com.google.inject.AbstractModule;
-import com.google.inject.multibindings.OptionalBinder;
 import dev.jloop.loop.stats.ServerStats;
 import dev.jloop.metrics.MetricsEndpoint;
+import com.google.inject.AbstractModule;
+import com.google.inject.multibindings.OptionalBinder;
 
 import java.io.IOException;
 import java.net.InetAddress;

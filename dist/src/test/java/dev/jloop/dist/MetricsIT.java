@@ -153,6 +153,22 @@ class MetricsIT
             assertTrue(connections >= 3, log);
             assertEquals((long) (value(latest, "jloop_read_bytes_total" + labels + "}") + value(latest, "jloop_written_bytes_total" + labels + "}")), bytes,
                     "the connections' bytes add up to the device's reads and writes: " + log);
+
+            // a client that stays connected (qemu-io waiting for commands) is listed with its export and transport
+            Process held = new ProcessBuilder("qemu-io", "-f", "raw", uri).redirectErrorStream(true).start();
+            try {
+                String listed = "";
+                for (int i = 0; i < 100 && !listed.contains("connections: 1"); i++) {
+                    Thread.sleep(100);
+                    listed = Exec.check(60, JloopProcess.command("status", "--control", control.toString()).toArray(String[]::new));
+                }
+                assertTrue(Pattern.compile("(?m)^  unix:\\S+ +export 'disk', unix, TLS off, in flight 0, \\d+ requests").matcher(listed).find(), listed);
+                assertEquals(1.0, value(scrape(metrics), "jloop_connections{frontend=\"nbd\",tls=\"false\",transport=\"unix\"}"));
+            }
+            finally {
+                held.getOutputStream().close();
+                held.waitFor();
+            }
             assertEquals(0, server.stop(), server.log());
         }
     }

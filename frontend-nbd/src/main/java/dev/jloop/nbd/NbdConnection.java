@@ -66,7 +66,9 @@ final class NbdConnection
         this.timeouts = requireNonNull(timeouts, "timeouts is null");
         // the peer is "nbd-conn-N ADDRESS": the address alone is the client
         int space = peer.indexOf(' ');
-        this.client = space < 0 ? peer : peer.substring(space + 1);
+        String address = space < 0 ? peer : peer.substring(space + 1);
+        // InetSocketAddress prints an address without a host name as "/127.0.0.1:41822"
+        this.client = address.startsWith("/") ? address.substring(1) : address;
         this.transport = client.equals("stdio") ? "stdio" : client.startsWith("unix:") ? "unix" : "tcp";
     }
 
