@@ -32,7 +32,8 @@ import static java.util.Objects.requireNonNull;
  * with optional TLS. The server accepts clients on its {@link NbdListener} and limits how many it
  * serves at once; each one is an {@link NbdConnection} on a thread of its own (the reader:
  * handshake, then requests), which adds a writer thread for replies. Request data lives in pages
- * of one server-wide {@link PagePool}.
+ * of one server-wide {@link PagePool}, which grows with the load and, when the server made it, gives
+ * its memory back once idle ({@code page-pool-idle}).
  *
  * <p>Options ({@link FrontendConfig#options()}): see {@link NbdSettings}.
  *
@@ -150,6 +151,9 @@ public final class NbdServer
         this.uri = listener.uri();
         // after binding, so a failed start leaves no thread behind
         this.timeouts = new NbdTimeouts(settings.handshakeTimeoutMillis(), settings.replyTimeoutMillis());
+        if (ownsPagePool && settings.pagePoolIdleMillis() > 0) {
+            timeouts.every(settings.pagePoolIdleMillis(), pagePool::trimIfIdle);
+        }
         this.acceptThread = new Thread(this::acceptLoop, "nbd-accept");
         acceptThread.setDaemon(true);
         acceptThread.start();

@@ -27,10 +27,6 @@ final class NbdTimeouts
     {
         this.handshakeTimeoutMillis = handshakeTimeoutMillis;
         this.replyTimeoutMillis = replyTimeoutMillis;
-        if (handshakeTimeoutMillis == 0 && replyTimeoutMillis == 0) {
-            this.timer = null;
-            return;
-        }
         this.timer = Executors.newSingleThreadScheduledExecutor(runnable -> {
             Thread thread = new Thread(runnable, "nbd-timer");
             thread.setDaemon(true);
@@ -57,7 +53,7 @@ final class NbdTimeouts
      */
     ScheduledFuture<?> handshakeDeadline(Runnable expire)
     {
-        if (timer == null || handshakeTimeoutMillis == 0) {
+        if (handshakeTimeoutMillis == 0) {
             return null;
         }
         try {
@@ -75,7 +71,7 @@ final class NbdTimeouts
      */
     ScheduledFuture<?> watchReplies(Runnable check)
     {
-        if (timer == null || replyTimeoutMillis == 0) {
+        if (replyTimeoutMillis == 0) {
             return null;
         }
         long period = Math.max(10, replyTimeoutMillis / 4);
@@ -88,12 +84,20 @@ final class NbdTimeouts
         }
     }
 
+    /** Runs {@code task} every {@code periodMillis} until the clock stops. */
+    void every(long periodMillis, Runnable task)
+    {
+        try {
+            timer.scheduleWithFixedDelay(task, periodMillis, periodMillis, TimeUnit.MILLISECONDS);
+        }
+        catch (RejectedExecutionException e) {
+            // closing
+        }
+    }
+
     /** Stops the clock and waits for its thread to end. */
     void close()
     {
-        if (timer == null) {
-            return;
-        }
         timer.shutdownNow();
         try {
             timer.awaitTermination(1, TimeUnit.MINUTES);

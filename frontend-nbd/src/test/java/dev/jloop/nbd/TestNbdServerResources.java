@@ -279,6 +279,31 @@ class TestNbdServerResources
     }
 
     @Test
+    void thePoolItMadeGrowsWithTheLoadAndShrinksWhenIdle()
+            throws Exception
+    {
+        PagePool own = new PagePool(64L << 20);
+        pagePool = own;
+        server = NbdServer.startOwning(config(Map.of("page-pool-idle", "200ms")), exports, own, Thread::new);
+        assertEquals(0, own.slabBytes(), "a fresh server holds no page-pool memory");
+        byte[] expected = new byte[READ_LENGTH];
+        expected[READ_LENGTH - 1] = 42;
+        disk.write(0, expected);
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            assertArrayEquals(expected, client.read(0, READ_LENGTH));
+            assertTrue(own.slabBytes() >= READ_LENGTH, "the pool grew to serve a 4 MiB read: " + own.slabBytes());
+            // a client that keeps asking keeps the pool
+            long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(600);
+            while (System.nanoTime() < deadline) {
+                assertArrayEquals(expected, client.read(0, READ_LENGTH));
+            }
+            assertTrue(own.slabBytes() >= READ_LENGTH, "trimmed while busy: " + own.slabBytes());
+            assertTrue(waitFor(() -> own.slabBytes() == 0, 5), "an idle server kept " + own.slabBytes() + " bytes of page-pool memory");
+            assertArrayEquals(expected, client.read(0, READ_LENGTH), "a trimmed pool serves again");
+        }
+    }
+
+    @Test
     void aServerThatFailsToStartClosesThePoolItMade()
     {
         PagePool own = new PagePool(8L << 20);

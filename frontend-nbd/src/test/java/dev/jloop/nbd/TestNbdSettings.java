@@ -29,7 +29,7 @@ class TestNbdSettings
         assertEquals(128 << 20, settings.maxInflightBytes());
         assertEquals(256, settings.maxInflightRequests());
         assertEquals(512L << 20, settings.pagePoolBytes());
-        assertEquals(64L << 20, settings.registeredBytes());
+        assertEquals(0, settings.registeredBytes(), "nothing pinned unless asked for");
         assertEquals(30_000, settings.closeTimeoutMillis());
         assertEquals(0, settings.maxConnections());
         assertEquals(10_000, settings.handshakeTimeoutMillis());

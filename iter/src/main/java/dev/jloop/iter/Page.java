@@ -14,13 +14,15 @@ public final class Page
     private final ByteBuffer buffer;
     private final long address;
     private final int order;
+    private final PagePool.Slab slab;
     private boolean free;
 
-    Page(ByteBuffer buffer, long address, int order)
+    Page(ByteBuffer buffer, long address, int order, PagePool.Slab slab)
     {
         this.buffer = buffer;
         this.address = address;
         this.order = order;
+        this.slab = slab;
     }
 
     /** Direct buffer over the page, capacity {@link #size()}. */
@@ -42,6 +44,11 @@ public final class Page
     public int size()
     {
         return DirectMemory.PAGE_SIZE << order;
+    }
+
+    PagePool.Slab slab()
+    {
+        return slab;
     }
 
     boolean isFree()

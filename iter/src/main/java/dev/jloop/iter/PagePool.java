@@ -1,5 +1,9 @@
 package dev.jloop.iter;
 
+import com.kenai.jffi.MemoryIO;
+import com.kenai.jffi.PageManager;
+
+import java.lang.ref.Cleaner;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
@@ -13,8 +17,15 @@ import java.util.List;
  * runs out, a larger free page is split; when none is left a new slab is carved, up to the pool's
  * capacity. Split pages are not merged again: in steady state the same mix of orders is reused.
  *
- * <p>Bounded: at most {@link #capacity()} bytes are ever allocated from the JVM. Leak accounting:
+ * <p>Bounded: at most {@link #capacity()} bytes are ever taken from the system. Leak accounting:
  * {@link #usedBytes()} is 0 again once every page has been freed, which tests check.
+ *
+ * <p>Grows on demand and shrinks when idle: a fresh pool holds no memory; {@link #trimIfIdle()},
+ * called periodically, gives back every slab none of whose pages is in use, once no allocation has
+ * happened since the previous call. Slabs carved by {@link #reserve} are pinned (the kernel may hold
+ * them as io_uring fixed buffers) and never given back. Slab memory is an anonymous {@code mmap}, not
+ * the JVM's direct memory, so {@code -XX:MaxDirectMemorySize} does not bound the pool: only its
+ * capacity does.
  *
  * <p>Thread-safe. One short critical section per allocate/free call, never around I/O.
  */
@@ -24,12 +35,18 @@ public final class PagePool
     public static final int MAX_ORDER = 8;
     public static final int SLAB_SIZE = 4 << 20;
 
+    private static final PageManager PAGES = PageManager.getInstance();
+    private static final int SLAB_PAGES = SLAB_SIZE / DirectMemory.PAGE_SIZE;
+    private static final Cleaner CLEANER = Cleaner.create();
+
     private final long capacity;
-    private final List<ByteBuffer> slabs = new ArrayList<>();
+    private final List<Slab> slabs = new ArrayList<>();
     private final Page[][] free = new Page[MAX_ORDER + 1][];
     private final int[] nrFree = new int[MAX_ORDER + 1];
     private long slabBytes;
     private long usedBytes;
+    private long allocations;
+    private long allocationsAtLastTrim;
 
     /** @param capacity upper bound on the slab memory, in bytes; rounded up to whole slabs */
     public PagePool(long capacity)
@@ -77,6 +94,7 @@ public final class PagePool
         if (length < 0) {
             throw new IllegalArgumentException("negative length: " + length);
         }
+        allocations++;
         int n = 0;
         long left = length;
         while (left > 0) {
@@ -95,6 +113,7 @@ public final class PagePool
             }
             page.setFree(false);
             usedBytes += page.size();
+            page.slab().used += page.size();
             out[n++] = page;
             left -= Math.min(left, page.size());
         }
@@ -103,13 +122,55 @@ public final class PagePool
 
     /**
      * Carves slabs now, up to {@code bytes} (at most the capacity), so that {@link #slabs()} covers
-     * them before the first request; backends may then pin them once (io_uring fixed buffers).
+     * them before the first request; backends may then pin them once (io_uring fixed buffers). These
+     * slabs are never given back by {@link #trimIfIdle()}.
      */
     public synchronized void reserve(long bytes)
     {
         while (slabBytes < Math.min(bytes, roundUpToSlab(capacity)) && carveSlab()) {
-            // each round adds one slab
+            slabs.get(slabs.size() - 1).pinned = true;
         }
+    }
+
+    /**
+     * Gives the memory of every unpinned slab with no page in use back to the system, if no
+     * allocation happened since the previous call; returns the bytes given back. Called periodically
+     * (every few seconds), it keeps a busy pool intact and empties an idle one. Pages of a slab given
+     * back are gone from the free lists; the next allocation carves a new slab.
+     */
+    public synchronized long trimIfIdle()
+    {
+        boolean idle = allocations == allocationsAtLastTrim;
+        allocationsAtLastTrim = allocations;
+        if (!idle) {
+            return 0;
+        }
+        List<Slab> released = new ArrayList<>();
+        for (Slab slab : slabs) {
+            if (!slab.pinned && slab.used == 0) {
+                released.add(slab);
+            }
+        }
+        if (released.isEmpty()) {
+            return 0;
+        }
+        for (int order = 0; order <= MAX_ORDER; order++) {
+            int kept = 0;
+            for (int i = 0; i < nrFree[order]; i++) {
+                Page page = free[order][i];
+                if (!released.contains(page.slab())) {
+                    free[order][kept++] = page;
+                }
+            }
+            java.util.Arrays.fill(free[order], kept, nrFree[order], null);
+            nrFree[order] = kept;
+        }
+        slabs.removeAll(released);
+        for (Slab slab : released) {
+            slabBytes -= SLAB_SIZE;
+            PAGES.freePages(slab.address, SLAB_PAGES);
+        }
+        return (long) released.size() * SLAB_SIZE;
     }
 
     /** Returns {@code pages[0, n)} to the pool. Freeing a page twice throws. */
@@ -121,6 +182,7 @@ public final class PagePool
                 throw new IllegalStateException("page freed twice");
             }
             usedBytes -= page.size();
+            page.slab().used -= page.size();
             push(page);
             pages[i] = null;
         }
@@ -135,7 +197,7 @@ public final class PagePool
         return usedBytes;
     }
 
-    /** Bytes of slab memory taken from the JVM so far. */
+    /** Bytes of slab memory held now. */
     public synchronized long slabBytes()
     {
         return slabBytes;
@@ -146,13 +208,16 @@ public final class PagePool
         return capacity;
     }
 
-    /** The slabs carved so far, for registering them with the kernel (io_uring fixed buffers). */
+    /** The slabs held now, for registering them with the kernel (io_uring fixed buffers). */
     public synchronized List<ByteBuffer> slabs()
     {
-        return List.copyOf(slabs);
+        return slabs.stream().map(slab -> slab.buffer).toList();
     }
 
-    /** Drops the free lists; slab memory is released when unreachable. Pages still in use stay valid until then. */
+    /**
+     * Drops the free lists; slab memory is released when unreachable (each slab's buffer, which every
+     * page's buffer refers to, has a cleaner). Pages still in use stay valid until then.
+     */
     @Override
     public synchronized void close()
     {
@@ -160,7 +225,12 @@ public final class PagePool
             java.util.Arrays.fill(free[order], null);
             nrFree[order] = 0;
         }
+        for (Slab slab : slabs) {
+            long address = slab.address;
+            CLEANER.register(slab.buffer, () -> PAGES.freePages(address, SLAB_PAGES));
+        }
         slabs.clear();
+        slabBytes = 0;
     }
 
     private static int orderFor(long length)
@@ -188,8 +258,8 @@ public final class PagePool
         }
         int half = bigger.size() / 2;
         ByteBuffer buffer = bigger.buffer();
-        push(new Page(buffer.slice(half, half), bigger.address() + half, order));
-        return new Page(buffer.slice(0, half), bigger.address(), order);
+        push(new Page(buffer.slice(half, half), bigger.address() + half, order, bigger.slab()));
+        return new Page(buffer.slice(0, half), bigger.address(), order, bigger.slab());
     }
 
     private boolean carveSlab()
@@ -197,13 +267,17 @@ public final class PagePool
         if (slabBytes + SLAB_SIZE > roundUpToSlab(capacity)) {
             return false;
         }
-        ByteBuffer slab = DirectMemory.allocateAligned(SLAB_SIZE);
-        long address = DirectMemory.address(slab);
+        // anonymous mmap, not malloc: unmapping gives the memory back for sure, and it is page-aligned
+        long address = PAGES.allocatePages(SLAB_PAGES, PageManager.PROT_READ | PageManager.PROT_WRITE);
+        if (address == 0) {
+            return false;
+        }
+        Slab slab = new Slab(address, MemoryIO.getInstance().newDirectByteBuffer(address, SLAB_SIZE));
         slabs.add(slab);
         slabBytes += SLAB_SIZE;
         int size = DirectMemory.PAGE_SIZE << MAX_ORDER;
         for (int offset = 0; offset < SLAB_SIZE; offset += size) {
-            push(new Page(slab.slice(offset, size), address + offset, MAX_ORDER));
+            push(new Page(slab.buffer.slice(offset, size), address + offset, MAX_ORDER, slab));
         }
         return true;
     }
@@ -221,5 +295,20 @@ public final class PagePool
         }
         page.setFree(true);
         free[order][nrFree[order]++] = page;
+    }
+
+    /** One block of {@link #SLAB_SIZE} bytes, and how much of it is handed out. */
+    static final class Slab
+    {
+        private final long address;
+        private final ByteBuffer buffer;
+        private long used;
+        private boolean pinned;
+
+        Slab(long address, ByteBuffer buffer)
+        {
+            this.address = address;
+            this.buffer = buffer;
+        }
     }
 }

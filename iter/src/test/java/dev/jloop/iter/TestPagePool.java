@@ -6,6 +6,8 @@ import net.jqwik.api.constraints.IntRange;
 import net.jqwik.api.constraints.Size;
 import org.junit.jupiter.api.Test;
 
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.TreeMap;
@@ -66,6 +68,90 @@ class TestPagePool
         int n = pool.allocate(PagePool.SLAB_SIZE, pages);
         assertEquals(3, pool.slabs().size(), "reserved slabs serve allocations");
         pool.free(pages, n);
+    }
+
+    @Test
+    void freshPoolHoldsNoMemory()
+            throws Exception
+    {
+        try (PagePool pool = new PagePool(1L << 30)) {
+            assertEquals(0, pool.slabBytes(), "a pool carves slabs only when pages are asked for");
+            assertEquals(List.of(), pool.slabs());
+        }
+    }
+
+    @Test
+    void idlePoolGivesBackSlabsWithNoPageInUse()
+            throws Exception
+    {
+        try (PagePool pool = new PagePool(4L * PagePool.SLAB_SIZE)) {
+            Page[] kept = new Page[1];
+            assertEquals(1, pool.tryAllocate(PAGE, kept));
+            kept[0].buffer().putLong(0, 0x1234_5678_9abc_def0L);
+            Page[] fill = new Page[PagePool.maxPages(2L * PagePool.SLAB_SIZE)];
+            int n = pool.tryAllocate(2L * PagePool.SLAB_SIZE, fill);
+            assertEquals(3, pool.slabs().size());
+            List<Long> slabAddresses = pool.slabs().stream().map(DirectMemory::address).toList();
+            pool.free(fill, n);
+
+            assertEquals(0, pool.trimIfIdle(), "allocations since the last call: the pool is busy, nothing is given back");
+            assertEquals(3L * PagePool.SLAB_SIZE, pool.slabBytes());
+            assertEquals(2L * PagePool.SLAB_SIZE, pool.trimIfIdle(), "idle: the two slabs with no page in use go back");
+            assertEquals(PagePool.SLAB_SIZE, pool.slabBytes());
+            assertEquals(1, pool.slabs().size());
+            long keptSlab = DirectMemory.address(pool.slabs().get(0));
+            assertTrue(contains(keptSlab, kept[0].address()), "the slab with a page in use stays");
+            assertEquals(0x1234_5678_9abc_def0L, kept[0].buffer().getLong(0), "a page in use keeps its content");
+            for (long address : slabAddresses) {
+                assertEquals(address == keptSlab, isMapped(address), "slab at " + Long.toHexString(address) + " is mapped only if kept");
+            }
+
+            pool.free(kept, 1);
+            assertEquals(PagePool.SLAB_SIZE, pool.trimIfIdle(), "still idle: the last slab goes too");
+            assertEquals(0, pool.slabBytes());
+            assertEquals(0, pool.usedBytes());
+
+            Page[] again = new Page[PagePool.maxPages(3L * PagePool.SLAB_SIZE)];
+            int m = pool.tryAllocate(3L * PagePool.SLAB_SIZE, again);
+            assertTrue(m > 0, "a trimmed pool grows again, up to its capacity");
+            for (int i = 0; i < m; i++) {
+                again[i].buffer().put(0, (byte) i);
+            }
+            pool.free(again, m);
+        }
+    }
+
+    private static boolean contains(long slab, long address)
+    {
+        return address >= slab && address < slab + PagePool.SLAB_SIZE;
+    }
+
+    /** Whether any mapping of this process covers {@code address}, from /proc/self/maps. */
+    private static boolean isMapped(long address)
+            throws Exception
+    {
+        for (String line : Files.readAllLines(Path.of("/proc/self/maps"))) {
+            String[] range = line.substring(0, line.indexOf(' ')).split("-");
+            if (Long.compareUnsigned(address, Long.parseUnsignedLong(range[0], 16)) >= 0
+                    && Long.compareUnsigned(address, Long.parseUnsignedLong(range[1], 16)) < 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    @Test
+    void reservedSlabsAreNeverGivenBack()
+    {
+        try (PagePool pool = new PagePool(4L * PagePool.SLAB_SIZE)) {
+            pool.reserve(2L * PagePool.SLAB_SIZE);
+            Page[] pages = new Page[PagePool.maxPages(3L * PagePool.SLAB_SIZE)];
+            int n = pool.tryAllocate(3L * PagePool.SLAB_SIZE, pages);
+            pool.free(pages, n);
+            pool.trimIfIdle();
+            pool.trimIfIdle();
+            assertEquals(2L * PagePool.SLAB_SIZE, pool.slabBytes(), "pinned slabs stay; the one carved on demand goes");
+        }
     }
 
     @Test

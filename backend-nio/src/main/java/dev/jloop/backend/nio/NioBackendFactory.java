@@ -20,7 +20,7 @@ public class NioBackendFactory
     @Override
     public String description()
     {
-        return "FileChannel positional I/O on a fixed pool of queue-depth threads";
+        return "FileChannel positional I/O on up to queue-depth threads, started on demand";
     }
 
     @Override

@@ -22,17 +22,21 @@ import java.nio.channels.FileChannel;
 import java.nio.file.OpenOption;
 import java.nio.file.StandardOpenOption;
 import java.util.HashSet;
+import java.util.List;
 import java.util.Set;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 
 import static java.util.Objects.requireNonNull;
 
 /**
- * A backing file served by {@link FileChannel} positional reads and writes on a fixed pool of
- * platform threads, one per request in flight up to {@value #MAX_WORKERS}. {@code FileChannel} I/O
- * blocks, so the pool gives the parallelism; {@code AsynchronousFileChannel} would be the same thing
- * with a thread pool that grows without bound and a {@code Runnable} per request.
+ * A backing file served by {@link FileChannel} positional reads and writes on a pool of platform
+ * threads, one per request in flight up to {@value #MAX_WORKERS}. {@code FileChannel} I/O blocks, so
+ * the pool gives the parallelism; {@code AsynchronousFileChannel} would be the same thing with a
+ * thread pool that grows without bound and a {@code Runnable} per request. The pool starts empty,
+ * adds a worker when a request finds none idle, and a worker idle for {@value #KEEP_ALIVE_SECONDS}
+ * seconds ends: an idle server holds no threads.
  *
  * <p>Reads, writes, fsyncs and fallocates return {@link Kiocb#QUEUED}: the kiocb itself goes on a
  * bounded queue, a worker takes it, does the I/O and calls {@link Kiocb#complete(long)}. Nothing is
@@ -54,6 +58,7 @@ public final class NioBackingFile
         implements BackingFile
 {
     static final int MAX_WORKERS = 64;
+    static final long KEEP_ALIVE_SECONDS = 60;
     private static final int BOUNCE_SIZE = 128 * 1024;
     private static final int CLOSE_TIMEOUT_SECONDS = 10;
 
@@ -69,10 +74,17 @@ public final class NioBackingFile
     private final Capabilities capabilities;
     private final ArrayBlockingQueue<Kiocb> queue;
     private final BlockRangeLock blockLock;
-    private final Thread[] workers;
+    private final int maxWorkers;
+    private final long keepAliveNanos;
+    private final String workerName;
+    /** Guarded by itself; {@link #closed} changes only under it too, so no worker starts after close. */
+    private final Set<Thread> workers = new HashSet<>();
+    private final AtomicInteger liveWorkers = new AtomicInteger();
+    private final AtomicInteger idleWorkers = new AtomicInteger();
+    private int workersStarted;
     private volatile boolean closed;
 
-    private NioBackingFile(FileChannel channel, FileDescriptor fd, BackendConfig config)
+    private NioBackingFile(FileChannel channel, FileDescriptor fd, BackendConfig config, long keepAliveNanos)
     {
         this.channel = requireNonNull(channel, "channel is null");
         this.fd = requireNonNull(fd, "fd is null");
@@ -92,23 +104,22 @@ public final class NioBackingFile
                 .logicalBlockSize(direct ? BounceIo.DIRECT_BLOCK_SIZE : 1)
                 .queueDepth(config.queueDepth())
                 .build();
-        int nrWorkers = Math.min(config.queueDepth(), MAX_WORKERS);
+        this.maxWorkers = Math.min(config.queueDepth(), MAX_WORKERS);
+        this.keepAliveNanos = keepAliveNanos;
+        this.workerName = "jloop-nio-" + config.path().getFileName() + "-";
         // room for every request the frontend may keep in flight, plus one STOP per worker
-        this.queue = new ArrayBlockingQueue<>(Math.max(config.queueDepth(), nrWorkers) + nrWorkers);
-        this.blockLock = new BlockRangeLock(nrWorkers);
-        this.workers = new Thread[nrWorkers];
-        for (int i = 0; i < nrWorkers; i++) {
-            Thread thread = new Thread(new Worker(), "jloop-nio-" + config.path().getFileName() + "-" + i);
-            thread.setDaemon(true);
-            workers[i] = thread;
-        }
-        for (Thread worker : workers) {
-            worker.start();
-        }
+        this.queue = new ArrayBlockingQueue<>(Math.max(config.queueDepth(), maxWorkers) + maxWorkers);
+        this.blockLock = new BlockRangeLock(maxWorkers);
     }
 
     /** Opens {@code config.path()}; see {@link FileDescriptor#openBackingFile} for the failures. */
     public static NioBackingFile open(BackendConfig config)
+            throws IOException
+    {
+        return open(config, TimeUnit.SECONDS.toNanos(KEEP_ALIVE_SECONDS));
+    }
+
+    static NioBackingFile open(BackendConfig config, long keepAliveNanos)
             throws IOException
     {
         FileDescriptor fd = FileDescriptor.openBackingFile(config.path(), config.readOnly(), config.direct());
@@ -122,7 +133,7 @@ public final class NioBackingFile
                 options.add(com.sun.nio.file.ExtendedOpenOption.DIRECT);
             }
             FileChannel channel = FileChannel.open(config.path(), options);
-            return new NioBackingFile(channel, fd, config);
+            return new NioBackingFile(channel, fd, config, keepAliveNanos);
         }
         catch (IOException | RuntimeException e) {
             try {
@@ -180,7 +191,31 @@ public final class NioBackingFile
                 return -Errno.EINTR;
             }
         }
+        if (idleWorkers.get() == 0) {
+            startWorker();
+        }
         return Kiocb.QUEUED;
+    }
+
+    /** Adds a worker unless there are {@link #maxWorkers} already or the file is closed. */
+    private void startWorker()
+    {
+        synchronized (workers) {
+            if (closed || liveWorkers.get() >= maxWorkers) {
+                return;
+            }
+            liveWorkers.incrementAndGet();
+            Thread thread = new Thread(new Worker(), workerName + workersStarted++);
+            thread.setDaemon(true);
+            workers.add(thread);
+            thread.start();
+        }
+    }
+
+    /** Worker threads running now (tests). */
+    int workerCount()
+    {
+        return liveWorkers.get();
     }
 
     @Override
@@ -221,14 +256,16 @@ public final class NioBackingFile
     public void close()
             throws IOException
     {
-        synchronized (this) {
+        List<Thread> running;
+        synchronized (workers) {
             if (closed) {
                 return;
             }
             closed = true;
+            running = List.copyOf(workers);
         }
         boolean stuck = false;
-        for (int i = 0; i < workers.length && !stuck; i++) {
+        for (int i = 0; i < running.size() && !stuck; i++) {
             try {
                 stuck = !queue.offer(STOP, CLOSE_TIMEOUT_SECONDS, TimeUnit.SECONDS);
             }
@@ -238,7 +275,7 @@ public final class NioBackingFile
             }
         }
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(CLOSE_TIMEOUT_SECONDS);
-        for (Thread worker : workers) {
+        for (Thread worker : running) {
             if (worker == Thread.currentThread()) {
                 continue;
             }
@@ -252,7 +289,7 @@ public final class NioBackingFile
         }
         if (stuck) {
             log.warn("{}: workers did not stop within {} seconds; interrupting them and cancelling queued operations", this, CLOSE_TIMEOUT_SECONDS);
-            for (Thread worker : workers) {
+            for (Thread worker : running) {
                 worker.interrupt();
             }
         }
@@ -270,7 +307,7 @@ public final class NioBackingFile
     @Override
     public String toString()
     {
-        return "NioBackingFile{" + fd.path() + ", workers=" + workers.length + ", " + capabilities + "}";
+        return "NioBackingFile{" + fd.path() + ", workers=" + liveWorkers.get() + "/" + maxWorkers + ", " + capabilities + "}";
     }
 
     private static void complete(Kiocb kiocb, long res)
@@ -310,15 +347,42 @@ public final class NioBackingFile
         @Override
         public void run()
         {
+            try {
+                serve();
+            }
+            finally {
+                synchronized (workers) {
+                    workers.remove(Thread.currentThread());
+                }
+            }
+        }
+
+        private void serve()
+        {
             while (true) {
                 Kiocb kiocb;
+                idleWorkers.incrementAndGet();
                 try {
-                    kiocb = queue.take();
+                    kiocb = queue.poll(keepAliveNanos, TimeUnit.NANOSECONDS);
                 }
                 catch (InterruptedException e) {
+                    liveWorkers.decrementAndGet();
                     return;
                 }
+                finally {
+                    idleWorkers.decrementAndGet();
+                }
+                if (kiocb == null) {
+                    // Idle long enough: leave. A request queued meanwhile saw this worker idle and
+                    // started none, so look once more after leaving the count, and stay for it.
+                    liveWorkers.decrementAndGet();
+                    if (queue.isEmpty() || !rejoin()) {
+                        return;
+                    }
+                    continue;
+                }
                 if (kiocb == STOP) {
+                    liveWorkers.decrementAndGet();
                     return;
                 }
                 long res;
@@ -330,6 +394,17 @@ public final class NioBackingFile
                     res = -Errno.EIO;
                 }
                 complete(kiocb, res);
+            }
+        }
+
+        private boolean rejoin()
+        {
+            synchronized (workers) {
+                if (closed || liveWorkers.get() >= maxWorkers) {
+                    return false;
+                }
+                liveWorkers.incrementAndGet();
+                return true;
             }
         }
 

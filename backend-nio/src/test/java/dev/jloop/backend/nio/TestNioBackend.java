@@ -13,12 +13,16 @@ import dev.jloop.testkit.AbstractBackingFileTest;
 import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.Random;
 import java.util.ServiceLoader;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -84,14 +88,64 @@ public class TestNioBackend
     }
 
     @Test
-    public void testCloseStopsTheWorkers()
-            throws IOException
+    public void testWorkersStartOnDemandAndCloseStopsThem()
+            throws Exception
     {
-        BackingFile file = factory().open(new BackendConfig(createFile("workers", randomBytes(new Random(21), BLOCK)), false, false, 1000, Map.of()));
-        assertEquals(NioBackingFile.MAX_WORKERS, workerThreads());
+        byte[] content = randomBytes(new Random(21), BLOCK);
+        BackingFile file = factory().open(new BackendConfig(createFile("workers", content), false, false, 1000, Map.of()));
+        assertEquals(0, workerThreads(), "an idle file holds no threads");
+        assertArrayEquals(content, readConcurrently(file, 200), "200 reads at once");
+        long workers = workerThreads();
+        assertTrue(workers >= 1 && workers <= NioBackingFile.MAX_WORKERS, workers + " workers for 200 reads at once");
         file.close();
         assertEquals(0, workerThreads());
         assertEquals(-Errno.EBADF, file.extents(0, BLOCK, (offset, length, type) -> true));
+    }
+
+    @Test
+    public void testIdleWorkersEndAndComeBackForNewWork()
+            throws Exception
+    {
+        byte[] content = randomBytes(new Random(22), BLOCK);
+        BackendConfig config = new BackendConfig(createFile("keepalive", content), false, false, 16, Map.of());
+        try (NioBackingFile file = NioBackingFile.open(config, TimeUnit.MILLISECONDS.toNanos(100))) {
+            for (int round = 0; round < 3; round++) {
+                assertArrayEquals(content, readConcurrently(file, 64), "round " + round);
+                assertTrue(file.workerCount() >= 1 && file.workerCount() <= 16, file.workerCount() + " workers for a queue depth of 16");
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (workerThreads() > 0 && System.nanoTime() < deadline) {
+                    Thread.sleep(10);
+                }
+                assertEquals(0, workerThreads(), "idle workers end after their keep-alive");
+                assertEquals(0, file.workerCount());
+            }
+        }
+    }
+
+    /** Reads the file's first {@link #BLOCK} bytes as {@code n} requests of one page each, all in flight at once. */
+    private static byte[] readConcurrently(BackingFile file, int n)
+            throws Exception
+    {
+        byte[] out = new byte[BLOCK];
+        int chunk = BLOCK / 8;
+        List<CompletableFuture<Long>> results = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            int part = i % 8;
+            CompletableFuture<Long> done = new CompletableFuture<>();
+            byte[] buffer = new byte[chunk];
+            Kiocb kiocb = new Kiocb(null);
+            kiocb.initRw(Kiocb.Op.READ, file, IovecIter.of(Direction.DEST, buffer), (long) part * chunk, 0).initCallback((k, res) -> {
+                System.arraycopy(buffer, 0, out, part * chunk, chunk);
+                done.complete(res);
+            }, null);
+            kiocb.markSubmitted();
+            assertEquals(Kiocb.QUEUED, file.readIter(kiocb));
+            results.add(done);
+        }
+        for (CompletableFuture<Long> result : results) {
+            assertEquals(chunk, result.get(30, TimeUnit.SECONDS));
+        }
+        return out;
     }
 
     private static long workerThreads()
