@@ -122,6 +122,27 @@ public final class CephCluster
         return cluster;
     }
 
+    /**
+     * Starts a cluster in the empty directory {@code args[0]}, prints {@code ceph.conf PATH} on a line of
+     * its own, and stops it when standard input ends: for {@code bench/run --rbd}, which needs the
+     * tests' cluster outside a test.
+     */
+    public static void main(String[] args)
+            throws IOException
+    {
+        if (args.length != 1) {
+            System.err.println("usage: CephCluster EMPTY-DIRECTORY  (runs until standard input ends)");
+            System.exit(2);
+        }
+        try (CephCluster cluster = start(Files.createDirectories(Path.of(args[0]).toAbsolutePath()))) {
+            System.out.println("ceph.conf " + cluster.conf());
+            System.out.flush();
+            while (System.in.read() >= 0) {
+                // until the parent closes our standard input, or exits
+            }
+        }
+    }
+
     /** The configuration file clients use ({@code -c}, {@code CEPH_CONF}, {@code --ceph-conf}); it names the keyring. */
     public Path conf()
     {
