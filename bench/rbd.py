@@ -6,10 +6,11 @@ were never written cost the OSD nothing and would flatter everyone), then 4 KiB 
 writes at iodepth 1 and 32 through:
 
   jloop-rbd     jloop serve --backend rbd, fio --ioengine=nbd over a Unix socket
-  qemu-nbd-rbd  qemu-nbd -f raw --cache=none -e 4 'rbd:POOL/IMAGE:conf=...', fio --ioengine=nbd
+  qemu-nbd-rbd  qemu-nbd -f raw --cache=none -e 4 'rbd:POOL/IMAGE:conf=...', fio --ioengine=nbd (librbd's cache off)
+  qemu-nbd-rbd-wb  the same with --cache=writeback (librbd's cache on, as jloop and fio's engine have it)
   fio-rbd       fio --ioengine=rbd on the image: librbd without NBD, the limit
 
-Writes bench/target/rbd-results.md and rbd-results.json; fio's JSON and the server logs go to
+Each target first gets an unmeasured warm-up of random writes with flushes (see warm_up). Writes bench/target/rbd-results.md and rbd-results.json; fio's JSON and the server logs go to
 bench/target/raw/.
 """
 
@@ -32,7 +33,7 @@ WORKLOADS = [
     ("randwrite-4k-qd1", "randwrite", 1),
     ("randwrite-4k-qd32", "randwrite", 32),
 ]
-TARGETS = ("jloop-rbd", "qemu-nbd-rbd", "fio-rbd")
+TARGETS = ("jloop-rbd", "qemu-nbd-rbd", "qemu-nbd-rbd-wb", "fio-rbd")
 
 
 def log(message):
@@ -128,6 +129,17 @@ class RbdBench:
         row.update({"iops": side["iops"], "p50_us": lat.get("50.000000", 0) / 1000, "p99_us": lat.get("99.000000", 0) / 1000})
         return row
 
+    def warm_up(self, name, target_args):
+        """Unmeasured random writes with flushes, the same for every target: the JVM compiles jloop's data path,
+        and librbd's cache leaves its writethrough mode, which lasts until the first flush
+        (rbd_cache_writethrough_until_flush), as it would under any file system. fio's nbd engine sends no flush
+        by itself, and its rbd engine would start with the cache already in writeback."""
+        log(f"{name}: {self.args.warmup} s warm-up")
+        subprocess.run(["fio", "--name=warmup", "--rw=randrw", "--bs=4k", "--iodepth=16", "--numjobs=1", "--time_based",
+                        f"--runtime={max(1, self.args.warmup)}", "--fsync=64", f"--size={self.args.rbd_size}M",
+                        "--output-format=terse"] + target_args,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, CEPH_CONF=self.conf))
+
     def run(self):
         started = time.time()
         self.start_cluster()
@@ -141,13 +153,15 @@ class RbdBench:
                 if target == "jloop-rbd":
                     server = self.start_server(target, [self.jloop, "serve", "--backend", "rbd", "--ceph-conf", self.conf,
                                                         "--socket", self.sock, image])
-                elif target == "qemu-nbd-rbd":
-                    server = self.start_server(target, ["qemu-nbd", "-t", "-e", "4", "-f", "raw", "--cache=none", "-k", self.sock,
+                elif target.startswith("qemu-nbd-rbd"):
+                    cache = "writeback" if target.endswith("-wb") else "none"
+                    server = self.start_server(target, ["qemu-nbd", "-t", "-e", "4", "-f", "raw", "--cache=" + cache, "-k", self.sock,
                                                         f"rbd:{image}:conf={self.conf}"])
                 if target != "fio-rbd" and server is None:
                     continue
                 args = nbd if server is not None else ["--ioengine=rbd", "--clientname=admin", f"--pool={POOL}", f"--rbdname={IMAGE}"]
                 try:
+                    self.warm_up(target, args)
                     for workload in WORKLOADS:
                         self.results.append(self.fio(target, workload, args))
                 finally:
@@ -168,14 +182,14 @@ class RbdBench:
                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, a one-node Ceph cluster (one BlueStore OSD "
                  f"on a sparse file), a {self.args.rbd_size} MiB image written in full first; {self.args.runtime} s per job; "
                  f"{elapsed:.0f} s in all.", "",
-                 "| workload | " + " | ".join(TARGETS) + " | jloop / qemu-nbd | jloop / fio-rbd |",
+                 "| workload | " + " | ".join(TARGETS) + " | jloop / qemu-nbd (none) | jloop / fio-rbd |",
                  "|---|" + "---:|" * (len(TARGETS) + 2)]
         for wname, _, _ in WORKLOADS:
             cells = []
             for target in TARGETS:
                 value = self.iops(target, wname)
                 cells.append("FAILED" if value is None else f"{value:,.0f}")
-            jloop, qemu, fio = (self.iops(t, wname) for t in TARGETS)
+            jloop, qemu, fio = (self.iops(t, wname) for t in ("jloop-rbd", "qemu-nbd-rbd", "fio-rbd"))
             cells.append(f"{jloop / qemu:.2f}x" if jloop and qemu else "-")
             cells.append(f"{jloop / fio:.2f}x" if jloop and fio else "-")
             lines.append(f"| {wname} | " + " | ".join(cells) + " |")
