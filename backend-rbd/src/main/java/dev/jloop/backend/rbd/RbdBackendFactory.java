@@ -64,6 +64,13 @@ public final class RbdBackendFactory
         return -1;
     }
 
+    /** Its targets are {@code POOL/IMAGE[@SNAP]}, which only librbd can tell exist. */
+    @Override
+    public boolean targetsAreFiles()
+    {
+        return false;
+    }
+
     @Override
     public List<PluginOption> options()
     {

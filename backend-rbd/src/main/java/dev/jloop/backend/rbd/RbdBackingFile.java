@@ -20,7 +20,6 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.ArrayBlockingQueue;
 
 import static java.util.Objects.requireNonNull;
 
@@ -68,7 +67,7 @@ final class RbdBackingFile
     private final long size;
     private final Capabilities capabilities;
     private final Slot[] slots;
-    private final ArrayBlockingQueue<Slot> free;
+    private final FreeSlots free;
     private final Pointer slotMemory;
     /** The native address of {@link #callback}; the pointer keeps the closure alive. */
     private final Pointer callbackPointer;
@@ -108,11 +107,10 @@ final class RbdBackingFile
         long slotBytes = (long) IOVEC_SIZE * IOV_PER_SLOT + 8;
         this.slotMemory = Memory.allocateDirect(runtime, slotBytes * queueDepth, true);
         this.slots = new Slot[queueDepth];
-        this.free = new ArrayBlockingQueue<>(queueDepth);
         for (int i = 0; i < queueDepth; i++) {
             slots[i] = new Slot(i, slotMemory.address() + slotBytes * i);
-            free.add(slots[i]);
         }
+        this.free = new FreeSlots(queueDepth);
     }
 
     /**
@@ -328,20 +326,12 @@ final class RbdBackingFile
 
     /**
      * A free slot for {@code kiocb}. The loop device keeps no more than the queue depth in flight, so
-     * one is free; a caller that does not (a test) waits for a completion.
+     * one is free; a caller that does not (a test) waits for a completion ({@link FreeSlots#take}).
      */
     private Slot take(Kiocb kiocb, int op)
     {
-        Slot slot = free.poll();
-        if (slot == null) {
-            try {
-                slot = free.take();
-            }
-            catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IllegalStateException("interrupted while waiting for a free slot", e);
-            }
-        }
+        int index = free.poll();
+        Slot slot = slots[index >= 0 ? index : free.take()];
         slot.kiocb = kiocb;
         slot.op = op;
         return slot;
@@ -356,7 +346,7 @@ final class RbdBackingFile
         // refused: the callback will never run
         lib.rbd_aio_release(slot.completion());
         slot.kiocb = null;
-        free.add(slot);
+        free.push(slot.index);
         return res;
     }
 
@@ -376,7 +366,7 @@ final class RbdBackingFile
             res = -Errno.EIO;
         }
         slot.kiocb = null;
-        free.add(slot);
+        free.push(slot.index);
         try {
             kiocb.complete(res);
         }
