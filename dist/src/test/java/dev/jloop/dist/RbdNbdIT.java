@@ -185,6 +185,28 @@ class RbdNbdIT
         Exec.check(120, "qemu-io", "-f", "raw", "-r", "-c", "read -P 0x22 0 64k", "-c", "read -P 0x11 64k 1M", live);
     }
 
+    /** Filters stack over an image as over a file: copy-on-write keeps the image as it was. */
+    @Test
+    void cowFilterLeavesTheImageAlone()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("qemu-io");
+        String image = image("cow");
+        cluster.rbd("create", "--size", "4M", image);
+        Exec.check(120, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", writePattern(0x44), qemuRbd(image));
+        JloopProcess server = serveRbd("--direct", "--filter", "stats:stats-file=" + dir.resolve("stats"), "--filter", "cow", image);
+        Exec.check(120, "qemu-io", "-f", "raw", "-c", "write -P 0x55 64k 64k", "-c", "flush", "-c", "read -P 0x55 64k 64k",
+                "-c", "read -P 0x44 0 64k", "-c", "read -P 0x44 128k 1M", server.uri());
+        assertEquals(0, server.stop());
+        Path exported = dir.resolve("cow-exported.bin");
+        cluster.rbd("export", "--no-progress", image, exported.toString());
+        byte[] expected = new byte[(int) (4 * MIB)];
+        Arrays.fill(expected, (byte) 0x44);
+        assertEquals(-1, Arrays.mismatch(expected, Files.readAllBytes(exported)), "the image under the cow filter is unchanged");
+        String stats = Files.readString(dir.resolve("stats"));
+        assertTrue(stats.contains("  write: 1 ops, 65536 bytes"), "the stats filter above cow counted the write: " + stats);
+    }
+
     @Test
     void missingImageIsOneLineError()
     {

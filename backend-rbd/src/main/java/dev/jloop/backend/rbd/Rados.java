@@ -40,11 +40,11 @@ final class Rados
 
     /**
      * Connects as the options say ({@link RbdBackendFactory#options()}) and opens {@code name}'s pool
-     * and namespace.
+     * and namespace; {@code direct} turns librbd's cache off.
      *
      * @throws IOException naming the call that failed and why
      */
-    static Rados connect(LibRbd lib, PluginOptions options, ImageName name)
+    static Rados connect(LibRbd lib, PluginOptions options, ImageName name, boolean direct)
             throws IOException
     {
         requireNonNull(lib, "lib is null");
@@ -70,6 +70,10 @@ final class Rados
             // discard exactly what is asked, down to 4 KiB, and zero partial objects: see RbdBackingFile#fallocate
             settings.put("rbd_skip_partial_discard", "false");
             settings.put("rbd_discard_granularity_bytes", String.valueOf(RbdBackingFile.DISCARD_GRANULARITY));
+            if (direct) {
+                // --direct bypasses the host's cache; for an image that is librbd's, as qemu's cache=none turns it off
+                settings.put("rbd_cache", "false");
+            }
             String keyring = options.string(RbdBackendFactory.KEYRING);
             if (keyring != null) {
                 settings.put("keyring", Path.of(keyring).toAbsolutePath().toString());

@@ -19,7 +19,8 @@ import static java.util.Objects.requireNonNull;
  * The {@code rbd} backend: a Ceph RBD image, named {@code POOL/IMAGE[@SNAP]} where other backends
  * take a file ({@link RbdBackingFile}). The options are those qemu's {@code rbd:} driver and
  * {@code rbd-nbd} take: the ceph.conf, the client's id or name, the keyring, the cluster name and any
- * {@code rados_conf_set} setting. Snapshots are served read-only. {@code --size} creates a missing
+ * {@code rados_conf_set} setting. Snapshots are served read-only. {@code --direct} turns librbd's
+ * cache off (as qemu's {@code cache=none}). {@code --size} creates a missing
  * image and grows a smaller one, never shrinks one.
  *
  * <p>Cheap until an image is opened: listing the backend looks for librbd's files only, and librbd is
@@ -101,7 +102,7 @@ public final class RbdBackendFactory
             throw new IOException(name + ": a snapshot cannot be created or resized (drop --size)");
         }
         LibRbd lib = load();
-        try (Rados rados = Rados.connect(lib, options, name)) {
+        try (Rados rados = Rados.connect(lib, options, name, false)) {
             PointerByReference handle = new PointerByReference();
             int res = lib.rbd_open(rados.ioctx(), name.image(), handle, null);
             if (res == -Errno.ENOENT) {
@@ -138,7 +139,7 @@ public final class RbdBackendFactory
         PluginOptions options = parse(config);
         ImageName name = imageName(config);
         LibRbd lib = load();
-        Rados rados = Rados.connect(lib, options, name);
+        Rados rados = Rados.connect(lib, options, name, config.direct());
         try {
             return RbdBackingFile.open(lib, rados, name, config.readOnly(), config.queueDepth());
         }
