@@ -72,7 +72,11 @@ final class RbdBackingFile
     /** The native address of {@link #callback}; the pointer keeps the closure alive. */
     private final Pointer callbackPointer;
     private final LibRbd.AioCallback callback = this::aioComplete;
+    /** One closure for every {@code rbd_diff_iterate2}: jnr makes a native trampoline per callback object. */
+    private final LibRbd.DiffCallback diffCallback = this::diffExtent;
     private final Object extentsLock = new Object();
+    /** What the running {@code rbd_diff_iterate2} reported: offset, length, exists. Under {@link #extentsLock}. */
+    private final List<long[]> diffExtents = new ArrayList<>();
     private volatile boolean closed;
 
     private RbdBackingFile(LibRbd lib, Rados rados, ImageName name, long image, boolean readOnly, int queueDepth)
@@ -253,17 +257,15 @@ final class RbdBackingFile
             sink.extent(offset, length, ExtentSink.HOLE | ExtentSink.ZERO);
             return 0;
         }
-        List<long[]> data = new ArrayList<>();
-        int res;
+        List<long[]> data;
         synchronized (extentsLock) {
-            LibRbd.DiffCallback collect = (off, len, exists, arg) -> {
-                data.add(new long[] {off, len, exists});
-                return 0;
-            };
-            res = lib.rbd_diff_iterate2(image, null, offset, end - offset, (byte) 1, (byte) 0, collect, 0);
-        }
-        if (res < 0) {
-            return res;
+            diffExtents.clear();
+            int res = lib.rbd_diff_iterate2(image, null, offset, end - offset, (byte) 1, (byte) 0, diffCallback, 0);
+            data = new ArrayList<>(diffExtents);
+            diffExtents.clear();
+            if (res < 0) {
+                return res;
+            }
         }
         data.sort((a, b) -> Long.compare(a[0], b[0]));
         long at = offset;
@@ -284,6 +286,13 @@ final class RbdBackingFile
         if (at < offset + length) {
             sink.extent(at, offset + length - at, ExtentSink.HOLE | ExtentSink.ZERO);
         }
+        return 0;
+    }
+
+    /** {@code rbd_diff_iterate2}'s callback, while that call runs under {@link #extentsLock}. */
+    private int diffExtent(long offset, long length, int exists, long arg)
+    {
+        diffExtents.add(new long[] {offset, length, exists});
         return 0;
     }
 
