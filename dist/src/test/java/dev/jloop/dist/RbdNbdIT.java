@@ -160,6 +160,72 @@ class RbdNbdIT
         assertEquals(0, server.stop(), "exit code after SIGTERM");
     }
 
+    /**
+     * With librbd's cache in writeback (after a first flush, holding dirty data for 30 s): a plain
+     * write is not yet on the OSDs, a FUA write is once answered, and a plain write is after a flush;
+     * each seen by {@code rbd export} while the connection stays open, so that no disconnect flushes
+     * anything.
+     */
+    @Test
+    void fuaWriteIsOnTheClusterBeforeItIsAnswered()
+            throws Exception
+    {
+        String image = image("fua");
+        JloopProcess server = serveRbd("--size", "4M", "--ceph-set", "rbd_cache_policy=writeback;rbd_cache_max_dirty_age=30", image);
+        List<String> errors = new java.util.concurrent.CopyOnWriteArrayList<>();
+        try (PipelinedNbdClient client = PipelinedNbdClient.connect(java.net.UnixDomainSocketAddress.of(dir.resolve("nbd.sock")), 0, 8,
+                (c, request, error, data) -> {
+                    if (error != 0) {
+                        errors.add(request + ": error " + error);
+                    }
+                })) {
+            byte[] plain = new byte[65536];
+            Arrays.fill(plain, (byte) 0x61);
+            byte[] fua = new byte[65536];
+            Arrays.fill(fua, (byte) 0x62);
+            byte[] flushed = new byte[65536];
+            Arrays.fill(flushed, (byte) 0x63);
+            send(client, new PipelinedNbdClient.Request(1, PipelinedNbdClient.CMD_FLUSH, 0, 0, 0, null));
+            send(client, new PipelinedNbdClient.Request(2, PipelinedNbdClient.CMD_WRITE, 0, 0, plain.length, plain));
+            // the control: without FUA or flush the write is still in jloop's cache, so the checks below can fail
+            byte[] seen = export(image);
+            assertEquals(-1, Arrays.mismatch(new byte[plain.length], Arrays.copyOf(seen, plain.length)), "a plain write, not flushed yet");
+
+            send(client, new PipelinedNbdClient.Request(3, PipelinedNbdClient.CMD_WRITE, PipelinedNbdClient.CMD_FLAG_FUA, MIB, fua.length, fua));
+            seen = export(image);
+            assertEquals(-1, Arrays.mismatch(fua, Arrays.copyOfRange(seen, (int) MIB, (int) MIB + fua.length)), "the FUA write, once answered");
+
+            send(client, new PipelinedNbdClient.Request(4, PipelinedNbdClient.CMD_WRITE, 0, 2 * MIB, flushed.length, flushed));
+            send(client, new PipelinedNbdClient.Request(5, PipelinedNbdClient.CMD_FLUSH, 0, 0, 0, null));
+            seen = export(image);
+            assertEquals(-1, Arrays.mismatch(flushed, Arrays.copyOfRange(seen, (int) (2 * MIB), (int) (2 * MIB) + flushed.length)),
+                    "a plain write after the flush that followed it");
+        }
+        assertEquals(List.of(), errors);
+    }
+
+    private static void send(PipelinedNbdClient client, PipelinedNbdClient.Request request)
+            throws Exception
+    {
+        boolean[] given = {false};
+        client.send(c -> {
+            if (given[0]) {
+                return null;
+            }
+            given[0] = true;
+            return request;
+        }).get(60, java.util.concurrent.TimeUnit.SECONDS);
+    }
+
+    private byte[] export(String image)
+            throws Exception
+    {
+        Path exported = Files.createTempFile(dir, "export-", ".bin");
+        Files.delete(exported);
+        cluster.rbd("export", "--no-progress", image, exported.toString());
+        return Files.readAllBytes(exported);
+    }
+
     /** A snapshot export is read-only and holds the snapshot's data; the image's export beside it writes. */
     @Test
     void snapshotExportRefusesWrites()
