@@ -35,6 +35,10 @@ public final class BackendConfig
         return new BackendConfig(path, false, false, 64, Map.of());
     }
 
+    /**
+     * The file to open; for a backend whose targets are not files ({@link BackendFactory#targetsAreFiles()})
+     * its target as the user named it, e.g. {@code pool/image}, which only that backend interprets.
+     */
     public Path path()
     {
         return path;

@@ -51,6 +51,20 @@ public interface BackendFactory
     }
 
     /**
+     * Whether what the user names (FILE, {@code --export NAME=FILE}) is a file of the local file
+     * system: then jloop checks that it exists and reads its size itself, and calls {@link #create}
+     * only to make or grow it. True by default. A backend whose targets are something else (an image
+     * of a storage system, such as rbd's {@code POOL/IMAGE}) returns false: it receives the name as
+     * the user wrote it in {@link BackendConfig#path()}, says itself in {@link #open} that the target
+     * is missing, and gets every {@code --size} in {@link #create}, where it must not shrink a larger
+     * target.
+     */
+    default boolean targetsAreFiles()
+    {
+        return true;
+    }
+
+    /**
      * Makes {@code config.path()} an image of {@code size} bytes, for {@code --size}: creates it when
      * it is missing, or grows it when it is smaller (jloop never asks to shrink). Called before
      * {@link #open}, with the options the file will be opened with. What was added must read as

@@ -92,7 +92,7 @@ final class JloopServer
                 }
                 LoopDevice device = lifecycle.handOver(backingFile, loopDevice(backingFile, config));
                 long deviceSize = device.size();
-                String description = spec.description() != null ? spec.description() : file.getFileName() + " (" + Sizes.format(deviceSize) + ")";
+                String description = spec.description() != null ? spec.description() : shortName(file) + " (" + Sizes.format(deviceSize) + ")";
                 exports.add(new Export(spec.name(), description, device));
                 exportStats.add(new ExportStats(spec.name(), file.toString(), plugins.backend().name(), plugins.frontend().name(), device));
                 served.add(plans.size() == 1
@@ -204,6 +204,18 @@ final class JloopServer
     private void prepareFile(BackendConfig config, String sizeText, String howToSize)
     {
         Path file = config.path();
+        if (!plugins.backend().targetsAreFiles()) {
+            // an image of another system: the backend says whether it exists, and sizes it without shrinking
+            if (sizeText != null) {
+                try {
+                    plugins.backend().create(config, ExportSpec.parseSize(sizeText));
+                }
+                catch (IOException e) {
+                    throw new UserException("cannot create " + file + " with backend " + plugins.backend().name() + ": " + e.getMessage(), e);
+                }
+            }
+            return;
+        }
         if (sizeText == null) {
             if (!Files.exists(file)) {
                 throw new UserException(file + ": no such file (add " + howToSize + " to create it)");
@@ -239,11 +251,17 @@ final class JloopServer
     private LoopDevice loopDevice(BackingFile file, BackendConfig config)
     {
         try {
-            return new LoopDevice(file, new AioKernel(), config.path().getFileName().toString());
+            return new LoopDevice(file, new AioKernel(), shortName(config.path()));
         }
         catch (UncheckedIOException e) {
             throw new UserException("cannot serve " + config.path() + " with backend " + plugins.backend().name() + ": " + e.getCause().getMessage(), e);
         }
+    }
+
+    /** How logs and descriptions name a target: a file by its name, another backend's target whole ({@code pool/image}). */
+    private String shortName(Path target)
+    {
+        return plugins.backend().targetsAreFiles() ? String.valueOf(target.getFileName()) : target.toString();
     }
 
     private BackingFile wrap(ChosenPlugins.Filter filter, BackingFile next, BackendConfig export)

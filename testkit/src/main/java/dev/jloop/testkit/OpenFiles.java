@@ -17,6 +17,10 @@ final class OpenFiles
     static long descriptorsOf(Path file)
             throws IOException
     {
+        if (!Files.exists(file)) {
+            // not a file (an image of a backend that serves something else): no descriptor points at it
+            return 0;
+        }
         Path target = file.toRealPath();
         try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
             return fds.filter(fd -> pointsAt(fd, target)).count();
