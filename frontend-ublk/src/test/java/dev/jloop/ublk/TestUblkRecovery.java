@@ -241,6 +241,55 @@ class TestUblkRecovery
     }
 
     @Test
+    void listRecoverableAndDelete()
+            throws Exception
+    {
+        server = UblkServer.start(driver, config(-1, false), device, states, ORIGIN);
+        try (UblkDevices devices = new UblkDevices(driver, states, Duration.ofSeconds(5))) {
+            List<UblkDevices.Device> listed = devices.list();
+            assertEquals(1, listed.size());
+            UblkDevices.Device live = listed.get(0);
+            assertEquals("live", live.stateText());
+            assertEquals(ProcessHandle.current().pid(), live.pid());
+            assertEquals(2, live.queues());
+            assertEquals("/srv/disk.img", live.recorded().files());
+            assertEquals("ublk device 0 is live, served by pid " + ProcessHandle.current().pid() + ": there is nothing to recover",
+                    assertThrows(IOException.class, () -> devices.recoverable(0)).getMessage());
+            assertEquals("there is no ublk device 1 to recover (jloop ublk list shows the devices)",
+                    assertThrows(IOException.class, () -> devices.recoverable(1)).getMessage());
+            assertEquals("ublk device 0 is served by pid " + ProcessHandle.current().pid() + ": stop that server (kill -TERM "
+                    + ProcessHandle.current().pid() + "), which deletes the device", assertThrows(IOException.class, () -> devices.delete(0)).getMessage());
+
+            UblkServer dead = server;
+            server = null;
+            driver.crash();
+            assertTrue(dead.queue(0).awaitExit(5_000) && dead.queue(1).awaitExit(5_000));
+            assertEquals("quiesced, no server", devices.device(0).stateText());
+            assertTrue(devices.device(0).waitingForServer());
+            // the state file names this process, which is alive: a test's stand-in for a dying server
+            assertTrue(assertThrows(IOException.class, () -> devices.recoverable(0)).getMessage().contains("is still running"));
+            UblkState state = UblkState.read(states, 0);
+            new UblkState(0, Long.MAX_VALUE, 2, DEPTH, BUFFER, SIZE, true, ORIGIN).write(states);
+            assertEquals(ORIGIN, devices.recoverable(0).origin());
+            Files.delete(UblkState.path(states, 0));
+            assertTrue(assertThrows(IOException.class, () -> devices.recoverable(0)).getMessage().contains("has no state file"));
+            state.write(states);
+
+            // a stale state file for a device the kernel no longer has is dropped by list
+            new UblkState(7, 1, 1, 1, 4096, 1, true, ORIGIN).write(states);
+            assertEquals(List.of(0), devices.list().stream().map(UblkDevices.Device::id).toList());
+            assertNull(UblkState.read(states, 7));
+
+            devices.delete(0);
+            List<String> events = driver.events();
+            assertEquals(List.of("STOP_DEV", "writeback 0", "DEL_DEV_ASYNC", "GET_DEV_INFO"), events.subList(events.size() - 4, events.size()));
+            assertNull(UblkState.read(states, 0));
+            assertEquals(UblkCmd.DEV_DEAD, driver.state());
+            assertEquals("there is no ublk device 0", assertThrows(IOException.class, () -> devices.delete(0)).getMessage());
+        }
+    }
+
+    @Test
     void stateFiles()
             throws Exception
     {
