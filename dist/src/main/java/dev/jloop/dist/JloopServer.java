@@ -90,7 +90,7 @@ final class JloopServer
                         ? file + ", " + Sizes.format(deviceSize)
                         : "'" + spec.name() + "' " + file + " " + Sizes.format(deviceSize) + (config.readOnly() ? " read-only" : ""));
             }
-            running = lifecycle.started(createFrontend(plugins.frontendConfig(), exports));
+            running = lifecycle.started(createFrontend(plugins.frontendConfig().withOrigin(origin(plans)), exports));
         }
         catch (RuntimeException e) {
             closeQuietly(e);
@@ -99,6 +99,16 @@ final class JloopServer
         String filterNames = plugins.filters().isEmpty() ? "" : ", filters " + String.join(", ", plugins.filters().stream().map(filter -> filter.factory().name()).toList());
         return String.format("jloop: serving %s: %s, backend %s%s%s, frontend %s",
                 running.uri(), String.join("; ", served), plugins.backend().name(), plugins.auto() ? " (auto)" : "", filterNames, plugins.frontend().name());
+    }
+
+    /** How this server was started ({@link FrontendConfig#origin()}): enough for another process to serve the same again. */
+    private Map<String, String> origin(List<ExportPlan> plans)
+    {
+        return Map.of(
+                "arguments", String.join("\n", options.arguments),
+                "directory", Path.of("").toAbsolutePath().toString(),
+                "backend", plugins.backend().name(),
+                "files", String.join("\n", plans.stream().map(plan -> plan.spec().file().toAbsolutePath().normalize().toString()).toList()));
     }
 
     /** The positional FILE (named by a plain --export NAME) first, then every --export NAME=FILE in order. */

@@ -56,9 +56,6 @@ public final class ServeOptions
             description = "Operations in flight on each backing file at most (default: 64); given to a frontend that takes it too (ublk: the depth of each queue).%n  e.g. --queue-depth 128")
     Integer queueDepth;
 
-
-
-
     @Option(names = "--run", paramLabel = "COMMAND",
             description = "Start the server, run 'sh -c COMMAND' with the frontend's variables set (nbd: $uri, $unixsocket or $port, "
                     + "$exportname, $tls; ublk: $device), then stop the server and exit with the command's status. The nbd "
@@ -69,4 +66,7 @@ public final class ServeOptions
     @Parameters(index = "0", arity = "0..1", paramLabel = "FILE",
             description = "The disk image (or any file) to serve; optional when every export is given as --export NAME=FILE.")
     Path file;
+
+    /** The arguments of {@code jloop serve} as given, for a frontend that records how to serve again ({@code FrontendConfig.origin()}). */
+    List<String> arguments = List.of();
 }

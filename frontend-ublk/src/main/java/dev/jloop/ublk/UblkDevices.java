@@ -31,6 +31,11 @@ public final class UblkDevices
     /** One device: the kernel's view and, when jloop made it, its state file ({@code null} otherwise). */
     public record Device(int id, int state, int pid, int queues, int queueDepth, long flags, UblkState recorded)
     {
+        public boolean live()
+        {
+            return state == UblkCmd.DEV_LIVE;
+        }
+
         public boolean waitingForServer()
         {
             return state == UblkCmd.DEV_QUIESCED;
