@@ -4,6 +4,7 @@ import dev.jloop.posix.Errors;
 
 import java.io.Closeable;
 import java.io.IOException;
+import java.io.InterruptedIOException;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
@@ -24,6 +25,8 @@ public final class UblkDevices
         implements Closeable
 {
     private static final Path SYSFS = Path.of("/sys/class/ublk-char");
+    /** How long a recovery waits for the kernel to let go of a server that has just died. */
+    private static final Duration RECOVERY_WAIT = Duration.ofSeconds(30);
 
     private final UblkControl control;
     private final Path stateDirectory;
@@ -137,7 +140,7 @@ public final class UblkDevices
     public UblkState recoverable(int id)
             throws IOException
     {
-        UblkStructs.DevInfo info = control.getDeviceInfo(id);
+        UblkStructs.DevInfo info = awaitServerGone(control, control.getDeviceInfo(id), RECOVERY_WAIT);
         if (info == null) {
             UblkState.delete(stateDirectory, id);
             throw new IOException("there is no ublk device " + id + " to recover (jloop ublk list shows the devices)");
@@ -158,11 +161,45 @@ public final class UblkDevices
             throw new IOException("ublk device " + id + " does not match its state file " + UblkState.path(stateDirectory, id) + ": it records "
                     + state.queues() + " queue(s) of depth " + state.queueDepth() + ", the kernel has " + info.nrHwQueues() + " of depth " + info.queueDepth());
         }
-        if (ProcessHandle.of(state.pid()).map(ProcessHandle::isAlive).orElse(false)) {
+        if (alive(state.pid())) {
             throw new IOException("ublk device " + id + " waits for a server, but pid " + state.pid() + ", which served it, is still running: "
                     + "stop it first");
         }
         return state;
+    }
+
+    /**
+     * A device that is still live although the process that served it is gone (the kernel notices a
+     * killed server as its rings are torn down, shortly after the process ended): waits up to
+     * {@code limit} for it to become QUIESCED (or anything else). Returns the device as it is then,
+     * {@code null} if it is gone.
+     */
+    static UblkStructs.DevInfo awaitServerGone(UblkControl control, UblkStructs.DevInfo info, Duration limit)
+            throws IOException
+    {
+        long deadline = System.nanoTime() + limit.toNanos();
+        while (info != null && info.state() == UblkCmd.DEV_LIVE && !alive(info.ublksrvPid()) && System.nanoTime() < deadline) {
+            pause();
+            info = control.getDeviceInfo(info.devId());
+        }
+        return info;
+    }
+
+    static boolean alive(long pid)
+    {
+        return ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false);
+    }
+
+    static void pause()
+            throws IOException
+    {
+        try {
+            Thread.sleep(200);
+        }
+        catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new InterruptedIOException("interrupted while waiting for the kernel to let go of a dead ublk server");
+        }
     }
 
     /**
@@ -178,7 +215,7 @@ public final class UblkDevices
             UblkState.delete(stateDirectory, id);
             throw new IOException("there is no ublk device " + id);
         }
-        if (info.state() == UblkCmd.DEV_LIVE && ProcessHandle.of(info.ublksrvPid()).map(ProcessHandle::isAlive).orElse(false)) {
+        if (info.state() == UblkCmd.DEV_LIVE && alive(info.ublksrvPid())) {
             throw new IOException("ublk device " + id + " is served by pid " + info.ublksrvPid() + ": stop that server (kill -TERM "
                     + info.ublksrvPid() + "), which deletes the device");
         }

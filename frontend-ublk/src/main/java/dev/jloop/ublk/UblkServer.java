@@ -266,6 +266,10 @@ public final class UblkServer
             throws IOException
     {
         int id = config.devId();
+        existing = UblkDevices.awaitServerGone(control, existing, config.startTimeout());
+        if (existing == null) {
+            throw new IOException("ublk device " + id + " went away while its recovery was checked");
+        }
         if (existing.state() != UblkCmd.DEV_QUIESCED) {
             if (existing.state() == UblkCmd.DEV_LIVE) {
                 throw new IOException("ublk device " + id + " is live, served by pid " + existing.ublksrvPid() + ": there is nothing to recover");
@@ -292,7 +296,7 @@ public final class UblkServer
         devId = id;
         info = existing;
         bufferBytes = state.bufferBytes();
-        control.startUserRecovery(devId);
+        startUserRecovery();
         startQueues();
         control.endUserRecovery(devId, ProcessHandle.current().pid(), config.startTimeout());
         started = true;
@@ -300,6 +304,28 @@ public final class UblkServer
         writeState();
         log.info("ublk device {}: recovered, {} queue(s) of depth {}, {} KiB buffers; the requests that waited are served again",
                 devId, info.nrHwQueues(), info.queueDepth(), bufferBytes >> 10);
+    }
+
+    /**
+     * START_USER_RECOVERY, tried again while the kernel answers EBUSY for a while: the dead server's
+     * rings are torn down after its process has gone, and until then they hold {@code /dev/ublkcN}.
+     */
+    private void startUserRecovery()
+            throws IOException
+    {
+        long deadline = System.nanoTime() + config.startTimeout().toNanos();
+        while (true) {
+            try {
+                control.startUserRecovery(devId);
+                return;
+            }
+            catch (UblkException e) {
+                if (e.errno() != Errors.EBUSY || System.nanoTime() > deadline) {
+                    throw e;
+                }
+            }
+            UblkDevices.pause();
+        }
     }
 
     /** Why this server cannot serve the device its state file describes, or {@code null} when it can. */

@@ -232,7 +232,10 @@ class TestUblkRecovery
         assertTrue(dead.queue(0).awaitExit(5_000) && dead.queue(1).awaitExit(5_000));
         // the dead server's /dev/ublkcN is still held (a process that has not finished dying)
         driver.openCharDevice(0);
-        IOException busy = assertThrows(IOException.class, () -> UblkServer.start(driver, config(0, true), device, states, ORIGIN));
+        UblkServer.Config shortWait = new UblkServer.Config(2, DEPTH, 0, BUFFER, Duration.ofSeconds(5), Duration.ofMillis(600), true, true);
+        long start = System.nanoTime();
+        IOException busy = assertThrows(IOException.class, () -> UblkServer.start(driver, shortWait, device, states, ORIGIN));
+        assertTrue(System.nanoTime() - start > Duration.ofMillis(500).toNanos(), "EBUSY is tried again for a while");
         assertTrue(busy.getMessage().contains("START_USER_RECOVERY") && busy.getMessage().contains("has not released /dev/ublkc0"), busy.getMessage());
         assertFalse(driver.events().stream().anyMatch(event -> event.startsWith("DEL_DEV") || event.equals("STOP_DEV")));
         assertEquals(UblkCmd.DEV_QUIESCED, driver.state());
