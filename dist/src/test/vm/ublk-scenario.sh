@@ -148,8 +148,8 @@ within()
 }
 
 # await SECONDS WHAT PID: waits for the background job PID and returns its exit code; if it is still
-# running after SECONDS, that is a hang: jloop's threads go to WORKDIR, jloop is killed (the kernel
-# then fails the device's requests, so the job ends too), and it returns 124 with PID empty.
+# running after SECONDS, that is a hang: jloop's threads go to WORKDIR, jloop is killed and its device
+# deleted (the kernel then fails the device's requests, so the job ends too), and it returns 124 with PID empty.
 await()
 {
     i=0
@@ -165,6 +165,8 @@ await()
             kill -KILL "$PID" 2>/dev/null
             wait "$PID" 2>/dev/null
             PID=
+            # the device waits for a new server (user recovery): deleting it fails the I/O that waits
+            "$J" ublk del "${DEV#/dev/ublkb}" >/dev/null 2>&1
             kill -KILL "$3" 2>/dev/null
             wait "$3" 2>/dev/null
             return 124
