@@ -6,7 +6,7 @@
 #
 # Checks, on one device (/dev/ublkb7) with ext4 mounted throughout:
 #   - jloop serve --frontend ublk records the device in /run/jloop/ublk/7
-#   - five times in a row: fio randrw with crc32c verify at iodepth 32 runs in the file system,
+#   - five times in a row (UBLK_RECOVERY_ROUNDS): fio randrw with crc32c verify at iodepth 32 runs in the file system,
 #     jloop is killed with SIGKILL in the middle, the device stays (jloop ublk list: "quiesced, no
 #     server"), jloop ublk recover 7 serves it again, fio finishes without an I/O error and its
 #     verify passes; the fifth recovery picks another backend (an upgrade-like restart)
@@ -28,6 +28,8 @@ DEV=/dev/ublkb$ID
 STATE=${JLOOP_UBLK_STATE_DIR:-/run/jloop/ublk}/$ID
 PID=
 FIO=
+# recoveries under load; the last one through another backend (each costs a JVM start, 30-70 s under TCG)
+ROUNDS=${UBLK_RECOVERY_ROUNDS:-5}
 
 step()
 {
@@ -143,7 +145,7 @@ one_line_error "recover of a live device" "is live, served by pid $PID: there is
 one_line_error "recover of a device that does not exist" "there is no ublk device 9 to recover" "$J" ublk recover 9
 step "recovery refused: live device, no device"
 
-for round in 1 2 3 4 5; do
+for round in $(seq 1 "$ROUNDS"); do
     start_fio
     crash
     if [ $round = 1 ]; then
@@ -158,19 +160,19 @@ for round in 1 2 3 4 5; do
         kill -0 "$FIO" 2>/dev/null || fail "fio ended while no server was attached"
         step "killed: $DEV quiesced in jloop ublk list; refused without a state file and with a mismatching one; fio waits"
     fi
-    if [ $round = 5 ]; then
+    if [ "$round" = "$ROUNDS" ]; then
         recover --backend nio
         grep -q "backend nio" "$W/out.log" || fail "the recovery did not use --backend nio: $(cat "$W/out.log")"
     else
         recover
     fi
-    step "recovery $round: fio finished, crc32c verified$([ $round = 5 ] && echo ', through another backend (nio)')"
+    step "recovery $round: fio finished, crc32c verified$([ "$round" = "$ROUNDS" ] && echo ', through another backend (nio)')"
 done
 
 grep -q "^pid=$PID" "$STATE" || fail "the state file does not name the recovered server's pid $PID"
 (cd "$MNT" && sha256sum -c --quiet "$W/durable.sums") || fail "files fsynced before the first kill differ"
 umount "$MNT" || fail "umount"
-fsck.ext4 -fn "$DEV" >"$W/fsck.log" 2>&1 || { cat "$W/fsck.log"; fail "fsck.ext4 -fn after five recoveries"; }
+fsck.ext4 -fn "$DEV" >"$W/fsck.log" 2>&1 || { cat "$W/fsck.log"; fail "fsck.ext4 -fn after $ROUNDS recoveries"; }
 dmesg | tail -n +$((dmesg_before + 1)) >"$W/dmesg.log"
 grep -iE "ublkb$ID.*error|error.*ublkb$ID|I/O error, dev ublkb$ID" "$W/dmesg.log" && fail "the kernel logged I/O errors for ublkb$ID"
 step "fsynced files intact, fsck clean, no I/O error for ublkb$ID in the kernel log"
