@@ -41,6 +41,14 @@ import static java.util.Objects.requireNonNull;
  * queue threads end, the character device is closed (DEL_DEV waits for that), DEL_DEV_ASYNC or DEL_DEV frees the id. Nothing is left behind: no
  * {@code /dev/ublkcN} and no id (a file system still mounted on the disk keeps the id until it is
  * unmounted). The block device itself is not closed; its creator flushes and closes it afterwards.
+ *
+ * <p>User recovery: devices are created with USER_RECOVERY and USER_RECOVERY_REISSUE where the kernel
+ * has them, so that a server that dies without this teardown (SIGKILL, a crash) leaves the device
+ * waiting (QUIESCED) with its I/O, and a new server can take it over ({@link Config#recover()}). What
+ * the device serves is kept in a {@link UblkState} file from START_DEV until DEL_DEV. With recovery,
+ * STOP_DEV on a live device first waits for the requests the queues hold, then fails every later one
+ * (ublk_drv's {@code ublk_stop_dev} unquiesces with {@code force_abort}) instead of serving it: the
+ * fsync before it is what writes the page cache back.
  */
 public final class UblkServer
         implements Frontend
