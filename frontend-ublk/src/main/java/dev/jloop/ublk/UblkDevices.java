@@ -140,7 +140,24 @@ public final class UblkDevices
     public UblkState recoverable(int id)
             throws IOException
     {
-        UblkStructs.DevInfo info = awaitServerGone(control, control.getDeviceInfo(id), RECOVERY_WAIT);
+        UblkState state = waitingForServer(control, stateDirectory, id, control.getDeviceInfo(id), RECOVERY_WAIT).state();
+        if (alive(state.pid())) {
+            throw new IOException("ublk device " + id + " waits for a server, but pid " + state.pid() + ", which served it, is still running: "
+                    + "stop it first");
+        }
+        return state;
+    }
+
+    /**
+     * The checks every recovery makes, on {@code info} as GET_DEV_INFO gave it: after a wait while the
+     * kernel still tears down a server that has just died ({@link #awaitServerGone}), device {@code id}
+     * exists, waits for a server (QUIESCED), and has a state file that records the kernel's queues.
+     * Returns the device and its state file; each failure is one line for the user.
+     */
+    static Waiting waitingForServer(UblkControl control, Path stateDirectory, int id, UblkStructs.DevInfo info, Duration wait)
+            throws IOException
+    {
+        info = awaitServerGone(control, info, wait);
         if (info == null) {
             UblkState.delete(stateDirectory, id);
             throw new IOException("there is no ublk device " + id + " to recover (jloop ublk list shows the devices)");
@@ -161,12 +178,11 @@ public final class UblkDevices
             throw new IOException("ublk device " + id + " does not match its state file " + UblkState.path(stateDirectory, id) + ": it records "
                     + state.queues() + " queue(s) of depth " + state.queueDepth() + ", the kernel has " + info.nrHwQueues() + " of depth " + info.queueDepth());
         }
-        if (alive(state.pid())) {
-            throw new IOException("ublk device " + id + " waits for a server, but pid " + state.pid() + ", which served it, is still running: "
-                    + "stop it first");
-        }
-        return state;
+        return new Waiting(info, state);
     }
+
+    /** A device that waits for a server, and its state file. */
+    record Waiting(UblkStructs.DevInfo info, UblkState state) {}
 
     /**
      * A device that is still live although the process that served it is gone (the kernel notices a

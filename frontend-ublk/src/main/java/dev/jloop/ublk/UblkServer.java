@@ -274,28 +274,12 @@ public final class UblkServer
             throws IOException
     {
         int id = config.devId();
-        existing = UblkDevices.awaitServerGone(control, existing, config.startTimeout());
-        if (existing == null) {
-            throw new IOException("ublk device " + id + " went away while its recovery was checked");
-        }
-        if (existing.state() != UblkCmd.DEV_QUIESCED) {
-            if (existing.state() == UblkCmd.DEV_LIVE) {
-                throw new IOException("ublk device " + id + " is live, served by pid " + existing.ublksrvPid() + ": there is nothing to recover");
-            }
-            throw new IOException("ublk device " + id + " is not waiting for a server (" + UblkCmd.stateName(existing.state())
-                    + "); delete it with jloop ublk del " + id);
-        }
-        if (!hasUserRecovery(existing.flags())) {
-            throw new IOException("ublk device " + id + " was created without user recovery");
-        }
         if (stateDirectory == null) {
             throw new IOException("no state directory to check ublk device " + id + " against");
         }
-        UblkState state = UblkState.read(stateDirectory, id);
-        if (state == null) {
-            throw new IOException("ublk device " + id + " has no state file " + UblkState.path(stateDirectory, id)
-                    + ": jloop did not make it, or it was removed; delete the device with jloop ublk del " + id);
-        }
+        UblkDevices.Waiting waiting = UblkDevices.waitingForServer(control, stateDirectory, id, existing, config.startTimeout());
+        UblkState state = waiting.state();
+        existing = waiting.info();
         String mismatch = mismatch(state, existing);
         if (mismatch != null) {
             throw new IOException("ublk device " + id + " does not match its state file " + UblkState.path(stateDirectory, id) + ": " + mismatch);
@@ -336,13 +320,9 @@ public final class UblkServer
         }
     }
 
-    /** Why this server cannot serve the device its state file describes, or {@code null} when it can. */
+    /** Why this server cannot serve the device its state file describes (queues aside), or {@code null} when it can. */
     private String mismatch(UblkState state, UblkStructs.DevInfo existing)
     {
-        if (state.queues() != existing.nrHwQueues() || state.queueDepth() != existing.queueDepth()) {
-            return "it records " + state.queues() + " queue(s) of depth " + state.queueDepth() + ", the kernel has "
-                    + existing.nrHwQueues() + " of depth " + existing.queueDepth();
-        }
         if (Integer.bitCount(state.bufferBytes()) != 1 || state.bufferBytes() > existing.maxIoBufBytes() || state.bufferBytes() > config.bufferBytes()) {
             return "it records " + state.bufferBytes() + "-byte buffers, the kernel allows " + existing.maxIoBufBytes();
         }
