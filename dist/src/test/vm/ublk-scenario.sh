@@ -148,8 +148,8 @@ within()
 }
 
 # await SECONDS WHAT PID: waits for the background job PID and returns its exit code; if it is still
-# running after SECONDS, that is a hang: jloop's threads go to WORKDIR, jloop is killed (the kernel
-# then fails the device's requests, so the job ends too), and it returns 124 with PID empty.
+# running after SECONDS, that is a hang: jloop's threads go to WORKDIR, jloop is killed and its device
+# deleted (the kernel then fails the device's requests, so the job ends too), and it returns 124 with PID empty.
 await()
 {
     i=0
@@ -165,6 +165,8 @@ await()
             kill -KILL "$PID" 2>/dev/null
             wait "$PID" 2>/dev/null
             PID=
+            # the device waits for a new server (user recovery): deleting it fails the I/O that waits
+            "$J" ublk del "${DEV#/dev/ublkb}" >/dev/null 2>&1
             kill -KILL "$3" 2>/dev/null
             wait "$3" 2>/dev/null
             return 124
@@ -377,8 +379,10 @@ start_server "$W/term.img" --backend nio --size 64M
 ID=${DEV#/dev/ublkb}
 dd if=/dev/urandom of="$W/flushed" bs=1M count=8 2>/dev/null
 dd if="$W/flushed" of="$DEV" bs=1M count=4 oflag=direct conv=fsync 2>/dev/null || fail "writing the flushed range"
+# --allow_file_create=0: once the device node is gone, a time-based fio that reopens its file would
+# otherwise create a regular file of that name in /dev and write on into it
 fio --name=ublk-term --filename="$DEV" --ioengine=libaio --direct=1 --rw=randwrite --bs=64k --iodepth=32 \
-    --offset=16M --size=40M --time_based --runtime=60 --output="$W/fio-term.log" &
+    --offset=16M --size=40M --time_based --runtime=60 --allow_file_create=0 --output="$W/fio-term.log" &
 FIO=$!
 sleep 3
 # the last flush completes while fio keeps 32 writes in flight

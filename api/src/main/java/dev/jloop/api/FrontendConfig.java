@@ -13,6 +13,7 @@ public final class FrontendConfig
 {
     private final Map<String, String> options;
     private final boolean privateEndpoint;
+    private final Map<String, String> origin;
 
     /**
      * @param options the frontend's own options, as the user gave them (unchecked)
@@ -20,8 +21,23 @@ public final class FrontendConfig
      */
     public FrontendConfig(Map<String, String> options, boolean privateEndpoint)
     {
+        this(options, privateEndpoint, Map.of());
+    }
+
+    /**
+     * @param origin how this server was started ({@link #origin()})
+     */
+    public FrontendConfig(Map<String, String> options, boolean privateEndpoint, Map<String, String> origin)
+    {
         this.options = Map.copyOf(requireNonNull(options, "options is null"));
         this.privateEndpoint = privateEndpoint;
+        this.origin = Map.copyOf(requireNonNull(origin, "origin is null"));
+    }
+
+    /** This config with {@code origin}. */
+    public FrontendConfig withOrigin(Map<String, String> origin)
+    {
+        return new FrontendConfig(options, privateEndpoint, origin);
     }
 
     /** A config with these options, for any client. */
@@ -44,6 +60,18 @@ public final class FrontendConfig
     public boolean privateEndpoint()
     {
         return privateEndpoint;
+    }
+
+    /**
+     * How this server was started, for a frontend that records it so that another process can serve
+     * the same exports again later (the ublk frontend's state file, read by {@code jloop ublk recover}).
+     * Keys: {@code arguments} (those of {@code jloop serve}, one per line), {@code directory} (where
+     * it was started), {@code backend} (the backend's name) and {@code files} (the exports' files,
+     * absolute, one per line). Empty when unknown.
+     */
+    public Map<String, String> origin()
+    {
+        return origin;
     }
 
     @Override

@@ -99,7 +99,7 @@ final class JloopServer
                         ? file + ", " + Sizes.format(deviceSize)
                         : "'" + spec.name() + "' " + file + " " + Sizes.format(deviceSize) + (config.readOnly() ? " read-only" : ""));
             }
-            running = lifecycle.started(createFrontend(plugins.frontendConfig(), exports));
+            running = lifecycle.started(createFrontend(plugins.frontendConfig().withOrigin(origin(plans)), exports));
             ServerStats stats = new Stats();
             if (metrics.isPresent()) {
                 served.add("metrics " + lifecycle.started(metrics.get().start(stats)).where());
@@ -156,6 +156,16 @@ final class JloopServer
             }
             log.warn("no control socket, jloop status will not find this server: {}", e.toString());
         }
+    }
+
+    /** How this server was started ({@link FrontendConfig#origin()}): enough for another process to serve the same again. */
+    private Map<String, String> origin(List<ExportPlan> plans)
+    {
+        return Map.of(
+                "arguments", String.join("\n", options.arguments),
+                "directory", Path.of("").toAbsolutePath().toString(),
+                "backend", plugins.backend().name(),
+                "files", String.join("\n", plans.stream().map(plan -> plan.spec().file().toAbsolutePath().normalize().toString()).toList()));
     }
 
     /** The positional FILE (named by a plain --export NAME) first, then every --export NAME=FILE in order. */

@@ -31,7 +31,7 @@ import java.util.concurrent.CountDownLatch;
 @Command(name = "jloop", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Serves a file as a block device from user space.",
         subcommands = {Main.Serve.class, StatusCommand.class, Main.Commit.class, ListCommands.Backends.class, ListCommands.Frontends.class,
-                ListCommands.Filters.class, CommandLine.HelpCommand.class})
+                ListCommands.Filters.class, UblkCommands.class, CommandLine.HelpCommand.class})
 public final class Main
 {
     public static void main(String[] args)
@@ -127,6 +127,8 @@ public final class Main
     {
         private static final Logger log = LoggerFactory.getLogger(Serve.class);
 
+        @Spec
+        CommandLine.Model.CommandSpec spec;
         @Mixin
         ServeOptions options = new ServeOptions();
         Plugins plugins;
@@ -136,6 +138,8 @@ public final class Main
         public Integer call()
                 throws IOException, InterruptedException
         {
+            List<String> given = spec.commandLine().getParseResult().originalArgs();
+            options.arguments = List.copyOf(given.subList(given.indexOf("serve") + 1, given.size()));
             JloopServer server = Guice.createInjector(ServeModule.withPlugins(options, pluginCli, plugins)).getInstance(JloopServer.class);
             CountDownLatch stop = new CountDownLatch(1);
             Signal.handle(new Signal("TERM"), signal -> stopOrExit(stop, signal));

@@ -66,9 +66,6 @@ public final class ServeOptions
                     + "or the temporary directory where /run cannot be written; none: no socket).%n  e.g. --control /tmp/jloop.sock")
     String control;
 
-
-
-
     @Option(names = "--run", paramLabel = "COMMAND",
             description = "Start the server, run 'sh -c COMMAND' with the frontend's variables set (nbd: $uri, $unixsocket or $port, "
                     + "$exportname, $tls; ublk: $device), then stop the server and exit with the command's status. The nbd "
@@ -79,4 +76,7 @@ public final class ServeOptions
     @Parameters(index = "0", arity = "0..1", paramLabel = "FILE",
             description = "The disk image (or any file) to serve; optional when every export is given as --export NAME=FILE.")
     Path file;
+
+    /** The arguments of {@code jloop serve} as given, for a frontend that records how to serve again ({@code FrontendConfig.origin()}). */
+    List<String> arguments = List.of();
 }

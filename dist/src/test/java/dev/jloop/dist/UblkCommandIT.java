@@ -24,7 +24,7 @@ class UblkCommandIT
     {
         Exec help = jloop("serve", "--help");
         assertEquals(0, help.exitCode());
-        for (String option : List.of("ublk", "--queues", "--ublk-id", "--queue-depth")) {
+        for (String option : List.of("ublk", "--queues", "--ublk-id", "--queue-depth", "--recover", "--no-recovery")) {
             assertTrue(help.stdout().contains(option), option + " missing from help:\n" + help.stdout());
         }
     }
@@ -93,5 +93,33 @@ class UblkCommandIT
         command.addAll(JloopProcess.command("serve", "--frontend", "ublk", "--backend", "sync", "--size", "1M", dir.resolve("a.img").toString()));
         Exec result = Exec.run(60, null, Map.of(), command.toArray(String[]::new));
         assertOneLineError(result, "started by socket activation (LISTEN_FDS), but --frontend ublk serves no socket");
+    }
+
+    @Test
+    void recoverOptionsThatContradictAreRefusedBeforeTheKernelIsAsked()
+    {
+        String image = dir.resolve("a.img").toString();
+        assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--recover", "1", "--ublk-id", "2", "--size", "1M", image),
+                "--recover 1 and --ublk-id 2 name two devices");
+        assertOneLineError(jloop("serve", "--frontend", "ublk", "--backend", "sync", "--recover", "1", "--no-recovery", "--size", "1M", image),
+                "--recover and --no-recovery exclude each other");
+        assertOneLineError(jloop("serve", "--backend", "sync", "--recover", "1", "--size", "1M", image), "--recover applies to the ublk frontend only");
+        assertTrue(Files.notExists(dir.resolve("a.img")), "nothing is created when an option is refused");
+    }
+
+    @Test
+    void ublkCommandsWithoutTheDriverSayWhichModuleToLoad()
+    {
+        assumeTrue(Files.notExists(Path.of("/dev/ublk-control")), "this kernel has ublk_drv loaded");
+        assertOneLineError(jloop("ublk", "list"), "/dev/ublk-control does not exist: the ublk_drv kernel module is not loaded (modprobe ublk_drv)");
+        assertOneLineError(jloop("ublk", "del", "0"), "/dev/ublk-control does not exist: the ublk_drv kernel module is not loaded (modprobe ublk_drv)");
+        assertOneLineError(jloop("ublk", "recover", "0"), "/dev/ublk-control does not exist: the ublk_drv kernel module is not loaded (modprobe ublk_drv)");
+        Exec help = jloop("ublk", "--help");
+        assertEquals(0, help.exitCode());
+        for (String command : List.of("list", "del", "recover")) {
+            assertTrue(help.stdout().contains(command), command + " missing from help:\n" + help.stdout());
+        }
+        Exec bad = jloop("ublk", "del", "x");
+        assertEquals(2, bad.exitCode(), bad.stderr());
     }
 }

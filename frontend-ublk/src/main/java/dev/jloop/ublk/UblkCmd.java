@@ -19,6 +19,10 @@ public final class UblkCmd
     public static final int CMD_STOP_DEV = 0x07;
     public static final int CMD_SET_PARAMS = 0x08;
     public static final int CMD_GET_PARAMS = 0x09;
+    /** Linux 6.1+: a new server takes over a device whose server died (state QUIESCED). */
+    public static final int CMD_START_USER_RECOVERY = 0x10;
+    /** Waits until the new server has fetched every tag, then serves the waiting requests again. */
+    public static final int CMD_END_USER_RECOVERY = 0x11;
     public static final int CMD_GET_DEV_INFO2 = 0x12;
     public static final int CMD_GET_FEATURES = 0x13;
     /** DEL_DEV without waiting for the last reference to the device (Linux 6.9+). */
@@ -43,9 +47,17 @@ public final class UblkCmd
     public static final long F_URING_CMD_COMP_IN_TASK = 1L << 1;
     public static final long F_NEED_GET_DATA = 1L << 2;
     public static final long F_USER_RECOVERY = 1L << 3;
+    /** With USER_RECOVERY: requests in flight when the server died are issued again to the next one. */
+    public static final long F_USER_RECOVERY_REISSUE = 1L << 4;
     public static final long F_UNPRIVILEGED_DEV = 1L << 5;
     public static final long F_CMD_IOCTL_ENCODE = 1L << 6;
     public static final long F_USER_COPY = 1L << 7;
+
+    // ublksrv_ctrl_dev_info.state
+    public static final int DEV_DEAD = 0;
+    public static final int DEV_LIVE = 1;
+    public static final int DEV_QUIESCED = 2;
+    public static final int DEV_FAIL_IO = 3;
 
     // struct ublk_params
     public static final int PARAM_TYPE_BASIC = 1;
@@ -90,6 +102,32 @@ public final class UblkCmd
         return ioc(IOC_READ | IOC_WRITE, IO_CMD_SIZE, nr);
     }
 
+    /** The name of a device state ({@code UBLK_S_DEV_*}) as {@code jloop ublk list} shows it. */
+    public static String stateName(int state)
+    {
+        return switch (state) {
+            case DEV_DEAD -> "dead";
+            case DEV_LIVE -> "live";
+            case DEV_QUIESCED -> "quiesced";
+            case DEV_FAIL_IO -> "fail-io";
+            default -> "state " + state;
+        };
+    }
+
+    /** The feature bits jloop knows by name, for the log. */
+    public static String featureNames(long features)
+    {
+        String[] names = {"zero-copy", "comp-in-task", "need-get-data", "user-recovery", "user-recovery-reissue", "unprivileged-dev",
+                "cmd-ioctl-encode", "user-copy", "zoned", "user-recovery-fail-io"};
+        StringBuilder text = new StringBuilder();
+        for (int bit = 0; bit < 64; bit++) {
+            if ((features & 1L << bit) != 0) {
+                text.append(text.length() == 0 ? "" : " ").append(bit < names.length ? names[bit] : "bit" + bit);
+            }
+        }
+        return text.toString();
+    }
+
     private static int ioc(int dir, int size, int nr)
     {
         return dir << 30 | size << 16 | 'u' << 8 | nr;
@@ -106,6 +144,8 @@ public final class UblkCmd
             case CMD_STOP_DEV -> "STOP_DEV";
             case CMD_SET_PARAMS -> "SET_PARAMS";
             case CMD_GET_PARAMS -> "GET_PARAMS";
+            case CMD_START_USER_RECOVERY -> "START_USER_RECOVERY";
+            case CMD_END_USER_RECOVERY -> "END_USER_RECOVERY";
             case CMD_GET_FEATURES -> "GET_FEATURES";
             case CMD_GET_DEV_INFO2 -> "GET_DEV_INFO2";
             case CMD_DEL_DEV_ASYNC -> "DEL_DEV_ASYNC";

@@ -168,6 +168,44 @@ final class UblkControl
         }
     }
 
+    /** GET_DEV_INFO: the device as the kernel has it (state, serving pid, queues), or {@code null} when there is no device {@code devId}. */
+    UblkStructs.DevInfo getDeviceInfo(int devId)
+            throws IOException
+    {
+        int res = execute(UblkCmd.CMD_GET_DEV_INFO, devId, UblkCmd.DEV_INFO_SIZE, dataAddress, 0, timeout);
+        if (res == -Errors.ENODEV) {
+            return null;
+        }
+        check("GET_DEV_INFO", res, null);
+        return UblkStructs.DevInfo.read(data);
+    }
+
+    /**
+     * START_USER_RECOVERY: accepted only while the device waits for a server (QUIESCED) and the dead
+     * server's {@code /dev/ublkcN} is released; the kernel then takes FETCH_REQs from a new process
+     * (ublk_drv's {@code ublk_ctrl_start_recovery}).
+     */
+    void startUserRecovery(int devId)
+            throws IOException
+    {
+        int res = execute(UblkCmd.CMD_START_USER_RECOVERY, devId, 0, 0, 0, timeout);
+        String hint = null;
+        if (res == -Errors.EBUSY) {
+            hint = "ublk device " + devId + " is not waiting for a server, or its last server has not released /dev/ublkc" + devId + " yet";
+        }
+        else if (res == -Errors.EINVAL) {
+            hint = "ublk device " + devId + " was created without user recovery";
+        }
+        check("START_USER_RECOVERY", res, hint);
+    }
+
+    /** END_USER_RECOVERY: waits until every tag of every queue is fetched, then the waiting requests flow again to {@code pid}. */
+    void endUserRecovery(int devId, long pid, Duration limit)
+            throws IOException
+    {
+        check("END_USER_RECOVERY", execute(UblkCmd.CMD_END_USER_RECOVERY, devId, 0, 0, pid, limit), null);
+    }
+
     /** GET_DEV_INFO answers -ENODEV once the device's id has been freed. */
     private boolean isGone(int devId)
             throws IOException

@@ -42,6 +42,14 @@ import static java.util.Objects.requireNonNull;
  * queue threads end, the character device is closed (DEL_DEV waits for that), DEL_DEV_ASYNC or DEL_DEV frees the id. Nothing is left behind: no
  * {@code /dev/ublkcN} and no id (a file system still mounted on the disk keeps the id until it is
  * unmounted). The block device itself is not closed; its creator flushes and closes it afterwards.
+ *
+ * <p>User recovery: devices are created with USER_RECOVERY and USER_RECOVERY_REISSUE where the kernel
+ * has them, so that a server that dies without this teardown (SIGKILL, a crash) leaves the device
+ * waiting (QUIESCED) with its I/O, and a new server can take it over ({@link Config#recover()}). What
+ * the device serves is kept in a {@link UblkState} file from START_DEV until DEL_DEV. With recovery,
+ * STOP_DEV on a live device first waits for the requests the queues hold, then fails every later one
+ * (ublk_drv's {@code ublk_stop_dev} unquiesces with {@code force_abort}) instead of serving it: the
+ * fsync before it is what writes the page cache back.
  */
 public final class UblkServer
         implements Frontend
@@ -55,18 +63,30 @@ public final class UblkServer
     private final UblkDriver driver;
     private final Config config;
     private final BlockDevice device;
+    /** Where the device's state file goes, or {@code null} for none. */
+    private final Path stateDirectory;
+    private final Map<String, String> origin;
     private final List<UblkQueue> queues = new ArrayList<>();
     private UblkControl control;
     private UblkDriver.CharDevice charDevice;
     private PagePool pool;
     private int devId = -1;
     private boolean started;
+    /** Taking over an existing device: a failure before it serves leaves the device to wait for another attempt. */
+    private boolean recovering;
+    private int bufferBytes;
     private boolean closed;
     private long features = -1;
     private UblkStructs.DevInfo info;
 
-    /** Settings of one device; {@code devId} -1 lets the kernel pick. */
-    public record Config(int queues, int queueDepth, int devId, int bufferBytes, Duration commandTimeout, Duration startTimeout)
+    /**
+     * Settings of one device; {@code devId} -1 lets the kernel pick. {@code userRecovery}: create it
+     * with USER_RECOVERY and USER_RECOVERY_REISSUE where the kernel has them, so that it waits for a
+     * new server when this one dies. {@code recover}: if device {@code devId} exists and waits for a
+     * server, take it over instead of creating it (and create it when there is none).
+     */
+    public record Config(int queues, int queueDepth, int devId, int bufferBytes, Duration commandTimeout, Duration startTimeout,
+            boolean userRecovery, boolean recover)
     {
         public Config
         {
@@ -84,33 +104,59 @@ public final class UblkServer
             }
             requireNonNull(commandTimeout, "commandTimeout is null");
             requireNonNull(startTimeout, "startTimeout is null");
+            if (recover && devId < 0) {
+                throw new IllegalArgumentException("recovering a ublk device needs its number");
+            }
+        }
+
+        /** A device created with user recovery. */
+        public Config(int queues, int queueDepth, int devId, int bufferBytes, Duration commandTimeout, Duration startTimeout)
+        {
+            this(queues, queueDepth, devId, bufferBytes, commandTimeout, startTimeout, true, false);
         }
 
         public static Config defaults()
         {
             return new Config(1, 128, -1, DEFAULT_BUFFER_BYTES, Duration.ofSeconds(10), Duration.ofSeconds(60));
         }
+
+        public Config withRecovery(boolean userRecovery, boolean recover)
+        {
+            return new Config(queues, queueDepth, devId, bufferBytes, commandTimeout, startTimeout, userRecovery, recover);
+        }
     }
 
-    private UblkServer(UblkDriver driver, Config config, BlockDevice device)
+    private UblkServer(UblkDriver driver, Config config, BlockDevice device, Path stateDirectory, Map<String, String> origin)
     {
         this.driver = requireNonNull(driver, "driver is null");
         this.config = requireNonNull(config, "config is null");
         this.device = requireNonNull(device, "device is null");
+        this.stateDirectory = stateDirectory;
+        this.origin = Map.copyOf(requireNonNull(origin, "origin is null"));
     }
 
-    /** Creates and starts {@code /dev/ublkbN} for {@code device} through the kernel's ublk_drv. */
-    public static UblkServer start(Config config, BlockDevice device)
+    /**
+     * Creates and starts {@code /dev/ublkbN} for {@code device} through the kernel's ublk_drv, or takes
+     * over a device that waits for a server ({@link Config#recover()}); records what it serves in
+     * {@code stateDirectory} ({@link UblkState}) with {@code origin}.
+     */
+    public static UblkServer start(Config config, BlockDevice device, Path stateDirectory, Map<String, String> origin)
             throws IOException
     {
         checkKernel();
-        return start(new UringUblkDriver(), config, device);
+        return start(new UringUblkDriver(), config, device, stateDirectory, origin);
     }
 
     static UblkServer start(UblkDriver driver, Config config, BlockDevice device)
             throws IOException
     {
-        UblkServer server = new UblkServer(driver, config, device);
+        return start(driver, config, device, null, Map.of());
+    }
+
+    static UblkServer start(UblkDriver driver, Config config, BlockDevice device, Path stateDirectory, Map<String, String> origin)
+            throws IOException
+    {
+        UblkServer server = new UblkServer(driver, config, device, stateDirectory, origin);
         try {
             server.bringUp();
         }
@@ -145,12 +191,33 @@ public final class UblkServer
     {
         control = new UblkControl(openControl(), config.commandTimeout());
         features = control.getFeatures();
+        if (features >= 0) {
+            log.info("ublk driver features 0x{}: {}", Long.toHexString(features), UblkCmd.featureNames(features));
+        }
+        if (config.recover()) {
+            UblkStructs.DevInfo existing = control.getDeviceInfo(config.devId());
+            if (existing != null) {
+                recover(existing);
+                return;
+            }
+            log.info("ublk device {} does not exist: creating it", config.devId());
+        }
+        create();
+    }
+
+    private void create()
+            throws IOException
+    {
         DeviceCapabilities caps = device.capabilities();
         long wantedFlags = control.ioctlEncoding() ? UblkCmd.F_CMD_IOCTL_ENCODE : 0;
-        int wantedBufferBytes = config.bufferBytes();
-        while (wantedBufferBytes > (64 << 10) && (long) config.queues() * config.queueDepth() * wantedBufferBytes > MAX_BUFFER_MEMORY) {
-            wantedBufferBytes >>= 1;
+        if (config.userRecovery()) {
+            // before 6.5 nothing says what the kernel has; ADD_DEV clears the flags it does not know
+            long recovery = UblkCmd.F_USER_RECOVERY | UblkCmd.F_USER_RECOVERY_REISSUE;
+            if (features < 0 || (features & recovery) == recovery) {
+                wantedFlags |= recovery;
+            }
         }
+        int wantedBufferBytes = bufferBytes(config);
         info = control.addDevice(new UblkStructs.DevInfo(config.queues(), config.queueDepth(), 0, wantedBufferBytes,
                 config.devId(), 0, wantedFlags, 0, 0));
         devId = info.devId();
@@ -161,9 +228,124 @@ public final class UblkServer
             log.info("ublk device {}: the kernel set {} queues of depth {} (asked for {} of {})", devId, info.nrHwQueues(),
                     info.queueDepth(), config.queues(), config.queueDepth());
         }
-        int bufferBytes = Math.min(wantedBufferBytes, Integer.highestOneBit(info.maxIoBufBytes()));
+        bufferBytes = Math.min(wantedBufferBytes, Integer.highestOneBit(info.maxIoBufBytes()));
         control.setParams(devId, params(caps, device.size(), bufferBytes));
+        startQueues();
+        control.startDevice(devId, ProcessHandle.current().pid(), config.startTimeout());
+        started = true;
+        writeState();
+        log.info("ublk device {}: {} queue(s) of depth {}, {} KiB buffers, features {}, flags 0x{}, {} commands, {}",
+                devId, info.nrHwQueues(), info.queueDepth(), bufferBytes >> 10, features < 0 ? "unknown (before 6.5)" : "0x" + Long.toHexString(features),
+                Long.toHexString(info.flags()), control.ioctlEncoding() ? "ioctl-encoded" : "legacy", recoveryText());
+    }
 
+    private String recoveryText()
+    {
+        if (hasUserRecovery(info.flags())) {
+            return "user recovery with reissue (a new server can take the device over: jloop ublk recover " + devId + ")";
+        }
+        if (config.userRecovery()) {
+            return "no user recovery: the kernel lacks it (Linux 6.1 or later has it); the disk goes away with this server";
+        }
+        return "no user recovery (--no-recovery): the disk goes away with this server";
+    }
+
+    private static boolean hasUserRecovery(long flags)
+    {
+        return (flags & UblkCmd.F_USER_RECOVERY) != 0;
+    }
+
+    /** Many queues or deep ones get smaller buffers, down to 64 KiB, so that all of them stay under {@link #MAX_BUFFER_MEMORY}. */
+    private static int bufferBytes(Config config)
+    {
+        int bytes = config.bufferBytes();
+        while (bytes > (64 << 10) && (long) config.queues() * config.queueDepth() * bytes > MAX_BUFFER_MEMORY) {
+            bytes >>= 1;
+        }
+        return bytes;
+    }
+
+    /**
+     * Takes over a device whose server died: it must wait for a server (QUIESCED), and its state file
+     * must say that it serves what this server serves. START_USER_RECOVERY, then the queues fetch every
+     * tag from this process, then END_USER_RECOVERY hands the waiting requests (and, with REISSUE,
+     * those that were in flight at the death) to them. Parameters cannot change: the disk stays as it is.
+     */
+    private void recover(UblkStructs.DevInfo existing)
+            throws IOException
+    {
+        int id = config.devId();
+        if (stateDirectory == null) {
+            throw new IOException("no state directory to check ublk device " + id + " against");
+        }
+        UblkDevices.Waiting waiting = UblkDevices.waitingForServer(control, stateDirectory, id, existing, config.startTimeout());
+        UblkState state = waiting.state();
+        existing = waiting.info();
+        String mismatch = mismatch(state, existing);
+        if (mismatch != null) {
+            throw new IOException("ublk device " + id + " does not match its state file " + UblkState.path(stateDirectory, id) + ": " + mismatch);
+        }
+        recovering = true;
+        devId = id;
+        info = existing;
+        bufferBytes = state.bufferBytes();
+        startUserRecovery();
+        startQueues();
+        control.endUserRecovery(devId, ProcessHandle.current().pid(), config.startTimeout());
+        started = true;
+        recovering = false;
+        writeState();
+        log.info("ublk device {}: recovered, {} queue(s) of depth {}, {} KiB buffers; the requests that waited are served again",
+                devId, info.nrHwQueues(), info.queueDepth(), bufferBytes >> 10);
+    }
+
+    /**
+     * START_USER_RECOVERY, tried again while the kernel answers EBUSY for a while: the dead server's
+     * rings are torn down after its process has gone, and until then they hold {@code /dev/ublkcN}.
+     */
+    private void startUserRecovery()
+            throws IOException
+    {
+        long deadline = System.nanoTime() + config.startTimeout().toNanos();
+        while (true) {
+            try {
+                control.startUserRecovery(devId);
+                return;
+            }
+            catch (UblkException e) {
+                if (e.errno() != Errors.EBUSY || System.nanoTime() > deadline) {
+                    throw e;
+                }
+            }
+            UblkDevices.pause();
+        }
+    }
+
+    /** Why this server cannot serve the device its state file describes (queues aside), or {@code null} when it can. */
+    private String mismatch(UblkState state, UblkStructs.DevInfo existing)
+    {
+        if (Integer.bitCount(state.bufferBytes()) != 1 || state.bufferBytes() > existing.maxIoBufBytes() || state.bufferBytes() > config.bufferBytes()) {
+            return "it records " + state.bufferBytes() + "-byte buffers, the kernel allows " + existing.maxIoBufBytes();
+        }
+        String files = origin.getOrDefault("files", "");
+        if (!state.files().equals(files)) {
+            return "it serves " + printable(state.files()) + ", this server " + printable(files)
+                    + (state.origin().containsKey("directory") ? " (relative paths are resolved from " + state.origin().get("directory") + ")" : "");
+        }
+        if (state.size() != device.size()) {
+            return "it serves " + state.size() + " bytes, this server " + device.size();
+        }
+        return null;
+    }
+
+    private static String printable(String files)
+    {
+        return files.isEmpty() ? "(no file)" : String.join(", ", files.split("\n"));
+    }
+
+    private void startQueues()
+            throws IOException
+    {
         charDevice = driver.openCharDevice(devId);
         long poolBytes = (long) info.nrHwQueues() * info.queueDepth() * bufferBytes;
         pool = new PagePool(poolBytes);
@@ -183,11 +365,35 @@ public final class UblkServer
             Thread.currentThread().interrupt();
             throw new IOException("interrupted while the ublk queues started");
         }
-        control.startDevice(devId, ProcessHandle.current().pid(), config.startTimeout());
-        started = true;
-        log.info("ublk device {}: {} queue(s) of depth {}, {} KiB buffers, features {}, flags 0x{}, {} commands",
-                devId, info.nrHwQueues(), info.queueDepth(), bufferBytes >> 10, features < 0 ? "unknown (before 6.5)" : "0x" + Long.toHexString(features),
-                Long.toHexString(info.flags()), control.ioctlEncoding() ? "ioctl-encoded" : "legacy");
+    }
+
+    /** The state file, for a later recovery and for {@code jloop ublk list}; a failure to write it costs only those. */
+    private void writeState()
+    {
+        if (stateDirectory == null) {
+            return;
+        }
+        try {
+            new UblkState(devId, ProcessHandle.current().pid(), info.nrHwQueues(), info.queueDepth(), bufferBytes, device.size(),
+                    hasUserRecovery(info.flags()), origin).write(stateDirectory);
+        }
+        catch (IOException | RuntimeException e) {
+            log.warn("ublk device {}: cannot write its state file in {}: {}; jloop ublk recover and list will not know it", devId,
+                    stateDirectory, e.toString());
+        }
+    }
+
+    private void deleteState()
+    {
+        if (stateDirectory == null) {
+            return;
+        }
+        try {
+            UblkState.delete(stateDirectory, devId);
+        }
+        catch (IOException e) {
+            log.warn("ublk device {}: cannot remove its state file: {}", devId, e.toString());
+        }
     }
 
     private UblkDriver.ControlChannel openControl()
@@ -390,7 +596,12 @@ public final class UblkServer
         if (pool != null && pool.usedBytes() == 0) {
             pool.close();
         }
-        if (devId >= 0 && control != null) {
+        if (recovering) {
+            // the device keeps waiting for a server, as before this attempt
+            log.warn("ublk device {}: recovery failed; the device still waits for a server", devId);
+        }
+        else if (devId >= 0 && control != null) {
+            deleteState();
             try {
                 if (!control.deleteDevice(devId, config.commandTimeout())) {
                     log.warn("ublk device {} is deleted but still in use (a file system on /dev/ublkb{} still mounted?);"

@@ -62,6 +62,48 @@ final class FakeUblkDriver
     private volatile boolean charOpen;
     private volatile boolean stopped;
     private volatile boolean deleted;
+    private volatile boolean added;
+    /** ublksrv_ctrl_dev_info as the kernel keeps it. */
+    private volatile int state = UblkCmd.DEV_DEAD;
+    private volatile long devFlags;
+    private volatile int devPid;
+    private volatile int devId = -1;
+    private volatile int maxIoBufBytes;
+    /** Requests in flight when the server died, issued again after END_USER_RECOVERY (REISSUE). */
+    private final List<long[]> inFlightAtDeath = Collections.synchronizedList(new ArrayList<>());
+    private final List<byte[]> inFlightData = Collections.synchronizedList(new ArrayList<>());
+    /** Tags on the new queues the reissued requests went to, in order: queue, tag. */
+    final List<int[]> reissued = Collections.synchronizedList(new ArrayList<>());
+
+    int state()
+    {
+        return state;
+    }
+
+    long deviceFlags()
+    {
+        return devFlags;
+    }
+
+    /**
+     * The server process dies without a word (SIGKILL): its rings and character device go away, the
+     * fetched tags are cancelled, and the device waits for a new server (QUIESCED) when it was made
+     * with USER_RECOVERY; without it the disk is removed and its I/O fails (DEAD). Its queue threads
+     * get a failing ring and end.
+     */
+    void crash()
+    {
+        synchronized (queues) {
+            for (FakeQueue queue : queues) {
+                if (queue != null) {
+                    queue.die();
+                }
+            }
+        }
+        charOpen = false;
+        state = (devFlags & UblkCmd.F_USER_RECOVERY) != 0 ? UblkCmd.DEV_QUIESCED : UblkCmd.DEV_DEAD;
+        event("crash");
+    }
 
     List<String> events()
     {
@@ -147,7 +189,14 @@ final class FakeUblkDriver
                 nrQueues = Math.min(info.getShort(0), maxQueues);
                 info.putShort(0, (short) nrQueues);
                 depth = info.getShort(2);
-                info.putLong(24, info.getLong(24) | UblkCmd.F_URING_CMD_COMP_IN_TASK);
+                // flags the kernel does not know are cleared
+                long known = features == null ? 0x1fL : features;
+                info.putLong(24, (info.getLong(24) & known) | UblkCmd.F_URING_CMD_COMP_IN_TASK);
+                devFlags = info.getLong(24);
+                this.devId = id;
+                maxIoBufBytes = info.getInt(8);
+                added = true;
+                state = UblkCmd.DEV_DEAD;
                 return 0;
             }
             case UblkCmd.CMD_SET_PARAMS: {
@@ -174,7 +223,53 @@ final class FakeUblkDriver
                 if (queues.size() != nrQueues) {
                     return -Errors.EINVAL;
                 }
+                state = UblkCmd.DEV_LIVE;
+                devPid = (int) startPid;
                 return 0;
+            case UblkCmd.CMD_START_USER_RECOVERY:
+                if (!added || deleted) {
+                    return -Errors.ENODEV;
+                }
+                if ((devFlags & UblkCmd.F_USER_RECOVERY) == 0) {
+                    return -Errors.EINVAL;
+                }
+                if (state != UblkCmd.DEV_QUIESCED || charOpen) {
+                    return -Errors.EBUSY;
+                }
+                queues.clear();
+                return 0;
+            case UblkCmd.CMD_END_USER_RECOVERY: {
+                if (state != UblkCmd.DEV_QUIESCED) {
+                    return -Errors.EBUSY;
+                }
+                for (FakeQueue queue : queues) {
+                    if (queue == null || queue.fetchedTags() != depth) {
+                        return -Errors.EINVAL;
+                    }
+                }
+                if (queues.size() != nrQueues) {
+                    return -Errors.EINVAL;
+                }
+                state = UblkCmd.DEV_LIVE;
+                devPid = (int) cmd.getLong(16);
+                startPid = devPid;
+                try {
+                    synchronized (inFlightAtDeath) {
+                        for (int i = 0; i < inFlightAtDeath.size(); i++) {
+                            long[] request = inFlightAtDeath.get(i);
+                            FakeQueue queue = queue((int) request[0]);
+                            int tag = queue.dispatch((int) request[1], request[2], (int) request[3], inFlightData.get(i));
+                            reissued.add(new int[] {(int) request[0], tag});
+                        }
+                        inFlightAtDeath.clear();
+                        inFlightData.clear();
+                    }
+                }
+                catch (InterruptedException e) {
+                    return -Errors.EINTR;
+                }
+                return 0;
+            }
             case UblkCmd.CMD_STOP_DEV:
                 // del_gendisk writes back the page cache through the live queues before the disk goes
                 dirty.addAll(dirtyAtStop);
@@ -191,6 +286,10 @@ final class FakeUblkDriver
                 for (FakeQueue queue : queues) {
                     queue.abortAll();
                 }
+                // a quiesced device's waiting requests fail (ublk_drv's ublk_unquiesce_dev aborts them)
+                inFlightAtDeath.clear();
+                inFlightData.clear();
+                state = UblkCmd.DEV_DEAD;
                 return 0;
             case UblkCmd.CMD_DEL_DEV:
                 if (charOpen) {
@@ -217,7 +316,11 @@ final class FakeUblkDriver
                 deleted = true;
                 return 0;
             case UblkCmd.CMD_GET_DEV_INFO:
-                return deleted && !referenced ? -Errors.ENODEV : 0;
+                if (!added || (deleted && !referenced) || devId != this.devId) {
+                    return -Errors.ENODEV;
+                }
+                new UblkStructs.DevInfo(nrQueues, depth, state, maxIoBufBytes, this.devId, devPid, devFlags, 0, 0).write(memory(addr, len));
+                return 0;
             default:
                 return -Errors.EINVAL;
         }
@@ -346,6 +449,10 @@ final class FakeUblkDriver
         volatile boolean failSubmit;
         /** Wakeups that reached this ring after it was closed: with a real eventfd, a write to a reused fd. */
         private int wakeupsAfterClose;
+        /** Per tag, the request the server has and not yet committed: op_flags, start sector, sectors. */
+        private final long[][] outstanding;
+        private final byte[][] outstandingData;
+        private boolean dead;
 
         FakeQueue(int queueId, int depth)
         {
@@ -354,6 +461,23 @@ final class FakeUblkDriver
             this.descriptors = ByteBuffer.allocateDirect(depth * UblkCmd.IO_DESC_SIZE).order(ByteOrder.nativeOrder());
             this.fetched = new boolean[depth];
             this.bufferAddress = new long[depth];
+            this.outstanding = new long[depth][];
+            this.outstandingData = new byte[depth][];
+        }
+
+        /** The process that owns this ring died: what it had in flight is kept for a reissue, nothing is fetched any more. */
+        synchronized void die()
+        {
+            dead = true;
+            for (int tag = 0; tag < depth; tag++) {
+                fetched[tag] = false;
+                if (outstanding[tag] != null) {
+                    inFlightAtDeath.add(new long[] {queueId, outstanding[tag][0], outstanding[tag][1], outstanding[tag][2]});
+                    inFlightData.add(outstandingData[tag]);
+                    outstanding[tag] = null;
+                }
+            }
+            notifyAll();
         }
 
         synchronized int fetchedTags()
@@ -409,7 +533,7 @@ final class FakeUblkDriver
         public synchronized int submitAndWait(int waitNr)
                 throws IOException
         {
-            if (failSubmit) {
+            if (failSubmit || dead) {
                 throw new IOException("fake ring: io_uring_enter failed");
             }
             int n = prepared.size();
@@ -418,7 +542,7 @@ final class FakeUblkDriver
             }
             prepared.clear();
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-            while (cqes.size() < waitNr && !closed) {
+            while (cqes.size() < waitNr && !closed && !dead) {
                 long left = deadline - System.nanoTime();
                 if (left <= 0) {
                     throw new IOException("fake ring: no completion within 30 s");
@@ -462,6 +586,8 @@ final class FakeUblkDriver
                 return;
             }
             if (nr == UblkCmd.IO_COMMIT_AND_FETCH_REQ) {
+                outstanding[tag] = null;
+                outstandingData[tag] = null;
                 commits.add(new long[] {tag, sqe[3], sqe[4]});
                 notifyAll();
             }
@@ -541,6 +667,8 @@ final class FakeUblkDriver
             if (writeData != null) {
                 memory(bufferAddress[tag], writeData.length).put(writeData);
             }
+            outstanding[tag] = new long[] {opFlags, startSector, nrSectors};
+            outstandingData[tag] = writeData;
             fetched[tag] = false;
             cqes.add(new long[] {tag, 0});
             notifyAll();

@@ -8,6 +8,7 @@ import java.util.Map;
 import java.util.ServiceLoader;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -34,6 +35,14 @@ class TestUblkFrontendFactory
         assertEquals(2, set.queues());
         assertEquals(64, set.queueDepth());
         assertEquals(7, set.devId());
+        assertTrue(set.userRecovery(), "user recovery unless --no-recovery");
+        assertFalse(set.recover());
+
+        UblkServer.Config recover = UblkFrontendFactory.config(Map.of("recover", "4"));
+        assertEquals(4, recover.devId());
+        assertTrue(recover.recover());
+        assertEquals(4, UblkFrontendFactory.config(Map.of("recover", "4", "ublk-id", "4")).devId());
+        assertFalse(UblkFrontendFactory.config(Map.of("no-recovery", "true")).userRecovery());
     }
 
     @Test
@@ -48,11 +57,20 @@ class TestUblkFrontendFactory
     }
 
     @Test
+    void recoverOptionsThatContradict()
+    {
+        assertEquals("--recover 4 and --ublk-id 5 name two devices",
+                assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("recover", "4", "ublk-id", "5"))).getMessage());
+        assertEquals("--recover and --no-recovery exclude each other",
+                assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("recover", "4", "no-recovery", "true"))).getMessage());
+    }
+
+    @Test
     void unknownOptionsAreRefused()
     {
-        assertEquals("the ublk frontend takes no option 'socket-activation'; it takes: queue-depth, queues, ublk-id",
+        assertEquals("the ublk frontend takes no option 'socket-activation'; it takes: no-recovery, queue-depth, queues, recover, ublk-id",
                 assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("socket-activation", "true"))).getMessage());
-        assertEquals("the ublk frontend takes no option 'max-connections'; it takes: queue-depth, queues, ublk-id",
+        assertEquals("the ublk frontend takes no option 'max-connections'; it takes: no-recovery, queue-depth, queues, recover, ublk-id",
                 assertThrows(IOException.class, () -> UblkFrontendFactory.config(Map.of("queues", "2", "max-connections", "1"))).getMessage());
     }
 }

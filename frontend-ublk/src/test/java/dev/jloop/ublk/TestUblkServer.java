@@ -110,7 +110,7 @@ class TestUblkServer
         assertEquals(DEPTH, info.getShort(2));
         assertEquals(BUFFER, info.getInt(8));
         assertEquals(-1, info.getInt(12));
-        assertEquals(UblkCmd.F_CMD_IOCTL_ENCODE, info.getLong(24));
+        assertEquals(UblkCmd.F_CMD_IOCTL_ENCODE | UblkCmd.F_USER_RECOVERY | UblkCmd.F_USER_RECOVERY_REISSUE, info.getLong(24));
 
         // SET_PARAMS for device 0: 512-byte blocks, cache and FUA, discard and write-zeroes
         ByteBuffer setParams = ByteBuffer.wrap(driver.controlCommands.get(2)).order(ByteOrder.nativeOrder());
@@ -281,7 +281,9 @@ class TestUblkServer
         start(1);
         // GET_FEATURES ioctl refused, legacy GET_FEATURES refused (pre-6.5), then legacy numbers throughout
         assertEquals(List.of(0x80207513, 0x13, 0x04, 0x08, 0x06), driver.controlOps);
-        assertEquals(0, driver.addDevInfo[24], "no CMD_IOCTL_ENCODE asked for");
+        long flags = ByteBuffer.wrap(driver.addDevInfo).order(ByteOrder.nativeOrder()).getLong(24);
+        assertEquals(0, flags & UblkCmd.F_CMD_IOCTL_ENCODE, "no CMD_IOCTL_ENCODE asked for");
+        assertEquals(UblkCmd.F_USER_RECOVERY | UblkCmd.F_USER_RECOVERY_REISSUE, flags, "recovery asked for: before 6.5 nothing says whether it exists");
         FakeUblkDriver.FakeQueue queue = driver.queue(0);
         assertTrue(queue.submitted().stream().allMatch(sqe -> sqe[0] == UblkCmd.IO_FETCH_REQ));
         queue.request(0, UblkCmd.OP_WRITE, 0, 8, new byte[4096]);
@@ -650,7 +652,7 @@ class TestUblkServer
     }
 
     /** A BlockDevice that passes everything on. */
-    private static class ForwardingDevice
+    static class ForwardingDevice
             implements BlockDevice
     {
         private final BlockDevice delegate;
