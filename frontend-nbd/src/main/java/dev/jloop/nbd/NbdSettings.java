@@ -40,6 +40,7 @@ public final class NbdSettings
     public static final String MAX_INFLIGHT_REQUESTS = "max-inflight-requests";
     public static final String PAGE_POOL_BYTES = "page-pool-bytes";
     public static final String REGISTERED_BYTES = "registered-bytes";
+    public static final String NBD_LOOP = "nbd-loop";
     public static final String TLS = "tls";
     public static final String TLS_CERTIFICATES = "tls-certificates";
     public static final String TLS_CERT = "tls-cert";
@@ -90,6 +91,11 @@ public final class NbdSettings
             PluginOption.of(PAGE_POOL_BYTES, SIZE, "512M",
                     "memory for request payloads, shared by every connection; requests beyond it get ENOMEM, and no payload "
                             + "may be larger", "--page-pool-bytes 1G"),
+            PluginOption.choice(NBD_LOOP, List.of("auto", "io_uring", "threads"), "auto",
+                    "how a connection moves requests and replies: io_uring serves each plain (not TLS) connection on an io_uring "
+                            + "event loop, its receive and send on the ring and no thread hand-off per request; threads reads on "
+                            + "the connection's thread and writes replies on a second one; auto is io_uring where it works",
+                    "--nbd-loop threads"),
             PluginOption.of(REGISTERED_BYTES, SIZE, "64M",
                     "how much of the page pool is offered to the devices to pin once (io_uring fixed buffers)", "--registered-bytes 128M"));
 
@@ -108,6 +114,7 @@ public final class NbdSettings
     private final long pagePoolBytes;
     private final long registeredBytes;
     private final TlsSettings tls;
+    private final boolean uringLoop;
 
     private NbdSettings(FrontendConfig config, Map<String, String> environment)
     {
@@ -142,6 +149,7 @@ public final class NbdSettings
         this.pagePoolBytes = positive(PAGE_POOL_BYTES, options.size(PAGE_POOL_BYTES, 0));
         this.registeredBytes = options.size(REGISTERED_BYTES, 0);
         this.tls = parseTls(options);
+        this.uringLoop = parseLoop(options.string(NBD_LOOP));
     }
 
     /** Parses and checks {@code config}'s options; throws {@link IllegalArgumentException} with the reason for the first mistake. */
@@ -210,6 +218,28 @@ public final class NbdSettings
     long closeTimeoutMillis()
     {
         return closeTimeoutMillis;
+    }
+
+    /** Whether plain connections are served by the io_uring loop ({@link NbdUringLoop}) rather than threads. */
+    boolean uringLoop()
+    {
+        return uringLoop;
+    }
+
+    private static boolean parseLoop(String loop)
+    {
+        String cause = NbdUringLoop.unavailabilityCause();
+        switch (loop) {
+            case "threads":
+                return false;
+            case "io_uring":
+                if (cause != null) {
+                    throw new IllegalArgumentException("--" + NBD_LOOP + " io_uring: not available here: " + cause);
+                }
+                return true;
+            default:
+                return cause == null;
+        }
     }
 
     int maxInflightBytes()
