@@ -19,8 +19,9 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import static java.util.Objects.requireNonNull;
 
 /**
- * One client: the handshake, then the transmission phase, on this connection's own thread (which
- * is the reader; the transmission adds a writer thread). Ends on ABORT, DISC, end of input, a
+ * One client: the handshake, then the transmission phase, on this connection's own thread: an
+ * io_uring loop ({@link NbdUringLoop}) for a plain socket where it is available and chosen, else
+ * the threaded transmission (this thread reads; a writer thread is added). Ends on ABORT, DISC, end of input, a
  * protocol error, when the handshake takes longer than the server allows, or when the server closes.
  */
 final class NbdConnection
@@ -113,6 +114,28 @@ final class NbdConnection
                         handshake.structuredReplies() ? "structured replies" : "simple replies",
                         handshake.baseAllocation(export) ? ", base:allocation" : "");
                 int flags = handshake.transmissionFlags(export);
+                NbdUringLoop loop = !settings.uringLoop() ? null : NbdUringLoop.open(
+                        channel,
+                        export.device(),
+                        flags,
+                        handshake.structuredReplies(),
+                        handshake.baseAllocation(export),
+                        pagePool,
+                        settings.maxInflightBytes(),
+                        settings.maxInflightRequests(),
+                        peer);
+                if (loop != null) {
+                    ScheduledFuture<?> watchdog = timeouts.watchReplies(new ReplyWatchdog(loop));
+                    try {
+                        loop.run();
+                    }
+                    finally {
+                        if (watchdog != null) {
+                            watchdog.cancel(false);
+                        }
+                    }
+                    return;
+                }
                 NbdTransmission transmission = new NbdTransmission(
                         channel,
                         export.device(),
@@ -179,12 +202,12 @@ final class NbdConnection
     private final class ReplyWatchdog
             implements Runnable
     {
-        private final NbdReplyWriter writer;
+        private final ReplyProgress writer;
         private long progress = -1;
         private long since;
         private boolean fired;
 
-        ReplyWatchdog(NbdReplyWriter writer)
+        ReplyWatchdog(ReplyProgress writer)
         {
             this.writer = requireNonNull(writer, "writer is null");
         }

@@ -29,9 +29,15 @@ import static java.util.Objects.requireNonNull;
  * recycled, so pages and budget come back and the reader can finish.
  */
 final class NbdReplyWriter
-        implements Runnable, ReplyOutput
+        implements Runnable, ReplyOutput, ReplySink, ReplyProgress
 {
     private static final Logger log = LoggerFactory.getLogger(NbdReplyWriter.class);
+
+    /**
+     * Replies the reader sends itself at most: a larger burst goes to this thread in one hand-off,
+     * so that it is written while the reader parses the next requests.
+     */
+    private static final int DIRECT_REPLIES = 4;
 
     /** Buffers per gathering write: Linux's IOV_MAX. */
     static final int MAX_GATHER = 1024;
@@ -68,10 +74,23 @@ final class NbdReplyWriter
     }
 
     /** Queues the reply of a completed request; never blocks on I/O. Any thread. */
-    void queue(NbdRequest request)
+    @Override
+    public void queue(NbdRequest request)
     {
         request.next = null;
         queueAll(request, request);
+    }
+
+    /** A few are written by the reader itself ({@link #sendOrQueue}), a burst is queued for this thread. */
+    @Override
+    public void readerReplies(NbdRequest first, NbdRequest last, int count)
+    {
+        if (count > DIRECT_REPLIES) {
+            queueAll(first, last);
+        }
+        else {
+            sendOrQueue(first, last);
+        }
     }
 
     /**
@@ -127,14 +146,14 @@ final class NbdReplyWriter
         }
     }
 
-    /** Socket writes so far; read by the reply watchdog, which compares it between its rounds. */
-    long progress()
+    @Override
+    public long progress()
     {
         return progress;
     }
 
-    /** Whether replies are being written or wait to be; false once sending has failed. */
-    boolean busy()
+    @Override
+    public boolean busy()
     {
         if (broken) {
             return false;

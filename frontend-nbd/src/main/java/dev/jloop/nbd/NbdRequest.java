@@ -47,6 +47,9 @@ final class NbdRequest
     /** The whole BLOCK_STATUS reply (chunk header, context id, extents); direct, made on first use. */
     ByteBuffer statusReply;
 
+    /** io_uring loop: bytes of the send batch up to the end of this reply; the request is recycled once they are sent. */
+    long sendEnd;
+
     NbdRequest next;
 
     void reset(long cookie, int type, int flags, long offset, long length)

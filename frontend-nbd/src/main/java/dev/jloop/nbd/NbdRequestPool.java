@@ -179,6 +179,18 @@ final class NbdRequestPool
         }
     }
 
+    /** Whether every request taken has been recycled; does not wait. */
+    boolean allReturned()
+    {
+        lock.lock();
+        try {
+            return inUse == 0;
+        }
+        finally {
+            lock.unlock();
+        }
+    }
+
     /** Waits until every request taken has been recycled: the connection may end then. */
     void awaitAllReturned()
     {

@@ -76,6 +76,15 @@ final class NbdRequestReader
         this.baseAllocation = baseAllocation && structuredReplies;
     }
 
+    /**
+     * The input buffer, in read mode (the bytes between position and limit are buffered), for a
+     * connection loop that fills it itself instead of through {@link #awaitRequest} and {@link #skip}.
+     */
+    ByteBuffer input()
+    {
+        return in;
+    }
+
     /** Whether a whole request header is buffered. */
     boolean hasRequest()
     {

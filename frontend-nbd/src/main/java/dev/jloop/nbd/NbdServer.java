@@ -157,7 +157,9 @@ public final class NbdServer
         this.acceptThread = new Thread(this::acceptLoop, "nbd-accept");
         acceptThread.setDaemon(true);
         acceptThread.start();
-        log.info("NBD server listening on {}{}", uri, settings.tls().mode() == NbdTls.Mode.OFF ? "" : " (TLS " + settings.tls().mode().name().toLowerCase(Locale.ROOT) + ")");
+        log.info("NBD server listening on {}{}, connections on {}", uri,
+                settings.tls().mode() == NbdTls.Mode.OFF ? "" : " (TLS " + settings.tls().mode().name().toLowerCase(Locale.ROOT) + ")",
+                settings.uringLoop() ? "io_uring loops (TLS on threads)" : "threads");
     }
 
     @Override

@@ -42,6 +42,7 @@ public final class NbdSettings
     public static final String PAGE_POOL_BYTES = "page-pool-bytes";
     public static final String REGISTERED_BYTES = "registered-bytes";
     public static final String PAGE_POOL_IDLE = "page-pool-idle";
+    public static final String NBD_LOOP = "nbd-loop";
     public static final String TLS = "tls";
     public static final String TLS_CERTIFICATES = "tls-certificates";
     public static final String TLS_CERT = "tls-cert";
@@ -92,6 +93,11 @@ public final class NbdSettings
             PluginOption.of(PAGE_POOL_BYTES, SIZE, "512M",
                     "memory for request payloads, shared by every connection; requests beyond it get ENOMEM, and no payload "
                             + "may be larger", "--page-pool-bytes 1G"),
+            PluginOption.choice(NBD_LOOP, List.of("auto", "io_uring", "threads"), "auto",
+                    "how a connection moves requests and replies: io_uring serves each plain (not TLS) connection on an io_uring "
+                            + "event loop, its receive and send on the ring and no thread hand-off per request; threads reads on "
+                            + "the connection's thread and writes replies on a second one; auto is io_uring where it works",
+                    "--nbd-loop threads"),
             PluginOption.of(PAGE_POOL_IDLE, DURATION, "10",
                     "page-pool memory goes back to the system once the server has had no request for between this long "
                             + "and twice this long (a fresh server holds none); 0 keeps it", "--page-pool-idle 60"),
@@ -116,6 +122,7 @@ public final class NbdSettings
     private final long registeredBytes;
     private final long pagePoolIdleMillis;
     private final TlsSettings tls;
+    private final boolean uringLoop;
 
     private NbdSettings(FrontendConfig config, Map<String, String> environment)
     {
@@ -151,6 +158,7 @@ public final class NbdSettings
         this.registeredBytes = options.size(REGISTERED_BYTES, 0);
         this.pagePoolIdleMillis = options.millis(PAGE_POOL_IDLE, 0);
         this.tls = parseTls(options);
+        this.uringLoop = parseLoop(options.string(NBD_LOOP));
     }
 
     /** Parses and checks {@code config}'s options; throws {@link IllegalArgumentException} with the reason for the first mistake. */
@@ -219,6 +227,28 @@ public final class NbdSettings
     long closeTimeoutMillis()
     {
         return closeTimeoutMillis;
+    }
+
+    /** Whether plain connections are served by the io_uring loop ({@link NbdUringLoop}) rather than threads. */
+    boolean uringLoop()
+    {
+        return uringLoop;
+    }
+
+    private static boolean parseLoop(String loop)
+    {
+        String cause = NbdUringLoop.unavailabilityCause();
+        switch (loop) {
+            case "threads":
+                return false;
+            case "io_uring":
+                if (cause != null) {
+                    throw new IllegalArgumentException("--" + NBD_LOOP + " io_uring: not available here: " + cause);
+                }
+                return true;
+            default:
+                return cause == null;
+        }
     }
 
     int maxInflightBytes()

@@ -18,7 +18,8 @@ import static java.util.Objects.requireNonNull;
 
 /**
  * Submits the requests of one connection to its device, and hands every reply to the reply writer
- * once it is ready, in completion order.
+ * (a {@link ReplySink}: the writer thread, or the connection's io_uring loop) once it is ready, in
+ * completion order.
  *
  * <p>Completions run on device threads that must never wait for a slow client, so there a reply
  * is only queued for the writer thread. Replies made inside the reader's own work (refusals,
@@ -37,14 +38,8 @@ import static java.util.Objects.requireNonNull;
 final class NbdSubmitter
         implements BioEndIo
 {
-    /**
-     * Replies the reader sends itself at most: a larger burst goes to the writer thread in one hand-off,
-     * so that it is written while the reader parses the next requests.
-     */
-    private static final int DIRECT_REPLIES = 4;
-
     private final BlockDevice device;
-    private final NbdReplyWriter writer;
+    private final ReplySink writer;
     private final Thread reader;
     private boolean plugged;
     /** Replies of requests that completed in the reader thread itself, sent when it unplugs. Reader only. */
@@ -53,7 +48,7 @@ final class NbdSubmitter
     private int completedCount;
 
     /** @param reader the connection's reader thread, which alone submits, plugs and unplugs */
-    NbdSubmitter(BlockDevice device, NbdReplyWriter writer, Thread reader)
+    NbdSubmitter(BlockDevice device, ReplySink writer, Thread reader)
     {
         this.device = requireNonNull(device, "device is null");
         this.writer = requireNonNull(writer, "writer is null");
@@ -83,12 +78,7 @@ final class NbdSubmitter
             completedHead = null;
             completedTail = null;
             completedCount = 0;
-            if (n > DIRECT_REPLIES) {
-                writer.queueAll(first, last);
-            }
-            else {
-                writer.sendOrQueue(first, last);
-            }
+            writer.readerReplies(first, last, n);
         }
     }
 

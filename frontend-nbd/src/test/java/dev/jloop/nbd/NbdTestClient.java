@@ -330,6 +330,20 @@ final class NbdTestClient
         out.flush();
     }
 
+    /**
+     * Writes raw bytes straight to the socket, so that another thread may read replies meanwhile (the
+     * streams of {@link java.nio.channels.Channels} share one lock between reading and writing).
+     */
+    void sendRawWhileReading(byte[] bytes)
+            throws IOException
+    {
+        out.flush();
+        java.nio.ByteBuffer buffer = java.nio.ByteBuffer.wrap(bytes);
+        while (buffer.hasRemaining()) {
+            channel.write(buffer);
+        }
+    }
+
     Reply readReply()
             throws IOException
     {

@@ -130,7 +130,8 @@ class TestNbdServerResources
             throws Exception
     {
         pagePool = new PagePool(64L << 20);
-        server = NbdServer.start(config(Map.of("max-inflight-bytes", "64M", "reply-timeout", "1s")), exports, pagePool);
+        // The threaded path: with the io_uring loop no thread writes (TestNbdUringLoop covers that case).
+        server = NbdServer.start(config(Map.of("max-inflight-bytes", "64M", "reply-timeout", "1s", "nbd-loop", "threads")), exports, pagePool);
         byte[] expected = new byte[8 << 20];
         for (int i = 0; i < expected.length; i += 4096) {
             expected[i] = (byte) ((i >> 12) | 1);

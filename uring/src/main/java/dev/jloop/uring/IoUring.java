@@ -22,10 +22,15 @@ public final class IoUring
     public static final int OP_FSYNC = 3;
     public static final int OP_READ_FIXED = 4;
     public static final int OP_WRITE_FIXED = 5;
+    public static final int OP_SENDMSG = 9;
+    public static final int OP_RECVMSG = 10;
+    public static final int OP_TIMEOUT = 11;
     public static final int OP_ASYNC_CANCEL = 14;
     public static final int OP_FALLOCATE = 17;
     public static final int OP_READ = 22;
     public static final int OP_WRITE = 23;
+    public static final int OP_SEND = 26;
+    public static final int OP_RECV = 27;
     public static final int OP_MSG_RING = 40;
     public static final int OP_URING_CMD = 46;
 
@@ -76,6 +81,9 @@ public final class IoUring
     public static final int REGISTER_FILES = 2;
     public static final int UNREGISTER_FILES = 3;
     public static final int REGISTER_PROBE = 8;
+
+    /** {@code MSG_NOSIGNAL} of {@code send(2)}, valid in {@code sqe->msg_flags}: a closed peer is EPIPE, not SIGPIPE. */
+    public static final int MSG_NOSIGNAL = 0x4000;
 
     /** {@code RWF_DSYNC} of {@code pwritev2(2)}, valid in {@code sqe->rw_flags}. */
     public static final int RWF_DSYNC = 0x2;

@@ -35,6 +35,12 @@ public interface NbdChannel
     void close()
             throws IOException;
 
+    /** The plain socket under this channel, for a connection loop that does its own socket I/O; {@code null} for TLS and pipes. */
+    default SocketChannel socket()
+    {
+        return null;
+    }
+
     static NbdChannel of(SocketChannel socket)
     {
         return new SocketNbdChannel(socket, false);

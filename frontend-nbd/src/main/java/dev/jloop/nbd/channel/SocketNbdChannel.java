@@ -54,10 +54,25 @@ final class SocketNbdChannel
     }
 
     @Override
+    public SocketChannel socket()
+    {
+        return socket;
+    }
+
+    @Override
     public void close()
             throws IOException
     {
         if (!inherited) {
+            try {
+                // An io_uring receive or send in flight holds its own reference to the socket, which
+                // close(2) alone would leave open and waiting: shutdown(2) ends them.
+                socket.shutdownInput();
+                socket.shutdownOutput();
+            }
+            catch (IOException e) {
+                // not connected any more
+            }
             socket.close();
             return;
         }

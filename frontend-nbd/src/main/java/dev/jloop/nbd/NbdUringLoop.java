@@ -1,0 +1,906 @@
+package dev.jloop.nbd;
+
+import dev.jloop.api.BlockDevice;
+import dev.jloop.iter.PagePool;
+import dev.jloop.nbd.channel.NbdChannel;
+import dev.jloop.posix.Errors;
+import dev.jloop.posix.NativeIoException;
+import dev.jloop.posix.Posix;
+import dev.jloop.uring.CompletionHandler;
+import dev.jloop.uring.IoUring;
+import dev.jloop.uring.Ring;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.Arrays;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
+
+import static dev.jloop.nbd.NbdProtocol.CMD_BLOCK_STATUS;
+import static dev.jloop.nbd.NbdProtocol.CMD_DISC;
+import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_DF;
+import static dev.jloop.nbd.NbdProtocol.CMD_FLUSH;
+import static dev.jloop.nbd.NbdProtocol.CMD_READ;
+import static dev.jloop.nbd.NbdProtocol.CMD_WRITE;
+import static dev.jloop.nbd.NbdProtocol.NBD_ENOMEM;
+import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_ERROR;
+import static dev.jloop.nbd.NbdProtocol.SIMPLE_REPLY_MAGIC;
+import static java.util.Objects.requireNonNull;
+
+/**
+ * The transmission phase of one plain-socket connection as an io_uring event loop on the
+ * connection's own thread: the socket's receive ({@code IORING_OP_RECV} into the input buffer,
+ * {@code IORING_OP_RECVMSG} straight into the pages of a WRITE payload) and send
+ * ({@code IORING_OP_SENDMSG} of every reply ready, gathered) are operations on the connection's ring,
+ * so one {@code io_uring_enter} submits the replies and the next receive and waits for whatever
+ * comes first. There is no writer thread: a request whose reply is made on this thread (page-cache
+ * hits that complete inside the submission, refusals, BLOCK_STATUS) costs no thread wake-up at all.
+ * Requests that complete on a device thread are pushed on a lock-free stack, and the first push
+ * onto an empty stack writes the loop's eventfd, whose read is always posted on the ring: one
+ * wake-up per batch, never one per request.
+ *
+ * <p>Per connection, not per core: a connection's requests already live on one thread, its ring
+ * is used by that thread alone (so no lock on either side of it), and a slow client slows down only
+ * its own loop. NBD clients open one to a few connections, so the rings stay few.
+ *
+ * <p>The rules of the threaded path hold here too. Completions never wait: they only push and
+ * write an eventfd. Back-pressure stops receiving: a request that finds no budget, no free request
+ * object or no pages is held and no receive is posted until requests come back (the loop recycles
+ * them after their replies are sent) or, for pages that other connections hold, a 1 ms timeout
+ * retries. Each reply goes out whole and a request is recycled only when all of its reply has been
+ * sent (partial sends continue where they stopped); after a failed send the replies are dropped
+ * but requests are still recycled. The socket is a registered file of the ring, so that a
+ * {@code close(2)} from another thread (reply or close timeout) cannot point a later operation at
+ * a reused descriptor; {@link NbdChannel#close} shuts the socket down first, which ends the
+ * operations in flight. The loop ends once every request has come back and no operation is left on
+ * the ring, so no page, request or descriptor outlives it.
+ */
+final class NbdUringLoop
+        implements ReplySink, ReplyProgress, ReplyOutput, CompletionHandler
+{
+    private static final Logger log = LoggerFactory.getLogger(NbdUringLoop.class);
+
+    private static final int RING_ENTRIES = 8;
+    /** Linux's IOV_MAX: most iovecs one SENDMSG or RECVMSG takes. */
+    private static final int IOV_MAX = 1024;
+    private static final long RETRY_NANOS = 1_000_000L;
+    private static final int FIXED_SOCKET = 0;
+
+    private static final long RECV = 1;
+    private static final long RECV_PAYLOAD = 2;
+    private static final long SEND = 3;
+    private static final long WAKEUP = 4;
+    private static final long TIMEOUT = 5;
+
+    private final NbdChannel channel;
+    private final BlockDevice device;
+    private final String peer;
+    private final NbdRequestReader requests;
+    private final NbdRequestPool pool;
+    private final NbdSubmitter submitter;
+    private final BlockStatus blockStatus;
+    private final Thread thread;
+    private final Ring ring;
+    private final int eventFd;
+
+    /** Native scratch: the send iovecs and msghdr, the payload iovecs and msghdr, the eventfd words, the timeout. */
+    private final ByteBuffer scratch;
+    private final long sendIovecs;
+    private final long sendMsghdr;
+    private final long recvIovecs;
+    private final long recvMsghdr;
+    private final long eventWord;
+    private final long wakeWord;
+    private final long timespec;
+    private final ByteBuffer input;
+    private final long inputAddress;
+
+    /** Replies of requests completed on device threads, linked through {@link NbdRequest#next}. */
+    private final AtomicReference<NbdRequest> remote = new AtomicReference<>();
+    /** Device threads between their push and their eventfd write; the eventfd is closed only at 0. */
+    private final AtomicInteger waking = new AtomicInteger();
+    private volatile boolean eventFdClosed;
+
+    // Loop thread only from here.
+    private boolean recvPosted;
+    private boolean sendPosted;
+    private boolean wakeupPosted;
+    private boolean timeoutPosted;
+    private boolean inputEnded;
+    private boolean broken;
+    /** A header was parsed but no request object was free for it. */
+    private boolean headerPending;
+    /** A request that waits for budget or pages. */
+    private NbdRequest waiting;
+    /** A WRITE whose payload is being received into its pages. */
+    private NbdRequest payload;
+    private boolean payloadReady;
+    private long skipLeft;
+
+    /** Replies ready and not yet in a send batch. */
+    private NbdRequest pendingHead;
+    private NbdRequest pendingTail;
+    /** The send batch: its requests in order, and its buffers. */
+    private NbdRequest sendingHead;
+    private NbdRequest sendingTail;
+    private long[] sendAddress = new long[256];
+    private int[] sendLength = new int[256];
+    private int sendCount;
+    private int sendIndex;
+    private int sendOffset;
+    private long sendTotal;
+    private long sentBytes;
+
+    // Read by the reply watchdog.
+    private volatile long progress;
+    private volatile boolean busy;
+
+    private NbdUringLoop(
+            NbdChannel channel,
+            BlockDevice device,
+            int transmissionFlags,
+            boolean structuredReplies,
+            boolean baseAllocation,
+            PagePool pagePool,
+            int maxInflightBytes,
+            int maxInflightRequests,
+            String peer,
+            Ring ring,
+            int eventFd)
+    {
+        this.channel = requireNonNull(channel, "channel is null");
+        this.device = requireNonNull(device, "device is null");
+        this.peer = requireNonNull(peer, "peer is null");
+        this.ring = requireNonNull(ring, "ring is null");
+        this.eventFd = eventFd;
+        this.requests = new NbdRequestReader(channel, device, transmissionFlags, structuredReplies, baseAllocation);
+        this.pool = new NbdRequestPool(pagePool, maxInflightBytes, maxInflightRequests);
+        this.thread = Thread.currentThread();
+        this.submitter = new NbdSubmitter(device, this, thread);
+        this.blockStatus = new BlockStatus(device);
+        this.scratch = ByteBuffer.allocateDirect(2 * 16 * IOV_MAX + 2 * 64 + 16 + 16).order(ByteOrder.nativeOrder());
+        long base = UnsafeAccess.address(scratch);
+        this.sendIovecs = base;
+        this.recvIovecs = base + 16 * IOV_MAX;
+        this.sendMsghdr = base + 2 * 16 * IOV_MAX;
+        this.recvMsghdr = sendMsghdr + 64;
+        this.eventWord = recvMsghdr + 64;
+        this.wakeWord = eventWord + 8;
+        this.timespec = wakeWord + 8;
+        scratch.putLong((int) (wakeWord - base), 1);
+        scratch.putLong((int) (timespec - base), 0);
+        scratch.putLong((int) (timespec - base + 8), RETRY_NANOS);
+        this.input = requests.input();
+        this.inputAddress = UnsafeAccess.address(input);
+    }
+
+    /** Why no connection can use the loop here, or {@code null} when they can. */
+    static String unavailabilityCause()
+    {
+        if (!IoUring.isAvailable()) {
+            return IoUring.unavailabilityCause();
+        }
+        return UnsafeAccess.unavailabilityCause();
+    }
+
+    /**
+     * The loop for {@code channel}, made on the connection's thread, which then runs it; {@code null}
+     * when the channel is not a plain socket (TLS, pipes) or its ring cannot be set up: the caller
+     * serves it with threads then.
+     */
+    static NbdUringLoop open(
+            NbdChannel channel,
+            BlockDevice device,
+            int transmissionFlags,
+            boolean structuredReplies,
+            boolean baseAllocation,
+            PagePool pagePool,
+            int maxInflightBytes,
+            int maxInflightRequests,
+            String peer)
+    {
+        if (channel.socket() == null || unavailabilityCause() != null) {
+            return null;
+        }
+        int socketFd = UnsafeAccess.fd(channel.socket());
+        if (socketFd < 0) {
+            return null;
+        }
+        Ring ring = null;
+        int eventFd = -1;
+        try {
+            ring = Ring.builder(RING_ENTRIES).open();
+            ring.registerFiles(socketFd);
+            eventFd = Errors.check("eventfd", Posix.eventfd(0, Posix.EFD_CLOEXEC));
+            return new NbdUringLoop(channel, device, transmissionFlags, structuredReplies, baseAllocation,
+                    pagePool, maxInflightBytes, maxInflightRequests, peer, ring, eventFd);
+        }
+        catch (NativeIoException | RuntimeException e) {
+            log.debug("{}: io_uring loop not used: {}", peer, e.toString());
+            if (ring != null) {
+                ring.close();
+            }
+            if (eventFd >= 0) {
+                Posix.close(eventFd);
+            }
+            return null;
+        }
+    }
+
+    /**
+     * Serves requests until NBD_CMD_DISC, end of input or an error, then waits until every request in
+     * flight has completed and its reply was sent (or dropped), and no operation is left on the ring,
+     * before returning. Closes the ring.
+     */
+    void run()
+            throws IOException
+    {
+        try {
+            postWakeup();
+            pump();
+            while (!done()) {
+                enterAndWait();
+                reapAndPump();
+            }
+        }
+        catch (IOException | RuntimeException e) {
+            // Stop receiving and sending: what is in flight in the device still comes back.
+            inputEnded = true;
+            broken = true;
+            drain();
+            throw e;
+        }
+        finally {
+            close();
+        }
+    }
+
+    private boolean done()
+    {
+        return inputEnded && !recvPosted && !sendPosted && !timeoutPosted && payload == null
+                && pendingHead == null && remote.get() == null && pool.allReturned();
+    }
+
+    /** After a failure: ends what is on the ring and waits for the device's completions, dropping their replies. */
+    private void drain()
+    {
+        shutdownSocket();
+        try {
+            if (waiting != null) {
+                pool.recycle(waiting);
+                waiting = null;
+            }
+            pump();
+            while (!done()) {
+                enterAndWait();
+                reapAndPump();
+            }
+        }
+        catch (IOException | RuntimeException e) {
+            log.error("{}: io_uring loop cannot end cleanly", peer, e);
+        }
+    }
+
+    private void enterAndWait()
+            throws NativeIoException
+    {
+        int res;
+        while ((res = ring.submitAndWait(1)) == -Errors.EAGAIN || res == -Errors.EBUSY) {
+            // The kernel holds CQEs back or is short of memory: reap, then submit again.
+            ring.reap(this);
+        }
+    }
+
+    private void reapAndPump()
+            throws IOException
+    {
+        ring.reap(this);
+        takeRemote();
+        pump();
+    }
+
+    // ---- completions of the device (ReplySink)
+
+    @Override
+    public void queue(NbdRequest request)
+    {
+        waking.incrementAndGet();
+        try {
+            NbdRequest head;
+            do {
+                head = remote.get();
+                request.next = head;
+            }
+            while (!remote.compareAndSet(head, request));
+            if (head == null && !eventFdClosed) {
+                // The first of a batch wakes the loop; the others find it awake or about to drain them.
+                Posix.write(eventFd, wakeWord, 8);
+            }
+        }
+        finally {
+            waking.decrementAndGet();
+        }
+    }
+
+    @Override
+    public void readerReplies(NbdRequest first, NbdRequest last, int count)
+    {
+        appendPending(first, last);
+    }
+
+    /** Takes the replies device threads pushed, in completion order (the stack holds the newest first). */
+    private void takeRemote()
+    {
+        NbdRequest request = remote.getAndSet(null);
+        if (request == null) {
+            return;
+        }
+        NbdRequest last = request;
+        NbdRequest reversed = null;
+        while (request != null) {
+            NbdRequest next = request.next;
+            request.next = reversed;
+            reversed = request;
+            request = next;
+        }
+        appendPending(reversed, last);
+    }
+
+    private void appendPending(NbdRequest first, NbdRequest last)
+    {
+        last.next = null;
+        if (pendingTail == null) {
+            pendingHead = first;
+        }
+        else {
+            pendingTail.next = first;
+        }
+        pendingTail = last;
+    }
+
+    // ---- the ring's completions
+
+    @Override
+    public void handle(long userData, int res, int flags)
+    {
+        if (userData == RECV) {
+            recvPosted = false;
+            received(res);
+        }
+        else if (userData == RECV_PAYLOAD) {
+            recvPosted = false;
+            receivedPayload(res);
+        }
+        else if (userData == SEND) {
+            sendPosted = false;
+            sent(res);
+        }
+        else if (userData == WAKEUP) {
+            wakeupPosted = false;
+            if (!eventFdClosed) {
+                postWakeup();
+            }
+        }
+        else if (userData == TIMEOUT) {
+            timeoutPosted = false;
+        }
+    }
+
+    private void received(int res)
+    {
+        if (res > 0) {
+            input.limit(input.limit() + res);
+            return;
+        }
+        if (res == -Errors.EAGAIN || res == -Errors.EINTR) {
+            return;
+        }
+        if (res == 0) {
+            if (input.hasRemaining() || skipLeft > 0) {
+                log.debug("{}: client closed the connection in the middle of a request", peer);
+            }
+            else {
+                log.debug("{}: end of input without NBD_CMD_DISC", peer);
+            }
+        }
+        else {
+            log.debug("{}: receive failed: {}", peer, Errors.newIOException("recv", res).getMessage());
+        }
+        endInput();
+    }
+
+    private void receivedPayload(int res)
+    {
+        NbdRequest request = payload;
+        if (res > 0) {
+            for (int i = 0; i < request.nrPages && res > 0; i++) {
+                ByteBuffer page = request.pages[i].buffer();
+                int n = Math.min(page.remaining(), res);
+                page.position(page.position() + n);
+                res -= n;
+            }
+            payloadReady = !request.pages[request.nrPages - 1].buffer().hasRemaining();
+            return;
+        }
+        if (res == -Errors.EAGAIN || res == -Errors.EINTR) {
+            return;
+        }
+        log.debug("{}: client closed the connection in the middle of a WRITE payload", peer);
+        // Never submitted: still ours to give back.
+        payload = null;
+        pool.recycle(request);
+        endInput();
+    }
+
+    private void endInput()
+    {
+        inputEnded = true;
+        if (waiting != null) {
+            pool.recycle(waiting);
+            waiting = null;
+        }
+    }
+
+    // ---- receiving and submitting
+
+    /** Works through what is buffered, submits what is ready to send, and posts the next receive. */
+    private void pump()
+            throws IOException
+    {
+        try {
+            parse();
+        }
+        finally {
+            submitter.unplug();
+        }
+        startSend();
+        postReceive();
+        busy = sendPosted || pendingHead != null;
+    }
+
+    private void parse()
+            throws IOException
+    {
+        while (!inputEnded) {
+            if (payload != null) {
+                if (!payloadReady) {
+                    return;
+                }
+                NbdRequest request = payload;
+                payload = null;
+                payloadReady = false;
+                submitter.plug();
+                submitter.submit(request);
+                continue;
+            }
+            if (skipLeft > 0) {
+                skipLeft = requests.skipBuffered(skipLeft);
+                if (skipLeft > 0) {
+                    return;
+                }
+            }
+            if (waiting != null) {
+                if (!reserve(waiting)) {
+                    return;
+                }
+                NbdRequest request = waiting;
+                waiting = null;
+                submitter.plug();
+                afterReserve(request);
+                continue;
+            }
+            if (!headerPending) {
+                if (!requests.hasRequest()) {
+                    return;
+                }
+                if (requests.parseHeader() == CMD_DISC) {
+                    log.debug("{}: NBD_CMD_DISC", peer);
+                    inputEnded = true;
+                    return;
+                }
+                headerPending = true;
+            }
+            NbdRequest request = pool.poll();
+            if (request == null) {
+                // Every request object is in flight: one comes back when its reply is sent.
+                return;
+            }
+            headerPending = false;
+            requests.describe(request);
+            submitter.plug();
+            try {
+                start(request);
+            }
+            catch (RuntimeException e) {
+                if (waiting != request && payload != request) {
+                    pool.recycle(request);
+                }
+                throw e;
+            }
+        }
+    }
+
+    /** As the threaded path's {@code NbdTransmission.start}, but what would wait is held instead. */
+    private void start(NbdRequest request)
+    {
+        int type = request.type;
+        long length = request.length;
+        int error = requests.validate(request);
+        if (error != 0) {
+            log.debug("{}: {} offset={} length={} flags=0x{} refused with NBD error {}",
+                    peer, NbdProtocol.commandName(type), request.offset, length, Integer.toHexString(request.flags), error);
+            if (type == CMD_WRITE) {
+                skipLeft = length;
+            }
+            request.error = error;
+            submitter.reply(request);
+            return;
+        }
+        if (type == CMD_BLOCK_STATUS) {
+            blockStatus.answer(request);
+            submitter.reply(request);
+            return;
+        }
+        if (length == 0 && type != CMD_FLUSH) {
+            submitter.reply(request);
+            return;
+        }
+        if (type == CMD_READ && request.structured) {
+            StructuredRead read = request.read;
+            read.plan(request.offset, request.length, device, (request.flags & CMD_FLAG_DF) != 0);
+            if (read.span() == 0) {
+                submitter.reply(request);
+                return;
+            }
+            if (!pool.fits(read.span())) {
+                request.error = NBD_ENOMEM;
+                submitter.reply(request);
+                return;
+            }
+        }
+        else if (type == CMD_READ || type == CMD_WRITE) {
+            if (!pool.fits(length)) {
+                if (type == CMD_WRITE) {
+                    skipLeft = length;
+                }
+                request.error = NBD_ENOMEM;
+                submitter.reply(request);
+                return;
+            }
+        }
+        else {
+            submitter.submit(request);
+            return;
+        }
+        if (!reserve(request)) {
+            waiting = request;
+            return;
+        }
+        afterReserve(request);
+    }
+
+    /** Takes budget and pages for a READ or WRITE if they are there; else arms a retry for pages other connections hold. */
+    private boolean reserve(NbdRequest request)
+    {
+        long length = request.type == CMD_READ && request.structured ? request.read.span() : request.length;
+        if (pool.tryReserve(request, length)) {
+            return true;
+        }
+        if (!timeoutPosted && ring.prep(IoUring.OP_TIMEOUT, 0, -1, 0, timespec, 1, 0, TIMEOUT, 0)) {
+            timeoutPosted = true;
+        }
+        return false;
+    }
+
+    private void afterReserve(NbdRequest request)
+    {
+        if (request.type == CMD_READ && request.structured) {
+            submitter.submitStructuredRead(request);
+            return;
+        }
+        if (request.type == CMD_WRITE && !requests.takeBufferedPayload(request)) {
+            payload = request;
+            payloadReady = false;
+            return;
+        }
+        submitter.submit(request);
+    }
+
+    /** Posts the receive the parser needs: the rest of a WRITE payload into its pages, or more input. */
+    private void postReceive()
+    {
+        if (recvPosted || inputEnded) {
+            return;
+        }
+        if (payload != null) {
+            if (!payloadReady) {
+                postPayloadReceive();
+            }
+            return;
+        }
+        if (waiting != null || headerPending || (skipLeft == 0 && requests.hasRequest())) {
+            // Back-pressure: nothing is read until the held request can go on.
+            return;
+        }
+        if (input.position() > 0 && (input.limit() == input.capacity() || !input.hasRemaining())) {
+            input.compact().flip();
+        }
+        int limit = input.limit();
+        if (ring.prep(IoUring.OP_RECV, IoUring.IOSQE_FIXED_FILE, FIXED_SOCKET, 0, inputAddress + limit, input.capacity() - limit, 0, RECV, 0)) {
+            recvPosted = true;
+        }
+    }
+
+    private void postPayloadReceive()
+    {
+        NbdRequest request = payload;
+        int count = 0;
+        for (int i = 0; i < request.nrPages && count < IOV_MAX; i++) {
+            ByteBuffer page = request.pages[i].buffer();
+            if (page.hasRemaining()) {
+                scratch.putLong(iovec(recvIovecs, count), request.pages[i].address() + page.position());
+                scratch.putLong(iovec(recvIovecs, count) + 8, page.remaining());
+                count++;
+            }
+        }
+        msghdr(recvMsghdr, recvIovecs, count);
+        if (ring.prep(IoUring.OP_RECVMSG, IoUring.IOSQE_FIXED_FILE, FIXED_SOCKET, 0, recvMsghdr, 1, 0, RECV_PAYLOAD, 0)) {
+            recvPosted = true;
+        }
+    }
+
+    private void postWakeup()
+    {
+        if (ring.prep(IoUring.OP_READ, 0, eventFd, 0, eventWord, 8, 0, WAKEUP, 0)) {
+            wakeupPosted = true;
+        }
+    }
+
+    // ---- sending
+
+    /** Gathers every reply ready into one send batch and posts its first SENDMSG, unless one is under way. */
+    private void startSend()
+    {
+        if (sendPosted || sendingHead != null || pendingHead == null) {
+            return;
+        }
+        NbdRequest batch = pendingHead;
+        pendingHead = null;
+        pendingTail = null;
+        if (broken) {
+            recycleAll(batch);
+            return;
+        }
+        sendCount = 0;
+        sendIndex = 0;
+        sendOffset = 0;
+        sendTotal = 0;
+        sentBytes = 0;
+        sendingHead = batch;
+        for (NbdRequest request = batch; request != null; request = request.next) {
+            add(request);
+            request.sendEnd = sendTotal;
+            sendingTail = request;
+        }
+        postSend();
+    }
+
+    private void add(NbdRequest request)
+    {
+        if (request.structured) {
+            if (request.error != 0) {
+                gather(StructuredRead.errorChunk(request, REPLY_TYPE_ERROR, request.error, 0));
+            }
+            else if (request.type == CMD_BLOCK_STATUS) {
+                gather(request.statusReply);
+            }
+            else {
+                request.read.encode(request, this);
+            }
+            return;
+        }
+        gather(request.replyHeader.clear()
+                .putInt(SIMPLE_REPLY_MAGIC)
+                .putInt(request.error)
+                .putLong(request.cookie)
+                .flip());
+        if (request.type == CMD_READ && request.error == 0 && request.nrPages > 0) {
+            request.preparePageBuffers();
+            for (int i = 0; i < request.nrPages; i++) {
+                gather(request.pages[i].buffer());
+            }
+        }
+    }
+
+    /**
+     * Takes the address and length of {@code buffer}'s remaining bytes at once, so an encoder may move
+     * the buffer's position and limit afterwards; the bytes themselves must stay as they are until sent.
+     */
+    @Override
+    public void gather(ByteBuffer buffer)
+    {
+        int length = buffer.remaining();
+        if (length == 0) {
+            return;
+        }
+        if (sendCount == sendAddress.length) {
+            sendAddress = Arrays.copyOf(sendAddress, 2 * sendCount);
+            sendLength = Arrays.copyOf(sendLength, 2 * sendCount);
+        }
+        sendAddress[sendCount] = UnsafeAccess.address(buffer) + buffer.position();
+        sendLength[sendCount] = length;
+        sendCount++;
+        sendTotal += length;
+    }
+
+    /** Nothing to do: {@link #gather} keeps addresses, not buffers, so an encoder's reuse of a buffer's window is harmless. */
+    @Override
+    public void flush()
+    {
+    }
+
+    private void postSend()
+    {
+        int count = Math.min(IOV_MAX, sendCount - sendIndex);
+        for (int i = 0; i < count; i++) {
+            int k = sendIndex + i;
+            int skip = i == 0 ? sendOffset : 0;
+            scratch.putLong(iovec(sendIovecs, i), sendAddress[k] + skip);
+            scratch.putLong(iovec(sendIovecs, i) + 8, sendLength[k] - skip);
+        }
+        msghdr(sendMsghdr, sendIovecs, count);
+        if (!ring.prep(IoUring.OP_SENDMSG, IoUring.IOSQE_FIXED_FILE, FIXED_SOCKET, 0, sendMsghdr, 1, IoUring.MSG_NOSIGNAL, SEND, 0)) {
+            throw new IllegalStateException("no SQE for a send: the ring is sized for every operation at once");
+        }
+        sendPosted = true;
+    }
+
+    private void sent(int res)
+    {
+        progress++;
+        if (res == -Errors.EAGAIN || res == -Errors.EINTR) {
+            postSend();
+            return;
+        }
+        if (res <= 0) {
+            if (!broken) {
+                broken = true;
+                log.debug("{}: cannot send replies, dropping them: {}", peer,
+                        res == 0 ? "no progress" : Errors.newIOException("sendmsg", res).getMessage());
+                // Nobody will see the replies of further requests: stop reading them.
+                shutdownInputQuietly();
+            }
+            NbdRequest batch = sendingHead;
+            sendingHead = null;
+            sendingTail = null;
+            recycleAll(batch);
+            return;
+        }
+        sentBytes += res;
+        long left = res;
+        while (left > 0) {
+            int available = sendLength[sendIndex] - sendOffset;
+            if (left >= available) {
+                left -= available;
+                sendIndex++;
+                sendOffset = 0;
+            }
+            else {
+                sendOffset += (int) left;
+                left = 0;
+            }
+        }
+        // Replies sent whole give their pages back at once, also in the middle of a long batch.
+        while (sendingHead != null && sendingHead.sendEnd <= sentBytes) {
+            NbdRequest request = sendingHead;
+            sendingHead = request.next;
+            request.next = null;
+            pool.recycle(request);
+        }
+        if (sendingHead == null) {
+            sendingTail = null;
+            return;
+        }
+        postSend();
+    }
+
+    private void recycleAll(NbdRequest first)
+    {
+        NbdRequest request = first;
+        while (request != null) {
+            NbdRequest next = request.next;
+            request.next = null;
+            pool.recycle(request);
+            request = next;
+        }
+    }
+
+    private int iovec(long iovecs, int i)
+    {
+        return (int) (iovecs - sendIovecs) + 16 * i;
+    }
+
+    /** A {@code struct msghdr} with no name and no control data over {@code count} iovecs. */
+    private void msghdr(long msghdr, long iovecs, int count)
+    {
+        int at = (int) (msghdr - sendIovecs);
+        for (int i = 0; i < 56; i += 8) {
+            scratch.putLong(at + i, 0);
+        }
+        scratch.putLong(at + 16, iovecs);
+        scratch.putLong(at + 24, count);
+    }
+
+    // ---- ReplyProgress
+
+    @Override
+    public long progress()
+    {
+        return progress;
+    }
+
+    @Override
+    public boolean busy()
+    {
+        return busy && !broken;
+    }
+
+    // ---- teardown
+
+    private void shutdownInputQuietly()
+    {
+        try {
+            channel.shutdownInput();
+        }
+        catch (IOException e) {
+            // not connected any more
+        }
+    }
+
+    private void shutdownSocket()
+    {
+        shutdownInputQuietly();
+        try {
+            channel.socket().shutdownOutput();
+        }
+        catch (IOException e) {
+            // not connected any more
+        }
+    }
+
+    /** Ends the eventfd read (the only operation left), waits for device threads still writing the eventfd, closes. */
+    private void close()
+    {
+        eventFdClosed = true;
+        try {
+            if (wakeupPosted) {
+                Posix.write(eventFd, wakeWord, 8);
+                while (wakeupPosted || recvPosted || sendPosted || timeoutPosted) {
+                    enterAndWait();
+                    ring.reap(this);
+                }
+            }
+        }
+        catch (NativeIoException | RuntimeException e) {
+            log.error("{}: io_uring loop did not end its operations", peer, e);
+        }
+        while (waking.get() > 0) {
+            Thread.onSpinWait();
+        }
+        ring.close();
+        Posix.close(eventFd);
+        if (recvPosted || sendPosted) {
+            // Not expected: the kernel may still use the buffers; they are leaked rather than reused.
+            log.error("{}: io_uring loop closed with operations in flight", peer);
+        }
+    }
+
+    @Override
+    public String toString()
+    {
+        return "NbdUringLoop{" + peer + ", " + ring + "}";
+    }
+}

@@ -1,0 +1,306 @@
+package dev.jloop.nbd;
+
+import dev.jloop.aio.AioKernel;
+import dev.jloop.api.Export;
+import dev.jloop.loop.LoopDevice;
+import dev.jloop.testkit.CiAssumptions;
+import dev.jloop.testkit.MemoryBackingFile;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.function.BooleanSupplier;
+import java.util.stream.Stream;
+
+import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FUA;
+import static dev.jloop.nbd.NbdProtocol.CMD_FLUSH;
+import static dev.jloop.nbd.NbdProtocol.CMD_READ;
+import static dev.jloop.nbd.NbdProtocol.CMD_WRITE;
+import static dev.jloop.nbd.NbdProtocol.REQUEST_MAGIC;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The io_uring connection loop's own edge cases: that plain connections run on it, back-pressure under
+ * thousands of pipelined requests completed on other threads, sends that the socket takes in pieces,
+ * clients that vanish in the middle of a reply or a WRITE payload, and a client that stops reading.
+ * After each test the server is closed and every page must be back ({@link AbstractNbdServerTest}).
+ * The rest of the protocol runs over the loop in the other transmission tests, which the build runs
+ * with each loop.
+ */
+class TestNbdUringLoop
+        extends AbstractNbdServerTest
+{
+    private final ExecutorService executor = Executors.newCachedThreadPool();
+
+    @AfterEach
+    void stopExecutor()
+    {
+        executor.shutdownNow();
+    }
+
+    @BeforeEach
+    void requireIoUring()
+    {
+        CiAssumptions.assumeAvailable(NbdUringLoop.unavailabilityCause() == null, "io_uring connection loop: " + NbdUringLoop.unavailabilityCause());
+    }
+
+    private void startLoopServer(Map<String, String> options)
+            throws IOException
+    {
+        Map<String, String> withLoop = new HashMap<>(options);
+        withLoop.put(NbdSettings.NBD_LOOP, "io_uring");
+        startServer(withLoop);
+    }
+
+    @Test
+    void plainConnectionsRunOnTheLoopWithoutAWriterThread()
+            throws Exception
+    {
+        startLoopServer(Map.of());
+        byte[] data = pattern(64 << 10, 7);
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_WRITE, 4096, data.length, data));
+            assertArrayEquals(data, client.read(4096, data.length));
+            assertTrue(waitFor(() -> threadIn(NbdUringLoop.class.getName()), 5), "no thread runs the io_uring loop");
+            assertFalse(Thread.getAllStackTraces().keySet().stream().anyMatch(thread -> thread.getName().endsWith("-writer")),
+                    "a reply writer thread runs beside the loop");
+        }
+    }
+
+    @Test
+    void theThreadedPathStaysSelectable()
+            throws Exception
+    {
+        startServer(Map.of(NbdSettings.NBD_LOOP, "threads"));
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            assertArrayEquals(new byte[512], client.read(0, 512));
+            assertTrue(Thread.getAllStackTraces().keySet().stream().anyMatch(thread -> thread.getName().endsWith("-writer")),
+                    "no reply writer thread with --nbd-loop threads");
+            assertFalse(threadIn(NbdUringLoop.class.getName()), "the io_uring loop runs though threads were chosen");
+        }
+    }
+
+    /**
+     * 3000 pipelined WRITEs, a FLUSH, then 3000 READs, over a device that completes on its own threads
+     * (the eventfd path), with budgets of 8 requests and 64 KiB: the loop must stop receiving and go on
+     * as requests come back, and answer every one with the right data.
+     */
+    @Test
+    void thousandsOfPipelinedRequestsCompletedOnOtherThreads()
+            throws Exception
+    {
+        int count = 3000;
+        int size = 2048;
+        LoopDevice device = new LoopDevice(MemoryBackingFile.builder((long) count * size).queued(4).build(), new AioKernel(), "queued");
+        try {
+            server = NbdServer.start(NbdTestConfig.tcp(Map.of(NbdSettings.NBD_LOOP, "io_uring",
+                    NbdSettings.MAX_INFLIGHT_REQUESTS, "8", NbdSettings.MAX_INFLIGHT_BYTES, "64K")),
+                    List.of(new Export("disk", "", device)), pagePool);
+            try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+                ByteBuffer writes = ByteBuffer.allocate(count * (NbdProtocol.REQUEST_SIZE + size) + NbdProtocol.REQUEST_SIZE);
+                for (int i = 0; i < count; i++) {
+                    header(writes, (i & 1) == 0 ? 0 : CMD_FLAG_FUA, CMD_WRITE, i, (long) i * size, size);
+                    writes.put(pattern(size, i));
+                }
+                header(writes, 0, CMD_FLUSH, count, 0, 0);
+                Future<?> sent = executor.submit(() -> {
+                    client.sendRawWhileReading(writes.array());
+                    return null;
+                });
+                boolean[] seen = new boolean[count + 1];
+                for (int i = 0; i <= count; i++) {
+                    NbdTestClient.Reply reply = client.readReply();
+                    assertEquals(0, reply.error(), "request " + reply.cookie());
+                    assertFalse(seen[(int) reply.cookie()], "two replies for " + reply.cookie());
+                    seen[(int) reply.cookie()] = true;
+                }
+                sent.get(30, TimeUnit.SECONDS);
+
+                ByteBuffer reads = ByteBuffer.allocate(count * NbdProtocol.REQUEST_SIZE);
+                for (int i = 0; i < count; i++) {
+                    header(reads, 0, CMD_READ, i, (long) i * size, size);
+                }
+                Future<?> readsSent = executor.submit(() -> {
+                    client.sendRawWhileReading(reads.array());
+                    return null;
+                });
+                Arrays.fill(seen, false);
+                for (int i = 0; i < count; i++) {
+                    NbdTestClient.Reply reply = client.readReply();
+                    assertEquals(0, reply.error());
+                    int cookie = (int) reply.cookie();
+                    assertFalse(seen[cookie], "two replies for " + cookie);
+                    seen[cookie] = true;
+                    assertArrayEquals(pattern(size, cookie), client.readData(size), "data of read " + cookie);
+                }
+                readsSent.get(30, TimeUnit.SECONDS);
+            }
+        }
+        finally {
+            server.close();
+            server = null;
+            assertEquals(0, pagePool.usedBytes(), "pages leaked");
+            device.close();
+        }
+    }
+
+    /** Replies far larger than the socket buffers, read in small pieces: every send after the first is partial. */
+    @Test
+    void repliesSentInPiecesArriveWhole()
+            throws Exception
+    {
+        startLoopServer(Map.of());
+        byte[] expected = pattern((int) DISK_SIZE, 3);
+        disk.write(0, expected);
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            for (int k = 0; k < 3; k++) {
+                client.sendRequest(0, CMD_READ, k, 0, expected.length);
+            }
+            for (int k = 0; k < 3; k++) {
+                NbdTestClient.Reply reply = client.readReply();
+                assertEquals(0, reply.error());
+                byte[] data = new byte[expected.length];
+                for (int at = 0; at < data.length; ) {
+                    int n = Math.min(data.length - at, k == 0 ? 777 : 1 << 16);
+                    System.arraycopy(client.readData(n), 0, data, at, n);
+                    at += n;
+                    if (k == 0 && at % (1 << 20) < 777) {
+                        Thread.sleep(20);
+                    }
+                }
+                assertArrayEquals(expected, data, "reply " + reply.cookie());
+            }
+        }
+    }
+
+    @Test
+    void aClientThatVanishesInTheMiddleOfRepliesLeavesNothingBehind()
+            throws Exception
+    {
+        startLoopServer(Map.of());
+        disk.write(0, pattern((int) DISK_SIZE, 5));
+        long fds = openDescriptors();
+        for (int round = 0; round < 3; round++) {
+            NbdTestClient client = NbdTestClient.open(address(), "disk");
+            for (int k = 0; k < 12; k++) {
+                client.sendRequest(0, CMD_READ, k, 0, DISK_SIZE);
+            }
+            client.readReply();
+            client.readData(100_000);
+            client.close();
+        }
+        assertTrue(waitFor(() -> pagePool.usedBytes() == 0, 10), "pages held after the clients left: " + pagePool.usedBytes());
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            assertArrayEquals(Arrays.copyOf(pattern((int) DISK_SIZE, 5), 4096), client.read(0, 4096));
+        }
+        assertTrue(waitFor(() -> openDescriptors() <= fds, 10), "descriptors leaked: " + openDescriptors() + " open, " + fds + " before");
+    }
+
+    @Test
+    void aClientThatVanishesInTheMiddleOfAWritePayloadLeavesNothingBehind()
+            throws Exception
+    {
+        startLoopServer(Map.of());
+        for (int round = 0; round < 3; round++) {
+            NbdTestClient client = NbdTestClient.open(address(), "disk");
+            ByteBuffer partial = ByteBuffer.allocate(NbdProtocol.REQUEST_SIZE + 300_000);
+            header(partial, 0, CMD_WRITE, 1, 0, 1 << 20);
+            client.sendRaw(partial.array());
+            Thread.sleep(50);
+            client.close();
+        }
+        assertTrue(waitFor(() -> pagePool.usedBytes() == 0, 10), "pages held after the clients left: " + pagePool.usedBytes());
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            assertArrayEquals(new byte[4096], client.read(0, 4096), "a WRITE whose payload never arrived reached the disk");
+        }
+    }
+
+    @Test
+    void aClientThatStopsReadingIsClosedAfterTheReplyTimeout()
+            throws Exception
+    {
+        startLoopServer(Map.of(NbdSettings.REPLY_TIMEOUT, "1s"));
+        disk.write(0, pattern((int) DISK_SIZE, 9));
+        try (NbdTestClient stalled = NbdTestClient.open(address(), "disk")) {
+            for (int k = 0; k < 8; k++) {
+                stalled.sendRequest(0, CMD_READ, k, 0, DISK_SIZE);
+            }
+            assertTrue(waitFor(() -> pagePool.usedBytes() > 0, 5), "the reads never took pages");
+            assertTrue(waitFor(() -> pagePool.usedBytes() == 0, 15), "the connection was not closed: " + pagePool.usedBytes() + " bytes of pages held");
+            assertThrows(IOException.class, () -> {
+                for (int k = 0; k < 8; k++) {
+                    stalled.readReply();
+                    stalled.readData((int) DISK_SIZE);
+                }
+            }, "every reply arrived though the connection was closed");
+        }
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            assertArrayEquals(Arrays.copyOf(pattern((int) DISK_SIZE, 9), 4096), client.read(0, 4096), "the server no longer serves");
+        }
+    }
+
+    private static void header(ByteBuffer buffer, int flags, int type, long cookie, long offset, int length)
+    {
+        buffer.putInt(REQUEST_MAGIC)
+                .putShort((short) flags)
+                .putShort((short) type)
+                .putLong(cookie)
+                .putLong(offset)
+                .putInt(length);
+    }
+
+    private static byte[] pattern(int length, int seed)
+    {
+        byte[] data = new byte[length];
+        for (int i = 0; i < length; i++) {
+            data[i] = (byte) (seed * 31 + i / 512 + (i & 0xff));
+        }
+        return data;
+    }
+
+    private static boolean threadIn(String className)
+    {
+        return Thread.getAllStackTraces().values().stream()
+                .flatMap(Stream::of)
+                .anyMatch(frame -> frame.getClassName().equals(className));
+    }
+
+    private static long openDescriptors()
+    {
+        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
+            return fds.count();
+        }
+        catch (IOException e) {
+            throw new RuntimeException(e);
+        }
+    }
+
+    private static boolean waitFor(BooleanSupplier condition, int seconds)
+            throws InterruptedException
+    {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
+        while (!condition.getAsBoolean()) {
+            if (System.nanoTime() > deadline) {
+                return false;
+            }
+            Thread.sleep(20);
+        }
+        return true;
+    }
+}
