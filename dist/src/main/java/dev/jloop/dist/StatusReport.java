@@ -99,7 +99,7 @@ final class StatusReport
                 LatencyHistogram.Snapshot latency = inWindow ? now.latency()[e][o].minus(oldest.latency()[e][o]) : now.latency()[e][o];
                 out.append(String.format(Locale.ROOT, "  %-12s %12d %16d %10.1f %10.2f %10s %10s %8d%n",
                         op.name().toLowerCase(Locale.ROOT), completed, now.bytes()[e][o], recent / seconds, recentBytes / 1e6 / seconds,
-                        latency.count() == 0 ? "-" : duration(latency.percentile(50)), latency.count() == 0 ? "-" : duration(latency.percentile(99)),
+                        latency.count() == 0 ? "-" : LatencyHistogram.format(latency.percentile(50)), latency.count() == 0 ? "-" : LatencyHistogram.format(latency.percentile(99)),
                         stats.errors()));
             }
         }
@@ -118,23 +118,5 @@ final class StatusReport
             out.append(String.format(Locale.ROOT, "queue %d: %d in flight%n", q, queues.get(q)));
         }
         return out.toString();
-    }
-
-    /** Three significant digits: {@code 41.2us}, {@code 412us}, {@code 1.21ms}, {@code 2.50s}. */
-    static String duration(long nanos)
-    {
-        double value = nanos / 1e3;
-        String unit = "us";
-        if (nanos >= 1_000_000_000L) {
-            value = nanos / 1e9;
-            unit = "s";
-        }
-        else if (nanos >= 1_000_000L) {
-            value = nanos / 1e6;
-            unit = "ms";
-        }
-        String digits = value >= 100 ? String.format(Locale.ROOT, "%.0f", value)
-                : value >= 10 ? String.format(Locale.ROOT, "%.1f", value) : String.format(Locale.ROOT, "%.2f", value);
-        return digits + unit;
     }
 }

@@ -249,33 +249,15 @@ public final class StatsFilterFactory
                 out.append(", latency");
                 for (double percentile : PERCENTILES) {
                     out.append(" p").append(percentile == Math.rint(percentile) ? String.valueOf((long) percentile) : String.valueOf(percentile))
-                            .append('=').append(duration(latencies.percentile(percentile)));
+                            .append('=').append(LatencyHistogram.format(latencies.percentile(percentile)));
                 }
-                out.append(" max=").append(duration(latencies.max())).append('\n');
+                out.append(" max=").append(LatencyHistogram.format(latencies.max())).append('\n');
             }
         }
 
         private static String rate(long bytes, double seconds)
         {
             return String.format(Locale.ROOT, "%.2f MB/s", seconds > 0 ? bytes / 1e6 / seconds : 0);
-        }
-
-        /** Three significant digits, as the histogram keeps them: {@code 41.2us}, {@code 412us}, {@code 1.21ms}, {@code 2.50s}. */
-        static String duration(long nanos)
-        {
-            double value = nanos / 1e3;
-            String unit = "us";
-            if (nanos >= 1_000_000_000L) {
-                value = nanos / 1e9;
-                unit = "s";
-            }
-            else if (nanos >= 1_000_000L) {
-                value = nanos / 1e6;
-                unit = "ms";
-            }
-            String digits = value >= 100 ? String.format(Locale.ROOT, "%.0f", value)
-                    : value >= 10 ? String.format(Locale.ROOT, "%.1f", value) : String.format(Locale.ROOT, "%.2f", value);
-            return digits + unit;
         }
     }
 }

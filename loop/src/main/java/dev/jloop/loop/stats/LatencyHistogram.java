@@ -1,6 +1,7 @@
 package dev.jloop.loop.stats;
 
 import java.util.Arrays;
+import java.util.Locale;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.atomic.LongAdder;
 
@@ -174,5 +175,23 @@ public final class LatencyHistogram
         {
             return "Snapshot{count=" + count + ", sum=" + sum + ", max=" + max + ", buckets=" + Arrays.stream(buckets).filter(n -> n > 0).count() + " used}";
         }
+    }
+
+    /** Three significant digits, as the histogram keeps them: {@code 41.2us}, {@code 412us}, {@code 1.21ms}, {@code 2.50s}. */
+    public static String format(long nanos)
+    {
+        double value = nanos / 1e3;
+        String unit = "us";
+        if (nanos >= 1_000_000_000L) {
+            value = nanos / 1e9;
+            unit = "s";
+        }
+        else if (nanos >= 1_000_000L) {
+            value = nanos / 1e6;
+            unit = "ms";
+        }
+        String digits = value >= 100 ? String.format(Locale.ROOT, "%.0f", value)
+                : value >= 10 ? String.format(Locale.ROOT, "%.1f", value) : String.format(Locale.ROOT, "%.2f", value);
+        return digits + unit;
     }
 }
