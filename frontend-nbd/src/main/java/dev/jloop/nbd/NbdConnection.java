@@ -46,6 +46,7 @@ final class NbdConnection
     private volatile String exportName;
     private volatile boolean tlsUp;
     private volatile NbdTransmission transmission;
+    private volatile NbdUringLoop loop;
 
     NbdConnection(
             NbdChannel channel,
@@ -77,7 +78,9 @@ final class NbdConnection
     ConnectionStatus status()
     {
         NbdTransmission serving = transmission;
-        return new ConnectionStatus(client, exportName, transport, tlsUp, serving == null ? 0 : serving.inFlight(),
+        NbdUringLoop looping = loop;
+        int inFlight = serving != null ? serving.inFlight() : looping != null ? looping.inFlight() : 0;
+        return new ConnectionStatus(client, exportName, transport, tlsUp, inFlight,
                 counters.requests(), counters.bytes(), counters.errors());
     }
 
@@ -123,8 +126,10 @@ final class NbdConnection
                         pagePool,
                         settings.maxInflightBytes(),
                         settings.maxInflightRequests(),
-                        peer);
+                        peer,
+                        counters);
                 if (loop != null) {
+                    this.loop = loop;
                     ScheduledFuture<?> watchdog = timeouts.watchReplies(new ReplyWatchdog(loop));
                     try {
                         loop.run();

@@ -78,6 +78,7 @@ final class NbdUringLoop
     private final NbdChannel channel;
     private final BlockDevice device;
     private final String peer;
+    private final NbdConnectionCounters counters;
     private final NbdRequestReader requests;
     private final NbdRequestPool pool;
     private final NbdSubmitter submitter;
@@ -148,12 +149,14 @@ final class NbdUringLoop
             int maxInflightBytes,
             int maxInflightRequests,
             String peer,
+            NbdConnectionCounters counters,
             Ring ring,
             int eventFd)
     {
         this.channel = requireNonNull(channel, "channel is null");
         this.device = requireNonNull(device, "device is null");
         this.peer = requireNonNull(peer, "peer is null");
+        this.counters = requireNonNull(counters, "counters is null");
         this.ring = requireNonNull(ring, "ring is null");
         this.eventFd = eventFd;
         this.requests = new NbdRequestReader(channel, device, transmissionFlags, structuredReplies, baseAllocation);
@@ -175,6 +178,12 @@ final class NbdUringLoop
         scratch.putLong((int) (timespec - base + 8), RETRY_NANOS);
         this.input = requests.input();
         this.inputAddress = UnsafeAccess.address(input);
+    }
+
+    /** Requests read and not yet answered (jloop status); any thread. */
+    int inFlight()
+    {
+        return pool.inUse();
     }
 
     /** Why no connection can use the loop here, or {@code null} when they can. */
@@ -200,7 +209,8 @@ final class NbdUringLoop
             PagePool pagePool,
             int maxInflightBytes,
             int maxInflightRequests,
-            String peer)
+            String peer,
+            NbdConnectionCounters counters)
     {
         if (channel.socket() == null || unavailabilityCause() != null) {
             return null;
@@ -216,7 +226,7 @@ final class NbdUringLoop
             ring.registerFiles(socketFd);
             eventFd = Errors.check("eventfd", Posix.eventfd(0, Posix.EFD_CLOEXEC));
             return new NbdUringLoop(channel, device, transmissionFlags, structuredReplies, baseAllocation,
-                    pagePool, maxInflightBytes, maxInflightRequests, peer, ring, eventFd);
+                    pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd);
         }
         catch (NativeIoException | RuntimeException e) {
             log.debug("{}: io_uring loop not used: {}", peer, e.toString());
@@ -510,6 +520,7 @@ final class NbdUringLoop
             }
             headerPending = false;
             requests.describe(request);
+            counters.request(request.type == CMD_READ || request.type == CMD_WRITE ? request.length : 0);
             submitter.plug();
             try {
                 start(request);
@@ -690,6 +701,9 @@ final class NbdUringLoop
 
     private void add(NbdRequest request)
     {
+        if (request.error != 0) {
+            counters.error();
+        }
         if (request.structured) {
             if (request.error != 0) {
                 gather(StructuredRead.errorChunk(request, REPLY_TYPE_ERROR, request.error, 0));
