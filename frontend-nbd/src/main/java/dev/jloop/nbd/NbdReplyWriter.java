@@ -9,10 +9,6 @@ import java.nio.ByteBuffer;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
-import static dev.jloop.nbd.NbdProtocol.CMD_BLOCK_STATUS;
-import static dev.jloop.nbd.NbdProtocol.CMD_READ;
-import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_ERROR;
-import static dev.jloop.nbd.NbdProtocol.SIMPLE_REPLY_MAGIC;
 import static java.util.Objects.requireNonNull;
 
 /**
@@ -249,35 +245,7 @@ final class NbdReplyWriter
         if (request.error != 0) {
             counters.error();
         }
-        if (request.structured) {
-            addStructured(request);
-            return;
-        }
-        gather(request.replyHeader.clear()
-                .putInt(SIMPLE_REPLY_MAGIC)
-                .putInt(request.error)
-                .putLong(request.cookie)
-                .flip());
-        if (request.type == CMD_READ && request.error == 0 && request.nrPages > 0) {
-            request.preparePageBuffers();
-            for (int i = 0; i < request.nrPages; i++) {
-                gather(request.pages[i].buffer());
-            }
-        }
-    }
-
-    /** A structured reply: one error chunk, the BLOCK_STATUS chunk the reader made, or the chunks of a READ. */
-    private void addStructured(NbdRequest request)
-    {
-        if (request.error != 0) {
-            gather(StructuredRead.errorChunk(request, REPLY_TYPE_ERROR, request.error, 0));
-            return;
-        }
-        if (request.type == CMD_BLOCK_STATUS) {
-            gather(request.statusReply);
-            return;
-        }
-        request.read.encode(request, this);
+        addReply(request);
     }
 
     @Override

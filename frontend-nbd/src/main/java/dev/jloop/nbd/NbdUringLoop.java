@@ -26,8 +26,6 @@ import static dev.jloop.nbd.NbdProtocol.CMD_FLUSH;
 import static dev.jloop.nbd.NbdProtocol.CMD_READ;
 import static dev.jloop.nbd.NbdProtocol.CMD_WRITE;
 import static dev.jloop.nbd.NbdProtocol.NBD_ENOMEM;
-import static dev.jloop.nbd.NbdProtocol.REPLY_TYPE_ERROR;
-import static dev.jloop.nbd.NbdProtocol.SIMPLE_REPLY_MAGIC;
 import static java.util.Objects.requireNonNull;
 
 /**
@@ -704,29 +702,7 @@ final class NbdUringLoop
         if (request.error != 0) {
             counters.error();
         }
-        if (request.structured) {
-            if (request.error != 0) {
-                gather(StructuredRead.errorChunk(request, REPLY_TYPE_ERROR, request.error, 0));
-            }
-            else if (request.type == CMD_BLOCK_STATUS) {
-                gather(request.statusReply);
-            }
-            else {
-                request.read.encode(request, this);
-            }
-            return;
-        }
-        gather(request.replyHeader.clear()
-                .putInt(SIMPLE_REPLY_MAGIC)
-                .putInt(request.error)
-                .putLong(request.cookie)
-                .flip());
-        if (request.type == CMD_READ && request.error == 0 && request.nrPages > 0) {
-            request.preparePageBuffers();
-            for (int i = 0; i < request.nrPages; i++) {
-                gather(request.pages[i].buffer());
-            }
-        }
+        addReply(request);
     }
 
     /**
