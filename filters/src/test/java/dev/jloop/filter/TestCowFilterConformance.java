@@ -10,10 +10,10 @@ import java.util.Map;
 /**
  * The conformance suite through the cow filter, with a temporary overlay over the memory backend.
  * The overlay goes with the close, and the file below is never written: the suite checks everything
- * but the closed file, which {@link CowCommitFilterConformanceTest} checks with the overlay
+ * but the closed file, which {@link TestCowCommitFilterConformance} checks with the overlay
  * committed into the file at close.
  */
-public class CowFilterConformanceTest
+public class TestCowFilterConformance
         extends AbstractBackingFileTest
 {
     @Override

@@ -19,7 +19,7 @@ import java.util.Map;
  * and then {@code jloop commit} do: the suite's checks of the file on disk then check the commit.
  * The memory file below completes on threads of its own, so reads from below come back on them.
  */
-public class CowCommitFilterConformanceTest
+public class TestCowCommitFilterConformance
         extends AbstractBackingFileTest
 {
     @Override

@@ -5,7 +5,7 @@ import dev.jloop.api.BackendFactory;
 import java.util.Map;
 
 /** The conformance suite on the in-memory file declaring no extents, which then reports every range as data. */
-public class NoExtentsMemoryBackingFileTest
+public class TestNoExtentsMemoryBackingFile
         extends AbstractBackingFileTest
 {
     @Override

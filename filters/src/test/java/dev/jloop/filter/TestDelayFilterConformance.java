@@ -7,13 +7,13 @@ import dev.jloop.testkit.MemoryBackendFactory;
 
 import java.util.Map;
 
-/** The conformance suite through the error filter while its trigger file is absent: it must pass everything through. */
-public class ErrorFilterConformanceTest
+/** The conformance suite through the delay filter: every completion comes late, from the timer thread. */
+public class TestDelayFilterConformance
         extends AbstractBackingFileTest
 {
     @Override
     protected BackendFactory factory()
     {
-        return new FilteredBackendFactory(new MemoryBackendFactory(), new ErrorFilterFactory(), Map.of("error-file", "/nonexistent/jloop-error-trigger"));
+        return new FilteredBackendFactory(new MemoryBackendFactory(), new DelayFilterFactory(), Map.of("delay", "1ms", "delay-jitter", "1"));
     }
 }
