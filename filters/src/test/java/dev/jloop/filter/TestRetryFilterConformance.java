@@ -13,7 +13,7 @@ import java.util.Map;
  * timer thread, and the errors the suite expects (EPERM, EOPNOTSUPP) must come at once. Flushes
  * are not failed, since the retry filter passes their errors on.
  */
-public class RetryFilterConformanceTest
+public class TestRetryFilterConformance
         extends AbstractBackingFileTest
 {
     @Override

@@ -12,7 +12,7 @@ import java.util.Map;
  * and transfers at most 40000 bytes a call: windows come back short and reads are served from them
  * while writes land.
  */
-public class ReadaheadFilterConformanceTest
+public class TestReadaheadFilterConformance
         extends AbstractBackingFileTest
 {
     @Override

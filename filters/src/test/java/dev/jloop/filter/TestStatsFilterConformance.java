@@ -9,7 +9,7 @@ import java.nio.file.Path;
 import java.util.Map;
 
 /** The conformance suite through the stats filter, over a file that completes on its own threads: counting changes no result. */
-public class StatsFilterConformanceTest
+public class TestStatsFilterConformance
         extends AbstractBackingFileTest
 {
     @Override

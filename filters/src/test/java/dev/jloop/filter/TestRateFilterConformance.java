@@ -11,7 +11,7 @@ import java.util.Map;
  * The conformance suite through the rate filter, with a rate the suite's floods exceed, so that many
  * requests wait and go from the timer thread, and with short transfers, whose unsent bits go back.
  */
-public class RateFilterConformanceTest
+public class TestRateFilterConformance
         extends AbstractBackingFileTest
 {
     @Override

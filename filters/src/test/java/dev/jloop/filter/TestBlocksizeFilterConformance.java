@@ -12,7 +12,7 @@ import java.util.Map;
  * memory file that completes on threads of its own: most of the suite's requests are unaligned or
  * larger, so they are split and read-modify-written, many at once on the same blocks.
  */
-public class BlocksizeFilterConformanceTest
+public class TestBlocksizeFilterConformance
         extends AbstractBackingFileTest
 {
     @Override

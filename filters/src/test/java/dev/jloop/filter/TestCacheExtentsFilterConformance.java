@@ -8,7 +8,7 @@ import dev.jloop.testkit.MemoryBackendFactory;
 import java.util.Map;
 
 /** The conformance suite through the cacheextents filter, over a file that completes on its own threads: its extents are the file's. */
-public class CacheExtentsFilterConformanceTest
+public class TestCacheExtentsFilterConformance
         extends AbstractBackingFileTest
 {
     @Override

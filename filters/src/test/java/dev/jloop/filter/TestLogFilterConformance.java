@@ -9,7 +9,7 @@ import java.nio.file.Path;
 import java.util.Map;
 
 /** The conformance suite through the log filter, over a file that completes on its own threads: logging changes no result. */
-public class LogFilterConformanceTest
+public class TestLogFilterConformance
         extends AbstractBackingFileTest
 {
     @Override
