@@ -1,7 +1,6 @@
 package dev.jloop.dist;
 
 import dev.jloop.testkit.CiAssumptions;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
@@ -10,8 +9,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 
-import static dev.jloop.dist.NbdTlsIT.jsonValue;
-import static dev.jloop.dist.NbdTlsIT.randomBytes;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -24,10 +21,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * {@code jloop commit} writes it into the file.
  */
 class CowFilterIT
+        extends AbstractJloopIT
 {
     private static final int SIZE = 16 << 20;
 
-    private Path dir;
     private Path base;
     private byte[] original;
 
@@ -35,18 +32,9 @@ class CowFilterIT
     void setUp()
             throws IOException
     {
-        Path target = Path.of("target", "it-tmp").toAbsolutePath();
-        Files.createDirectories(target);
-        dir = Files.createTempDirectory(target, "cow");
         base = dir.resolve("base.img");
         original = randomBytes(SIZE, 1);
         Files.write(base, original);
-    }
-
-    @AfterEach
-    void tearDown()
-    {
-        Exec.run(30, "rm", "-rf", dir.toString());
     }
 
     @Test
@@ -116,7 +104,7 @@ class CowFilterIT
         assertFalse(Files.exists(overlay), "the overlay is removed");
         assertFalse(Files.exists(dir.resolve("base.overlay.map")));
 
-        Exec again = Exec.run(60, JloopProcess.command("commit", "--cow-file", overlay.toString(), base.toString()).toArray(String[]::new));
+        Exec again = jloop("commit", "--cow-file", overlay.toString(), base.toString());
         assertEquals(1, again.exitCode(), again.stdout() + again.stderr());
         assertTrue(again.stderr().startsWith("jloop: cannot commit " + overlay + " into " + base + ": no overlay at "), again.stderr());
     }
@@ -130,8 +118,8 @@ class CowFilterIT
             assertEquals(0, server.stop(), server.log());
         }
         Path other = Files.write(dir.resolve("other.img"), new byte[SIZE / 2]);
-        Exec refused = Exec.run(60, JloopProcess.command("serve", "--listen", "127.0.0.1:0", "--filter", "cow", "--cow-file", overlay.toString(),
-                other.toString()).toArray(String[]::new));
+        Exec refused = jloop("serve", "--listen", "127.0.0.1:0", "--filter", "cow", "--cow-file", overlay.toString(),
+                other.toString());
         assertNotEquals(0, refused.exitCode());
         assertTrue(refused.stderr().contains("was made for a disk of " + SIZE + " bytes, not " + SIZE / 2), refused.stderr());
     }

@@ -1,11 +1,8 @@
 package dev.jloop.dist;
 
 import dev.jloop.testkit.CiAssumptions;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
-import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
@@ -18,8 +15,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
-import static dev.jloop.dist.NbdTlsIT.assertOneLineError;
-import static dev.jloop.dist.NbdTlsIT.randomBytes;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -27,24 +22,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** Filters as a user stacks them, seen by clients nobody here wrote (qemu-io, nbdcopy, nbdinfo). */
 class FiltersIT
+        extends AbstractJloopIT
 {
-    private Path dir;
-
-    @BeforeEach
-    void setUp()
-            throws IOException
-    {
-        Path base = Path.of("target", "it-tmp").toAbsolutePath();
-        Files.createDirectories(base);
-        dir = Files.createTempDirectory(base, "filters");
-    }
-
-    @AfterEach
-    void tearDown()
-    {
-        Exec.run(30, "rm", "-rf", dir.toString());
-    }
-
     /** qemu-io sees the injected errno while the trigger file exists, and the server keeps serving. */
     @Test
     void errorFilterInjectsTheChosenErrnoWhileItsFileExists()
@@ -171,16 +150,15 @@ class FiltersIT
     void filterMistakesAreOneLineErrors()
     {
         Path image = dir.resolve("a.img");
-        assertOneLineError(Exec.run(60, JloopProcess.command("serve", "--filter", "nope", "--size", "1M", image.toString()).toArray(String[]::new)),
+        assertOneLineError(jloop("serve", "--filter", "nope", "--size", "1M", image.toString()),
                 "unknown filter 'nope'; known filters: ");
-        assertOneLineError(Exec.run(60, JloopProcess.command("serve", "--filter", "error:error=EWHAT", "--size", "1M", image.toString()).toArray(String[]::new)),
+        assertOneLineError(jloop("serve", "--filter", "error:error=EWHAT", "--size", "1M", image.toString()),
                 "--error: unknown errno 'EWHAT'");
-        assertOneLineError(Exec.run(60, JloopProcess.command("serve", "--error-rate", "0.5", "--size", "1M", image.toString()).toArray(String[]::new)),
+        assertOneLineError(jloop("serve", "--error-rate", "0.5", "--size", "1M", image.toString()),
                 "--error-rate applies to the error filter only");
-        assertOneLineError(Exec.run(60, JloopProcess.command("serve", "--filter", "log", "--size", "1M", image.toString()).toArray(String[]::new)),
+        assertOneLineError(jloop("serve", "--filter", "log", "--size", "1M", image.toString()),
                 "the log filter needs --log-file, the file it logs to");
-        assertOneLineError(Exec.run(60, JloopProcess.command("serve", "--filter", "readahead:readahead-max=1K", "--size", "1M", image.toString())
-                .toArray(String[]::new)), "--readahead-max: 1 KiB is not from 64K to 256M");
+        assertOneLineError(jloop("serve", "--filter", "readahead:readahead-max=1K", "--size", "1M", image.toString()), "--readahead-max: 1 KiB is not from 64K to 256M");
         assertFalse(Files.exists(image), "nothing is created when an option is wrong");
     }
 

@@ -1,10 +1,11 @@
 package dev.jloop.dist;
 
 import dev.jloop.testkit.CiAssumptions;
-import org.junit.jupiter.api.AfterEach;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 import javax.tools.JavaCompiler;
 import javax.tools.ToolProvider;
@@ -32,13 +33,17 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * brings its own copy of a library jloop also uses; a damaged one.
  */
 class PluginIT
+        extends AbstractJloopIT
 {
     private static final String KEY = "0x5a17c3";
     private static final byte[] KEY_BYTES = {0x5a, 0x17, (byte) 0xc3};
 
+    /** Where the example is built, once for the class. */
+    @TempDir(factory = TargetTempDirFactory.class)
+    static Path work;
+
     private static Path xorJar;
 
-    private Path dir;
     private Path plugins;
 
     /**
@@ -51,8 +56,6 @@ class PluginIT
     static void buildTheExamplePlugin()
             throws IOException
     {
-        Path work = Files.createDirectories(Path.of("target", "it-tmp").toAbsolutePath()).resolve("xor-backend-build");
-        Exec.run(60, "rm", "-rf", work.toString());
         Path source = Path.of(property("jloop.examples")).resolve("xor-backend");
         Path project = work.resolve("xor-backend");
         try (Stream<Path> files = Files.walk(source)) {
@@ -98,15 +101,7 @@ class PluginIT
     void setUp()
             throws IOException
     {
-        Path base = Files.createDirectories(Path.of("target", "it-tmp").toAbsolutePath());
-        dir = Files.createTempDirectory(base, "plugins");
         plugins = Files.createDirectories(dir.resolve("plugins"));
-    }
-
-    @AfterEach
-    void tearDown()
-    {
-        Exec.run(30, "rm", "-rf", dir.toString());
     }
 
     private Map<String, String> pluginPath()
@@ -114,7 +109,7 @@ class PluginIT
         return Map.of("JLOOP_PLUGIN_PATH", plugins.toString());
     }
 
-    private Exec jloop(String... args)
+    private Exec jloopWithPlugins(String... args)
     {
         return Exec.run(60, null, pluginPath(), JloopProcess.command(args).toArray(String[]::new));
     }
@@ -131,7 +126,7 @@ class PluginIT
     {
         CiAssumptions.assumeCommand("nbdcopy");
         installXor();
-        Exec listing = jloop("backends");
+        Exec listing = jloopWithPlugins("backends");
         assertEquals(0, listing.exitCode(), listing.stderr());
         assertTrue(listing.stdout().contains("xor (plugin " + plugins.resolve("xor") + ")\n"), listing.stdout());
         assertTrue(listing.stdout().contains("    --xor-key TEXT\n"), listing.stdout());
@@ -219,12 +214,12 @@ class PluginIT
                         """),
                 "example.conflict.ConflictBackendFactory");
 
-        Exec listing = jloop("backends");
+        Exec listing = jloopWithPlugins("backends");
         assertEquals(0, listing.exitCode(), listing.stderr());
         assertEquals("", listing.stderr());
         assertTrue(listing.stdout().contains("conflict (plugin " + folder + ")\n    described by the plugin's own picocli.CommandLine\n"), listing.stdout());
 
-        Exec help = jloop("serve", "--help");
+        Exec help = jloopWithPlugins("serve", "--help");
         assertEquals(0, help.exitCode(), help.stderr());
         assertTrue(help.stdout().contains("--backend"), help.stdout());
         try (JloopProcess server = JloopProcess.serve(dir, pluginPath(), "--backend", "sync", "--size", "1M",
@@ -243,7 +238,7 @@ class PluginIT
         new Random(7).nextBytes(garbage);
         Files.write(broken.resolve("broken.jar"), garbage);
 
-        Exec listing = jloop("backends");
+        Exec listing = jloopWithPlugins("backends");
         assertEquals(0, listing.exitCode(), listing.stderr());
         List<String> warnings = listing.stderr().lines().toList();
         assertEquals(1, warnings.size(), listing.stderr());
@@ -257,7 +252,7 @@ class PluginIT
             assertTrue(server.log().contains("plugin " + broken + " not loaded"), server.log());
         }
 
-        Exec unknown = jloop("serve", "--backend", "broken", "--size", "1M", dir.resolve("other.img").toString());
+        Exec unknown = jloopWithPlugins("serve", "--backend", "broken", "--size", "1M", dir.resolve("other.img").toString());
         assertEquals(1, unknown.exitCode());
         assertTrue(unknown.stderr().contains("jloop: unknown backend 'broken'"), unknown.stderr());
         assertFalse(Files.exists(dir.resolve("other.img")), "nothing is created for an unknown backend");

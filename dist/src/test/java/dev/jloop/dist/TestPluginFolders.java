@@ -6,6 +6,7 @@ import dev.jloop.dist.fakeplugin.FakeBackendFactory;
 import dev.jloop.dist.fakeplugin.FakeFrontendFactory;
 import dev.jloop.dist.fakeplugin.SyncNamedBackendFactory;
 import dev.jloop.dist.fakeplugin.ThrowingBackendFactory;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.slf4j.Logger;
@@ -30,7 +31,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** Plugin folders: found, loaded apart from jloop's class path, and reported one line each when broken. */
 class TestPluginFolders
 {
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
     private Path fakePlugin(Path directory, String name)

@@ -14,6 +14,7 @@ import dev.jloop.api.FrontendConfig;
 import dev.jloop.api.FrontendFactory;
 import dev.jloop.api.PluginOption;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import picocli.CommandLine;
@@ -38,7 +39,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** How serve is put together: plugins by name, their options, the create hook, swapping a plugin. */
 class TestServeModule
 {
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
     private final RecordingBackend backend = new RecordingBackend("fake");

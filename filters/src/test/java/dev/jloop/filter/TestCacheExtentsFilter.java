@@ -7,6 +7,7 @@ import dev.jloop.api.Fallocate;
 import dev.jloop.api.ForwardingBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
 import dev.jloop.testkit.RecordingBackingFile;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -34,7 +35,7 @@ class TestCacheExtentsFilter
     private static final int DATA = ExtentSink.DATA;
     private static final int HOLE = ExtentSink.HOLE | ExtentSink.ZERO;
 
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
     private final Requests requests = new Requests();

@@ -9,6 +9,7 @@ import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.iter.KvecIter;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -30,7 +31,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** What the error and delay filters do to requests, through an AioKernel as the loop device submits them. */
 class TestFilters
 {
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
     private final AioKernel aio = new AioKernel();

@@ -5,6 +5,7 @@ import dev.jloop.api.BackingFile;
 import dev.jloop.api.Fallocate;
 import dev.jloop.api.Kiocb;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -37,7 +38,7 @@ class TestLogFilter
     private static final Pattern LINE = Pattern.compile("(\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\.\\d{6}) (.*?)(?: latency=(\\d+)us)?");
     private static final DateTimeFormatter TIME = DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss.SSSSSS");
 
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
     private final Requests requests = new Requests();

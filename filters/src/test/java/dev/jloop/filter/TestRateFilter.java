@@ -5,6 +5,7 @@ import dev.jloop.api.BackingFile;
 import dev.jloop.api.Fallocate;
 import dev.jloop.filter.RateFilterFactory.RateBackingFile;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -32,7 +33,7 @@ class TestRateFilter
 {
     private static final int CHUNK = 64 << 10;
 
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
     private final Requests requests = new Requests();

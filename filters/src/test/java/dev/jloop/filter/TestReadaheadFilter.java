@@ -10,6 +10,7 @@ import dev.jloop.api.Kiocb;
 import dev.jloop.iter.KvecIter;
 import dev.jloop.testkit.MemoryBackingFile;
 import dev.jloop.testkit.RecordingBackingFile;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -44,7 +45,7 @@ class TestReadaheadFilter
 {
     private static final int BLOCK = 4096;
 
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
     private final Requests requests = new Requests();

@@ -7,6 +7,7 @@ import dev.jloop.api.IovIter;
 import dev.jloop.api.Kiocb;
 import dev.jloop.iter.KvecIter;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import sun.misc.Signal;
@@ -38,7 +39,7 @@ class TestStatsFilter
     private static final Pattern ROW = Pattern.compile("  (\\w+): (\\d+) ops, (\\d+) bytes, (\\d+\\.\\d\\d) MB/s(?:, (\\d+) errors)?"
             + "(?:, latency p50=(\\S+) p90=(\\S+) p99=(\\S+) p99\\.9=(\\S+) max=(\\S+))?");
 
-    @TempDir
+    @TempDir(factory = TargetTempDirFactory.class)
     Path dir;
 
     private final Requests requests = new Requests();
