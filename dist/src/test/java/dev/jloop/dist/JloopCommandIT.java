@@ -11,8 +11,10 @@ import java.net.ServerSocket;
 import java.net.Socket;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.OptionalInt;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -35,6 +37,45 @@ class JloopCommandIT
         Exec version = jloop("--version");
         assertEquals(0, version.exitCode());
         assertTrue(version.stdout().startsWith("jloop 0."), version.stdout());
+    }
+
+    /**
+     * bin/jloop's class-data sharing archive: made on the first start of a copy of the distribution,
+     * it holds picocli's classes (compiled for Java 5, which a dynamic archive leaves out), and
+     * {@code JLOOP_CDS=off} goes without it.
+     */
+    @Test
+    void classDataSharingArchiveHoldsTheCommandLine()
+            throws Exception
+    {
+        Path copy = dir.resolve("dist");
+        for (String folder : List.of("bin", "lib")) {
+            Files.createDirectories(copy.resolve(folder));
+            try (var files = Files.list(JloopProcess.home().resolve(folder))) {
+                for (Path file : (Iterable<Path>) files::iterator) {
+                    if (!file.getFileName().toString().startsWith("jloop.jsa")) {
+                        Files.copy(file, copy.resolve(folder).resolve(file.getFileName()), StandardCopyOption.COPY_ATTRIBUTES);
+                    }
+                }
+            }
+        }
+        String bin = copy.resolve("bin/jloop").toString();
+        Path image = dir.resolve("cds.img");
+        Exec first = Exec.run(120, null, Map.of(), bin, "serve", "--socket", dir.resolve("s0").toString(), "--size", "1M", image.toString(), "--run", "true");
+        assertEquals(0, first.exitCode(), first.stderr());
+        assertTrue(Files.size(copy.resolve("lib/jloop.jsa")) > 0, "no archive after the first start");
+        assertTrue(Files.readString(copy.resolve("lib/jloop.jsa.key")).contains(copy.toString()), "the archive's key names its distribution");
+
+        for (boolean archive : new boolean[] {true, false}) {
+            Path classes = dir.resolve("classes-" + archive + ".log");
+            Exec run = Exec.run(60, null, Map.of("JLOOP_CDS", archive ? "on" : "off", "JLOOP_JAVA_OPTS", "-Xlog:class+load:file=" + classes),
+                    bin, "serve", "--socket", dir.resolve("s-" + archive).toString(), image.toString(), "--run", "true");
+            assertEquals(0, run.exitCode(), run.stderr());
+            String picocli = Files.readAllLines(classes).stream()
+                    .filter(line -> line.contains(" picocli.CommandLine source: "))
+                    .findFirst().orElseThrow();
+            assertEquals(archive, picocli.endsWith("source: shared objects file"), picocli);
+        }
     }
 
     @Test
