@@ -74,7 +74,7 @@ import static java.util.Objects.requireNonNull;
  * partial blocks under an exclusive {@link BlockRangeLock}; aligned {@code O_DIRECT} writes on the ring
  * hold their blocks shared until completion).
  *
- * <p>A ring lent by the submitting thread ({@link RingBorrower}: an NBD connection's event loop)
+ * <p>A ring lent by the submitting thread ({@link RingBorrower}: an NBD connection's event loop, a ublk queue)
  * takes that thread's operations instead of the file's own ring: the SQE goes on the lender's ring,
  * which the lender submits with its own operations, and its CQE is handled in the lender's reap, so
  * the operation costs no enter of its own and no wake-up of the completion thread. The slot is the
