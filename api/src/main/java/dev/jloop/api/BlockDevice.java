@@ -54,6 +54,17 @@ public interface BlockDevice extends Closeable
      */
     default void registerMemory(List<ByteBuffer> regions) {}
 
+    /**
+     * The backing file this device hands its requests to itself, with nothing between them, or
+     * {@code null} when there is none (filters between them, another kind of device). For a frontend
+     * that lends the file something of its own thread (an io_uring event loop lends its ring to the
+     * io_uring backend); requests still go through {@link #submit}, never to the file directly.
+     */
+    default BackingFile backingFile()
+    {
+        return null;
+    }
+
     /** Bios submitted by this thread until {@link #unplug()} may be batched. Plugs nest. */
     default void plug() {}
 

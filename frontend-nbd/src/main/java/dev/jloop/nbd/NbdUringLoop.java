@@ -1,5 +1,6 @@
 package dev.jloop.nbd;
 
+import dev.jloop.api.BackingFile;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.iter.PagePool;
 import dev.jloop.nbd.channel.NbdChannel;
@@ -8,7 +9,9 @@ import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.IoUring;
+import dev.jloop.uring.LentRing;
 import dev.jloop.uring.Ring;
+import dev.jloop.uring.RingBorrower;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -40,6 +43,15 @@ import static java.util.Objects.requireNonNull;
  * onto an empty stack writes the loop's eventfd, whose read is always posted on the ring: one
  * wake-up per batch, never one per request.
  *
+ * <p>When the device's file is the io_uring backend's ({@link RingBorrower}, with no filter
+ * between), the loop lends it its ring ({@link LentRing}): the file's reads, writes, fsyncs and
+ * fallocates of this connection's requests go on this ring too, so one {@code io_uring_enter}
+ * submits the replies of finished requests, the file I/O of new ones and the next receive, and
+ * reaps all of their completions; a request then meets no other thread at all. The file is a
+ * registered file of the ring, beside the socket. File operations that find the SQ full are held
+ * and written at the next turn, before the enter: the loop keeps {@value #RING_ENTRIES} SQEs for its
+ * own operations, and a completion never waits for room.
+ *
  * <p>Per connection, not per core: a connection's requests already live on one thread, its ring
  * is used by that thread alone (so no lock on either side of it), and a slow client slows down only
  * its own loop. NBD clients open one to a few connections, so the rings stay few.
@@ -62,6 +74,9 @@ final class NbdUringLoop
     private static final Logger log = LoggerFactory.getLogger(NbdUringLoop.class);
 
     private static final int RING_ENTRIES = 8;
+    /** Most SQEs for a lent file's operations; more in flight are held until the next turn. */
+    private static final int MAX_LENT_ENTRIES = 1024;
+    private static final int FIXED_FILE = 1;
     /** Linux's IOV_MAX: most iovecs one SENDMSG or RECVMSG takes. */
     private static final int IOV_MAX = 1024;
     private static final long RETRY_NANOS = 1_000_000L;
@@ -84,6 +99,10 @@ final class NbdUringLoop
     private final Thread thread;
     private final Ring ring;
     private final int eventFd;
+    /** The device's file, when it takes operations on this ring; else null. */
+    private final RingBorrower borrower;
+    /** This ring as lent to {@link #borrower} while the loop runs; null when not lent. */
+    private LentRing lent;
 
     /** Native scratch: the send iovecs and msghdr, the payload iovecs and msghdr, the eventfd words, the timeout. */
     private final ByteBuffer scratch;
@@ -149,7 +168,8 @@ final class NbdUringLoop
             String peer,
             NbdConnectionCounters counters,
             Ring ring,
-            int eventFd)
+            int eventFd,
+            RingBorrower borrower)
     {
         this.channel = requireNonNull(channel, "channel is null");
         this.device = requireNonNull(device, "device is null");
@@ -157,6 +177,7 @@ final class NbdUringLoop
         this.counters = requireNonNull(counters, "counters is null");
         this.ring = requireNonNull(ring, "ring is null");
         this.eventFd = eventFd;
+        this.borrower = borrower;
         this.requests = new NbdRequestReader(channel, device, transmissionFlags, structuredReplies, baseAllocation);
         this.pool = new NbdRequestPool(pagePool, maxInflightBytes, maxInflightRequests);
         this.thread = Thread.currentThread();
@@ -217,14 +238,24 @@ final class NbdUringLoop
         if (socketFd < 0) {
             return null;
         }
+        BackingFile file = device.backingFile();
+        RingBorrower borrower = file instanceof RingBorrower ? (RingBorrower) file : null;
         Ring ring = null;
         int eventFd = -1;
         try {
-            ring = Ring.builder(RING_ENTRIES).open();
-            ring.registerFiles(socketFd);
+            if (borrower != null) {
+                // room for the file's operations of every request the connection may have in flight
+                int fileEntries = Math.min(MAX_LENT_ENTRIES, Math.min(maxInflightRequests, Math.max(1, file.capabilities().queueDepth())));
+                ring = Ring.builder(RING_ENTRIES + fileEntries).open();
+                ring.registerFiles(socketFd, borrower.fileDescriptor());
+            }
+            else {
+                ring = Ring.builder(RING_ENTRIES).open();
+                ring.registerFiles(socketFd);
+            }
             eventFd = Errors.check("eventfd", Posix.eventfd(0, Posix.EFD_CLOEXEC));
             return new NbdUringLoop(channel, device, transmissionFlags, structuredReplies, baseAllocation,
-                    pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd);
+                    pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd, borrower);
         }
         catch (NativeIoException | RuntimeException e) {
             log.debug("{}: io_uring loop not used: {}", peer, e.toString());
@@ -247,6 +278,7 @@ final class NbdUringLoop
             throws IOException
     {
         try {
+            lendRing();
             postWakeup();
             pump();
             while (!done()) {
@@ -269,7 +301,20 @@ final class NbdUringLoop
     private boolean done()
     {
         return inputEnded && !recvPosted && !sendPosted && !timeoutPosted && payload == null
-                && pendingHead == null && remote.get() == null && pool.allReturned();
+                && pendingHead == null && remote.get() == null && pool.allReturned()
+                && (lent == null || (lent.inFlight() == 0 && !lent.hasHeld()));
+    }
+
+    /** Lends the ring to the device's file for the requests of this connection, if the file takes it. */
+    private void lendRing()
+    {
+        if (borrower == null) {
+            return;
+        }
+        LentRing ring = new LentRing(this.ring, thread, RING_ENTRIES, FIXED_FILE);
+        if (borrower.borrow(ring)) {
+            lent = ring;
+        }
     }
 
     /** After a failure: ends what is on the ring and waits for the device's completions, dropping their replies. */
@@ -295,6 +340,15 @@ final class NbdUringLoop
     private void enterAndWait()
             throws NativeIoException
     {
+        if (lent != null) {
+            // File operations that found no room: write them now, entering as often as the SQ fills.
+            while (lent.prepareHeld()) {
+                int res = ring.submit();
+                if (res == -Errors.EAGAIN || res == -Errors.EBUSY) {
+                    break;
+                }
+            }
+        }
         int res;
         while ((res = ring.submitAndWait(1)) == -Errors.EAGAIN || res == -Errors.EBUSY) {
             // The kernel holds CQEs back or is short of memory: reap, then submit again.
@@ -374,7 +428,11 @@ final class NbdUringLoop
     @Override
     public void handle(long userData, int res, int flags)
     {
-        if (userData == RECV) {
+        if ((userData & LentRing.BORROWED) != 0) {
+            // the device's file I/O: completes the kiocb, and the request's reply joins this thread's replies
+            lent.complete(userData, res, flags);
+        }
+        else if (userData == RECV) {
             recvPosted = false;
             received(res);
         }
@@ -879,6 +937,13 @@ final class NbdUringLoop
         }
         while (waking.get() > 0) {
             Thread.onSpinWait();
+        }
+        if (lent != null) {
+            if (lent.inFlight() > 0 || lent.hasHeld()) {
+                // Not expected: done() waits for them. Their slots stay taken rather than reused under the kernel.
+                log.error("{}: io_uring loop closed with file operations in flight: {}", peer, lent);
+            }
+            borrower.giveBack(lent);
         }
         ring.close();
         Posix.close(eventFd);

@@ -1,6 +1,8 @@
 package dev.jloop.ublk;
 
 import dev.jloop.uring.CompletionHandler;
+import dev.jloop.uring.LentRing;
+import dev.jloop.uring.RingBorrower;
 
 import java.io.Closeable;
 import java.io.IOException;
@@ -58,6 +60,18 @@ interface UblkDriver
         QueueRing openQueueRing(int depth)
                 throws IOException;
 
+        /**
+         * As {@link #openQueueRing(int)}, with room for the file operations of {@code depth} requests
+         * besides, and {@code file} registered, so that the queue can lend the ring to the file
+         * ({@link QueueRing#lentRing()}). Called on the queue's thread. A driver that cannot do it
+         * opens the plain ring.
+         */
+        default QueueRing openQueueRing(int depth, RingBorrower file)
+                throws IOException
+        {
+            return openQueueRing(depth);
+        }
+
         @Override
         void close();
     }
@@ -95,6 +109,16 @@ interface UblkDriver
 
         int reap(CompletionHandler handler)
                 throws IOException;
+
+        /**
+         * The ring as the queue's thread lends it to its file, when it was opened for one
+         * ({@link CharDevice#openQueueRing(int, RingBorrower)}); else {@code null}. The queue's own
+         * commands keep their room: the file gets what is left.
+         */
+        default LentRing lentRing()
+        {
+            return null;
+        }
 
         @Override
         void close();

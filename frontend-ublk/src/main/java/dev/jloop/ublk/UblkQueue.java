@@ -1,5 +1,6 @@
 package dev.jloop.ublk;
 
+import dev.jloop.api.BackingFile;
 import dev.jloop.api.Bio;
 import dev.jloop.api.BioEndIo;
 import dev.jloop.api.BlockDevice;
@@ -10,6 +11,8 @@ import dev.jloop.iter.Page;
 import dev.jloop.iter.PagePool;
 import dev.jloop.posix.Errors;
 import dev.jloop.uring.CompletionHandler;
+import dev.jloop.uring.LentRing;
+import dev.jloop.uring.RingBorrower;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -30,6 +33,13 @@ import static java.util.Objects.requireNonNull;
  * in older kernels the driver copies request data as task work in this thread's context. Backend
  * completions therefore arrive on other threads, are queued here, and wake the thread through an
  * eventfd read armed on its own ring.
+ *
+ * <p>With the io_uring backend and no filter between it and the device, the queue lends its ring
+ * to the file ({@link LentRing}), as ublksrv's loop target issues its file I/O on the queue's ring:
+ * the reads, writes, fsyncs and fallocates of this queue's requests go on the same ring as its
+ * COMMIT_AND_FETCH_REQs and complete in this thread's reap, so a request costs one ring round trip
+ * and no thread wake-up. The ring keeps room for every tag's command and the wakeup; file
+ * operations that find no room are held and written at the next turn.
  *
  * <p>Per tag: one buffer of {@code bufferBytes} contiguous bytes from the {@link PagePool} (the kernel
  * copies WRITE data into it before the request's CQE and READ data out of it at commit), one
@@ -67,7 +77,7 @@ final class UblkQueue
     /** Each tag boxed once, as the bios' private data. */
     private final Integer[] tags;
     private final BioEndIo endIoCallback = this::endIo;
-    private final CompletionHandler completionHandler = (userData, res, flags) -> onCompletion(userData, res);
+    private final CompletionHandler completionHandler = this::onCompletion;
     /** The queue's mapped {@code ublksrv_io_desc} array; queue thread only. */
     private ByteBuffer descriptors;
     private final Object doneLock = new Object();
@@ -86,6 +96,9 @@ final class UblkQueue
      * may already belong to another file, such as the backing file).
      */
     private volatile UblkDriver.QueueRing ring;
+    /** The ring as lent to the device's file; queue thread only; null when not lent. */
+    private LentRing lent;
+    private RingBorrower borrower;
     private final Object ringLock = new Object();
     /** Requests received plus completions committed: grows while the kernel and the backend make progress. */
     private volatile long activity;
@@ -199,7 +212,18 @@ final class UblkQueue
         UblkDriver.IoDescriptors descriptors = null;
         try {
             descriptors = charDevice.mapDescriptors(queueId, depth);
-            ring = charDevice.openQueueRing(depth);
+            BackingFile file = device.backingFile();
+            if (file instanceof RingBorrower) {
+                borrower = (RingBorrower) file;
+                ring = charDevice.openQueueRing(depth, borrower);
+                LentRing lentRing = ring.lentRing();
+                if (lentRing != null && borrower.borrow(lentRing)) {
+                    lent = lentRing;
+                }
+            }
+            else {
+                ring = charDevice.openQueueRing(depth);
+            }
             allocateBuffers();
             for (int tag = 0; tag < depth; tag++) {
                 prepIoCmd(fetchOp, tag, 0);
@@ -236,6 +260,7 @@ final class UblkQueue
             if (!wakeupArmed) {
                 armWakeup();
             }
+            prepareHeld();
             ring.submitAndWait(1);
             device.plug();
             try {
@@ -247,8 +272,28 @@ final class UblkQueue
         }
     }
 
-    private void onCompletion(long userData, int res)
+    /** File operations that found no room on the lent ring: written now, entering as often as the SQ fills. */
+    private void prepareHeld()
+            throws IOException
     {
+        if (lent == null) {
+            return;
+        }
+        while (lent.prepareHeld()) {
+            if (ring.submitAndWait(0) < 0) {
+                // -EAGAIN/-EBUSY: the rest waits for the next turn, after this one's reap
+                return;
+            }
+        }
+    }
+
+    private void onCompletion(long userData, int res, int flags)
+    {
+        if ((userData & LentRing.BORROWED) != 0) {
+            // the file's own I/O for a request of this queue; its bio ends here, on this thread
+            lent.complete(userData, res, flags);
+            return;
+        }
         if (userData == WAKEUP) {
             wakeupArmed = false;
             wakeupPending.set(false);
@@ -385,6 +430,14 @@ final class UblkQueue
 
     private void freeBuffers()
     {
+        if (lent != null) {
+            if (lent.inFlight() > 0 || lent.hasHeld()) {
+                // Not expected: the queue ends with no request in the backend. Their slots stay taken.
+                log.error("ublk queue {} closes its ring with file operations in flight: {}", queueId, lent);
+            }
+            borrower.giveBack(lent);
+            lent = null;
+        }
         UblkDriver.QueueRing r;
         synchronized (ringLock) {
             r = ring;

@@ -7,7 +7,9 @@ import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.IoUring;
+import dev.jloop.uring.LentRing;
 import dev.jloop.uring.Ring;
+import dev.jloop.uring.RingBorrower;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -187,9 +189,33 @@ final class UringUblkDriver
                 throw new UblkException("eventfd", eventFd, null);
             }
             try {
-                return new UringQueueRing(fd, eventFd, Ring.builder(depth + 1).open());
+                return new UringQueueRing(fd, eventFd, Ring.builder(depth + 1).open(), null);
             }
             catch (NativeIoException | RuntimeException e) {
+                Posix.close(eventFd);
+                throw e;
+            }
+        }
+
+        /** Every tag's command and the wakeup keep their room; the file gets as much again, as fixed file 0. */
+        @Override
+        public QueueRing openQueueRing(int depth, RingBorrower file)
+                throws IOException
+        {
+            int eventFd = Posix.eventfd(0, Posix.EFD_CLOEXEC);
+            if (eventFd < 0) {
+                throw new UblkException("eventfd", eventFd, null);
+            }
+            Ring ring = null;
+            try {
+                ring = Ring.builder(2 * depth + 1).open();
+                ring.registerFiles(file.fileDescriptor());
+                return new UringQueueRing(fd, eventFd, ring, new LentRing(ring, Thread.currentThread(), depth + 1, 0));
+            }
+            catch (NativeIoException | RuntimeException e) {
+                if (ring != null) {
+                    ring.close();
+                }
                 Posix.close(eventFd);
                 throw e;
             }
@@ -213,6 +239,7 @@ final class UringUblkDriver
         private final int charFd;
         private final int eventFd;
         private final Ring ring;
+        private final LentRing lent;
         /** The 8-byte counter a wakeup read lands in. */
         private final ByteBuffer wakeupRead = DirectMemory.allocateAligned(8);
         private final long wakeupReadAddress = DirectMemory.address(wakeupRead);
@@ -222,11 +249,18 @@ final class UringUblkDriver
         /** Guarded by this: once closed, the eventfd number may belong to another file and is never written. */
         private boolean closed;
 
-        UringQueueRing(int charFd, int eventFd, Ring ring)
+        UringQueueRing(int charFd, int eventFd, Ring ring, LentRing lent)
         {
             this.charFd = charFd;
             this.eventFd = eventFd;
             this.ring = ring;
+            this.lent = lent;
+        }
+
+        @Override
+        public LentRing lentRing()
+        {
+            return lent;
         }
 
         @Override

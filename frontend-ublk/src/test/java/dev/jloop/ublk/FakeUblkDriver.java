@@ -2,7 +2,11 @@ package dev.jloop.ublk;
 
 import com.kenai.jffi.MemoryIO;
 import dev.jloop.posix.Errors;
+import dev.jloop.posix.NativeIoException;
 import dev.jloop.uring.CompletionHandler;
+import dev.jloop.uring.LentRing;
+import dev.jloop.uring.Ring;
+import dev.jloop.uring.RingBorrower;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -28,6 +32,8 @@ final class FakeUblkDriver
     volatile Long features = 0x1feL;
     /** Ioctl-encoded commands are refused with -EINVAL (a kernel before 6.4). */
     volatile boolean legacyOnly;
+    /** Whether a queue whose file takes a lent ring gets a real one for the file's operations. */
+    volatile boolean lendRings = true;
     volatile int addDevResult;
     volatile int openControlErrno;
     /** START_DEV never returns (a hung driver). */
@@ -418,6 +424,18 @@ final class FakeUblkDriver
                 return mappedByThisThread.get();
             }
 
+            /** The fake's commands as always, and a real ring of 8 SQEs beside them for the file's operations. */
+            @Override
+            public QueueRing openQueueRing(int depth, RingBorrower file)
+                    throws IOException
+            {
+                FakeQueue queue = mappedByThisThread.get();
+                if (lendRings) {
+                    queue.lendRealRing(file);
+                }
+                return queue;
+            }
+
             @Override
             public void close()
             {
@@ -453,6 +471,9 @@ final class FakeUblkDriver
         private final long[][] outstanding;
         private final byte[][] outstandingData;
         private boolean dead;
+        /** The real ring that carries the file's operations, when the queue lends one; queue thread only. */
+        private Ring realRing;
+        private LentRing lent;
 
         FakeQueue(int queueId, int depth)
         {
@@ -487,6 +508,26 @@ final class FakeUblkDriver
                 n += f ? 1 : 0;
             }
             return n;
+        }
+
+        void lendRealRing(RingBorrower file)
+                throws NativeIoException
+        {
+            realRing = Ring.builder(8).open();
+            realRing.registerFiles(file.fileDescriptor());
+            lent = new LentRing(realRing, Thread.currentThread(), 0, 0);
+        }
+
+        @Override
+        public LentRing lentRing()
+        {
+            return lent;
+        }
+
+        /** The file's operations submitted on the real ring so far. */
+        long realRingSubmits()
+        {
+            return realRing == null ? 0 : realRing.submitCalls();
         }
 
         @Override
@@ -541,14 +582,18 @@ final class FakeUblkDriver
                 issue(sqe);
             }
             prepared.clear();
+            if (realRing != null) {
+                n += Math.max(0, realRing.submit());
+            }
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-            while (cqes.size() < waitNr && !closed && !dead) {
+            while (cqes.size() + (realRing == null ? 0 : realRing.cqReady()) < waitNr && !closed && !dead) {
                 long left = deadline - System.nanoTime();
                 if (left <= 0) {
                     throw new IOException("fake ring: no completion within 30 s");
                 }
                 try {
-                    TimeUnit.NANOSECONDS.timedWait(this, left);
+                    // the real ring's completions notify nobody: look again every millisecond
+                    TimeUnit.NANOSECONDS.timedWait(this, realRing == null ? left : Math.min(left, 1_000_000L));
                 }
                 catch (InterruptedException e) {
                     throw new IOException(e);
@@ -623,6 +668,7 @@ final class FakeUblkDriver
 
         @Override
         public int reap(CompletionHandler handler)
+                throws IOException
         {
             int n = 0;
             while (true) {
@@ -631,7 +677,7 @@ final class FakeUblkDriver
                     cqe = cqes.poll();
                 }
                 if (cqe == null) {
-                    return n;
+                    return realRing == null ? n : n + realRing.reap(handler);
                 }
                 n++;
                 handler.handle(cqe[0], (int) cqe[1], 0);
@@ -647,6 +693,9 @@ final class FakeUblkDriver
                 fetched[tag] = false;
             }
             notifyAll();
+            if (realRing != null) {
+                realRing.close();
+            }
             event("close-ring " + queueId);
         }
 

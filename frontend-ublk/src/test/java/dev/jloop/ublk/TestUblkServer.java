@@ -1,26 +1,36 @@
 package dev.jloop.ublk;
 
 import dev.jloop.aio.AioKernel;
+import dev.jloop.api.BackendConfig;
 import dev.jloop.api.Bio;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Capabilities;
 import dev.jloop.api.DeviceCapabilities;
 import dev.jloop.api.Errno;
 import dev.jloop.api.StillServingException;
+import dev.jloop.backend.iouring.IoUringBackendFactory;
+import dev.jloop.backend.iouring.IoUringBackingFile;
 import dev.jloop.loop.LoopDevice;
 import dev.jloop.posix.Errors;
+import dev.jloop.testkit.CiAssumptions;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.testkit.TargetTempDirFactory;
+import dev.jloop.uring.IoUring;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import java.util.Random;
 import java.util.Set;
 import java.util.concurrent.ConcurrentLinkedQueue;
@@ -166,6 +176,54 @@ class TestUblkServer
         assertTrue(queue.rejected().isEmpty(), "the driver refused a command");
         long commits = queue.submitted().stream().filter(sqe -> (int) sqe[0] == 0xc0107521).count();
         assertEquals(2, commits);
+    }
+
+    /**
+     * Over the io_uring backend the queue lends its ring to the file: the file's reads, FUA writes,
+     * flushes, discards and zeroings go on the queue's ring (here the real ring beside the fake's
+     * commands) and never on the file's own; every result and byte as over any other file.
+     */
+    @Test
+    void theQueueLendsItsRingToAnIoUringFile(@TempDir(factory = TargetTempDirFactory.class) Path dir)
+            throws Exception
+    {
+        CiAssumptions.assumeAvailable(IoUring.isAvailable(), "io_uring unavailable: " + IoUring.unavailabilityCause());
+        byte[] content = new byte[(int) SIZE];
+        new Random(3).nextBytes(content);
+        Path path = dir.resolve("disk");
+        Files.write(path, content);
+        device.close();
+        IoUringBackingFile uringFile = (IoUringBackingFile) new IoUringBackendFactory().open(new BackendConfig(path, false, false, 16, Map.of()));
+        device = new LoopDevice(uringFile, new AioKernel(), "uring");
+        start(1);
+        FakeUblkDriver.FakeQueue queue = driver.queue(0);
+
+        byte[] data = new byte[BUFFER];
+        new Random(4).nextBytes(data);
+        queue.request(0, UblkCmd.OP_WRITE | UblkCmd.IO_F_FUA, 64, data.length >> 9, data);
+        assertEquals(data.length, queue.awaitCommit(0));
+        System.arraycopy(data, 0, content, 64 << 9, data.length);
+        queue.request(1, UblkCmd.OP_READ, 32, BUFFER >> 9, null);
+        assertEquals(BUFFER, queue.awaitCommit(1));
+        assertArrayEquals(Arrays.copyOfRange(content, 32 << 9, (32 << 9) + BUFFER), queue.buffer(1, BUFFER));
+        queue.request(2, UblkCmd.OP_FLUSH, 0, 0, null);
+        assertEquals(0, queue.awaitCommit(2));
+        queue.request(3, UblkCmd.OP_DISCARD, 4096, 128, null);
+        assertEquals(0, queue.awaitCommit(3));
+        Arrays.fill(content, 4096 << 9, (4096 + 128) << 9, (byte) 0);
+        queue.request(0, UblkCmd.OP_WRITE_ZEROES | UblkCmd.IO_F_NOUNMAP, 8192, 16, null);
+        assertEquals(0, queue.awaitCommit(0));
+        Arrays.fill(content, 8192 << 9, (8192 + 16) << 9, (byte) 0);
+        queue.request(1, UblkCmd.OP_READ, 4096 - 32, BUFFER >> 9, null);
+        assertEquals(BUFFER, queue.awaitCommit(1));
+        assertArrayEquals(Arrays.copyOfRange(content, (4096 - 32) << 9, ((4096 - 32) << 9) + BUFFER), queue.buffer(1, BUFFER));
+
+        assertTrue(queue.realRingSubmits() > 0, "nothing went on the queue's ring");
+        assertEquals(0, uringFile.submitCalls(), "the file's own ring was entered");
+        assertTrue(queue.rejected().isEmpty(), "the driver refused a command");
+        server.close();
+        server = null;
+        assertArrayEquals(content, Files.readAllBytes(path));
     }
 
     @Test

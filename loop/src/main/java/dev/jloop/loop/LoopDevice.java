@@ -234,6 +234,13 @@ public final class LoopDevice
         return file.extents(offset, length, sink);
     }
 
+    /** The file as it was given: the outermost filter when there are filters. */
+    @Override
+    public BackingFile backingFile()
+    {
+        return file;
+    }
+
     @Override
     public void registerMemory(List<ByteBuffer> regions)
     {

@@ -16,7 +16,9 @@ import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.IoUring;
+import dev.jloop.uring.LentRing;
 import dev.jloop.uring.Ring;
+import dev.jloop.uring.RingBorrower;
 import jnr.ffi.Memory;
 import jnr.ffi.Pointer;
 import org.slf4j.Logger;
@@ -72,12 +74,23 @@ import static java.util.Objects.requireNonNull;
  * partial blocks under an exclusive {@link BlockRangeLock}; aligned {@code O_DIRECT} writes on the ring
  * hold their blocks shared until completion).
  *
+ * <p>A ring lent by the submitting thread ({@link RingBorrower}: an NBD connection's event loop, a ublk queue)
+ * takes that thread's operations instead of the file's own ring: the SQE goes on the lender's ring,
+ * which the lender submits with its own operations, and its CQE is handled in the lender's reap, so
+ * the operation costs no enter of its own and no wake-up of the completion thread. The slot is the
+ * same (so {@code queue-depth} bounds both kinds together), and so are retries and results; an
+ * operation that finds the lender's SQ full is held and written at the lender's next turn. Under
+ * {@code O_DIRECT} only reads and fsyncs go there: writes and fallocates hold
+ * {@link BlockRangeLock} ranges until they complete, and the lender's thread may have to wait for
+ * such a range (a read-modify-write), which it could never get back if only it could reap the
+ * operation holding it. A lent ring takes no fixed buffers (they are registered on the file's ring).
+ *
  * <p>{@link #close()} cancels what is in flight ({@code IORING_OP_ASYNC_CANCEL} of any request), waits
  * for every CQE (the kernel may still be using the memory until then) and completes each such kiocb
  * exactly once with {@code -ECANCELED}; then it stops the completion thread and closes the ring and file.
  */
 public final class IoUringBackingFile
-        implements BackingFile
+        implements BackingFile, RingBorrower
 {
     private static final Logger log = LoggerFactory.getLogger(IoUringBackingFile.class);
 
@@ -88,6 +101,8 @@ public final class IoUringBackingFile
     private static final long INLINE_WRITE_MAX = 64 * 1024;
     /** {@link #progress}: the operation is on the ring again, as it was. */
     private static final long RETRIED = Long.MIN_VALUE;
+    /** {@link #queueLent}: no slot free now; the operation goes the file's own way. */
+    private static final long NO_SLOT = Long.MIN_VALUE + 1;
     private static final long WAKEUP = -1L;
     private static final long CANCEL = -2L;
     private static final int FIXED_FILE = 0;
@@ -113,6 +128,9 @@ public final class IoUringBackingFile
     /** The CQ side of the ring: held by whichever thread reaps (the completion thread, or a submitter inline). */
     private final ReentrantLock reapLock = new ReentrantLock();
     private final ThreadLocal<Plug> plugs = ThreadLocal.withInitial(Plug::new);
+    /** The ring the current thread lent this file ({@link #borrow}), or null. */
+    private final ThreadLocal<LentRing> lentRings = new ThreadLocal<>();
+    private final CompletionHandler lentHandler = this::handle;
     private final ThreadLocal<SyncBounce> bounces;
     /** Aligned {@code O_DIRECT} writes on the ring hold their blocks shared, read-modify-writes and fallocates exclusively. */
     private final BlockRangeLock blockLock;
@@ -185,7 +203,9 @@ public final class IoUringBackingFile
         this.slots = new Slot[queueDepth];
         this.freeSlots = new int[queueDepth];
         for (int i = 0; i < queueDepth; i++) {
-            slots[i] = new Slot(i, iovecs.address() + 16L * IOV_PER_SLOT * i);
+            Slot slot = new Slot(i, iovecs.address() + 16L * IOV_PER_SLOT * i);
+            slot.held = ring -> prepareLent(slot, ring);
+            slots[i] = slot;
             freeSlots[i] = queueDepth - 1 - i;
         }
         this.nrFree = queueDepth;
@@ -215,6 +235,13 @@ public final class IoUringBackingFile
         }
         if (!goesStraight(iter, pos)) {
             return bounces.get().readIter(iter, pos);
+        }
+        LentRing lent = lentRings.get();
+        if (lent != null) {
+            long res = queueLent(lent, kiocb, OP_READ, 0);
+            if (res != NO_SLOT) {
+                return res;
+            }
         }
         return queueRw(kiocb, OP_READ, iter, pos, 0);
     }
@@ -248,6 +275,13 @@ public final class IoUringBackingFile
             }
             return res;
         }
+        LentRing lent = direct ? null : lentRings.get();
+        if (lent != null) {
+            long res = queueLent(lent, kiocb, OP_WRITE, dsync ? IoUring.RWF_DSYNC : 0);
+            if (res != NO_SLOT) {
+                return res;
+            }
+        }
         return queueRw(kiocb, OP_WRITE, iter, pos, dsync ? IoUring.RWF_DSYNC : 0);
     }
 
@@ -257,11 +291,19 @@ public final class IoUringBackingFile
         if (closing) {
             return -Errno.ESHUTDOWN;
         }
+        int fsyncFlags = kiocb.datasync() ? IoUring.FSYNC_DATASYNC : 0;
+        LentRing lent = lentRings.get();
+        if (lent != null) {
+            long res = queueLent(lent, kiocb, OP_FSYNC, fsyncFlags);
+            if (res != NO_SLOT) {
+                return res;
+            }
+        }
         Slot slot = acquireSlot();
         if (slot == null) {
             return -Errno.ESHUTDOWN;
         }
-        slot.init(kiocb, OP_FSYNC, kiocb.datasync() ? IoUring.FSYNC_DATASYNC : 0);
+        slot.init(kiocb, OP_FSYNC, fsyncFlags);
         return queue(slot);
     }
 
@@ -278,6 +320,13 @@ public final class IoUringBackingFile
         }
         if (closing) {
             return -Errno.ESHUTDOWN;
+        }
+        LentRing lent = direct ? null : lentRings.get();
+        if (lent != null) {
+            long res = queueLent(lent, kiocb, OP_FALLOCATE, kiocb.mode());
+            if (res != NO_SLOT) {
+                return res;
+            }
         }
         // The kernel zeroes partial blocks through the page cache: keep read-modify-writes off them.
         int hold = direct ? blockLock.lock(offset / BLOCK, (offset + length - 1) / BLOCK, true, submitPending) : NO_HOLD;
@@ -403,6 +452,36 @@ public final class IoUringBackingFile
         }
     }
 
+    // ---- RingBorrower
+
+    @Override
+    public int fileDescriptor()
+    {
+        return fd.intValue();
+    }
+
+    @Override
+    public boolean borrow(LentRing ring)
+    {
+        if (!ring.isOwnerThread()) {
+            throw new IllegalStateException("a ring is lent by the thread that owns it: " + ring);
+        }
+        if (closing) {
+            return false;
+        }
+        ring.borrowedBy(lentHandler);
+        lentRings.set(ring);
+        return true;
+    }
+
+    @Override
+    public void giveBack(LentRing ring)
+    {
+        if (lentRings.get() == ring) {
+            lentRings.remove();
+        }
+    }
+
     /** The ring's descriptor, for tests that break it. */
     int ringFd()
     {
@@ -469,6 +548,66 @@ public final class IoUringBackingFile
         slot.init(kiocb, op, rwFlags);
         slot.blockHold = hold;
         return queue(slot);
+    }
+
+    /**
+     * Puts the operation on the ring the calling thread lent: its SQE now, or at the lender's next
+     * turn when the lender's SQ has no room. {@link #NO_SLOT} when no slot is free (the loop device
+     * never submits more than the slots, but another submitter may hold them): the caller then takes
+     * the file's own way, which may wait for one.
+     */
+    private long queueLent(LentRing lent, Kiocb kiocb, int op, int flags)
+    {
+        Slot slot;
+        lock.lock();
+        try {
+            if (closing || submitErrno != 0) {
+                return closing ? -Errno.ESHUTDOWN : -submitErrno;
+            }
+            if (nrFree == 0) {
+                return NO_SLOT;
+            }
+            busySlots = slots.length - nrFree + 1;
+            slot = slots[freeSlots[--nrFree]];
+        }
+        finally {
+            lock.unlock();
+        }
+        slot.init(kiocb, op, flags);
+        slot.lent = lent;
+        if (!prepareLent(slot, lent)) {
+            lent.hold(slot.held);
+        }
+        return Kiocb.QUEUED;
+    }
+
+    /** Writes the slot's SQE on the lender's ring; false when it has no room. Lender's thread, slot owned. */
+    private boolean prepareLent(Slot slot, LentRing lent)
+    {
+        boolean fixed = lent.fileIndex() >= 0;
+        int file = fixed ? lent.fileIndex() : fd.intValue();
+        int sqeFlags = fixed ? IoUring.IOSQE_FIXED_FILE : 0;
+        long userData = slot.index;
+        Kiocb kiocb = slot.kiocb;
+        switch (slot.op) {
+            case OP_FSYNC:
+                return lent.prep(IoUring.OP_FSYNC, sqeFlags, file, 0, 0, 0, slot.rwFlags, userData, 0);
+            case OP_FALLOCATE:
+                // the length travels in addr and the mode in len (io_uring_enter(2))
+                return lent.prep(IoUring.OP_FALLOCATE, sqeFlags, file, kiocb.pos(), kiocb.length(), slot.rwFlags, 0, userData, 0);
+            default:
+                break;
+        }
+        IovIter iter = kiocb.iter();
+        boolean write = slot.op == OP_WRITE;
+        int nrSegs = Math.min(iter.nrSegs(), IOV_PER_SLOT);
+        if (nrSegs == 1) {
+            return lent.prep(write ? IoUring.OP_WRITE : IoUring.OP_READ, sqeFlags, file, kiocb.pos(),
+                    iter.segmentAddress(0), iter.segmentLength(0), slot.rwFlags, userData, 0);
+        }
+        writeIovecs(slot, iter, nrSegs);
+        return lent.prep(write ? IoUring.OP_WRITEV : IoUring.OP_READV, sqeFlags, file, kiocb.pos(),
+                slot.iovecAddress, nrSegs, slot.rwFlags, userData, 0);
     }
 
     /** A free slot, waiting (after submitting what is pending) while there is none; {@code null} once closing. */
@@ -558,6 +697,15 @@ public final class IoUringBackingFile
                     ? ring.prepWrite(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, pos, slot.rwFlags, userData)
                     : ring.prepRead(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, address, length, pos, slot.rwFlags, userData);
         }
+        writeIovecs(slot, iter, nrSegs);
+        return write
+                ? ring.prepWritev(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.iovecAddress, nrSegs, pos, slot.rwFlags, userData)
+                : ring.prepReadv(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.iovecAddress, nrSegs, pos, slot.rwFlags, userData);
+    }
+
+    /** The slot's iovecs for the first {@code nrSegs} segments of {@code iter}. */
+    private void writeIovecs(Slot slot, IovIter iter, int nrSegs)
+    {
         long total = 0;
         for (int i = 0; i < nrSegs; i++) {
             long entry = 16L * IOV_PER_SLOT * slot.index + 16L * i;
@@ -569,9 +717,6 @@ public final class IoUringBackingFile
         if (direct && (total & (BLOCK - 1)) != 0) {
             throw new IllegalStateException("O_DIRECT vector of " + total + " bytes");
         }
-        return write
-                ? ring.prepWritev(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.iovecAddress, nrSegs, pos, slot.rwFlags, userData)
-                : ring.prepReadv(FIXED_FILE, IoUring.IOSQE_FIXED_FILE, slot.iovecAddress, nrSegs, pos, slot.rwFlags, userData);
     }
 
     private int fixedBuffer(long address, int length)
@@ -776,7 +921,15 @@ public final class IoUringBackingFile
         }
         if ((res == -Errno.EAGAIN || res == -Errno.EINTR) && !closing) {
             // Nothing was transferred: the same SQE goes to the ring again.
-            resubmit(slot);
+            LentRing lent = slot.lent;
+            if (lent != null) {
+                if (!prepareLent(slot, lent)) {
+                    lent.hold(slot.held);
+                }
+            }
+            else {
+                resubmit(slot);
+            }
             return RETRIED;
         }
         if (res > 0) {
@@ -941,6 +1094,10 @@ public final class IoUringBackingFile
         int rwFlags;
         /** The operation's hold on its {@code O_DIRECT} blocks, released with the slot; {@link #NO_HOLD} if none. */
         int blockHold = NO_HOLD;
+        /** The ring a submitter lent for this operation; null on the file's own ring. */
+        LentRing lent;
+        /** Writes this slot's SQE on a lent ring, for when it had to wait for room there. */
+        LentRing.Held held;
 
         Slot(int index, long iovecAddress)
         {
@@ -959,6 +1116,7 @@ public final class IoUringBackingFile
         {
             kiocb = null;
             blockHold = NO_HOLD;
+            lent = null;
             op = -1;
         }
     }

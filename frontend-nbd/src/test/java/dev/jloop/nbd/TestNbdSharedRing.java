@@ -1,0 +1,238 @@
+package dev.jloop.nbd;
+
+import dev.jloop.aio.AioKernel;
+import dev.jloop.api.BackendConfig;
+import dev.jloop.api.Export;
+import dev.jloop.backend.iouring.IoUringBackendFactory;
+import dev.jloop.backend.iouring.IoUringBackingFile;
+import dev.jloop.loop.LoopDevice;
+import dev.jloop.testkit.CiAssumptions;
+import dev.jloop.testkit.TargetTempDirFactory;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.concurrent.TimeUnit;
+import java.util.function.BooleanSupplier;
+import java.util.stream.Stream;
+
+import static dev.jloop.nbd.NbdProtocol.BASE_ALLOCATION;
+import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FUA;
+import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_NO_HOLE;
+import static dev.jloop.nbd.NbdProtocol.CMD_FLUSH;
+import static dev.jloop.nbd.NbdProtocol.CMD_READ;
+import static dev.jloop.nbd.NbdProtocol.CMD_TRIM;
+import static dev.jloop.nbd.NbdProtocol.CMD_WRITE;
+import static dev.jloop.nbd.NbdProtocol.CMD_WRITE_ZEROES;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The io_uring connection loop over the io_uring backend, which then does the connection's file I/O
+ * on the connection's ring: every kind of request answered right, buffered and {@code O_DIRECT}, with
+ * the file's own ring left out where the lent one serves; sparse structured reads whose bios overflow
+ * a small ring (held, then written at the next turn); clients that vanish with file I/O in flight on
+ * their ring, after which no page, kiocb or descriptor is left and the file still serves.
+ */
+class TestNbdSharedRing
+        extends AbstractNbdServerTest
+{
+    private static final int SIZE = 8 << 20;
+
+    @TempDir(factory = TargetTempDirFactory.class)
+    Path dir;
+
+    private Path path;
+    private byte[] content;
+    private final AioKernel aio = new AioKernel();
+    private IoUringBackingFile file;
+    private LoopDevice device;
+
+    @BeforeEach
+    void setUp()
+            throws IOException
+    {
+        CiAssumptions.assumeAvailable(NbdUringLoop.unavailabilityCause() == null, "io_uring connection loop: " + NbdUringLoop.unavailabilityCause());
+        path = dir.resolve("disk");
+        content = new byte[SIZE];
+        new Random(17).nextBytes(content);
+        Files.write(path, content);
+    }
+
+    @AfterEach
+    void closeDevice()
+            throws IOException
+    {
+        if (server != null) {
+            server.close();
+            assertEquals(0, pagePool.usedBytes(), "pages leaked");
+            server = null;
+        }
+        if (device != null) {
+            device.close();
+            assertEquals(0, aio.allocated(), "kiocbs leaked");
+        }
+    }
+
+    private void serve(boolean direct, Map<String, String> options)
+            throws IOException
+    {
+        file = (IoUringBackingFile) new IoUringBackendFactory().open(new BackendConfig(path, false, direct, 64, Map.of()));
+        device = new LoopDevice(file, aio, "shared");
+        Map<String, String> withLoop = new HashMap<>(options);
+        withLoop.put(NbdSettings.NBD_LOOP, "io_uring");
+        startServer(withLoop, List.of(new Export("disk", "", device)));
+    }
+
+    @ParameterizedTest
+    @ValueSource(booleans = {false, true})
+    void everyKindOfRequestOnTheConnectionsRing(boolean direct)
+            throws Exception
+    {
+        serve(direct, Map.of());
+        long fileEnters = file.submitCalls();
+        byte[] expected = content.clone();
+        byte[] big = pattern(256 << 10, 1);
+        byte[] small = pattern(8 << 10, 2);
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            for (int k = 0; k < 8; k++) {
+                int at = k * (512 << 10);
+                assertArrayEquals(Arrays.copyOfRange(content, at, at + (64 << 10)), client.read(at, 64 << 10), "read " + k);
+            }
+            if (!direct) {
+                assertEquals(fileEnters, file.submitCalls(), "reads entered the file's own ring");
+            }
+            assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_WRITE, 1 << 20, big.length, big));
+            System.arraycopy(big, 0, expected, 1 << 20, big.length);
+            assertEquals(0, client.roundTrip(0, CMD_WRITE, 3 << 20, small.length, small));
+            System.arraycopy(small, 0, expected, 3 << 20, small.length);
+            assertEquals(0, client.roundTrip(0, CMD_FLUSH, 0, 0, null));
+            assertEquals(0, client.roundTrip(0, CMD_TRIM, 4 << 20, 128 << 10, null));
+            Arrays.fill(expected, 4 << 20, (4 << 20) + (128 << 10), (byte) 0);
+            assertEquals(0, client.roundTrip(CMD_FLAG_NO_HOLE, CMD_WRITE_ZEROES, 5 << 20, 64 << 10, null));
+            Arrays.fill(expected, 5 << 20, (5 << 20) + (64 << 10), (byte) 0);
+            for (int at : new int[] {1 << 20, 3 << 20, 4 << 20, 5 << 20}) {
+                assertArrayEquals(Arrays.copyOfRange(expected, at - 4096, at + (256 << 10)), client.read(at - 4096, (256 << 10) + 4096), "read back at " + at);
+            }
+            if (!direct) {
+                assertEquals(fileEnters, file.submitCalls(), "buffered I/O entered the file's own ring");
+            }
+            // FUA zeroing: the fallocate here, the fdatasync after it from the device's work queue
+            assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_WRITE_ZEROES, 6 << 20, 16 << 10, null));
+            Arrays.fill(expected, 6 << 20, (6 << 20) + (16 << 10), (byte) 0);
+            assertArrayEquals(Arrays.copyOfRange(expected, 6 << 20, (6 << 20) + (32 << 10)), client.read(6 << 20, 32 << 10));
+        }
+        server.close();
+        server = null;
+        assertArrayEquals(expected, Files.readAllBytes(path), "the file after the requests");
+    }
+
+    /**
+     * Structured READs of a file with a hole after every 4 KiB of data: each is about eight bios, two
+     * requests in flight at most, and the ring has eight SQEs for the file, so a turn's file I/O does
+     * not fit and is held for the next turn. Every read must still come back whole and right.
+     */
+    @ParameterizedTest
+    @ValueSource(booleans = {false, true})
+    void fragmentedReadsThatOverflowTheRingAreHeldNotLost(boolean direct)
+            throws Exception
+    {
+        int span = 512 << 10;
+        byte[] sparse = new byte[SIZE];
+        try (RandomAccessFile raf = new RandomAccessFile(path.toFile(), "rw")) {
+            raf.setLength(0);
+            raf.setLength(SIZE);
+            for (int at = 0; at < SIZE; at += 64 << 10) {
+                raf.seek(at);
+                raf.write(content, at, 4096);
+                System.arraycopy(content, at, sparse, at, 4096);
+            }
+        }
+        serve(direct, Map.of(NbdSettings.MAX_INFLIGHT_REQUESTS, "2"));
+        try (NbdTestClient client = NbdTestClient.openStructured(address(), "disk", BASE_ALLOCATION)) {
+            int count = 16;
+            for (int i = 0; i < count; i++) {
+                client.sendRequest(0, CMD_READ, i, (long) i * span, span);
+            }
+            boolean[] seen = new boolean[count];
+            for (int i = 0; i < count; i++) {
+                List<NbdTestClient.Chunk> chunks = client.readChunks();
+                int cookie = (int) chunks.get(0).cookie();
+                assertTrue(!seen[cookie], "two replies for " + cookie);
+                seen[cookie] = true;
+                assertTrue(chunks.size() > 8, "read " + cookie + " in " + chunks.size() + " chunks: not fragmented");
+                assertArrayEquals(Arrays.copyOfRange(sparse, cookie * span, (cookie + 1) * span),
+                        NbdTestClient.assemble(chunks, (long) cookie * span, span), "data of read " + cookie);
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(booleans = {false, true})
+    void clientsThatVanishWithFileIoOnTheirRingLeaveNothingBehind(boolean direct)
+            throws Exception
+    {
+        serve(direct, Map.of());
+        long fds = openDescriptors();
+        for (int round = 0; round < 5; round++) {
+            NbdTestClient client = NbdTestClient.open(address(), "disk");
+            for (int k = 0; k < 16; k++) {
+                client.sendRequest(0, CMD_READ, k, (long) k * (512 << 10), 512 << 10);
+            }
+            byte[] payload = pattern(1 << 20, round);
+            client.sendRequest(0, CMD_WRITE, 99, 0, payload.length, payload);
+            if (round % 2 == 1) {
+                client.readReply();
+            }
+            client.close();
+        }
+        assertTrue(waitFor(() -> pagePool.usedBytes() == 0 && aio.inFlight() == 0, 10),
+                "held after the clients left: " + pagePool.usedBytes() + " bytes of pages, " + aio.inFlight() + " kiocbs");
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            assertArrayEquals(Arrays.copyOfRange(content, 2 << 20, (2 << 20) + 8192), client.read(2 << 20, 8192));
+        }
+        assertTrue(waitFor(() -> openDescriptors() <= fds, 10), "descriptors leaked: " + openDescriptors() + " open, " + fds + " before");
+    }
+
+    private static byte[] pattern(int length, int seed)
+    {
+        byte[] data = new byte[length];
+        new Random(seed).nextBytes(data);
+        return data;
+    }
+
+    private static long openDescriptors()
+    {
+        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
+            return fds.count();
+        }
+        catch (IOException e) {
+            throw new RuntimeException(e);
+        }
+    }
+
+    private static boolean waitFor(BooleanSupplier condition, int seconds)
+            throws InterruptedException
+    {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
+        while (!condition.getAsBoolean()) {
+            if (System.nanoTime() > deadline) {
+                return false;
+            }
+            Thread.sleep(20);
+        }
+        return true;
+    }
+}
