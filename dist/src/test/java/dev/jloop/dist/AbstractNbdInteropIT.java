@@ -266,6 +266,56 @@ abstract class AbstractNbdInteropIT
         assertEquals(1, differs.exitCode(), differs.stdout() + differs.stderr());
     }
 
+    /**
+     * Bulk copies with large requests, as backup tools make them, on both connection loops: 4 MiB
+     * requests on 4 connections in and out of an image with a hole in the middle, compared byte for
+     * byte and by qemu-img; then on one connection, data read (its extent learnt), zeroed with a hole
+     * punched and read again must read as zeros.
+     */
+    @Test
+    void largeRequestCopiesOnBothConnectionLoops()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdcopy");
+        CiAssumptions.assumeCommand("qemu-img");
+        CiAssumptions.assumeCommand("qemu-io");
+        Path source = dir.resolve("source.bin");
+        writeRandom(source, 64 * MIB, 17);
+        try (FileChannel channel = FileChannel.open(source, StandardOpenOption.WRITE)) {
+            // a hole of 16 MiB: reads across it have data, hole and data chunks
+            channel.write(ByteBuffer.allocate((int) (16 * MIB)), 24 * MIB);
+        }
+        for (String loop : List.of("io_uring", "threads")) {
+            Path image = dir.resolve("disk-" + loop + ".img");
+            JloopProcess server = serveOnSocket(image, "--size", "64M", "--nbd-loop", loop);
+            Exec.check(300, "nbdcopy", "--request-size=4194304", "--connections=4", "--threads=4", source.toString(), server.uri());
+            Path copy = dir.resolve("copy-" + loop + ".bin");
+            Exec.check(300, "nbdcopy", "--request-size=4194304", "--connections=4", "--threads=4", server.uri(), copy.toString());
+            assertEquals(-1, Files.mismatch(source, copy), loop + ": data copied in and out with 4 MiB requests differs");
+            Exec compare = Exec.run(300, "qemu-img", "compare", "-f", "raw", "-F", "raw", source.toString(), server.uri());
+            assertEquals(0, compare.exitCode(), loop + ": " + compare.stdout() + compare.stderr());
+
+            // one connection: reads 4 MiB (the data extent is learnt), zeroes 1 MiB of it (may punch a hole), reads zeros
+            // there; reads a hole, writes into it, reads the data
+            String out = Exec.check(120, "qemu-io", "-f", "raw", "-d", "unmap",
+                    "-c", "read 40M 4M",
+                    "-c", "write -z -u 41M 1M",
+                    "-c", "read -P 0 41M 1M",
+                    "-c", "read -P 0 24M 4M",
+                    "-c", "write -P 0x33 25M 1M",
+                    "-c", "read -P 0x33 25M 1M",
+                    server.uri());
+            assertFalse(out.contains("fail") || out.contains("Pattern verification"), out);
+            Path after = dir.resolve("after-" + loop + ".bin");
+            Exec.check(300, "nbdcopy", "--no-extents", "--request-size=4194304", server.uri(), after.toString());
+            byte[] expected = Files.readAllBytes(source);
+            Arrays.fill(expected, (int) (41 * MIB), (int) (42 * MIB), (byte) 0);
+            Arrays.fill(expected, (int) (25 * MIB), (int) (26 * MIB), (byte) 0x33);
+            assertEquals(-1, Arrays.mismatch(expected, Files.readAllBytes(after)), loop + ": the zeroed MiB reads as zeros, the rest as before");
+            assertEquals(0, server.stop(), server.log());
+        }
+    }
+
     @Test
     void qemuIoPatternsDiscardAndWriteZeroes()
             throws Exception

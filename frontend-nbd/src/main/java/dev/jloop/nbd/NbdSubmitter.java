@@ -41,6 +41,8 @@ final class NbdSubmitter
     private final BlockDevice device;
     private final ReplySink writer;
     private final Thread reader;
+    /** The data extent known to the connection's structured READs; reader only. */
+    private final KnownData knownData = new KnownData();
     private boolean plugged;
     /** Replies of requests that completed in the reader thread itself, sent when it unplugs. Reader only. */
     private NbdRequest completedHead;
@@ -104,9 +106,11 @@ final class NbdSubmitter
                 bio.init(Bio.Op.FLUSH, 0, 0, 0, null);
                 break;
             case CMD_TRIM:
+                knownData.forget();
                 bio.init(Bio.Op.DISCARD, request.offset, request.length, bioFlags(request.flags), null);
                 break;
             case CMD_WRITE_ZEROES:
+                knownData.forget();
                 bio.init(Bio.Op.WRITE_ZEROES, request.offset, request.length, bioFlags(request.flags), null);
                 break;
             case CMD_CACHE:
@@ -117,6 +121,12 @@ final class NbdSubmitter
         }
         bio.setEndIo(this, request);
         device.submit(bio);
+    }
+
+    /** The data extent the connection knows, for planning structured READs (reader only). */
+    KnownData knownData()
+    {
+        return knownData;
     }
 
     /** Submits the bios of a planned structured READ whose pages are taken. */

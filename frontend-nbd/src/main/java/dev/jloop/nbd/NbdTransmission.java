@@ -192,7 +192,7 @@ final class NbdTransmission
             throws IOException
     {
         StructuredRead read = request.read;
-        read.plan(request.offset, request.length, device, (request.flags & CMD_FLAG_DF) != 0);
+        read.plan(request.offset, request.length, device, (request.flags & CMD_FLAG_DF) != 0, submitter.knownData());
         long span = read.span();
         if (span == 0) {
             submitter.reply(request);

@@ -617,7 +617,7 @@ final class NbdUringLoop
         }
         if (type == CMD_READ && request.structured) {
             StructuredRead read = request.read;
-            read.plan(request.offset, request.length, device, (request.flags & CMD_FLAG_DF) != 0);
+            read.plan(request.offset, request.length, device, (request.flags & CMD_FLAG_DF) != 0, submitter.knownData());
             if (read.span() == 0) {
                 submitter.reply(request);
                 return;

@@ -24,7 +24,8 @@ import static dev.jloop.nbd.NbdProtocol.nbdError;
  * A READ answered with structured chunks (docs/nbd.md, "Structured replies"): which parts of it are
  * data and which are holes, the bios that read the data, and the chunks that carry the answer.
  *
- * <p>Planning: a READ of at least {@link #HOLE_MIN} bytes asks the device for its extents first.
+ * <p>Planning: a READ of at least {@link #HOLE_MIN} bytes asks the device for its extents first,
+ * unless it lies in the data extent the connection knows ({@link KnownData}).
  * Holes of at least {@code HOLE_MIN} become OFFSET_HOLE chunks that are neither read nor sent; the
  * rest become OFFSET_DATA chunks, with smaller holes sent as data, as a separate chunk and bio would
  * cost more than the zeros. At most {@link #MAX_CHUNKS} chunks: the rest of a more fragmented read
@@ -80,6 +81,7 @@ final class StructuredRead
     private long planOffset;
     private long planLength;
     private long covered;
+    private KnownData known;
 
     /** No chunks: a READ of length 0, or one answered with an error. */
     void clear()
@@ -89,16 +91,29 @@ final class StructuredRead
         pageBase = 0;
     }
 
-    /** Splits a READ of {@code length} bytes at {@code offset} into chunks; from the device's extents where it has them. */
-    void plan(long offset, long length, BlockDevice device, boolean dontFragment)
+    /**
+     * Splits a READ of {@code length} bytes at {@code offset} into chunks; from the device's extents
+     * where it has them and {@code known} does not already say the READ is all data.
+     */
+    void plan(long offset, long length, BlockDevice device, boolean dontFragment, KnownData known)
     {
         clear();
-        if (length >= HOLE_MIN && device.capabilities().extents()) {
+        if (length >= HOLE_MIN && device.capabilities().extents() && !known.covers(offset, length)) {
             planOffset = offset;
             planLength = length;
             covered = 0;
-            long res = device.extents(offset, length, this);
+            this.known = known;
+            // Past the READ too (within the device): the data extent it finds serves the READs that follow.
+            long ask = Math.max(length, Math.min(KnownData.AHEAD, device.size() - offset));
+            long res;
+            try {
+                res = device.extents(offset, ask, this);
+            }
+            finally {
+                this.known = null;
+            }
             if (res < 0) {
+                known.forget();
                 // Extents are an optimisation: without them the read is plain data.
                 count = 0;
                 covered = 0;
@@ -129,6 +144,9 @@ final class StructuredRead
     @Override
     public boolean extent(long offset, long length, int type)
     {
+        if (type == ExtentSink.DATA) {
+            known.learn(offset, length);
+        }
         long relative = offset - planOffset;
         length = Math.min(length, planLength - relative);
         if (length <= 0) {

@@ -30,6 +30,7 @@ class TestStructuredRead
     private final MemoryBlockDevice device = new MemoryBlockDevice(16 << 20, MemoryBlockDevice.allCapabilities());
     private final PagePool pagePool = new PagePool(16 << 20);
     private final NbdRequest request = new NbdRequest();
+    private final KnownData known = new KnownData();
 
     @AfterEach
     void tearDown()
@@ -75,7 +76,7 @@ class TestStructuredRead
         int length = 512 * KIB;
 
         device.failWith(Errno.EIO);
-        request.read.plan(OFFSET, length, device, false);
+        request.read.plan(OFFSET, length, device, false, known);
         assertEquals(length, request.read.span(), "extents failing: all data");
         device.failWith(0);
 
@@ -90,7 +91,7 @@ class TestStructuredRead
     {
         request.reset(9, CMD_READ, 0, 4 << 20, 1 << 20);
         request.structured = true;
-        request.read.plan(request.offset, request.length, device, true);
+        request.read.plan(request.offset, request.length, device, true, known);
         assertEquals(0, request.read.span());
 
         List<Chunk> chunks = encode();
@@ -101,6 +102,55 @@ class TestStructuredRead
         assertDoneOnlyOnLast(chunks);
     }
 
+    @Test
+    void readsInsideTheDataExtentLearntAskForNoMoreExtents()
+    {
+        // data from OFFSET to OFFSET + 8 MiB, a hole after it
+        byte[] data = new byte[8 << 20];
+        new Random(5).nextBytes(data);
+        device.write(OFFSET, data);
+        int length = 256 * KIB;
+        for (int i = 0; i < 32; i++) {
+            request.read.plan(OFFSET + (long) i * length, length, device, false, known);
+            assertEquals(length, request.read.span(), "read " + i);
+        }
+        assertEquals(1, extentsQueries(), "a sequential copy of the data extent asks once: " + device.log());
+
+        // past the data: asked again, and the hole is a hole
+        request.read.plan(OFFSET + data.length + (1 << 20), length, device, false, known);
+        assertEquals(0, request.read.span());
+        assertEquals(2, extentsQueries());
+        request.read.plan(OFFSET, length, device, false, known);
+        assertEquals(2, extentsQueries(), "a hole is not learnt: the data extent is still known");
+
+        known.forget();
+        request.read.plan(OFFSET, length, device, false, known);
+        assertEquals(3, extentsQueries(), "forgotten: asked again");
+        assertEquals(length, request.read.span());
+    }
+
+    @Test
+    void aHoleIsNeverRememberedSoDataWrittenIntoItIsRead()
+            throws InterruptedException
+    {
+        int length = 512 * KIB;
+        request.read.plan(OFFSET, length, device, false, known);
+        assertEquals(0, request.read.span(), "all hole");
+
+        byte[] data = new byte[length];
+        new Random(7).nextBytes(data);
+        device.write(OFFSET, data);
+        List<Chunk> chunks = readAndEncode(length, false);
+        assertEquals(1, chunks.size());
+        assertEquals(REPLY_TYPE_OFFSET_DATA, chunks.get(0).type);
+        assertArrayEquals(data, chunks.get(0).data);
+    }
+
+    private long extentsQueries()
+    {
+        return device.log().stream().filter(line -> line.startsWith("EXTENTS ")).count();
+    }
+
     /** Plans a READ of {@code length} bytes at {@link #OFFSET}, reads its data chunks from the device and encodes the reply. */
     private List<Chunk> readAndEncode(int length, boolean dontFragment)
             throws InterruptedException
@@ -108,7 +158,7 @@ class TestStructuredRead
         request.reset(7, CMD_READ, 0, OFFSET, length);
         request.structured = true;
         StructuredRead read = request.read;
-        read.plan(request.offset, length, device, dontFragment);
+        read.plan(request.offset, length, device, dontFragment, known);
         long span = read.span();
         request.ensurePages(PagePool.maxPages(span));
         request.nrPages = pagePool.allocate(span, request.pages);
