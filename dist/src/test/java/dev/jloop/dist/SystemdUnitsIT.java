@@ -93,7 +93,13 @@ class SystemdUnitsIT
         command.addAll(execStart(unit("jloop-nbd.service"), "", "--backend sync " + image));
         Process server = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(dir.resolve("server.log").toFile()).start();
         try {
+            // systemd-socket-activate binds the port after it has started: until then a client is refused
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
             Exec info = Exec.run(60, "nbdinfo", "--size", "nbd://127.0.0.1:" + port + "/");
+            while (info.exitCode() != 0 && info.stderr().contains("Connection refused") && System.nanoTime() < deadline) {
+                Thread.sleep(100);
+                info = Exec.run(60, "nbdinfo", "--size", "nbd://127.0.0.1:" + port + "/");
+            }
             assertEquals(0, info.exitCode(), info.stderr() + Files.readString(dir.resolve("server.log")));
             assertEquals(Long.toString(1 << 20), info.stdout().strip());
             // a second client: the activated server stays for every later connection
