@@ -62,6 +62,9 @@ final class TlsNbdChannel
     /** Ciphertext to write; in write mode between uses. */
     private ByteBuffer netOut;
     private boolean inputEnded;
+    // Under the read lock: one-element arrays for the single-buffer calls, not one per record.
+    private final ByteBuffer[] readOne = new ByteBuffer[1];
+    private final ByteBuffer[] appInOne = new ByteBuffer[1];
 
     private TlsNbdChannel(NbdChannel transport, SSLEngine engine)
     {
@@ -121,7 +124,15 @@ final class TlsNbdChannel
     public int read(ByteBuffer buffer)
             throws IOException
     {
-        return (int) read(new ByteBuffer[] {buffer}, 0, 1);
+        readLock.lock();
+        try {
+            readOne[0] = buffer;
+            return (int) read(readOne, 0, 1);
+        }
+        finally {
+            readOne[0] = null;
+            readLock.unlock();
+        }
     }
 
     @Override
@@ -188,7 +199,8 @@ final class TlsNbdChannel
         for (int i = offset; i < offset + length && appIn.hasRemaining(); i++) {
             ByteBuffer buffer = buffers[i];
             int n = Math.min(buffer.remaining(), appIn.remaining());
-            buffer.put(appIn.slice(appIn.position(), n));
+            buffer.put(buffer.position(), appIn, appIn.position(), n);
+            buffer.position(buffer.position() + n);
             appIn.position(appIn.position() + n);
             copied += n;
         }
@@ -312,10 +324,12 @@ final class TlsNbdChannel
         while (true) {
             appIn.compact();
             SSLEngineResult result;
+            appInOne[0] = appIn;
             try {
-                result = unwrap(new ByteBuffer[] {appIn}, 0, 1);
+                result = unwrap(appInOne, 0, 1);
             }
             finally {
+                appInOne[0] = null;
                 appIn.flip();
             }
             if (result == null || result.getStatus() != SSLEngineResult.Status.BUFFER_OVERFLOW) {
