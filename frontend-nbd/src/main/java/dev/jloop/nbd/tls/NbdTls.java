@@ -81,7 +81,13 @@ public final class NbdTls
         if (settings.mode() == Mode.OFF) {
             return OFF;
         }
-        return new NbdTls(settings.mode(), sslContext(settings.cert(), settings.key(), settings.ca()), settings.verifyPeer());
+        List<X509Certificate> chain = read(settings.cert(), "tls-cert", PemFiles::certificates);
+        if (chain.isEmpty()) {
+            throw new IllegalArgumentException("no certificate in " + settings.cert());
+        }
+        NbdTls tls = new NbdTls(settings.mode(), sslContext(chain, settings.cert(), settings.key(), settings.ca()), settings.verifyPeer());
+        TlsWarmUp.startOnce(tls.context, tls.cipherSuites, chain.get(0));
+        return tls;
     }
 
     public Mode mode()
@@ -163,12 +169,8 @@ public final class NbdTls
         }
     }
 
-    private static SSLContext sslContext(Path certFile, Path keyFile, Path caFile)
+    private static SSLContext sslContext(List<X509Certificate> chain, Path certFile, Path keyFile, Path caFile)
     {
-        List<X509Certificate> chain = read(certFile, "tls-cert", PemFiles::certificates);
-        if (chain.isEmpty()) {
-            throw new IllegalArgumentException("no certificate in " + certFile);
-        }
         PrivateKey key = read(keyFile, "tls-key", PemFiles::privateKey);
         checkKeyMatches(key, chain.get(0).getPublicKey(), certFile, keyFile);
         try {
