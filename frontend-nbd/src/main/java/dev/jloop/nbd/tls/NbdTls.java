@@ -42,7 +42,7 @@ import static java.util.Objects.requireNonNull;
  * made for bulk data ({@link #preferredOrder}): AES-128-GCM first where the JVM runs AES on the
  * processor's AES instructions, ChaCha20-Poly1305 first where it cannot. GnuTLS clients (nbdcopy,
  * qemu) list AES-256-GCM first, which costs a tenth more per byte; ChaCha20 has no intrinsic before
- * JDK 20 and runs at a tenth of AES-GCM's speed there.
+ * JDK 20 and runs at less than a tenth of AES-GCM's speed there.
  */
 public final class NbdTls
 {
