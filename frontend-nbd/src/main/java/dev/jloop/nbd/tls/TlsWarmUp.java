@@ -24,8 +24,9 @@ import static java.util.Objects.requireNonNull;
  * JIT has compiled JSSE's record path with the AES and GHASH intrinsics before the first client
  * copies a disk. Without it a fresh JVM runs the first 80 MiB or so of a copy in interpreted or C1
  * code (C2 compiles the callers of the intrinsics after some 5000 records), and the first copy of
- * a GiB costs several times the CPU of the next (docs/benchmarks.md, "TLS"). About 0.6 s of CPU
- * at the lowest thread priority, only where TLS is on.
+ * a GiB costs several times the CPU of the next (docs/benchmarks.md, "TLS"). About 0.6 s of CPU,
+ * only where TLS is on; a client that connects at once shares the CPU with it (Linux ignores Java's
+ * thread priorities unless told otherwise).
  */
 final class TlsWarmUp
         implements Runnable
