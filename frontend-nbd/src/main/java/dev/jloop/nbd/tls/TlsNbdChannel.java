@@ -127,7 +127,7 @@ final class TlsNbdChannel
         readLock.lock();
         try {
             readOne[0] = buffer;
-            return (int) read(readOne, 0, 1);
+            return (int) read(readOne, 0, 1, false);
         }
         finally {
             readOne[0] = null;
@@ -137,6 +137,18 @@ final class TlsNbdChannel
 
     @Override
     public long read(ByteBuffer[] buffers, int offset, int length)
+            throws IOException
+    {
+        return read(buffers, offset, length, true);
+    }
+
+    /**
+     * @param drain whether to go on with the whole records already read that fit the buffers: yes for
+     *     a scattering read (a WRITE payload into its pages); no for the reader's input buffer, where
+     *     one record holds many pipelined request headers, and a payload that follows them is better
+     *     left encrypted until its pages are ready to take it
+     */
+    private long read(ByteBuffer[] buffers, int offset, int length, boolean drain)
             throws IOException
     {
         readLock.lock();
@@ -164,7 +176,7 @@ final class TlsNbdChannel
                 afterUnwrap(result.getHandshakeStatus());
                 long produced = result.bytesProduced();
                 if (produced > 0) {
-                    return produced + unwrapBuffered(buffers, offset, length);
+                    return drain ? produced + unwrapBuffered(buffers, offset, length) : produced;
                 }
             }
         }
