@@ -84,6 +84,40 @@ class NbdTlsIT
         assertEquals(0, server.stop(), server.log());
     }
 
+    /**
+     * Bulk copies over TLS as backup tools make them: nbdcopy writes an image in and reads it out over
+     * four connections with requests of many records (TLS 1.3), and qemu-img compares it through TLS
+     * 1.2 (GnuTLS priority string), so that both protocol versions carry large reads.
+     */
+    @Test
+    void bulkCopiesInAndOutOverTls13And12()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("nbdcopy");
+        CiAssumptions.assumeCommand("qemu-img");
+        OpensslPki pki = OpensslPki.create(dir.resolve("pki"), KeyForm.EC_PKCS8);
+        Path source = dir.resolve("source.img");
+        byte[] content = randomBytes(32 << 20, 17);
+        Files.write(source, content);
+        Path image = dir.resolve("disk.img");
+        JloopProcess server = serve("--listen", "127.0.0.1:0", "--size", "32M", "--tls", "require",
+                "--tls-certificates", pki.serverDirectory.toString(), image.toString());
+        String port = port(server);
+        String tlsUri = "nbds://127.0.0.1:" + port + "/?tls-certificates=" + pki.clientDirectory;
+
+        Exec.check(120, "nbdcopy", "--request-size=" + (4 << 20), source.toString(), tlsUri);
+        Path copy = dir.resolve("copy.img");
+        Exec.check(120, "nbdcopy", tlsUri, copy.toString());
+        assertArrayEquals(content, Files.readAllBytes(copy));
+
+        String tls12 = "tls-creds-x509,id=tls0,dir=" + pki.clientDirectory + ",endpoint=client,priority=NORMAL:-VERS-TLS1.3";
+        String nbdImage = "driver=nbd,host=127.0.0.1,port=" + port + ",tls-creds=tls0";
+        Exec.check(120, "qemu-img", "compare", "--object", tls12, "--image-opts", nbdImage,
+                "driver=raw,file.driver=file,file.filename=" + source);
+        assertEquals(0, server.stop(), server.log());
+        assertArrayEquals(content, Files.readAllBytes(image));
+    }
+
     @Test
     void onServesClearTextAndTlsClientsOnAUnixSocket()
             throws Exception

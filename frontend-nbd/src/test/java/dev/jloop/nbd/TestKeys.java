@@ -17,15 +17,15 @@ import java.util.concurrent.TimeUnit;
  * Self-signed certificates for tests, made with the JDK's own keytool (always there), and written
  * as the PEM files the server reads.
  */
-final class TestKeys
+public final class TestKeys
 {
     private static final char[] PASSWORD = "changeit".toCharArray();
 
-    final Path certificate;
-    final Path pkcs8Key;
-    final X509Certificate x509;
-    final PrivateKey key;
-    final KeyStore keyStore;
+    public final Path certificate;
+    public final Path pkcs8Key;
+    public final X509Certificate x509;
+    public final PrivateKey key;
+    public final KeyStore keyStore;
 
     private TestKeys(Path certificate, Path pkcs8Key, X509Certificate x509, PrivateKey key, KeyStore keyStore)
     {
@@ -37,7 +37,7 @@ final class TestKeys
     }
 
     /** A key pair ({@code RSA} or {@code EC}) and a self-signed certificate for {@code localhost} / 127.0.0.1. */
-    static TestKeys create(Path directory, String name, String algorithm)
+    public static TestKeys create(Path directory, String name, String algorithm)
             throws IOException, GeneralSecurityException, InterruptedException
     {
         Path store = directory.resolve(name + ".p12");
@@ -68,7 +68,7 @@ final class TestKeys
         return new TestKeys(certificate, pkcs8Key, x509, key, keyStore);
     }
 
-    char[] password()
+    public char[] password()
     {
         return PASSWORD.clone();
     }

@@ -6,6 +6,8 @@ import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import javax.net.ssl.KeyManagerFactory;
 import javax.net.ssl.SSLContext;
@@ -19,6 +21,8 @@ import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.EOFException;
 import java.io.IOException;
+import java.io.OutputStream;
+import java.lang.management.ManagementFactory;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.nio.ByteBuffer;
@@ -266,6 +270,80 @@ class TestNbdTls
         }
     }
 
+    /**
+     * Requests of many TLS records each, in both protocol versions: a WRITE payload unwrapped straight
+     * into its pages, except where a record straddles the end of a request, and a READ reply wrapped
+     * into full records. The client lists AES-256-GCM first; the server's order wins.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"TLSv1.3", "TLSv1.2"})
+    void largeRequestsOverEitherProtocol(String protocol)
+            throws Exception
+    {
+        startServer(tls("require"));
+        try (TlsClient nbd = TlsClient.connect(address())) {
+            String[] suites = protocol.equals("TLSv1.3")
+                    ? new String[] {"TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"}
+                    : new String[] {"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"};
+            nbd.startTls(clientContext(false), OPT_STARTTLS, protocol, suites);
+            assertEquals(protocol, nbd.protocol());
+            String expected = aesIntrinsics() ? suites[1] : suites[0];
+            assertEquals(expected, nbd.cipherSuite());
+            assertEquals(DISK_SIZE, nbd.go("disk"));
+
+            Random random = new Random(11);
+            // 3 MiB and a bit, at an offset inside a page; then lengths that end records at odd places
+            int[] lengths = {(3 << 20) + 4321, 16384 - 28, 16384, 16385, 1, 65536 + 17};
+            long offset = 1000;
+            for (int i = 0; i < lengths.length; i++) {
+                byte[] data = new byte[lengths[i]];
+                random.nextBytes(data);
+                nbd.request(CMD_WRITE, 10 + i, offset, data.length, data);
+                assertEquals(10 + i, nbd.replyCookie());
+                nbd.request(CMD_READ, 100 + i, offset, data.length, null);
+                assertEquals(100 + i, nbd.replyCookie());
+                assertArrayEquals(data, nbd.data(data.length), "read back, length " + data.length);
+                assertArrayEquals(data, disk.read(offset, data.length), "on disk, length " + data.length);
+                offset += data.length + 512;
+            }
+            nbd.request(CMD_DISC, 0, 0, 0, null);
+        }
+    }
+
+    /**
+     * A client that goes away in the middle of a TLS record, inside a WRITE payload: the connection
+     * ends, its pages come back (checked after every test), and the server serves the next client.
+     */
+    @Test
+    void clientVanishingMidRecord()
+            throws Exception
+    {
+        startServer(tls("require"));
+        TlsClient nbd = TlsClient.connect(address());
+        nbd.startTls(clientContext(false), OPT_STARTTLS);
+        nbd.go("disk");
+        // the header and 200 KiB of a 1 MiB WRITE in whole records, then part of a record, and no close_notify
+        nbd.request(CMD_WRITE, 1, 0, 1 << 20, null);
+        nbd.out.write(new byte[200 << 10]);
+        nbd.out.flush();
+        OutputStream raw = nbd.socket.getOutputStream();
+        raw.write(new byte[] {23, 3, 3, 0x40, 0x11});
+        raw.write(new byte[8000]);
+        raw.flush();
+        nbd.socket.close();
+        try (TlsClient next = TlsClient.connect(address())) {
+            next.startTls(clientContext(false), OPT_STARTTLS);
+            assertEquals(DISK_SIZE, next.go("disk"));
+            roundTrips(next);
+        }
+    }
+
+    private static boolean aesIntrinsics()
+    {
+        return Boolean.parseBoolean(ManagementFactory.getPlatformMXBean(com.sun.management.HotSpotDiagnosticMXBean.class)
+                .getVMOption("UseAES").getValue());
+    }
+
     @Test
     void badCredentialsAreRefusedAtStart()
             throws Exception
@@ -359,10 +437,10 @@ class TestNbdTls
     static final class TlsClient
             implements AutoCloseable
     {
-        private final Socket socket;
+        final Socket socket;
         private SSLSocket tls;
         DataInputStream in;
-        private DataOutputStream out;
+        DataOutputStream out;
         int transmissionFlags;
 
         private TlsClient(Socket socket)
@@ -391,12 +469,25 @@ class TestNbdTls
         void startTls(SSLContext context, int option)
                 throws IOException
         {
+            startTls(context, option, null, null);
+        }
+
+        /** With {@code protocol} and {@code suites} (in the client's order of preference) when not null. */
+        void startTls(SSLContext context, int option, String protocol, String[] suites)
+                throws IOException
+        {
             sendOption(option, new byte[0]);
             OptionReply reply = readOptionReply();
             assertEquals(REP_ACK, reply.type(), "STARTTLS refused");
             InetSocketAddress peer = (InetSocketAddress) socket.getRemoteSocketAddress();
             tls = (SSLSocket) context.getSocketFactory().createSocket(socket, "localhost", peer.getPort(), true);
             tls.setUseClientMode(true);
+            if (protocol != null) {
+                tls.setEnabledProtocols(new String[] {protocol});
+            }
+            if (suites != null) {
+                tls.setEnabledCipherSuites(suites);
+            }
             tls.startHandshake();
             in = new DataInputStream(new BufferedInputStream(tls.getInputStream()));
             out = new DataOutputStream(new BufferedOutputStream(tls.getOutputStream(), 1 << 16));
@@ -405,6 +496,11 @@ class TestNbdTls
         String protocol()
         {
             return tls.getSession().getProtocol();
+        }
+
+        String cipherSuite()
+        {
+            return tls.getSession().getCipherSuite();
         }
 
         synchronized void sendOption(int option, byte[] data)
