@@ -23,8 +23,8 @@ import java.util.concurrent.Future;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
-import java.util.function.BooleanSupplier;
 
+import static dev.jloop.nbd.Eventually.waitFor;
 import static dev.jloop.nbd.NbdProtocol.CMD_READ;
 import static dev.jloop.nbd.NbdProtocol.FLAG_C_FIXED_NEWSTYLE;
 import static dev.jloop.nbd.NbdProtocol.FLAG_C_NO_ZEROES;
@@ -192,18 +192,6 @@ class TestNbdServerResources
         return false;
     }
 
-    private static boolean waitFor(BooleanSupplier condition, int seconds)
-            throws InterruptedException
-    {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
-        while (!condition.getAsBoolean()) {
-            if (System.nanoTime() > deadline) {
-                return false;
-            }
-            Thread.sleep(10);
-        }
-        return true;
-    }
 
     @Test
     void aClientThatReadsSlowlyIsNotDropped()

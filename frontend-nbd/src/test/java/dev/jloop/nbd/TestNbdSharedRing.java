@@ -23,10 +23,9 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
-import java.util.concurrent.TimeUnit;
-import java.util.function.BooleanSupplier;
-import java.util.stream.Stream;
 
+import static dev.jloop.nbd.Eventually.openDescriptors;
+import static dev.jloop.nbd.Eventually.waitFor;
 import static dev.jloop.nbd.NbdProtocol.BASE_ALLOCATION;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FUA;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_NO_HOLE;
@@ -211,28 +210,5 @@ class TestNbdSharedRing
         byte[] data = new byte[length];
         new Random(seed).nextBytes(data);
         return data;
-    }
-
-    private static long openDescriptors()
-    {
-        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
-            return fds.count();
-        }
-        catch (IOException e) {
-            throw new RuntimeException(e);
-        }
-    }
-
-    private static boolean waitFor(BooleanSupplier condition, int seconds)
-            throws InterruptedException
-    {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
-        while (!condition.getAsBoolean()) {
-            if (System.nanoTime() > deadline) {
-                return false;
-            }
-            Thread.sleep(20);
-        }
-        return true;
     }
 }

@@ -11,8 +11,6 @@ import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
@@ -21,9 +19,10 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
-import java.util.function.BooleanSupplier;
 import java.util.stream.Stream;
 
+import static dev.jloop.nbd.Eventually.openDescriptors;
+import static dev.jloop.nbd.Eventually.waitFor;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FUA;
 import static dev.jloop.nbd.NbdProtocol.CMD_FLUSH;
 import static dev.jloop.nbd.NbdProtocol.CMD_READ;
@@ -279,28 +278,5 @@ class TestNbdUringLoop
         return Thread.getAllStackTraces().values().stream()
                 .flatMap(Stream::of)
                 .anyMatch(frame -> frame.getClassName().equals(className));
-    }
-
-    private static long openDescriptors()
-    {
-        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
-            return fds.count();
-        }
-        catch (IOException e) {
-            throw new RuntimeException(e);
-        }
-    }
-
-    private static boolean waitFor(BooleanSupplier condition, int seconds)
-            throws InterruptedException
-    {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
-        while (!condition.getAsBoolean()) {
-            if (System.nanoTime() > deadline) {
-                return false;
-            }
-            Thread.sleep(20);
-        }
-        return true;
     }
 }
