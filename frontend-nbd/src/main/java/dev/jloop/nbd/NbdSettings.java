@@ -86,7 +86,7 @@ public final class NbdSettings
             PluginOption.of(CLOSE_TIMEOUT, DURATION, "30",
                     "on stop, how long requests in flight and their replies may take before the connections of clients that "
                             + "do not read are closed", "--close-timeout 5"),
-            PluginOption.of(MAX_INFLIGHT_BYTES, SIZE, "128M",
+            PluginOption.of(MAX_INFLIGHT_BYTES, SIZE, "32M",
                     "payload bytes one connection may have in flight; a client that stops reading replies gets no new "
                             + "requests served beyond this", "--max-inflight-bytes 256M"),
             PluginOption.of(MAX_INFLIGHT_REQUESTS, COUNT, "256", "requests one connection may have in flight", "--max-inflight-requests 512"),

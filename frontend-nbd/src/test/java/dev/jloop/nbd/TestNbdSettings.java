@@ -26,7 +26,7 @@ class TestNbdSettings
         assertEquals(10809, settings.port());
         assertNull(settings.socket());
         assertFalse(settings.privateSocket());
-        assertEquals(128 << 20, settings.maxInflightBytes());
+        assertEquals(32 << 20, settings.maxInflightBytes());
         assertEquals(256, settings.maxInflightRequests());
         assertEquals(512L << 20, settings.pagePoolBytes());
         assertEquals(0, settings.registeredBytes(), "nothing pinned unless asked for");
