@@ -133,6 +133,48 @@ class TestNbdSharedRing
             Arrays.fill(expected, 6 << 20, (6 << 20) + (16 << 10), (byte) 0);
             assertArrayEquals(Arrays.copyOfRange(expected, 6 << 20, (6 << 20) + (32 << 10)), client.read(6 << 20, 32 << 10));
         }
+        assertEquals(0, file.fixedSubmissions(), "fixed buffers used though no page is pinned");
+        server.close();
+        server = null;
+        assertArrayEquals(expected, Files.readAllBytes(path), "the file after the requests");
+    }
+
+    /**
+     * With pinned pages ({@code registered-bytes}), the connection registers them on its ring and the
+     * file's single-page reads and writes there go as READ_FIXED/WRITE_FIXED: still on the
+     * connection's ring, with the right data both ways.
+     */
+    @ParameterizedTest
+    @ValueSource(booleans = {false, true})
+    void pinnedPagesAreFixedBuffersOnTheConnectionsRing(boolean direct)
+            throws Exception
+    {
+        pagePool.reserve(4 << 20);
+        serve(direct, Map.of());
+        long fileEnters = file.submitCalls();
+        byte[] expected = content.clone();
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            for (int k = 0; k < 8; k++) {
+                int at = k * (256 << 10) + 4096;
+                assertArrayEquals(Arrays.copyOfRange(content, at, at + (64 << 10)), client.read(at, 64 << 10), "read " + k);
+            }
+            long fixedReads = file.fixedSubmissions();
+            assertTrue(fixedReads >= 8, "reads into pinned pages as READ_FIXED: " + fixedReads);
+            if (!direct) {
+                assertEquals(fileEnters, file.submitCalls(), "fixed reads entered the file's own ring");
+            }
+            for (int k = 0; k < 4; k++) {
+                byte[] data = pattern(128 << 10, 10 + k);
+                int at = (4 << 20) + k * (512 << 10);
+                assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_WRITE, at, data.length, data), "write " + k);
+                System.arraycopy(data, 0, expected, at, data.length);
+                assertArrayEquals(data, client.read(at, data.length), "read back " + k);
+            }
+            if (!direct) {
+                assertTrue(file.fixedSubmissions() >= fixedReads + 8, "FUA writes from pinned pages as WRITE_FIXED: " + file.fixedSubmissions());
+                assertEquals(fileEnters, file.submitCalls(), "fixed writes entered the file's own ring");
+            }
+        }
         server.close();
         server = null;
         assertArrayEquals(expected, Files.readAllBytes(path), "the file after the requests");

@@ -16,6 +16,7 @@ import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.IoUring;
+import dev.jloop.uring.FixedBuffers;
 import dev.jloop.uring.LentRing;
 import dev.jloop.uring.Ring;
 import dev.jloop.uring.RingBorrower;
@@ -27,6 +28,7 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
+import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.LockSupport;
 import java.util.concurrent.locks.ReentrantLock;
@@ -83,7 +85,8 @@ import static java.util.Objects.requireNonNull;
  * {@code O_DIRECT} only reads and fsyncs go there: writes and fallocates hold
  * {@link BlockRangeLock} ranges until they complete, and the lender's thread may have to wait for
  * such a range (a read-modify-write), which it could never get back if only it could reap the
- * operation holding it. A lent ring takes no fixed buffers (they are registered on the file's ring).
+ * operation holding it. On a lent ring a single-segment request in a fixed buffer the lender registered
+ * ({@link LentRing#fixedBuffers}) goes as READ_FIXED/WRITE_FIXED, as on the file's own ring.
  *
  * <p>{@link #close()} cancels what is in flight ({@code IORING_OP_ASYNC_CANCEL} of any request), waits
  * for every CQE (the kernel may still be using the memory until then) and completes each such kiocb
@@ -153,9 +156,10 @@ public final class IoUringBackingFile
     /** The errno with which {@code io_uring_enter} failed for good; 0 while the ring submits. */
     private volatile int submitErrno;
 
-    private long[] fixedStart = new long[0];
-    private long[] fixedEnd = new long[0];
+    private FixedBuffers fixedBuffers = FixedBuffers.NONE;
     private long fixedSubmissions;
+    /** Counted by the lenders' threads, without {@link #lock}. */
+    private final LongAdder lentFixedSubmissions = new LongAdder();
 
     IoUringBackingFile(BackendConfig config, boolean sqpoll)
             throws IOException
@@ -419,33 +423,27 @@ public final class IoUringBackingFile
         }
         lock.lock();
         try {
-            if (fixedStart.length > 0) {
+            if (!fixedBuffers.isEmpty()) {
                 ring.unregisterBuffers();
-                fixedStart = new long[0];
-                fixedEnd = new long[0];
+                fixedBuffers = FixedBuffers.NONE;
             }
             if (addresses.length == 0) {
                 return;
             }
             ring.registerBuffers(addresses, lengths);
-            long[] ends = new long[addresses.length];
-            for (int i = 0; i < ends.length; i++) {
-                ends[i] = addresses[i] + lengths[i];
-            }
-            fixedStart = addresses;
-            fixedEnd = ends;
+            fixedBuffers = new FixedBuffers(addresses, lengths);
         }
         finally {
             lock.unlock();
         }
     }
 
-    /** READ_FIXED/WRITE_FIXED SQEs written so far (statistics, tests). */
+    /** READ_FIXED/WRITE_FIXED SQEs written so far, on this file's ring and on lent ones (statistics, tests). */
     public long fixedSubmissions()
     {
         lock.lock();
         try {
-            return fixedSubmissions;
+            return fixedSubmissions + lentFixedSubmissions.sum();
         }
         finally {
             lock.unlock();
@@ -602,8 +600,16 @@ public final class IoUringBackingFile
         boolean write = slot.op == OP_WRITE;
         int nrSegs = Math.min(iter.nrSegs(), IOV_PER_SLOT);
         if (nrSegs == 1) {
+            long address = iter.segmentAddress(0);
+            int length = iter.segmentLength(0);
+            int bufIndex = lent.fixedBuffers().indexOf(address, length);
+            if (bufIndex >= 0) {
+                lentFixedSubmissions.increment();
+                return lent.prep(write ? IoUring.OP_WRITE_FIXED : IoUring.OP_READ_FIXED, sqeFlags, file, kiocb.pos(),
+                        address, length, slot.rwFlags, userData, bufIndex);
+            }
             return lent.prep(write ? IoUring.OP_WRITE : IoUring.OP_READ, sqeFlags, file, kiocb.pos(),
-                    iter.segmentAddress(0), iter.segmentLength(0), slot.rwFlags, userData, 0);
+                    address, length, slot.rwFlags, userData, 0);
         }
         writeIovecs(slot, iter, nrSegs);
         return lent.prep(write ? IoUring.OP_WRITEV : IoUring.OP_READV, sqeFlags, file, kiocb.pos(),
@@ -686,7 +692,7 @@ public final class IoUringBackingFile
         if (nrSegs == 1) {
             long address = iter.segmentAddress(0);
             int length = iter.segmentLength(0);
-            int bufIndex = fixedBuffer(address, length);
+            int bufIndex = fixedBuffers.indexOf(address, length);
             if (bufIndex >= 0) {
                 fixedSubmissions++;
                 return write
@@ -717,16 +723,6 @@ public final class IoUringBackingFile
         if (direct && (total & (BLOCK - 1)) != 0) {
             throw new IllegalStateException("O_DIRECT vector of " + total + " bytes");
         }
-    }
-
-    private int fixedBuffer(long address, int length)
-    {
-        for (int i = 0; i < fixedStart.length; i++) {
-            if (address >= fixedStart[i] && address + length <= fixedEnd[i]) {
-                return i;
-            }
-        }
-        return -1;
     }
 
     /**
