@@ -10,6 +10,7 @@ import dev.jloop.testkit.CiAssumptions;
 import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -18,6 +19,7 @@ import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
@@ -36,6 +38,7 @@ import static dev.jloop.nbd.NbdProtocol.CMD_WRITE;
 import static dev.jloop.nbd.NbdProtocol.CMD_WRITE_ZEROES;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -118,6 +121,8 @@ class TestNbdSharedRing
             assertEquals(0, client.roundTrip(0, CMD_WRITE, 3 << 20, small.length, small));
             System.arraycopy(small, 0, expected, 3 << 20, small.length);
             assertEquals(0, client.roundTrip(0, CMD_FLUSH, 0, 0, null));
+            // under O_DIRECT too: aligned writes hold their blocks on the connection's ring
+            assertEquals(fileEnters, file.submitCalls(), "writes entered the file's own ring");
             assertEquals(0, client.roundTrip(0, CMD_TRIM, 4 << 20, 128 << 10, null));
             Arrays.fill(expected, 4 << 20, (4 << 20) + (128 << 10), (byte) 0);
             assertEquals(0, client.roundTrip(CMD_FLAG_NO_HOLE, CMD_WRITE_ZEROES, 5 << 20, 64 << 10, null));
@@ -178,6 +183,51 @@ class TestNbdSharedRing
         server.close();
         server = null;
         assertArrayEquals(expected, Files.readAllBytes(path), "the file after the requests");
+    }
+
+    /**
+     * Under {@code O_DIRECT}, an aligned write holds its block on the connection's ring until the loop
+     * reaps it; an unaligned write right behind it must read-modify-write that block, which it may do
+     * only once the first is done. The loop's thread must not wait for that (it alone would reap the
+     * first write): the file refuses, the device's worker waits instead. Two connections, pipelined,
+     * every block written both ways: no hang, every reply OK, and each block is the aligned write with
+     * the unaligned one over it.
+     */
+    @Test
+    void unalignedWritesBehindAlignedOnesOnTheConnectionsRingNeitherHangNorTear()
+            throws Exception
+    {
+        serve(true, Map.of());
+        int blocks = 256;
+        byte[] expected = content.clone();
+        assertTimeoutPreemptively(Duration.ofSeconds(60), () -> {
+            try (NbdTestClient first = NbdTestClient.open(address(), "disk");
+                    NbdTestClient second = NbdTestClient.open(address(), "disk")) {
+                NbdTestClient[] clients = {first, second};
+                for (int block = 0; block < blocks; block++) {
+                    NbdTestClient client = clients[block % 2];
+                    long at = block * 4096L;
+                    byte[] whole = pattern(4096, 100 + block);
+                    byte[] patch = pattern(100, 1000 + block);
+                    client.sendRequest(0, CMD_WRITE, 2L * block, at, whole.length, whole);
+                    client.sendRequest(0, CMD_WRITE, 2L * block + 1, at + 10, patch.length, patch);
+                    System.arraycopy(whole, 0, expected, (int) at, whole.length);
+                    System.arraycopy(patch, 0, expected, (int) at + 10, patch.length);
+                }
+                for (NbdTestClient client : clients) {
+                    for (int i = 0; i < blocks; i++) {
+                        NbdTestClient.Reply reply = client.readReply();
+                        assertEquals(0, reply.error(), "write " + reply.cookie());
+                    }
+                }
+                for (int block = 0; block < blocks; block += 37) {
+                    assertArrayEquals(Arrays.copyOfRange(expected, block * 4096, (block + 1) * 4096), first.read(block * 4096L, 4096), "block " + block);
+                }
+            }
+        });
+        server.close();
+        server = null;
+        assertArrayEquals(expected, Files.readAllBytes(path), "the file after the writes");
     }
 
     /**

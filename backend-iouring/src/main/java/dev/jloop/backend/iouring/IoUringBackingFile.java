@@ -82,10 +82,15 @@ import static java.util.Objects.requireNonNull;
  * the operation costs no enter of its own and no wake-up of the completion thread. The slot is the
  * same (so {@code queue-depth} bounds both kinds together), and so are retries and results; an
  * operation that finds the lender's SQ full is held and written at the lender's next turn. Under
- * {@code O_DIRECT} only reads and fsyncs go there: writes and fallocates hold
- * {@link BlockRangeLock} ranges until they complete, and the lender's thread may have to wait for
- * such a range (a read-modify-write), which it could never get back if only it could reap the
- * operation holding it. On a lent ring a single-segment request in a fixed buffer the lender registered
+ * {@code O_DIRECT}, writes on a lent ring hold their blocks (shared) until the lender reaps them, so
+ * the lender's thread must never wait for a block range: it would wait for itself. With
+ * {@link Kiocb#IOCB_NOWAIT} (what the loop device sets on a frontend thread's kiocbs) it only tries:
+ * a write whose blocks a read-modify-write or a fallocate holds, and a read-modify-write or fallocate
+ * whose blocks anything holds, return {@code -EAGAIN}, and the loop device's worker submits them
+ * again, free to wait. Without the flag, {@code O_DIRECT} writes stay on the file's own ring. Under
+ * {@code O_DIRECT} fallocates always do: they hold their blocks exclusively until they complete, and
+ * a lender may still wait for an exclusive hold (a write that found no free slot takes the file's own
+ * way), so no exclusive hold may depend on a lender's reap. On a lent ring a single-segment request in a fixed buffer the lender registered
  * ({@link LentRing#fixedBuffers}) goes as READ_FIXED/WRITE_FIXED, as on the file's own ring.
  *
  * <p>{@link #close()} cancels what is in flight ({@code IORING_OP_ASYNC_CANCEL} of any request), waits
@@ -242,7 +247,7 @@ public final class IoUringBackingFile
         }
         LentRing lent = lentRings.get();
         if (lent != null) {
-            long res = queueLent(lent, kiocb, OP_READ, 0);
+            long res = queueLent(lent, kiocb, OP_READ, 0, NO_HOLD);
             if (res != NO_SLOT) {
                 return res;
             }
@@ -271,22 +276,32 @@ public final class IoUringBackingFile
         if (!direct && !dsync && iter.isDirect() && iter.count() <= INLINE_WRITE_MAX) {
             return writeBuffered(iter, pos);
         }
+        LentRing lent = lentRings.get();
+        // A lender's thread must not wait for a block range: a write on its own ring may hold it.
+        boolean nowait = lent != null && (kiocb.flags() & Kiocb.IOCB_NOWAIT) != 0;
         if (!goesStraight(iter, pos)) {
-            long res = bounces.get().writeIter(iter, pos);
+            long res = bounces.get().writeIter(iter, pos, nowait);
             if (res > 0 && dsync) {
                 int sync = Posix.fdatasync(fd.intValue());
                 return sync < 0 ? sync : res;
             }
             return res;
         }
-        LentRing lent = direct ? null : lentRings.get();
-        if (lent != null) {
-            long res = queueLent(lent, kiocb, OP_WRITE, dsync ? IoUring.RWF_DSYNC : 0);
+        int rwFlags = dsync ? IoUring.RWF_DSYNC : 0;
+        if (lent != null && (!direct || nowait)) {
+            int hold = NO_HOLD;
+            if (direct) {
+                hold = blockLock.tryLock(pos / BLOCK, (pos + iter.count() - 1) / BLOCK, false);
+                if (hold < 0) {
+                    return -Errno.EAGAIN;
+                }
+            }
+            long res = queueLent(lent, kiocb, OP_WRITE, rwFlags, hold);
             if (res != NO_SLOT) {
                 return res;
             }
         }
-        return queueRw(kiocb, OP_WRITE, iter, pos, dsync ? IoUring.RWF_DSYNC : 0);
+        return queueRw(kiocb, OP_WRITE, iter, pos, rwFlags);
     }
 
     @Override
@@ -298,7 +313,7 @@ public final class IoUringBackingFile
         int fsyncFlags = kiocb.datasync() ? IoUring.FSYNC_DATASYNC : 0;
         LentRing lent = lentRings.get();
         if (lent != null) {
-            long res = queueLent(lent, kiocb, OP_FSYNC, fsyncFlags);
+            long res = queueLent(lent, kiocb, OP_FSYNC, fsyncFlags, NO_HOLD);
             if (res != NO_SLOT) {
                 return res;
             }
@@ -325,15 +340,29 @@ public final class IoUringBackingFile
         if (closing) {
             return -Errno.ESHUTDOWN;
         }
-        LentRing lent = direct ? null : lentRings.get();
-        if (lent != null) {
-            long res = queueLent(lent, kiocb, OP_FALLOCATE, kiocb.mode());
+        LentRing lent = lentRings.get();
+        if (lent != null && !direct) {
+            long res = queueLent(lent, kiocb, OP_FALLOCATE, kiocb.mode(), NO_HOLD);
             if (res != NO_SLOT) {
                 return res;
             }
         }
         // The kernel zeroes partial blocks through the page cache: keep read-modify-writes off them.
-        int hold = direct ? blockLock.lock(offset / BLOCK, (offset + length - 1) / BLOCK, true, submitPending) : NO_HOLD;
+        // It holds them until it completes on this file's ring, whose completion thread no lender waits for.
+        int hold = NO_HOLD;
+        if (direct) {
+            long firstBlock = offset / BLOCK;
+            long lastBlock = (offset + length - 1) / BLOCK;
+            if (lent != null && (kiocb.flags() & Kiocb.IOCB_NOWAIT) != 0) {
+                hold = blockLock.tryLock(firstBlock, lastBlock, true);
+                if (hold < 0) {
+                    return -Errno.EAGAIN;
+                }
+            }
+            else {
+                hold = blockLock.lock(firstBlock, lastBlock, true, submitPending);
+            }
+        }
         Slot slot = acquireSlot();
         if (slot == null) {
             unlockBlocks(hold);
@@ -552,17 +581,20 @@ public final class IoUringBackingFile
      * Puts the operation on the ring the calling thread lent: its SQE now, or at the lender's next
      * turn when the lender's SQ has no room. {@link #NO_SLOT} when no slot is free (the loop device
      * never submits more than the slots, but another submitter may hold them): the caller then takes
-     * the file's own way, which may wait for one.
+     * the file's own way, which may wait for one. {@code blockHold} goes with the operation, and is
+     * released here when the operation is not queued.
      */
-    private long queueLent(LentRing lent, Kiocb kiocb, int op, int flags)
+    private long queueLent(LentRing lent, Kiocb kiocb, int op, int flags, int blockHold)
     {
         Slot slot;
         lock.lock();
         try {
             if (closing || submitErrno != 0) {
+                unlockBlocks(blockHold);
                 return closing ? -Errno.ESHUTDOWN : -submitErrno;
             }
             if (nrFree == 0) {
+                unlockBlocks(blockHold);
                 return NO_SLOT;
             }
             busySlots = slots.length - nrFree + 1;
@@ -572,6 +604,7 @@ public final class IoUringBackingFile
             lock.unlock();
         }
         slot.init(kiocb, op, flags);
+        slot.blockHold = blockHold;
         slot.lent = lent;
         if (!prepareLent(slot, lent)) {
             lent.hold(slot.held);
