@@ -106,7 +106,7 @@ public final class NbdSettings
                     "how much of the page pool is carved at start and offered to the devices to pin (io_uring fixed "
                             + "buffers); pinned memory stays resident even when idle, and fixed buffers read no faster than "
                             + "plain ones on this path, so none by default", "--registered-bytes 64M"),
-            PluginOption.of(SPLICE_MIN, SIZE, "64K",
+            PluginOption.of(SPLICE_MIN, SIZE, "128K",
                     "READs of at least this many bytes on the io_uring loop over an io_uring file (buffered, no filter) "
                             + "go from the file to the socket by splice, without copying the data through jloop; 0: never",
                     "--splice-min 256K"));

@@ -107,8 +107,8 @@ class TestNbdSplicedReads
 
     /** Unaligned starts and ends, exactly the threshold, longer than the pipe, up to the end of the file. */
     private static final long[][] READS = {
-            {0, 64 << 10},
-            {4097, 100_003},
+            {0, 128 << 10},
+            {4097, 200_003},
             {(1 << 20) - 1, (1 << 20) + 2},
             {3 << 20, 4 << 20},
             {(8 << 20) + 511, (3 << 20) + 12345},
@@ -183,7 +183,7 @@ class TestNbdSplicedReads
                     case 0: {
                         // large, in the first 8 MiB
                         long offset = random.nextInt(6 << 20) + 1;
-                        int length = (64 << 10) + random.nextInt(2 << 20);
+                        int length = (128 << 10) + random.nextInt(2 << 20);
                         client.sendRequest(0, CMD_READ, cookie, offset, length);
                         reads.put(cookie, new long[] {offset, length});
                         break;
