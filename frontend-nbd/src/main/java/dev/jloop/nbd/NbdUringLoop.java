@@ -216,7 +216,7 @@ final class NbdUringLoop
             return null;
         }
         SplicedReads reads = new SplicedReads(ring, device, new SpliceHooks(), FIXED_FILE, FIXED_SOCKET, spliceMin);
-        String cause = reads.openPipe();
+        String cause = reads.openPipes();
         if (cause != null) {
             log.debug("{}: READs are not spliced: {}", peer, cause);
             return null;
@@ -489,7 +489,7 @@ final class NbdUringLoop
         else if (userData == TIMEOUT) {
             timeoutPosted = false;
         }
-        else if (userData == SplicedReads.SPLICE_IN || userData == SplicedReads.SPLICE_OUT) {
+        else if (userData >= SplicedReads.FIRST && userData < SplicedReads.LIMIT) {
             spliced.handle(userData, res);
         }
     }

@@ -23,7 +23,7 @@ import static java.util.Objects.requireNonNull;
  * {@code IORING_OP_SPLICE}, so it is never copied into jloop's pages and out again; the pipe holds
  * references to the page-cache pages, and the socket takes them as they are.
  *
- * <p>One pipe per connection, one READ in it at a time, in three steps:
+ * <p>Two pipes per connection ({@link #PIPES}), one READ in each at a time, in three steps:
  * <ol>
  * <li><b>fill</b>: the file's bytes at the READ's offset are spliced into the pipe, as many as it
  *     holds ({@code F_SETPIPE_SZ}, {@link #PIPE_SIZE}), without waiting for room in it
@@ -39,7 +39,8 @@ import static java.util.Objects.requireNonNull;
  *     drains it again. A read that fails after the header was sent ends the connection: neither
  *     reply has a way to take back announced data.</li>
  * </ol>
- * READs waiting for the pipe hold no pages and no budget, only their request object. The kernel runs
+ * While one READ's data goes into the socket, the next is read into the other pipe. READs waiting
+ * for a pipe hold no pages and no budget, only their request object. The kernel runs
  * every splice in an io-wq worker, which may wait there for the socket; shutting the socket down ends
  * such a wait, so the loop's end still waits for every splice to complete.
  *
@@ -50,12 +51,17 @@ import static java.util.Objects.requireNonNull;
  */
 final class SplicedReads
 {
-    /** User data of this class's SQEs; the loop hands their CQEs to {@link #handle}. */
-    static final long SPLICE_IN = 6;
-    static final long SPLICE_OUT = 7;
+    /** User data of this class's SQEs, {@code [FIRST, LIMIT)}; the loop hands their CQEs to {@link #handle}. */
+    static final long FIRST = 8;
+    /**
+     * Pipes per connection: while one READ's data goes into the socket, the next is read into the
+     * other, so the socket does not wait for a file splice between two READs.
+     */
+    static final int PIPES = 2;
+    static final long LIMIT = FIRST + 2 * PIPES;
 
     /**
-     * The pipe's capacity: 1 MiB, the default {@code /proc/sys/fs/pipe-max-size}. A READ up to this
+     * Each pipe's capacity: 1 MiB, the default {@code /proc/sys/fs/pipe-max-size}. A READ up to this
      * size is read whole before its header is sent; larger ones drain and fill the pipe in turns.
      * Where the system refuses it (an unprivileged user over {@code pipe-user-pages-soft}), the
      * pipe keeps the size it got.
@@ -86,29 +92,45 @@ final class SplicedReads
     private final int socketIndex;
     private final long min;
     private final ByteBuffer fds = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder());
+    private final Pipe[] pipes = new Pipe[PIPES];
 
-    private int pipeRead = -1;
-    private int pipeWrite = -1;
-    private int pipeSize;
-
-    /** READs waiting for the pipe, in order, linked through {@link NbdRequest#next}. */
+    /** READs waiting for a pipe, in order, linked through {@link NbdRequest#next}. */
     private NbdRequest waitingHead;
     private NbdRequest waitingTail;
-    /** The READ whose data is in or on its way through the pipe. */
-    private NbdRequest current;
-    private long fileOffset;
-    private long left;
-    private int inPipe;
-    /** The current READ is among the loop's replies (between {@link Loop#ready} and {@link #headerSent}). */
-    private boolean handed;
-    private boolean headerSent;
-    private boolean fillPosted;
-    private boolean drainPosted;
     /** The connection failed: what completes from now on is given back, nothing is started. */
     private boolean aborted;
 
     private long reads;
     private long bytes;
+
+    /** One pipe and the READ in it. */
+    private final class Pipe
+    {
+        final int index;
+        int readFd = -1;
+        int writeFd = -1;
+        int size;
+        /** The READ whose data is in or on its way through the pipe. */
+        NbdRequest current;
+        long fileOffset;
+        long left;
+        int inPipe;
+        /** The current READ is among the loop's replies (between {@link Loop#ready} and {@link #headerSent}). */
+        boolean handed;
+        boolean headerSent;
+        boolean fillPosted;
+        boolean drainPosted;
+
+        Pipe(int index)
+        {
+            this.index = index;
+        }
+
+        boolean posted()
+        {
+            return fillPosted || drainPosted;
+        }
+    }
 
     /**
      * @param fileIndex the file among the ring's registered files
@@ -123,6 +145,9 @@ final class SplicedReads
         this.fileIndex = fileIndex;
         this.socketIndex = socketIndex;
         this.min = min;
+        for (int i = 0; i < PIPES; i++) {
+            pipes[i] = new Pipe(i);
+        }
     }
 
     /**
@@ -137,7 +162,7 @@ final class SplicedReads
         return !request.structured || request.read.isOneDataChunk();
     }
 
-    /** Queues a READ for the pipe; it comes back through {@link Loop#ready}. */
+    /** Queues a READ for a pipe; it comes back through {@link Loop#ready}. */
     void add(NbdRequest request)
     {
         request.spliced = true;
@@ -156,18 +181,36 @@ final class SplicedReads
     /** Whether the socket belongs to a spliced READ's data now: no other reply may be sent. */
     boolean sending()
     {
-        return current != null && headerSent;
+        for (Pipe pipe : pipes) {
+            if (pipe.current != null && pipe.headerSent) {
+                return true;
+            }
+        }
+        return false;
     }
 
-    /** Whether nothing is queued, in the pipe or on the ring. */
+    /** Whether nothing is queued, in a pipe or on the ring. */
     boolean idle()
     {
-        return current == null && waitingHead == null && !fillPosted && !drainPosted;
+        if (waitingHead != null) {
+            return false;
+        }
+        for (Pipe pipe : pipes) {
+            if (pipe.current != null || pipe.posted()) {
+                return false;
+            }
+        }
+        return true;
     }
 
     boolean posted()
     {
-        return fillPosted || drainPosted;
+        for (Pipe pipe : pipes) {
+            if (pipe.posted()) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** READs spliced whole, and their bytes, for the connection's close line. */
@@ -204,20 +247,23 @@ final class SplicedReads
                 .flip();
     }
 
-    /** The loop sent the current READ's header: its data follows. */
+    /** The loop sent a spliced READ's header: its data follows. */
     void headerSent(NbdRequest request)
     {
-        if (request != current || !handed) {
-            throw new IllegalStateException("header of " + request.cookie + " sent, but the pipe holds another READ");
+        for (Pipe pipe : pipes) {
+            if (pipe.current == request && pipe.handed) {
+                pipe.handed = false;
+                pipe.headerSent = true;
+                drain(pipe);
+                return;
+            }
         }
-        handed = false;
-        headerSent = true;
-        drain();
+        throw new IllegalStateException("header of " + request.cookie + " sent, but no pipe holds it");
     }
 
     /**
-     * The connection failed: READs waiting for the pipe are given back to the loop at once; the
-     * current one when its splice completes, unless it is among the loop's replies, which the loop
+     * The connection failed: READs waiting for a pipe are given back to the loop at once; one in a
+     * pipe when its splice completes, unless it is among the loop's replies, which the loop
      * recycles with the others it drops.
      */
     void abort()
@@ -233,159 +279,183 @@ final class SplicedReads
             loop.done(request);
             request = next;
         }
-        if (current != null && handed) {
-            current.spliced = false;
-            current = null;
-            handed = false;
-        }
-        else {
-            dropCurrent();
+        for (Pipe pipe : pipes) {
+            if (pipe.current != null && pipe.handed) {
+                pipe.current.spliced = false;
+                pipe.current = null;
+                pipe.handed = false;
+            }
+            else {
+                dropCurrent(pipe);
+            }
         }
     }
 
-    /** A CQE of {@link #SPLICE_IN} or {@link #SPLICE_OUT}. */
+    /** A CQE whose user data is in {@code [FIRST, LIMIT)}. */
     void handle(long userData, int res)
     {
-        if (userData == SPLICE_IN) {
-            fillPosted = false;
-            filled(res);
+        Pipe pipe = pipes[(int) (userData - FIRST) / 2];
+        if (((userData - FIRST) & 1) == 0) {
+            pipe.fillPosted = false;
+            filled(pipe, res);
         }
         else {
-            drainPosted = false;
-            drained(res);
+            pipe.drainPosted = false;
+            drained(pipe, res);
         }
     }
 
-    /** Closes the pipe; the loop calls it once no splice is on the ring. */
+    /** Makes the pipes; returns why it cannot, or {@code null}. */
+    String openPipes()
+    {
+        for (Pipe pipe : pipes) {
+            String cause = open(pipe);
+            if (cause != null) {
+                close();
+                return cause;
+            }
+        }
+        return null;
+    }
+
+    /** Closes the pipes; the loop calls it once no splice is on the ring. */
     void close()
     {
-        closePipe();
+        for (Pipe pipe : pipes) {
+            closePipe(pipe);
+        }
     }
 
     // ---- the steps
 
+    /** Gives waiting READs to free pipes. */
     private void next()
     {
-        if (current != null || waitingHead == null || aborted) {
-            return;
-        }
-        NbdRequest request = waitingHead;
-        waitingHead = request.next;
-        if (waitingHead == null) {
-            waitingTail = null;
-        }
-        request.next = null;
-        current = request;
-        fileOffset = request.offset;
-        left = request.length;
-        inPipe = 0;
-        handed = false;
-        headerSent = false;
-        fill();
-    }
-
-    private void fill()
-    {
-        int length = (int) Math.min(left, pipeSize - inPipe);
-        if (!ring.prepSplice(fileIndex, fileOffset, pipeWrite, -1, length,
-                IoUring.SPLICE_F_MOVE | IoUring.SPLICE_F_NONBLOCK | IoUring.SPLICE_F_FD_IN_FIXED, 0, SPLICE_IN)) {
-            throw new IllegalStateException("no SQE for a splice: the ring is sized for every operation at once");
-        }
-        fillPosted = true;
-    }
-
-    private void filled(int res)
-    {
-        if (aborted) {
-            dropCurrent();
-            return;
-        }
-        if (res > 0) {
-            fileOffset += res;
-            left -= res;
-            inPipe += res;
-            if (left == 0) {
-                device.readServed(current.length, 0, System.nanoTime() - current.spliceStart);
-            }
-            else if (pipeSize - inPipe >= PAGE) {
-                // short: the pipe ran out of slots for an unaligned start, or the file of bytes; go on
-                fill();
+        for (Pipe pipe : pipes) {
+            if (waitingHead == null || aborted) {
                 return;
             }
-            pipeFull();
+            if (pipe.current != null) {
+                continue;
+            }
+            NbdRequest request = waitingHead;
+            waitingHead = request.next;
+            if (waitingHead == null) {
+                waitingTail = null;
+            }
+            request.next = null;
+            pipe.current = request;
+            pipe.fileOffset = request.offset;
+            pipe.left = request.length;
+            pipe.inPipe = 0;
+            pipe.handed = false;
+            pipe.headerSent = false;
+            fill(pipe);
+        }
+    }
+
+    private void fill(Pipe pipe)
+    {
+        int length = (int) Math.min(pipe.left, pipe.size - pipe.inPipe);
+        if (!ring.prepSplice(fileIndex, pipe.fileOffset, pipe.writeFd, -1, length,
+                IoUring.SPLICE_F_MOVE | IoUring.SPLICE_F_NONBLOCK | IoUring.SPLICE_F_FD_IN_FIXED, 0, FIRST + 2L * pipe.index)) {
+            throw new IllegalStateException("no SQE for a splice: the ring is sized for every operation at once");
+        }
+        pipe.fillPosted = true;
+    }
+
+    private void filled(Pipe pipe, int res)
+    {
+        if (aborted) {
+            dropCurrent(pipe);
             return;
         }
-        if (res == -Errors.EAGAIN && inPipe > 0) {
+        NbdRequest request = pipe.current;
+        if (res > 0) {
+            pipe.fileOffset += res;
+            pipe.left -= res;
+            pipe.inPipe += res;
+            if (pipe.left == 0) {
+                device.readServed(request.length, 0, System.nanoTime() - request.spliceStart);
+            }
+            else if (pipe.size - pipe.inPipe >= PAGE) {
+                // short: the pipe ran out of slots for an unaligned start, or the file of bytes; go on
+                fill(pipe);
+                return;
+            }
+            pipeFull(pipe);
+            return;
+        }
+        if (res == -Errors.EAGAIN && pipe.inPipe > 0) {
             // no room left in the pipe
-            pipeFull();
+            pipeFull(pipe);
             return;
         }
-        if (res == -Errors.EINTR || (res == -Errors.EAGAIN && inPipe == 0)) {
-            fill();
+        if (res == -Errors.EINTR || (res == -Errors.EAGAIN && pipe.inPipe == 0)) {
+            fill(pipe);
             return;
         }
         // 0: the file ends before the READ does (it shrank under the export); or the read failed
         int error = res == 0 ? -Errno.EIO : res;
-        device.readServed(current.length, error, System.nanoTime() - current.spliceStart);
-        NbdRequest request = current;
-        if (headerSent) {
+        device.readServed(request.length, error, System.nanoTime() - request.spliceStart);
+        if (pipe.headerSent) {
             loop.failed("read of " + request.length + " bytes at " + request.offset + " failed after its reply header was sent: "
                     + (res == 0 ? "end of file" : Errors.name(res)));
             return;
         }
         // nothing of the reply was sent: an ordinary error reply; the pipe's partial bytes go with the pipe
-        closePipe();
-        String cause = openPipe();
+        closePipe(pipe);
+        String cause = open(pipe);
         if (cause != null) {
             loop.failed(cause);
             return;
         }
-        current = null;
+        pipe.current = null;
         request.spliced = false;
         request.error = NbdProtocol.nbdError(error);
         loop.ready(request);
         next();
     }
 
-    private void pipeFull()
+    private void pipeFull(Pipe pipe)
     {
-        if (headerSent) {
-            drain();
+        if (pipe.headerSent) {
+            drain(pipe);
             return;
         }
-        handed = true;
-        loop.ready(current);
+        pipe.handed = true;
+        loop.ready(pipe.current);
     }
 
-    private void drain()
+    private void drain(Pipe pipe)
     {
-        if (!ring.prepSplice(pipeRead, -1, socketIndex, -1, inPipe,
-                IoUring.SPLICE_F_MOVE | (left > 0 ? IoUring.SPLICE_F_MORE : 0), IoUring.IOSQE_FIXED_FILE, SPLICE_OUT)) {
+        if (!ring.prepSplice(pipe.readFd, -1, socketIndex, -1, pipe.inPipe,
+                IoUring.SPLICE_F_MOVE | (pipe.left > 0 ? IoUring.SPLICE_F_MORE : 0), IoUring.IOSQE_FIXED_FILE, FIRST + 2L * pipe.index + 1)) {
             throw new IllegalStateException("no SQE for a splice: the ring is sized for every operation at once");
         }
-        drainPosted = true;
+        pipe.drainPosted = true;
     }
 
-    private void drained(int res)
+    private void drained(Pipe pipe, int res)
     {
         if (aborted) {
-            dropCurrent();
+            dropCurrent(pipe);
             return;
         }
         if (res > 0) {
-            inPipe -= res;
+            pipe.inPipe -= res;
             loop.progressed();
-            if (inPipe > 0) {
-                drain();
+            if (pipe.inPipe > 0) {
+                drain(pipe);
                 return;
             }
-            if (left > 0) {
-                fill();
+            if (pipe.left > 0) {
+                fill(pipe);
                 return;
             }
-            NbdRequest request = current;
-            current = null;
-            headerSent = false;
+            NbdRequest request = pipe.current;
+            pipe.current = null;
+            pipe.headerSent = false;
             reads++;
             bytes += request.length;
             request.spliced = false;
@@ -394,52 +464,45 @@ final class SplicedReads
             return;
         }
         if (res == -Errors.EAGAIN || res == -Errors.EINTR) {
-            drain();
+            drain(pipe);
             return;
         }
         loop.failed(res == 0 ? "no progress" : Errors.newIOException("splice", res).getMessage());
     }
 
-    private void dropCurrent()
+    private void dropCurrent(Pipe pipe)
     {
-        if (current != null && !posted()) {
-            NbdRequest request = current;
-            current = null;
+        if (pipe.current != null && !pipe.posted()) {
+            NbdRequest request = pipe.current;
+            pipe.current = null;
             request.spliced = false;
             loop.done(request);
         }
     }
 
-    /** Makes the pipe; returns why it cannot, or {@code null}. */
-    String openPipe()
+    private String open(Pipe pipe)
     {
         int res = Posix.pipe2(UnsafeAccess.address(fds), Posix.O_CLOEXEC);
         if (res < 0) {
             return "cannot make a pipe for zero-copy reads: " + Errors.name(res);
         }
-        pipeRead = fds.getInt(0);
-        pipeWrite = fds.getInt(4);
-        int size = Posix.fcntl(pipeWrite, Posix.F_SETPIPE_SZ, PIPE_SIZE);
+        pipe.readFd = fds.getInt(0);
+        pipe.writeFd = fds.getInt(4);
+        int size = Posix.fcntl(pipe.writeFd, Posix.F_SETPIPE_SZ, PIPE_SIZE);
         if (size < 0) {
-            size = Posix.fcntl(pipeWrite, Posix.F_GETPIPE_SZ, 0);
+            size = Posix.fcntl(pipe.writeFd, Posix.F_GETPIPE_SZ, 0);
         }
-        pipeSize = Math.max(size, PAGE);
+        pipe.size = Math.max(size, PAGE);
         return null;
     }
 
-    /** The pipe's capacity in bytes. */
-    int pipeSize()
+    private static void closePipe(Pipe pipe)
     {
-        return pipeSize;
-    }
-
-    private void closePipe()
-    {
-        if (pipeRead >= 0) {
-            Posix.close(pipeRead);
-            Posix.close(pipeWrite);
-            pipeRead = -1;
-            pipeWrite = -1;
+        if (pipe.readFd >= 0) {
+            Posix.close(pipe.readFd);
+            Posix.close(pipe.writeFd);
+            pipe.readFd = -1;
+            pipe.writeFd = -1;
         }
     }
 }
