@@ -50,7 +50,10 @@ import static java.util.Objects.requireNonNull;
  * reaps all of their completions; a request then meets no other thread at all. The file is a
  * registered file of the ring, beside the socket. File operations that find the SQ full are held
  * and written at the next turn, before the enter: the loop keeps {@value #RING_ENTRIES} SQEs for its
- * own operations, and a completion never waits for room.
+ * own operations, and a completion never waits for room. Large READs of such a file, when it is
+ * buffered, skip the pages: {@link SplicedReads} splices their data from the file to the socket
+ * through a pipe, and the loop sends each one's header as the last buffer of a send batch, the
+ * data right after it.
  *
  * <p>Per connection, not per core: a connection's requests already live on one thread, its ring
  * is used by that thread alone (so no lock on either side of it), and a slow client slows down only
