@@ -58,12 +58,22 @@ public interface BlockDevice extends Closeable
      * The backing file this device hands its requests to itself, with nothing between them, or
      * {@code null} when there is none (filters between them, another kind of device). For a frontend
      * that lends the file something of its own thread (an io_uring event loop lends its ring to the
-     * io_uring backend); requests still go through {@link #submit}, never to the file directly.
+     * io_uring backend); requests still go through {@link #submit}, never to the file directly, but
+     * for the reads of {@link #readServed}.
      */
     default BackingFile backingFile()
     {
         return null;
     }
+
+    /**
+     * Counts a READ of {@code length} bytes that a frontend served from {@link #backingFile()} itself
+     * instead of submitting a bio (a zero-copy splice from the file to its socket, which reads only
+     * the page cache and changes nothing), so that the device's statistics see it as any other READ:
+     * {@code error} is 0 or {@code -errno}, {@code latencyNanos} the time from its start until the
+     * data was read. Any thread. The default counts nothing.
+     */
+    default void readServed(long length, int error, long latencyNanos) {}
 
     /** Bios submitted by this thread until {@link #unplug()} may be batched. Plugs nest. */
     default void plug() {}

@@ -127,7 +127,8 @@ final class NbdConnection
                         settings.maxInflightBytes(),
                         settings.maxInflightRequests(),
                         peer,
-                        counters);
+                        counters,
+                        settings.spliceMin());
                 if (loop != null) {
                     this.loop = loop;
                     ScheduledFuture<?> watchdog = timeouts.watchReplies(new ReplyWatchdog(loop));
@@ -179,9 +180,12 @@ final class NbdConnection
         finally {
             closeChannel();
             if (exportName != null) {
-                log.info("{}: closed after {} s, export '{}', {} requests, {} bytes, {} errors", peer,
+                NbdUringLoop looped = loop;
+                long spliced = looped == null ? 0 : looped.splicedReads();
+                log.info("{}: closed after {} s, export '{}', {} requests, {} bytes, {} errors{}", peer,
                         String.format(Locale.ROOT, "%.3f", (System.nanoTime() - opened) / 1e9), exportName,
-                        counters.requests(), counters.bytes(), counters.errors());
+                        counters.requests(), counters.bytes(), counters.errors(),
+                        spliced > 0 ? ", " + spliced + " reads spliced" : "");
             }
             else {
                 log.debug("{}: connection closed", peer);

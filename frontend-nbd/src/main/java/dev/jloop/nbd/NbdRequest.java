@@ -47,6 +47,11 @@ final class NbdRequest
     /** The whole BLOCK_STATUS reply (chunk header, context id, extents); direct, made on first use. */
     ByteBuffer statusReply;
 
+    /** io_uring loop: the data goes from the file to the socket by splice ({@link SplicedReads}), not through pages. */
+    boolean spliced;
+    /** io_uring loop: when a spliced READ was parsed, for its latency. */
+    long spliceStart;
+
     /** io_uring loop: bytes of the send batch up to the end of this reply; the request is recycled once they are sent. */
     long sendEnd;
 
@@ -61,6 +66,7 @@ final class NbdRequest
         this.length = length;
         this.error = 0;
         this.structured = false;
+        this.spliced = false;
         this.read.clear();
         this.permits = 0;
         this.nrPages = 0;

@@ -43,6 +43,7 @@ public final class NbdSettings
     public static final String REGISTERED_BYTES = "registered-bytes";
     public static final String PAGE_POOL_IDLE = "page-pool-idle";
     public static final String NBD_LOOP = "nbd-loop";
+    public static final String SPLICE_MIN = "splice-min";
     public static final String TLS = "tls";
     public static final String TLS_CERTIFICATES = "tls-certificates";
     public static final String TLS_CERT = "tls-cert";
@@ -104,7 +105,11 @@ public final class NbdSettings
             PluginOption.of(REGISTERED_BYTES, SIZE, "0",
                     "how much of the page pool is carved at start and offered to the devices to pin (io_uring fixed "
                             + "buffers); pinned memory stays resident even when idle, and fixed buffers read no faster than "
-                            + "plain ones on this path, so none by default", "--registered-bytes 64M"));
+                            + "plain ones on this path, so none by default", "--registered-bytes 64M"),
+            PluginOption.of(SPLICE_MIN, SIZE, "128K",
+                    "READs of at least this many bytes on the io_uring loop over an io_uring file (buffered, no filter) "
+                            + "go from the file to the socket by splice, without copying the data through jloop; 0: never",
+                    "--splice-min 256K"));
 
     private final String host;
     private final int port;
@@ -123,6 +128,7 @@ public final class NbdSettings
     private final long pagePoolIdleMillis;
     private final TlsSettings tls;
     private final boolean uringLoop;
+    private final long spliceMin;
 
     private NbdSettings(FrontendConfig config, Map<String, String> environment)
     {
@@ -159,6 +165,7 @@ public final class NbdSettings
         this.pagePoolIdleMillis = options.millis(PAGE_POOL_IDLE, 0);
         this.tls = parseTls(options);
         this.uringLoop = parseLoop(options.string(NBD_LOOP));
+        this.spliceMin = options.size(SPLICE_MIN, 0);
     }
 
     /** Parses and checks {@code config}'s options; throws {@link IllegalArgumentException} with the reason for the first mistake. */
@@ -270,6 +277,12 @@ public final class NbdSettings
     long registeredBytes()
     {
         return registeredBytes;
+    }
+
+    /** Smallest READ the io_uring loop splices from the file to the socket; 0 when none is. */
+    long spliceMin()
+    {
+        return spliceMin;
     }
 
     /** How often an idle page pool is trimmed ({@link PagePool#trimIfIdle}); 0: never. */

@@ -53,7 +53,10 @@ import static java.util.Objects.requireNonNull;
  * reaps all of their completions; a request then meets no other thread at all. The file is a
  * registered file of the ring, beside the socket. File operations that find the SQ full are held
  * and written at the next turn, before the enter: the loop keeps {@value #RING_ENTRIES} SQEs for its
- * own operations, and a completion never waits for room.
+ * own operations, and a completion never waits for room. Large READs of such a file, when it is
+ * buffered, skip the pages: {@link SplicedReads} splices their data from the file to the socket
+ * through a pipe, and the loop sends each one's header as the last buffer of a send batch, the
+ * data right after it.
  *
  * <p>Per connection, not per core: a connection's requests already live on one thread, its ring
  * is used by that thread alone (so no lock on either side of it), and a slow client slows down only
@@ -108,6 +111,8 @@ final class NbdUringLoop
     private final FixedBuffers fixedBuffers;
     /** This ring as lent to {@link #borrower} while the loop runs; null when not lent. */
     private LentRing lent;
+    /** Large READs from the file to the socket by splice; null when the file or the kernel does not allow it. */
+    private final SplicedReads spliced;
 
     /** Native scratch: the send iovecs and msghdr, the payload iovecs and msghdr, the eventfd words, the timeout. */
     private final ByteBuffer scratch;
@@ -175,7 +180,8 @@ final class NbdUringLoop
             Ring ring,
             int eventFd,
             RingBorrower borrower,
-            FixedBuffers fixedBuffers)
+            FixedBuffers fixedBuffers,
+            long spliceMin)
     {
         this.channel = requireNonNull(channel, "channel is null");
         this.device = requireNonNull(device, "device is null");
@@ -204,6 +210,34 @@ final class NbdUringLoop
         scratch.putLong((int) (timespec - base + 8), RETRY_NANOS);
         this.input = requests.input();
         this.inputAddress = UnsafeAccess.address(input);
+        this.spliced = splicedReads(spliceMin);
+    }
+
+    /**
+     * Zero-copy READs where they are safe and worth it: the file is the io_uring backend's, with
+     * nothing between it and the device that could change the bytes (it is a registered file of this
+     * ring), buffered (an {@code O_DIRECT} file would be read through a bounce buffer in the kernel,
+     * and its reads stay on the pages), and the kernel knows {@code IORING_OP_SPLICE}.
+     */
+    private SplicedReads splicedReads(long spliceMin)
+    {
+        if (borrower == null || spliceMin <= 0 || !ring.isSupported(IoUring.OP_SPLICE)
+                || device.backingFile().capabilities().logicalBlockSize() != 1) {
+            return null;
+        }
+        SplicedReads reads = new SplicedReads(ring, device, new SpliceHooks(), FIXED_FILE, FIXED_SOCKET, spliceMin);
+        String cause = reads.openPipes();
+        if (cause != null) {
+            log.debug("{}: READs are not spliced: {}", peer, cause);
+            return null;
+        }
+        return reads;
+    }
+
+    /** READs spliced from the file to the socket so far (the connection's close line); loop thread. */
+    long splicedReads()
+    {
+        return spliced == null ? 0 : spliced.reads();
     }
 
     /** Requests read and not yet answered (jloop status); any thread. */
@@ -236,7 +270,8 @@ final class NbdUringLoop
             int maxInflightBytes,
             int maxInflightRequests,
             String peer,
-            NbdConnectionCounters counters)
+            NbdConnectionCounters counters,
+            long spliceMin)
     {
         if (channel.socket() == null || unavailabilityCause() != null) {
             return null;
@@ -264,7 +299,7 @@ final class NbdUringLoop
             }
             eventFd = Errors.check("eventfd", Posix.eventfd(0, Posix.EFD_CLOEXEC));
             return new NbdUringLoop(channel, device, transmissionFlags, structuredReplies, baseAllocation,
-                    pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd, borrower, fixedBuffers);
+                    pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd, borrower, fixedBuffers, spliceMin);
         }
         catch (NativeIoException | RuntimeException e) {
             log.debug("{}: io_uring loop not used: {}", peer, e.toString());
@@ -327,6 +362,9 @@ final class NbdUringLoop
             // Stop receiving and sending: what is in flight in the device still comes back.
             inputEnded = true;
             broken = true;
+            if (spliced != null) {
+                spliced.abort();
+            }
             drain();
             throw e;
         }
@@ -339,7 +377,8 @@ final class NbdUringLoop
     {
         return inputEnded && !recvPosted && !sendPosted && !timeoutPosted && payload == null
                 && pendingHead == null && remote.get() == null && pool.allReturned()
-                && (lent == null || (lent.inFlight() == 0 && !lent.hasHeld()));
+                && (lent == null || (lent.inFlight() == 0 && !lent.hasHeld()))
+                && (spliced == null || spliced.idle());
     }
 
     /** Lends the ring to the device's file for the requests of this connection, if the file takes it. */
@@ -490,6 +529,9 @@ final class NbdUringLoop
         else if (userData == TIMEOUT) {
             timeoutPosted = false;
         }
+        else if (userData >= SplicedReads.FIRST && userData < SplicedReads.LIMIT) {
+            spliced.handle(userData, res);
+        }
     }
 
     private void received(int res)
@@ -561,7 +603,7 @@ final class NbdUringLoop
         }
         startSend();
         postReceive();
-        busy = sendPosted || pendingHead != null;
+        busy = sendPosted || pendingHead != null || (spliced != null && spliced.sending());
     }
 
     private void parse()
@@ -659,6 +701,10 @@ final class NbdUringLoop
                 submitter.reply(request);
                 return;
             }
+            if (spliced != null && spliced.takes(request)) {
+                spliced.add(request);
+                return;
+            }
             if (!pool.fits(read.span())) {
                 request.error = NBD_ENOMEM;
                 submitter.reply(request);
@@ -666,6 +712,10 @@ final class NbdUringLoop
             }
         }
         else if (type == CMD_READ || type == CMD_WRITE) {
+            if (spliced != null && spliced.takes(request)) {
+                spliced.add(request);
+                return;
+            }
             if (!pool.fits(length)) {
                 if (type == CMD_WRITE) {
                     skipLeft = length;
@@ -765,13 +815,18 @@ final class NbdUringLoop
 
     // ---- sending
 
-    /** Gathers every reply ready into one send batch and posts its first SENDMSG, unless one is under way. */
+    /**
+     * Gathers every reply ready into one send batch and posts its first SENDMSG, unless one is under
+     * way or a spliced READ's data is going out. A spliced READ's header ends a batch: its data
+     * follows it on the socket before any other reply.
+     */
     private void startSend()
     {
-        if (sendPosted || sendingHead != null || pendingHead == null) {
+        if (sendPosted || sendingHead != null || pendingHead == null || (spliced != null && spliced.sending())) {
             return;
         }
         NbdRequest batch = pendingHead;
+        NbdRequest tail = pendingTail;
         pendingHead = null;
         pendingTail = null;
         if (broken) {
@@ -788,12 +843,23 @@ final class NbdUringLoop
             add(request);
             request.sendEnd = sendTotal;
             sendingTail = request;
+            if (request.spliced && request.next != null) {
+                // the rest waits for the spliced data
+                pendingHead = request.next;
+                pendingTail = tail;
+                request.next = null;
+                break;
+            }
         }
         postSend();
     }
 
     private void add(NbdRequest request)
     {
+        if (request.spliced) {
+            gather(SplicedReads.header(request));
+            return;
+        }
         if (request.error != 0) {
             counters.error();
         }
@@ -858,6 +924,9 @@ final class NbdUringLoop
                 // Nobody will see the replies of further requests: stop reading them.
                 shutdownInputQuietly();
             }
+            if (spliced != null) {
+                spliced.abort();
+            }
             NbdRequest batch = sendingHead;
             sendingHead = null;
             sendingTail = null;
@@ -883,7 +952,13 @@ final class NbdUringLoop
             NbdRequest request = sendingHead;
             sendingHead = request.next;
             request.next = null;
-            pool.recycle(request);
+            if (request.spliced) {
+                // the last of its batch: the data follows from the pipe, and the request comes back when it is sent
+                spliced.headerSent(request);
+            }
+            else {
+                pool.recycle(request);
+            }
         }
         if (sendingHead == null) {
             sendingTail = null;
@@ -963,7 +1038,7 @@ final class NbdUringLoop
         try {
             if (wakeupPosted) {
                 Posix.write(eventFd, wakeWord, 8);
-                while (wakeupPosted || recvPosted || sendPosted || timeoutPosted) {
+                while (wakeupPosted || recvPosted || sendPosted || timeoutPosted || (spliced != null && spliced.posted())) {
                     enterAndWait();
                     ring.reap(this);
                 }
@@ -984,9 +1059,47 @@ final class NbdUringLoop
         }
         ring.close();
         Posix.close(eventFd);
+        if (spliced != null) {
+            spliced.close();
+        }
         if (recvPosted || sendPosted) {
             // Not expected: the kernel may still use the buffers; they are leaked rather than reused.
             log.error("{}: io_uring loop closed with operations in flight", peer);
+        }
+    }
+
+    /** Where spliced READs come back to the loop. */
+    private final class SpliceHooks
+            implements SplicedReads.Loop
+    {
+        @Override
+        public void ready(NbdRequest request)
+        {
+            appendPending(request, request);
+        }
+
+        @Override
+        public void done(NbdRequest request)
+        {
+            pool.recycle(request);
+        }
+
+        @Override
+        public void failed(String why)
+        {
+            if (!broken) {
+                broken = true;
+                log.debug("{}: cannot send a spliced READ, closing: {}", peer, why);
+                // The stream may hold part of a reply: the client must see it end, not wait.
+                shutdownSocket();
+            }
+            spliced.abort();
+        }
+
+        @Override
+        public void progressed()
+        {
+            progress++;
         }
     }
 

@@ -167,6 +167,12 @@ final class StructuredRead
         return true;
     }
 
+    /** Whether the plan is one data chunk over the whole READ: no hole to skip. */
+    boolean isOneDataChunk()
+    {
+        return count == 1 && dataChunks == 1;
+    }
+
     /** Bytes from the start of the first data chunk to the end of the last, which pages must hold; 0 when all is holes. */
     long span()
     {

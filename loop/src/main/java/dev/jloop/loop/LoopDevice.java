@@ -247,6 +247,14 @@ public final class LoopDevice
     }
 
     @Override
+    public void readServed(long length, int error, long latencyNanos)
+    {
+        if (stats != null) {
+            stats.op(Bio.Op.READ).record(latencyNanos, length, error);
+        }
+    }
+
+    @Override
     public void registerMemory(List<ByteBuffer> regions)
     {
         file.registerMemory(regions);

@@ -50,6 +50,12 @@ public interface LibC
 
     int eventfd(int initval, int flags);
 
+    /** {@code pipe2(2)}: {@code fds} is the address of two ints, the read end and the write end. */
+    int pipe2(long fds, int flags);
+
+    /** {@code fcntl(2)} with an int argument; variadic in C, bound with a fixed arity (fine on x86-64). */
+    int fcntl(int fd, int cmd, int arg);
+
     /** {@code syscall(2)} with one argument and a pointer (variadic in C; fixed arity is fine on x86-64). */
     long syscall(long number, long arg1, Pointer arg2);
 

@@ -9,7 +9,7 @@ import jnr.ffi.Runtime;
  * {@code pread}/{@code pwrite} on native addresses, {@code fdatasync}, {@code fallocate},
  * {@code lseek} with {@code SEEK_DATA}/{@code SEEK_HOLE}; and for the io_uring rings and the ublk
  * driver: {@code mmap} of a ring or descriptor array, {@code eventfd} and its 8-byte {@code write},
- * the raw {@code syscall(2)}.
+ * the raw {@code syscall(2)}; {@code pipe2} and {@code fcntl} for the pipe of a zero-copy splice.
  *
  * <p>Every call returns a result {@code >= 0} or {@code -errno}: no exception and no allocation on
  * the I/O path. {@link Errors} turns a {@code -errno} into an {@link java.io.IOException} where one is
@@ -47,6 +47,10 @@ public final class Posix
     private static final long MAP_FAILED = -1;
 
     public static final int EFD_CLOEXEC = O_CLOEXEC;
+
+    /** {@code fcntl(2)}: the capacity of a pipe in bytes (Linux 2.6.35+, {@code linux/fcntl.h}). */
+    public static final int F_SETPIPE_SZ = 1031;
+    public static final int F_GETPIPE_SZ = 1032;
 
     private static final LibC LIBC = LibraryLoader.create(LibC.class).load("c");
     private static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
@@ -189,6 +193,19 @@ public final class Posix
     {
         int fd = LIBC.eventfd(initval, flags);
         return fd < 0 ? -lastError() : fd;
+    }
+
+    /** {@code pipe2(2)}: writes the read and the write end to the two ints at {@code fds}; returns 0 or {@code -errno}. */
+    public static int pipe2(long fds, int flags)
+    {
+        return LIBC.pipe2(fds, flags) < 0 ? -lastError() : 0;
+    }
+
+    /** {@code fcntl(2)} with an int argument; returns its result or {@code -errno}. */
+    public static int fcntl(int fd, int cmd, int arg)
+    {
+        int res = LIBC.fcntl(fd, cmd, arg);
+        return res < 0 ? -lastError() : res;
     }
 
     /**

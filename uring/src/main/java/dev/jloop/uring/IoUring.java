@@ -31,6 +31,7 @@ public final class IoUring
     public static final int OP_WRITE = 23;
     public static final int OP_SEND = 26;
     public static final int OP_RECV = 27;
+    public static final int OP_SPLICE = 30;
     public static final int OP_MSG_RING = 40;
     public static final int OP_URING_CMD = 46;
 
@@ -81,6 +82,12 @@ public final class IoUring
     public static final int REGISTER_FILES = 2;
     public static final int UNREGISTER_FILES = 3;
     public static final int REGISTER_PROBE = 8;
+
+    // sqe->splice_flags: splice(2)'s SPLICE_F_* (linux/splice.h), and io_uring's own for a fixed fd_in
+    public static final int SPLICE_F_MOVE = 1;
+    public static final int SPLICE_F_NONBLOCK = 1 << 1;
+    public static final int SPLICE_F_MORE = 1 << 2;
+    public static final int SPLICE_F_FD_IN_FIXED = 1 << 31;
 
     /** {@code MSG_NOSIGNAL} of {@code send(2)}, valid in {@code sqe->msg_flags}: a closed peer is EPIPE, not SIGPIPE. */
     public static final int MSG_NOSIGNAL = 0x4000;

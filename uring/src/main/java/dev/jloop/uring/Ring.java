@@ -373,6 +373,23 @@ public final class Ring
         return prep(IoUring.OP_FALLOCATE, sqeFlags, fd, offset, length, mode, 0, userData, 0);
     }
 
+    /**
+     * {@code IORING_OP_SPLICE}: moves up to {@code len} bytes from {@code fdIn} at {@code offIn} to
+     * {@code fdOut} at {@code offOut}, one of them a pipe, whose offset must be -1 (Linux 5.7+). The
+     * SQE's fd is {@code fdOut} (a registered file under {@link IoUring#IOSQE_FIXED_FILE}); {@code fdIn}
+     * goes in {@code splice_fd_in} (a registered file under {@link IoUring#SPLICE_F_FD_IN_FIXED}) and
+     * {@code offIn} in {@code splice_off_in}. The kernel always runs it in an io-wq worker, and a
+     * result shorter than {@code len} breaks a link ({@code io_uring/splice.c}).
+     */
+    public boolean prepSplice(int fdIn, long offIn, int fdOut, long offOut, int len, int spliceFlags, int sqeFlags, long userData)
+    {
+        if (!prep(IoUring.OP_SPLICE, sqeFlags, fdOut, offOut, offIn, len, spliceFlags, userData, 0)) {
+            return false;
+        }
+        sqes.putInt(lastSqeOffset() + 44, fdIn);
+        return true;
+    }
+
     /** {@code IORING_OP_ASYNC_CANCEL} of the request with {@code target} user data, or as {@code cancelFlags} say. */
     public boolean prepAsyncCancel(long target, int cancelFlags, long userData)
     {

@@ -7,6 +7,7 @@ import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
@@ -24,6 +25,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 class TestRing
 {
@@ -104,6 +106,118 @@ class TestRing
         assertTrue(ring.isSupported(IoUring.OP_READ));
         assertTrue(ring.isSupported(IoUring.OP_FALLOCATE));
         assertFalse(ring.isSupported(255));
+    }
+
+    @Test
+    @Timeout(60)
+    void spliceMovesFileBytesThroughAPipeIntoASocket()
+            throws Exception
+    {
+        byte[] data = new byte[300_000];
+        new java.util.Random(17).nextBytes(data);
+        Files.write(dir.resolve("splice"), data);
+        int file = openFile("splice");
+        ByteBuffer fds = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder());
+        assertEquals(0, Posix.pipe2(address(fds), Posix.O_CLOEXEC));
+        int pipeRead = fds.getInt(0);
+        int pipeWrite = fds.getInt(4);
+        closeables.add(() -> Posix.close(pipeRead));
+        closeables.add(() -> Posix.close(pipeWrite));
+        int size = Posix.fcntl(pipeWrite, Posix.F_SETPIPE_SZ, 128 << 10);
+        assertEquals(128 << 10, size, "the pipe takes 128 KiB");
+        assertEquals(size, Posix.fcntl(pipeRead, Posix.F_GETPIPE_SZ, 0));
+        java.nio.channels.SocketChannel[] pair = socketPair();
+        int socket = fdOf(pair[0]);
+
+        Ring ring = ring(Ring.builder(8));
+        assumeTrue(ring.isSupported(IoUring.OP_SPLICE), "IORING_OP_SPLICE needs Linux 5.7");
+        ring.registerFiles(socket, file);
+        // file -> pipe -> socket, linked, twice as much as the pipe holds
+        long offset = 8192;
+        int chunk = size;
+        ByteBuffer received = ByteBuffer.allocate(2 * chunk);
+        for (int i = 0; i < 2; i++) {
+            assertTrue(ring.prepSplice(1, offset + (long) i * chunk, pipeWrite, -1, chunk,
+                    IoUring.SPLICE_F_MOVE | IoUring.SPLICE_F_FD_IN_FIXED, IoUring.IOSQE_IO_LINK, 0));
+            assertTrue(ring.prepSplice(pipeRead, -1, 0, -1, chunk, IoUring.SPLICE_F_MOVE | IoUring.SPLICE_F_MORE,
+                    IoUring.IOSQE_FIXED_FILE, 1));
+            assertEquals(2, ring.submit());
+            // the socket buffer may hold less than the chunk: read while the splice runs
+            while (received.position() < (i + 1) * chunk) {
+                pair[1].read(received);
+            }
+            assertArrayEquals(new int[] {chunk, chunk}, reapExactly(ring, 2));
+        }
+        assertArrayEquals(Arrays.copyOfRange(data, (int) offset, (int) offset + 2 * chunk), received.array());
+
+        // an unaligned start needs one slot more than the pipe's pages: the fill is short and goes on
+        offset = 4097;
+        received = ByteBuffer.allocate(chunk + 5000);
+        long at = offset;
+        int shortFills = 0;
+        while (at < offset + received.capacity()) {
+            int want = (int) Math.min(chunk, offset + received.capacity() - at);
+            assertTrue(ring.prepSplice(1, at, pipeWrite, -1, want,
+                    IoUring.SPLICE_F_MOVE | IoUring.SPLICE_F_NONBLOCK | IoUring.SPLICE_F_FD_IN_FIXED, 0, 0));
+            assertEquals(1, ring.submit());
+            int moved = reapExactly(ring, 1)[0];
+            assertTrue(moved > 0, "fill: " + moved);
+            if (moved < want) {
+                shortFills++;
+            }
+            assertTrue(ring.prepSplice(pipeRead, -1, 0, -1, moved, IoUring.SPLICE_F_MOVE, IoUring.IOSQE_FIXED_FILE, 0));
+            assertEquals(1, ring.submit());
+            int target = (int) (at - offset) + moved;
+            while (received.position() < target) {
+                pair[1].read(received);
+            }
+            assertEquals(moved, reapExactly(ring, 1)[0]);
+            at += moved;
+        }
+        assertTrue(shortFills > 0, "an unaligned pipe-full is short");
+        assertArrayEquals(Arrays.copyOfRange(data, (int) offset, (int) offset + received.capacity()), received.array());
+
+        // at the end of the file a splice is short, which cancels what is linked to it
+        long tail = data.length - 1000;
+        assertTrue(ring.prepSplice(1, tail, pipeWrite, -1, 4096, IoUring.SPLICE_F_FD_IN_FIXED, IoUring.IOSQE_IO_LINK, 0));
+        assertTrue(ring.prepSplice(pipeRead, -1, 0, -1, 4096, 0, IoUring.IOSQE_FIXED_FILE, 1));
+        assertEquals(2, ring.submit());
+        assertArrayEquals(new int[] {1000, -Errors.ECANCELED}, reapExactly(ring, 2));
+        // the pipe still holds the 1000 bytes; past the end, a splice moves nothing
+        assertTrue(ring.prepSplice(pipeRead, -1, 0, -1, 1000, 0, IoUring.IOSQE_FIXED_FILE, 0));
+        assertTrue(ring.prepSplice(1, data.length, pipeWrite, -1, 4096, IoUring.SPLICE_F_FD_IN_FIXED, 0, 1));
+        assertEquals(2, ring.submit());
+        assertArrayEquals(new int[] {1000, 0}, reapExactly(ring, 2));
+        ByteBuffer last = ByteBuffer.allocate(1000);
+        while (last.hasRemaining()) {
+            pair[1].read(last);
+        }
+        assertArrayEquals(Arrays.copyOfRange(data, (int) tail, data.length), last.array());
+    }
+
+    /** A connected TCP pair on loopback, closed after the test. */
+    private java.nio.channels.SocketChannel[] socketPair()
+            throws IOException
+    {
+        try (java.nio.channels.ServerSocketChannel server = java.nio.channels.ServerSocketChannel.open()) {
+            server.bind(new java.net.InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), 0));
+            java.nio.channels.SocketChannel client = java.nio.channels.SocketChannel.open(server.getLocalAddress());
+            closeables.add(client);
+            java.nio.channels.SocketChannel accepted = server.accept();
+            closeables.add(accepted);
+            return new java.nio.channels.SocketChannel[] {client, accepted};
+        }
+    }
+
+    /** The descriptor of a JDK socket channel, read as the NBD connection loop reads it (sun.misc.Unsafe, no --add-opens). */
+    private static int fdOf(java.nio.channels.SocketChannel channel)
+            throws ReflectiveOperationException
+    {
+        java.lang.reflect.Field field = sun.misc.Unsafe.class.getDeclaredField("theUnsafe");
+        field.setAccessible(true);
+        sun.misc.Unsafe unsafe = (sun.misc.Unsafe) field.get(null);
+        long offset = unsafe.objectFieldOffset(Class.forName("sun.nio.ch.SocketChannelImpl").getDeclaredField("fdVal"));
+        return unsafe.getInt(channel, offset);
     }
 
     @Test
