@@ -78,6 +78,27 @@ class JloopCommandIT
         }
     }
 
+    /**
+     * jffi's JNI stub (under jnr-ffi, which binds libc and liburing) is loaded from the distribution's
+     * lib/jni, not copied out of its jar into a temporary file first.
+     */
+    @Test
+    void jffiStubIsLoadedFromTheDistribution()
+            throws Exception
+    {
+        Path libraries = dir.resolve("libraries.log");
+        Exec run = Exec.run(60, null, Map.of("JLOOP_JAVA_OPTS", "-Xlog:library=info:file=" + libraries),
+                JloopProcess.command("serve", "--socket", dir.resolve("s").toString(), "--size", "1M", dir.resolve("jffi.img").toString(),
+                        "--run", "true").toArray(String[]::new));
+        assertEquals(0, run.exitCode(), run.stdout() + run.stderr());
+        List<String> loaded = Files.readAllLines(libraries).stream()
+                .filter(line -> line.contains("Loaded library ") && line.contains("jffi"))
+                .toList();
+        assertEquals(1, loaded.size(), String.join("\n", loaded));
+        // the directory bin/jloop chose by the machine's architecture (uname -m); CI runs on x86-64
+        assertTrue(loaded.get(0).contains("/lib/jni/x86_64-Linux/libjffi-"), loaded.get(0));
+    }
+
     @Test
     void missingFileWithoutSize()
     {
