@@ -29,11 +29,13 @@ import java.util.concurrent.CountDownLatch;
  * With {@code --run} the exit code is the command's.
  */
 @Command(name = "jloop", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
-        description = "Serves a file as a block device from user space.",
-        subcommands = {Main.Serve.class, StatusCommand.class, Main.Commit.class, ListCommands.Backends.class, ListCommands.Frontends.class,
-                ListCommands.Filters.class, UblkCommands.class, CommandLine.HelpCommand.class})
+        description = "Serves a file as a block device from user space.")
 public final class Main
 {
+    /** The subcommands, in the order the help lists them. */
+    private static final List<Class<?>> COMMANDS = List.of(Serve.class, StatusCommand.class, Commit.class, ListCommands.Backends.class,
+            ListCommands.Frontends.class, ListCommands.Filters.class, UblkCommands.class, CommandLine.HelpCommand.class);
+
     public static void main(String[] args)
     {
         System.exit(run(args, System.out, System.err));
@@ -57,8 +59,16 @@ public final class Main
         }
         folders.checkUsed(List.of(plugins.backends(), plugins.frontends(), plugins.filters()));
         folders.logProblems();
-        CommandLine commandLine = new CommandLine(new Main())
-                .setOut(new java.io.PrintWriter(out, true))
+        CommandLine commandLine = new CommandLine(new Main());
+        // picocli builds a command's model from its annotations when the command is added, and
+        // serving needs serve's alone: the others' cost a server a sixth of its command line's start.
+        // Anything else (help, a mistyped command) gets them all.
+        boolean serving = args.length > 0 && args[0].equals("serve");
+        for (Class<?> command : serving ? List.of(Serve.class) : COMMANDS) {
+            commandLine.addSubcommand(command);
+        }
+        // after the subcommands: picocli gives these settings to the subcommands it has at the time
+        commandLine.setOut(new java.io.PrintWriter(out, true))
                 .setErr(new java.io.PrintWriter(err, true))
                 .setExecutionExceptionHandler((e, cmd, parsed) -> {
                     err.println("jloop: " + userMessage(e));
@@ -69,9 +79,11 @@ public final class Main
         Serve command = serve.getCommand();
         command.plugins = plugins;
         command.pluginCli = new PluginCli(serve.getCommandSpec(), plugins);
-        ((ListCommands.Backends) commandLine.getSubcommands().get("backends").getCommand()).plugins = plugins;
-        ((ListCommands.Frontends) commandLine.getSubcommands().get("frontends").getCommand()).plugins = plugins;
-        ((ListCommands.Filters) commandLine.getSubcommands().get("filters").getCommand()).plugins = plugins;
+        if (!serving) {
+            ((ListCommands.Backends) commandLine.getSubcommands().get("backends").getCommand()).plugins = plugins;
+            ((ListCommands.Frontends) commandLine.getSubcommands().get("frontends").getCommand()).plugins = plugins;
+            ((ListCommands.Filters) commandLine.getSubcommands().get("filters").getCommand()).plugins = plugins;
+        }
         return commandLine.execute(args);
     }
 

@@ -78,6 +78,34 @@ class JloopCommandIT
         }
     }
 
+    /**
+     * What a start spends on native bindings: jffi's JNI stub (under jnr-ffi, which binds libc and
+     * liburing) is loaded from the distribution's lib/jni, not copied out of its jar into a temporary
+     * file first; and a server on io_uring never binds the libc calls it does not make (LibCIo: the
+     * sync and nio backends' I/O, which their interop tests exercise).
+     */
+    @Test
+    void nativeBindingsOfAStart()
+            throws Exception
+    {
+        Path libraries = dir.resolve("libraries.log");
+        Path classes = dir.resolve("classes.log");
+        Exec run = Exec.run(60, null, Map.of("JLOOP_JAVA_OPTS", "-Xlog:library=info:file=" + libraries + " -Xlog:class+load=info:file=" + classes),
+                JloopProcess.command("serve", "--backend", "io_uring", "--socket", dir.resolve("s").toString(), "--size", "1M",
+                        dir.resolve("native.img").toString(), "--run", "true").toArray(String[]::new));
+        assertEquals(0, run.exitCode(), run.stdout() + run.stderr());
+        List<String> loaded = Files.readAllLines(libraries).stream()
+                .filter(line -> line.contains("Loaded library ") && line.contains("jffi"))
+                .toList();
+        assertEquals(1, loaded.size(), String.join("\n", loaded));
+        // the directory bin/jloop chose by the machine's architecture (uname -m); CI runs on x86-64
+        assertTrue(loaded.get(0).contains("/lib/jni/x86_64-Linux/libjffi-"), loaded.get(0));
+
+        List<String> bound = Files.readAllLines(classes).stream().filter(line -> line.contains("$jnr$ffi$")).toList();
+        assertTrue(bound.stream().anyMatch(line -> line.contains(" dev.jloop.posix.LibC$jnr$ffi$")), String.join("\n", bound));
+        assertTrue(bound.stream().noneMatch(line -> line.contains(" dev.jloop.posix.LibCIo")), String.join("\n", bound));
+    }
+
     @Test
     void missingFileWithoutSize()
     {

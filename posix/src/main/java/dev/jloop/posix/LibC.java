@@ -3,13 +3,14 @@ package dev.jloop.posix;
 import jnr.ffi.Pointer;
 
 /**
- * The libc functions jloop binds through jnr-ffi, every one of them: the backends', the io_uring
- * rings' and the ublk driver's. Buffers are passed as native addresses ({@code long}), which is the
- * same as a pointer on x86-64 and costs no {@code Pointer} per call.
+ * The libc functions jloop binds through jnr-ffi that a server calls before its first client: open a
+ * file, size it, map a ring. The others are {@link LibCIo}'s, bound the first time one of them is
+ * called: jnr-ffi generates the code of every function of an interface when it binds it, ~3 ms of a
+ * start each. Buffers are passed as native addresses ({@code long}), which is the same as a pointer on
+ * x86-64 and costs no {@code Pointer} per call.
  *
  * <p>No binding may have exactly six primitive parameters: jnr-ffi 2.2.17 with jffi 1.3.13 passes
- * garbage in the sixth. {@code mmap} takes its address and the five-argument {@code syscall} its last
- * argument as a {@link Pointer} for that reason.
+ * garbage in the sixth. {@code mmap} takes its address as a {@link Pointer} for that reason.
  *
  * <p>Not jnr-posix: of the calls here it would cover only {@code open}, {@code close} and
  * {@code strerror} (its {@code pread}/{@code pwrite} take no native addresses, and it has no
@@ -23,24 +24,12 @@ public interface LibC
 
     int close(int fd);
 
-    long pread(int fd, long buf, long count, long offset);
-
-    long pwrite(int fd, long buf, long count, long offset);
-
-    int fsync(int fd);
-
-    int fdatasync(int fd);
-
-    int fallocate(int fd, int mode, long offset, long length);
-
     long lseek(int fd, long offset, int whence);
 
     int ftruncate(int fd, long length);
 
     /** Returns the error number itself, not -1 with errno. */
     int posix_fadvise(int fd, long offset, long length, int advice);
-
-    String strerror(int errnum);
 
     long write(int fd, long buf, long count);
 
@@ -49,17 +38,4 @@ public interface LibC
     int munmap(long addr, long length);
 
     int eventfd(int initval, int flags);
-
-    /** {@code pipe2(2)}: {@code fds} is the address of two ints, the read end and the write end. */
-    int pipe2(long fds, int flags);
-
-    /** {@code fcntl(2)} with an int argument; variadic in C, bound with a fixed arity (fine on x86-64). */
-    int fcntl(int fd, int cmd, int arg);
-
-    /** {@code syscall(2)} with one argument and a pointer (variadic in C; fixed arity is fine on x86-64). */
-    long syscall(long number, long arg1, Pointer arg2);
-
-    long syscall(long number, long arg1, long arg2, Pointer arg3, long arg4);
-
-    long syscall(long number, long arg1, long arg2, long arg3, long arg4, Pointer arg5);
 }

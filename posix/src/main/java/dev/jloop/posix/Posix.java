@@ -55,6 +55,12 @@ public final class Posix
     private static final LibC LIBC = LibraryLoader.create(LibC.class).load("c");
     private static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
 
+    /** {@link LibCIo}, bound when first used (the JVM initialises a class on its first use, once, thread-safely). */
+    private static final class Io
+    {
+        static final LibCIo LIBC = LibraryLoader.create(LibCIo.class).load("c");
+    }
+
     private Posix() {}
 
     /** {@code open(2)}; returns the descriptor or {@code -errno}. See {@link FileDescriptor#open} for the checked form. */
@@ -82,7 +88,7 @@ public final class Posix
     {
         long n;
         do {
-            n = LIBC.pread(fd, address, count, offset);
+            n = Io.LIBC.pread(fd, address, count, offset);
         }
         while (n < 0 && lastError() == Errors.EINTR);
         return n < 0 ? -lastError() : n;
@@ -93,7 +99,7 @@ public final class Posix
     {
         long n;
         do {
-            n = LIBC.pwrite(fd, address, count, offset);
+            n = Io.LIBC.pwrite(fd, address, count, offset);
         }
         while (n < 0 && lastError() == Errors.EINTR);
         return n < 0 ? -lastError() : n;
@@ -103,7 +109,7 @@ public final class Posix
     {
         int res;
         do {
-            res = LIBC.fsync(fd) < 0 ? -lastError() : 0;
+            res = Io.LIBC.fsync(fd) < 0 ? -lastError() : 0;
         }
         while (res == -Errors.EINTR);
         return res;
@@ -113,7 +119,7 @@ public final class Posix
     {
         int res;
         do {
-            res = LIBC.fdatasync(fd) < 0 ? -lastError() : 0;
+            res = Io.LIBC.fdatasync(fd) < 0 ? -lastError() : 0;
         }
         while (res == -Errors.EINTR);
         return res;
@@ -124,7 +130,7 @@ public final class Posix
     {
         int res;
         do {
-            res = LIBC.fallocate(fd, mode, offset, length) < 0 ? -lastError() : 0;
+            res = Io.LIBC.fallocate(fd, mode, offset, length) < 0 ? -lastError() : 0;
         }
         while (res == -Errors.EINTR);
         return res;
@@ -198,13 +204,13 @@ public final class Posix
     /** {@code pipe2(2)}: writes the read and the write end to the two ints at {@code fds}; returns 0 or {@code -errno}. */
     public static int pipe2(long fds, int flags)
     {
-        return LIBC.pipe2(fds, flags) < 0 ? -lastError() : 0;
+        return Io.LIBC.pipe2(fds, flags) < 0 ? -lastError() : 0;
     }
 
     /** {@code fcntl(2)} with an int argument; returns its result or {@code -errno}. */
     public static int fcntl(int fd, int cmd, int arg)
     {
-        int res = LIBC.fcntl(fd, cmd, arg);
+        int res = Io.LIBC.fcntl(fd, cmd, arg);
         return res < 0 ? -lastError() : res;
     }
 
@@ -214,23 +220,23 @@ public final class Posix
      */
     public static long syscall(long number, long arg1, Pointer arg2)
     {
-        return result(LIBC.syscall(number, arg1, arg2));
+        return result(Io.LIBC.syscall(number, arg1, arg2));
     }
 
     public static long syscall(long number, long arg1, long arg2, Pointer arg3, long arg4)
     {
-        return result(LIBC.syscall(number, arg1, arg2, arg3, arg4));
+        return result(Io.LIBC.syscall(number, arg1, arg2, arg3, arg4));
     }
 
     public static long syscall(long number, long arg1, long arg2, long arg3, long arg4, Pointer arg5)
     {
-        return result(LIBC.syscall(number, arg1, arg2, arg3, arg4, arg5));
+        return result(Io.LIBC.syscall(number, arg1, arg2, arg3, arg4, arg5));
     }
 
     /** The C library's message for a positive or negative errno, e.g. "No such file or directory". */
     public static String strerror(long errno)
     {
-        return LIBC.strerror((int) Math.abs(errno));
+        return Io.LIBC.strerror((int) Math.abs(errno));
     }
 
     private static long result(long res)
