@@ -50,6 +50,8 @@ public interface LibC
 
     int eventfd(int initval, int flags);
 
+    int socketpair(int domain, int type, int protocol, int[] sv);
+
     /** {@code syscall(2)} with one argument and a pointer (variadic in C; fixed arity is fine on x86-64). */
     long syscall(long number, long arg1, Pointer arg2);
 

@@ -48,6 +48,10 @@ public final class Posix
 
     public static final int EFD_CLOEXEC = O_CLOEXEC;
 
+    public static final int AF_UNIX = 1;
+    public static final int SOCK_STREAM = 1;
+    public static final int SOCK_CLOEXEC = O_CLOEXEC;
+
     private static final LibC LIBC = LibraryLoader.create(LibC.class).load("c");
     private static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
 
@@ -189,6 +193,12 @@ public final class Posix
     {
         int fd = LIBC.eventfd(initval, flags);
         return fd < 0 ? -lastError() : fd;
+    }
+
+    /** {@code socketpair(2)}: two connected sockets into {@code fds}; returns 0 or {@code -errno}. */
+    public static int socketpair(int domain, int type, int[] fds)
+    {
+        return LIBC.socketpair(domain, type, 0, fds) < 0 ? -lastError() : 0;
     }
 
     /**
