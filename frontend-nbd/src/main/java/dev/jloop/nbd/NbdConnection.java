@@ -127,7 +127,8 @@ final class NbdConnection
                         settings.maxInflightBytes(),
                         settings.maxInflightRequests(),
                         peer,
-                        counters);
+                        counters,
+                        settings.multishotReceive());
                 if (loop != null) {
                     this.loop = loop;
                     ScheduledFuture<?> watchdog = timeouts.watchReplies(new ReplyWatchdog(loop));
