@@ -128,7 +128,8 @@ final class NbdConnection
                         settings.maxInflightRequests(),
                         peer,
                         counters,
-                        settings.spliceMin());
+                        settings.spliceMin(),
+                        settings.multishotReceive());
                 if (loop != null) {
                     this.loop = loop;
                     ScheduledFuture<?> watchdog = timeouts.watchReplies(new ReplyWatchdog(loop));

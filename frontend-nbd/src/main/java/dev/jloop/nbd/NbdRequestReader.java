@@ -107,6 +107,13 @@ final class NbdRequestReader
     int parseHeader()
             throws NbdProtocolException
     {
+        return parseHeader(in);
+    }
+
+    /** As {@link #parseHeader()}, from the front of {@code in} (big-endian, at least a header remaining) instead of the input buffer. */
+    int parseHeader(ByteBuffer in)
+            throws NbdProtocolException
+    {
         int magic = in.getInt();
         flags = Short.toUnsignedInt(in.getShort());
         type = Short.toUnsignedInt(in.getShort());

@@ -7,6 +7,7 @@ import dev.jloop.api.PluginOptions;
 import dev.jloop.iter.PagePool;
 import dev.jloop.nbd.tls.NbdTls;
 import dev.jloop.nbd.tls.TlsSettings;
+import dev.jloop.uring.IoUring;
 
 import java.nio.file.Path;
 import java.util.List;
@@ -44,6 +45,7 @@ public final class NbdSettings
     public static final String PAGE_POOL_IDLE = "page-pool-idle";
     public static final String NBD_LOOP = "nbd-loop";
     public static final String SPLICE_MIN = "splice-min";
+    public static final String NBD_RECV = "nbd-recv";
     public static final String TLS = "tls";
     public static final String TLS_CERTIFICATES = "tls-certificates";
     public static final String TLS_CERT = "tls-cert";
@@ -99,6 +101,11 @@ public final class NbdSettings
                             + "event loop, its receive and send on the ring and no thread hand-off per request; threads reads on "
                             + "the connection's thread and writes replies on a second one; auto is io_uring where it works",
                     "--nbd-loop threads"),
+            PluginOption.choice(NBD_RECV, List.of("auto", "multishot", "single"), "auto",
+                    "how the io_uring loop receives requests: multishot keeps one receive armed on the socket that the kernel "
+                            + "fills into a small ring of provided buffers (Linux 6.0+), single posts a receive whenever the loop "
+                            + "needs bytes; auto is multishot where the kernel has it",
+                    "--nbd-recv single"),
             PluginOption.of(PAGE_POOL_IDLE, DURATION, "10",
                     "page-pool memory goes back to the system once the server has had no request for between this long "
                             + "and twice this long (a fresh server holds none); 0 keeps it", "--page-pool-idle 60"),
@@ -129,6 +136,7 @@ public final class NbdSettings
     private final TlsSettings tls;
     private final boolean uringLoop;
     private final long spliceMin;
+    private final boolean multishotReceive;
 
     private NbdSettings(FrontendConfig config, Map<String, String> environment)
     {
@@ -166,6 +174,7 @@ public final class NbdSettings
         this.tls = parseTls(options);
         this.uringLoop = parseLoop(options.string(NBD_LOOP));
         this.spliceMin = options.size(SPLICE_MIN, 0);
+        this.multishotReceive = uringLoop && parseReceive(options.string(NBD_RECV));
     }
 
     /** Parses and checks {@code config}'s options; throws {@link IllegalArgumentException} with the reason for the first mistake. */
@@ -251,6 +260,28 @@ public final class NbdSettings
             case "io_uring":
                 if (cause != null) {
                     throw new IllegalArgumentException("--" + NBD_LOOP + " io_uring: not available here: " + cause);
+                }
+                return true;
+            default:
+                return cause == null;
+        }
+    }
+
+    /** Whether the io_uring loop receives with a multishot receive into provided buffers ({@link MultishotReceiver}). */
+    boolean multishotReceive()
+    {
+        return multishotReceive;
+    }
+
+    private static boolean parseReceive(String receive)
+    {
+        String cause = IoUring.multishotReceiveUnavailabilityCause();
+        switch (receive) {
+            case "single":
+                return false;
+            case "multishot":
+                if (cause != null) {
+                    throw new IllegalArgumentException("--" + NBD_RECV + " multishot: not available here: " + cause);
                 }
                 return true;
             default:

@@ -36,8 +36,9 @@ import static java.util.Objects.requireNonNull;
 
 /**
  * The transmission phase of one plain-socket connection as an io_uring event loop on the
- * connection's own thread: the socket's receive ({@code IORING_OP_RECV} into the input buffer,
- * {@code IORING_OP_RECVMSG} straight into the pages of a WRITE payload) and send
+ * connection's own thread: the socket's receive (a multishot {@code IORING_OP_RECV} into provided
+ * buffers, {@link MultishotReceiver}, or single-shot ones into the input buffer; {@code IORING_OP_RECVMSG}
+ * straight into the pages of a large WRITE payload) and send
  * ({@code IORING_OP_SENDMSG} of every reply ready, gathered) are operations on the connection's ring,
  * so one {@code io_uring_enter} submits the replies and the next receive and waits for whatever
  * comes first. There is no writer thread: a request whose reply is made on this thread (page-cache
@@ -93,6 +94,14 @@ final class NbdUringLoop
     private static final long SEND = 3;
     private static final long WAKEUP = 4;
     private static final long TIMEOUT = 5;
+    private static final long RECV_MULTISHOT = 6;
+    private static final long RECV_CANCEL = 7;
+    /**
+     * With the multishot receive armed, a WRITE payload with more than this left to arrive is received
+     * single-shot straight into its pages (the receive is cancelled for it, and armed again after);
+     * less is copied out of the provided buffers it arrives in.
+     */
+    static final int DIRECT_PAYLOAD = 64 << 10;
 
     private final NbdChannel channel;
     private final BlockDevice device;
@@ -125,6 +134,8 @@ final class NbdUringLoop
     private final long timespec;
     private final ByteBuffer input;
     private final long inputAddress;
+    /** The multishot receive into provided buffers; null when requests are received single-shot into {@link #input}. */
+    private MultishotReceiver multishot;
 
     /** Replies of requests completed on device threads, linked through {@link NbdRequest#next}. */
     private final AtomicReference<NbdRequest> remote = new AtomicReference<>();
@@ -181,7 +192,8 @@ final class NbdUringLoop
             int eventFd,
             RingBorrower borrower,
             FixedBuffers fixedBuffers,
-            long spliceMin)
+            long spliceMin,
+            boolean multishotReceive)
     {
         this.channel = requireNonNull(channel, "channel is null");
         this.device = requireNonNull(device, "device is null");
@@ -210,6 +222,15 @@ final class NbdUringLoop
         scratch.putLong((int) (timespec - base + 8), RETRY_NANOS);
         this.input = requests.input();
         this.inputAddress = UnsafeAccess.address(input);
+        if (multishotReceive) {
+            try {
+                // the input buffer is not used for single-shot receives then: it becomes the provided buffers
+                this.multishot = MultishotReceiver.open(ring, FIXED_SOCKET, IoUring.IOSQE_FIXED_FILE, RECV_MULTISHOT, RECV_CANCEL, input);
+            }
+            catch (NativeIoException | RuntimeException e) {
+                log.debug("{}: single-shot receive: no provided buffers: {}", peer, e.toString());
+            }
+        }
         this.spliced = splicedReads(spliceMin);
     }
 
@@ -271,7 +292,8 @@ final class NbdUringLoop
             int maxInflightRequests,
             String peer,
             NbdConnectionCounters counters,
-            long spliceMin)
+            long spliceMin,
+            boolean multishotReceive)
     {
         if (channel.socket() == null || unavailabilityCause() != null) {
             return null;
@@ -299,7 +321,8 @@ final class NbdUringLoop
             }
             eventFd = Errors.check("eventfd", Posix.eventfd(0, Posix.EFD_CLOEXEC));
             return new NbdUringLoop(channel, device, transmissionFlags, structuredReplies, baseAllocation,
-                    pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd, borrower, fixedBuffers, spliceMin);
+                    pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd, borrower, fixedBuffers, spliceMin,
+                    multishotReceive);
         }
         catch (NativeIoException | RuntimeException e) {
             log.debug("{}: io_uring loop not used: {}", peer, e.toString());
@@ -375,10 +398,16 @@ final class NbdUringLoop
 
     private boolean done()
     {
-        return inputEnded && !recvPosted && !sendPosted && !timeoutPosted && payload == null
+        return inputEnded && !receiving() && !sendPosted && !timeoutPosted && payload == null
                 && pendingHead == null && remote.get() == null && pool.allReturned()
                 && (lent == null || (lent.inFlight() == 0 && !lent.hasHeld()))
                 && (spliced == null || spliced.idle());
+    }
+
+    /** Whether a receive of ours is on the ring. */
+    private boolean receiving()
+    {
+        return recvPosted || (multishot != null && multishot.busy());
     }
 
     /** Lends the ring to the device's file for the requests of this connection, if the file takes it. */
@@ -532,6 +561,19 @@ final class NbdUringLoop
         else if (userData >= SplicedReads.FIRST && userData < SplicedReads.LIMIT) {
             spliced.handle(userData, res);
         }
+        else if (userData == RECV_MULTISHOT) {
+            multishot.completed(res, flags);
+            if (multishot.unsupported()) {
+                log.debug("{}: multishot receive refused, receiving single-shot", peer);
+                multishot.close();
+                multishot = null;
+            }
+        }
+        else if (userData == RECV_CANCEL) {
+            if (multishot != null) {
+                multishot.cancelled();
+            }
+        }
     }
 
     private void received(int res)
@@ -611,7 +653,7 @@ final class NbdUringLoop
     {
         while (!inputEnded) {
             if (payload != null) {
-                if (!payloadReady) {
+                if (!payloadReady && (multishot == null || !multishot.takePayload(payload))) {
                     return;
                 }
                 NbdRequest request = payload;
@@ -622,7 +664,7 @@ final class NbdUringLoop
                 continue;
             }
             if (skipLeft > 0) {
-                skipLeft = requests.skipBuffered(skipLeft);
+                skipLeft = multishot != null ? multishot.skip(skipLeft) : requests.skipBuffered(skipLeft);
                 if (skipLeft > 0) {
                     return;
                 }
@@ -638,10 +680,10 @@ final class NbdUringLoop
                 continue;
             }
             if (!headerPending) {
-                if (!requests.hasRequest()) {
+                if (!hasRequest()) {
                     return;
                 }
-                if (requests.parseHeader() == CMD_DISC) {
+                if ((multishot != null ? multishot.parseHeader(requests) : requests.parseHeader()) == CMD_DISC) {
                     log.debug("{}: NBD_CMD_DISC", peer);
                     inputEnded = true;
                     return;
@@ -755,7 +797,7 @@ final class NbdUringLoop
             submitter.submitStructuredRead(request);
             return;
         }
-        if (request.type == CMD_WRITE && !requests.takeBufferedPayload(request)) {
+        if (request.type == CMD_WRITE && !takeBufferedPayload(request)) {
             payload = request;
             payloadReady = false;
             return;
@@ -763,10 +805,32 @@ final class NbdUringLoop
         submitter.submit(request);
     }
 
+    private boolean hasRequest()
+    {
+        return multishot != null ? multishot.hasRequest() : requests.hasRequest();
+    }
+
+    private boolean takeBufferedPayload(NbdRequest request)
+    {
+        if (multishot == null) {
+            return requests.takeBufferedPayload(request);
+        }
+        request.preparePageBuffers();
+        return multishot.takePayload(request);
+    }
+
     /** Posts the receive the parser needs: the rest of a WRITE payload into its pages, or more input. */
     private void postReceive()
     {
+        if (inputEnded && multishot != null) {
+            // NBD_CMD_DISC or a failure: nothing more is read, and the loop ends only once the receive has
+            multishot.cancel();
+        }
         if (recvPosted || inputEnded) {
+            return;
+        }
+        if (multishot != null) {
+            postMultishotReceive();
             return;
         }
         if (payload != null) {
@@ -786,6 +850,75 @@ final class NbdUringLoop
         if (ring.prep(IoUring.OP_RECV, IoUring.IOSQE_FIXED_FILE, FIXED_SOCKET, 0, inputAddress + limit, input.capacity() - limit, 0, RECV, 0)) {
             recvPosted = true;
         }
+    }
+
+    /**
+     * With the multishot receive: arms it when the parser needs bytes, and ends input once it has ended
+     * for good and the parser needs bytes still. A large WRITE payload is received into its pages
+     * single-shot, with the multishot receive cancelled until it is in.
+     */
+    private void postMultishotReceive()
+    {
+        if (payload != null) {
+            if (payloadReady) {
+                return;
+            }
+            // parse() has taken every buffered byte into the payload
+            if (multishot.armed()) {
+                if (payloadLeft(payload) > DIRECT_PAYLOAD) {
+                    multishot.cancel();
+                }
+                return;
+            }
+            if (multishot.busy()) {
+                return;
+            }
+            if (multishot.end() != MultishotReceiver.NOT_ENDED) {
+                log.debug("{}: client closed the connection in the middle of a WRITE payload", peer);
+                NbdRequest request = payload;
+                payload = null;
+                pool.recycle(request);
+                endInput();
+                return;
+            }
+            postPayloadReceive();
+            return;
+        }
+        if (waiting != null || headerPending || (skipLeft == 0 && multishot.hasRequest())) {
+            // Back-pressure: the receive is not armed again until the held request can go on.
+            return;
+        }
+        // The parser needs bytes: the few buffered, less than a header, free their buffers.
+        multishot.stashPartial();
+        if (multishot.busy()) {
+            return;
+        }
+        int end = multishot.end();
+        if (end != MultishotReceiver.NOT_ENDED) {
+            if (end == 0) {
+                if (multishot.buffered() > 0 || skipLeft > 0) {
+                    log.debug("{}: client closed the connection in the middle of a request", peer);
+                }
+                else {
+                    log.debug("{}: end of input without NBD_CMD_DISC", peer);
+                }
+            }
+            else {
+                log.debug("{}: receive failed: {}", peer, Errors.newIOException("recv", end).getMessage());
+            }
+            endInput();
+            return;
+        }
+        multishot.arm();
+    }
+
+    private static long payloadLeft(NbdRequest request)
+    {
+        long left = 0;
+        for (int i = 0; i < request.nrPages; i++) {
+            left += request.pages[i].buffer().remaining();
+        }
+        return left;
     }
 
     private void postPayloadReceive()
@@ -1038,7 +1171,7 @@ final class NbdUringLoop
         try {
             if (wakeupPosted) {
                 Posix.write(eventFd, wakeWord, 8);
-                while (wakeupPosted || recvPosted || sendPosted || timeoutPosted || (spliced != null && spliced.posted())) {
+                while (wakeupPosted || receiving() || sendPosted || timeoutPosted || (spliced != null && spliced.posted())) {
                     enterAndWait();
                     ring.reap(this);
                 }
@@ -1057,12 +1190,15 @@ final class NbdUringLoop
             }
             borrower.giveBack(lent);
         }
+        if (multishot != null && !multishot.busy()) {
+            multishot.close();
+        }
         ring.close();
         Posix.close(eventFd);
         if (spliced != null) {
             spliced.close();
         }
-        if (recvPosted || sendPosted) {
+        if (receiving() || sendPosted) {
             // Not expected: the kernel may still use the buffers; they are leaked rather than reused.
             log.error("{}: io_uring loop closed with operations in flight", peer);
         }

@@ -7,12 +7,13 @@ import java.util.Map;
 
 /**
  * Frontend configs for tests: a free TCP port on the loopback address unless the options say otherwise,
- * and the connection loop named by the system property {@value #LOOP_PROPERTY} unless they name one
- * (the build runs the transmission tests once with each loop).
+ * and the connection loop named by the system property {@value #LOOP_PROPERTY} and its receive named by
+ * {@value #RECV_PROPERTY} unless they name them (the build runs the transmission tests with each).
  */
 final class NbdTestConfig
 {
     static final String LOOP_PROPERTY = "jloop.test.nbd-loop";
+    static final String RECV_PROPERTY = "jloop.test.nbd-recv";
 
     private NbdTestConfig() {}
 
@@ -25,6 +26,10 @@ final class NbdTestConfig
         String loop = System.getProperty(LOOP_PROPERTY);
         if (loop != null) {
             withListen.putIfAbsent(NbdSettings.NBD_LOOP, loop);
+        }
+        String receive = System.getProperty(RECV_PROPERTY);
+        if (receive != null) {
+            withListen.putIfAbsent(NbdSettings.NBD_RECV, receive);
         }
         return FrontendConfig.of(withListen);
     }

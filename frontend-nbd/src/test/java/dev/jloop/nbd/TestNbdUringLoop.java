@@ -5,6 +5,7 @@ import dev.jloop.api.Export;
 import dev.jloop.loop.LoopDevice;
 import dev.jloop.testkit.CiAssumptions;
 import dev.jloop.testkit.MemoryBackingFile;
+import dev.jloop.uring.IoUring;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -227,6 +228,151 @@ class TestNbdUringLoop
         assertTrue(waitFor(() -> pagePool.usedBytes() == 0, 10), "pages held after the clients left: " + pagePool.usedBytes());
         try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
             assertArrayEquals(new byte[4096], client.read(0, 4096), "a WRITE whose payload never arrived reached the disk");
+        }
+    }
+
+    @Test
+    void multishotReceiveUnlessSingleIsChosen()
+            throws Exception
+    {
+        CiAssumptions.assumeAvailable(IoUring.multishotReceiveUnavailabilityCause() == null,
+                "multishot receive: " + IoUring.multishotReceiveUnavailabilityCause());
+        for (String receive : List.of("multishot", "single")) {
+            long armed = MultishotReceiver.ARMED.get();
+            startLoopServer(Map.of(NbdSettings.NBD_RECV, receive));
+            byte[] data = pattern(200_000, 2);
+            try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+                assertEquals(0, client.roundTrip(0, CMD_WRITE, 0, data.length, data));
+                assertArrayEquals(data, client.read(0, data.length));
+            }
+            assertEquals(receive.equals("multishot"), MultishotReceiver.ARMED.get() > armed, "multishot receive armed with --nbd-recv " + receive);
+            closeServer();
+        }
+    }
+
+    /** A WRITE and a READ sent one byte at a time: every header and the payload arrive in as many pieces. */
+    @Test
+    void requestsSentOneByteAtATime()
+            throws Exception
+    {
+        startLoopServer(Map.of());
+        byte[] data = pattern(3000, 11);
+        ByteBuffer stream = ByteBuffer.allocate(3 * NbdProtocol.REQUEST_SIZE + data.length);
+        header(stream, 0, CMD_WRITE, 1, 8192 + 5, data.length);
+        stream.put(data);
+        header(stream, 0, CMD_READ, 2, 8192 + 5, data.length);
+        header(stream, 0, CMD_FLUSH, 3, 0, 0);
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            byte[] bytes = stream.array();
+            for (int i = 0; i < bytes.length; i++) {
+                client.sendRaw(new byte[] {bytes[i]});
+                if (i % 64 == 0) {
+                    Thread.sleep(1);
+                }
+            }
+            boolean[] seen = new boolean[4];
+            for (int k = 0; k < 3; k++) {
+                NbdTestClient.Reply reply = client.readReply();
+                assertEquals(0, reply.error(), "request " + reply.cookie());
+                assertFalse(seen[(int) reply.cookie()], "two replies for " + reply.cookie());
+                seen[(int) reply.cookie()] = true;
+                if (reply.cookie() == 2) {
+                    assertArrayEquals(data, client.readData(data.length));
+                }
+            }
+        }
+        assertArrayEquals(data, disk.read(8192 + 5, data.length));
+    }
+
+    /**
+     * Hundreds of pipelined WRITEs of odd sizes under a budget of two requests: the loop stops taking
+     * bytes while the socket fills, so every receive buffer fills up and headers and payloads land
+     * across buffer boundaries at every offset; then all of it read back.
+     */
+    @Test
+    void requestsAcrossReceiveBufferBoundariesUnderBackPressure()
+            throws Exception
+    {
+        startLoopServer(Map.of(NbdSettings.MAX_INFLIGHT_REQUESTS, "2"));
+        int count = 400;
+        int[] sizes = new int[count];
+        int total = 0;
+        for (int i = 0; i < count; i++) {
+            sizes[i] = 1 + (i * 1237) % 4095;
+            total += NbdProtocol.REQUEST_SIZE + sizes[i];
+        }
+        ByteBuffer writes = ByteBuffer.allocate(total);
+        for (int i = 0; i < count; i++) {
+            header(writes, 0, CMD_WRITE, i, (long) i * 4096, sizes[i]);
+            writes.put(pattern(sizes[i], i));
+        }
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            Future<?> sent = executor.submit(() -> {
+                client.sendRawWhileReading(writes.array());
+                return null;
+            });
+            boolean[] seen = new boolean[count];
+            for (int i = 0; i < count; i++) {
+                NbdTestClient.Reply reply = client.readReply();
+                assertEquals(0, reply.error(), "request " + reply.cookie());
+                assertFalse(seen[(int) reply.cookie()], "two replies for " + reply.cookie());
+                seen[(int) reply.cookie()] = true;
+            }
+            sent.get(30, TimeUnit.SECONDS);
+            ByteBuffer reads = ByteBuffer.allocate(count * NbdProtocol.REQUEST_SIZE);
+            for (int i = 0; i < count; i++) {
+                header(reads, 0, CMD_READ, i, (long) i * 4096, sizes[i]);
+            }
+            Future<?> readsSent = executor.submit(() -> {
+                client.sendRawWhileReading(reads.array());
+                return null;
+            });
+            for (int i = 0; i < count; i++) {
+                NbdTestClient.Reply reply = client.readReply();
+                assertEquals(0, reply.error());
+                int cookie = (int) reply.cookie();
+                assertArrayEquals(pattern(sizes[cookie], cookie), client.readData(sizes[cookie]), "data of read " + cookie);
+            }
+            readsSent.get(30, TimeUnit.SECONDS);
+        }
+    }
+
+    /**
+     * WRITEs larger than all receive buffers together (received straight into their pages) and just
+     * below and above the size where that starts, pipelined with READs of them in one stream.
+     */
+    @Test
+    void writesLargerThanTheReceiveBuffers()
+            throws Exception
+    {
+        startLoopServer(Map.of());
+        int[] sizes = {1 << 20, 200_000, NbdUringLoop.DIRECT_PAYLOAD - 100, NbdUringLoop.DIRECT_PAYLOAD + 1, 3 << 20};
+        long[] offsets = new long[sizes.length];
+        int total = 0;
+        for (int i = 0; i < sizes.length; i++) {
+            offsets[i] = i == 0 ? 512 : offsets[i - 1] + sizes[i - 1];
+            total += 2 * NbdProtocol.REQUEST_SIZE + sizes[i];
+        }
+        ByteBuffer stream = ByteBuffer.allocate(total);
+        for (int i = 0; i < sizes.length; i++) {
+            header(stream, 0, CMD_WRITE, i, offsets[i], sizes[i]);
+            stream.put(pattern(sizes[i], i + 20));
+            header(stream, 0, CMD_READ, 100 + i, offsets[i], sizes[i]);
+        }
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            Future<?> sent = executor.submit(() -> {
+                client.sendRawWhileReading(stream.array());
+                return null;
+            });
+            for (int k = 0; k < 2 * sizes.length; k++) {
+                NbdTestClient.Reply reply = client.readReply();
+                assertEquals(0, reply.error(), "request " + reply.cookie());
+                if (reply.cookie() >= 100) {
+                    int i = (int) reply.cookie() - 100;
+                    assertArrayEquals(pattern(sizes[i], i + 20), client.readData(sizes[i]), "data of write " + i);
+                }
+            }
+            sent.get(30, TimeUnit.SECONDS);
         }
     }
 

@@ -35,6 +35,7 @@ public final class Errors
     public static final int ENOSYS = value(jnr.constants.platform.Errno.ENOSYS);
     public static final int EOPNOTSUPP = value(jnr.constants.platform.Errno.EOPNOTSUPP);
     public static final int ECANCELED = value(jnr.constants.platform.Errno.ECANCELED);
+    public static final int ENOBUFS = value(jnr.constants.platform.Errno.ENOBUFS);
 
     private Errors() {}
 

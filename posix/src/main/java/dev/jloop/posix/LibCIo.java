@@ -31,6 +31,8 @@ public interface LibCIo
     /** {@code fcntl(2)} with an int argument; variadic in C, bound with a fixed arity (fine on x86-64). */
     int fcntl(int fd, int cmd, int arg);
 
+    int socketpair(int domain, int type, int protocol, int[] sv);
+
     /** {@code syscall(2)} with one argument and a pointer (variadic in C; fixed arity is fine on x86-64). */
     long syscall(long number, long arg1, Pointer arg2);
 

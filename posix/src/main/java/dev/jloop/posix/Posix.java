@@ -51,6 +51,9 @@ public final class Posix
     /** {@code fcntl(2)}: the capacity of a pipe in bytes (Linux 2.6.35+, {@code linux/fcntl.h}). */
     public static final int F_SETPIPE_SZ = 1031;
     public static final int F_GETPIPE_SZ = 1032;
+    public static final int AF_UNIX = 1;
+    public static final int SOCK_STREAM = 1;
+    public static final int SOCK_CLOEXEC = O_CLOEXEC;
 
     private static final LibC LIBC = LibraryLoader.create(LibC.class).load("c");
     private static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
@@ -212,6 +215,12 @@ public final class Posix
     {
         int res = Io.LIBC.fcntl(fd, cmd, arg);
         return res < 0 ? -lastError() : res;
+    }
+
+    /** {@code socketpair(2)}: two connected sockets into {@code fds}; returns 0 or {@code -errno}. */
+    public static int socketpair(int domain, int type, int[] fds)
+    {
+        return Io.LIBC.socketpair(domain, type, 0, fds) < 0 ? -lastError() : 0;
     }
 
     /**

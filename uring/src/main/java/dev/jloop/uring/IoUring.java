@@ -6,6 +6,8 @@ import dev.jloop.posix.NativeIoException;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * io_uring constants ({@code include/uapi/linux/io_uring.h}) and the one probe of whether io_uring
@@ -66,6 +68,18 @@ public final class IoUring
     public static final int IOSQE_FIXED_FILE = 1;
     public static final int IOSQE_IO_DRAIN = 1 << 1;
     public static final int IOSQE_IO_LINK = 1 << 2;
+    /** Take the buffer from the provided-buffer group in {@code sqe->buf_group} (5.7+; rings of them 5.19+). */
+    public static final int IOSQE_BUFFER_SELECT = 1 << 5;
+
+    /** {@code sqe->ioprio} of a RECV: stay armed, one CQE per received chunk, each in a provided buffer (6.0+). */
+    public static final int RECV_MULTISHOT = 1 << 1;
+
+    // cqe->flags
+    /** The upper 16 bits of {@code cqe->flags} are the id of the provided buffer the data went into. */
+    public static final int CQE_F_BUFFER = 1;
+    /** More CQEs follow for this SQE: a multishot operation is still armed. */
+    public static final int CQE_F_MORE = 1 << 1;
+    public static final int CQE_BUFFER_SHIFT = 16;
 
     // sqe->fsync_flags
     public static final int FSYNC_DATASYNC = 1;
@@ -82,6 +96,8 @@ public final class IoUring
     public static final int REGISTER_FILES = 2;
     public static final int UNREGISTER_FILES = 3;
     public static final int REGISTER_PROBE = 8;
+    public static final int REGISTER_PBUF_RING = 22;
+    public static final int UNREGISTER_PBUF_RING = 23;
 
     // sqe->splice_flags: splice(2)'s SPLICE_F_* (linux/splice.h), and io_uring's own for a fixed fd_in
     public static final int SPLICE_F_MOVE = 1;
@@ -109,6 +125,43 @@ public final class IoUring
     public static String unavailabilityCause()
     {
         return UNAVAILABILITY_CAUSE;
+    }
+
+    /**
+     * Why multishot receive into a ring of provided buffers ({@link Ring#prepRecvMultishot}, {@link BufferRing})
+     * cannot be used here, or {@code null} when it can: it needs Linux 6.0 (multishot RECV) and 5.19
+     * (buffer rings). Probed once, on first use: the kernel release, then the registration of a buffer ring.
+     */
+    public static String multishotReceiveUnavailabilityCause()
+    {
+        return MultishotProbe.CAUSE;
+    }
+
+    private static final class MultishotProbe
+    {
+        static final String CAUSE = probeMultishotReceive();
+    }
+
+    private static String probeMultishotReceive()
+    {
+        if (!isAvailable()) {
+            return unavailabilityCause();
+        }
+        String release = System.getProperty("os.version", "");
+        Matcher version = Pattern.compile("^(\\d+)\\.(\\d+)").matcher(release);
+        if (!version.find() || Integer.parseInt(version.group(1)) < 6) {
+            return "multishot receive needs Linux 6.0 or later, not " + release;
+        }
+        try (Ring ring = Ring.builder(2).open();
+                BufferRing buffers = BufferRing.register(ring, 0, 1)) {
+            return null;
+        }
+        catch (NativeIoException e) {
+            return e.getMessage();
+        }
+        catch (LinkageError | RuntimeException e) {
+            return "io_uring buffer rings failed: " + e;
+        }
     }
 
     private static String probe()

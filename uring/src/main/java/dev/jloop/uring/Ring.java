@@ -323,6 +323,22 @@ public final class Ring
         return sqes;
     }
 
+    /**
+     * A multishot {@code IORING_OP_RECV} on {@code fd}: each chunk received goes into a buffer the kernel
+     * takes from provided-buffer group {@code bufferGroup} ({@link BufferRing}) and gets its own CQE, with
+     * the buffer's id in the CQE flags ({@link IoUring#CQE_F_BUFFER}); the receive stays armed while the
+     * CQEs carry {@link IoUring#CQE_F_MORE}. It ends on end of input, an error, a cancel, or
+     * {@code -ENOBUFS} when the group has no buffer left; the bytes not received stay in the socket.
+     */
+    public boolean prepRecvMultishot(int fd, int sqeFlags, int bufferGroup, int msgFlags, long userData)
+    {
+        if (!prep(IoUring.OP_RECV, sqeFlags | IoUring.IOSQE_BUFFER_SELECT, fd, 0, 0, 0, msgFlags, userData, bufferGroup)) {
+            return false;
+        }
+        sqes.putShort(lastSqeOffset() + 2, (short) IoUring.RECV_MULTISHOT);
+        return true;
+    }
+
     public boolean prepNop(long userData)
     {
         return prep(IoUring.OP_NOP, 0, -1, 0, 0, 0, 0, userData, 0);

@@ -17,4 +17,16 @@ final class IoUringAssumptions
             assumeTrue(IoUring.isAvailable(), () -> "io_uring unavailable: " + IoUring.unavailabilityCause());
         }
     }
+
+    static void assumeMultishotReceive()
+    {
+        if ("true".equalsIgnoreCase(System.getenv("CI"))) {
+            assertTrue(IoUring.multishotReceiveUnavailabilityCause() == null,
+                    () -> "CI=true and multishot receive unavailable: " + IoUring.multishotReceiveUnavailabilityCause());
+        }
+        else {
+            assumeTrue(IoUring.multishotReceiveUnavailabilityCause() == null,
+                    () -> "multishot receive unavailable: " + IoUring.multishotReceiveUnavailabilityCause());
+        }
+    }
 }

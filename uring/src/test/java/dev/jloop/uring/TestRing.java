@@ -439,6 +439,93 @@ class TestRing
         assertEquals(0, res[1]);
     }
 
+    /**
+     * A multishot RECV into a ring of four 64-byte provided buffers: each chunk in its own buffer, named
+     * by the CQE, while the receive stays armed; out of buffers it ends with ENOBUFS and the rest stays
+     * in the socket, to be received in order once buffers are given back and it is armed again; the
+     * end of input ends it too.
+     */
+    @Test
+    void multishotReceiveIntoProvidedBuffers()
+            throws NativeIoException
+    {
+        IoUringAssumptions.assumeMultishotReceive();
+        Ring ring = ring(Ring.builder(4));
+        int[] sockets = new int[2];
+        assertEquals(0, Posix.socketpair(Posix.AF_UNIX, Posix.SOCK_STREAM | Posix.SOCK_CLOEXEC, sockets));
+        closeables.add(() -> Posix.close(sockets[0]));
+        closeables.add(() -> {
+            if (sockets[1] >= 0) {
+                Posix.close(sockets[1]);
+            }
+        });
+        BufferRing buffers = BufferRing.register(ring, 7, 4);
+        closeables.add(buffers);
+        ByteBuffer memory = direct(4 * 64);
+        for (int i = 0; i < 4; i++) {
+            buffers.add(address(memory) + 64 * i, 64, i);
+        }
+        buffers.publish();
+
+        byte[] sent = new byte[400];
+        for (int i = 0; i < sent.length; i++) {
+            sent[i] = (byte) (i * 7 + 1);
+        }
+        ByteBuffer out = direct(sent.length);
+        out.put(0, sent);
+        assertEquals(100, Posix.write(sockets[1], address(out), 100));
+        assertTrue(ring.prepRecvMultishot(sockets[0], 0, 7, 0, 42));
+        assertEquals(1, ring.submit());
+
+        ByteBuffer received = ByteBuffer.allocate(sent.length);
+        List<int[]> cqes = new ArrayList<>();
+        CompletionHandler collect = (userData, res, flags) -> {
+            assertEquals(42, userData);
+            cqes.add(new int[] {res, flags});
+            if ((flags & IoUring.CQE_F_BUFFER) != 0 && res > 0) {
+                int bid = flags >>> IoUring.CQE_BUFFER_SHIFT;
+                received.put(memory.duplicate().position(64 * bid).limit(64 * bid + res));
+            }
+        };
+        while (received.position() < 100) {
+            ring.waitCompletions(1);
+            ring.reap(collect);
+        }
+        assertTrue(cqes.stream().allMatch(cqe -> (cqe[1] & IoUring.CQE_F_MORE) != 0), "the receive ended while buffers were left");
+        assertEquals(64, cqes.get(0)[0], "a chunk larger than a buffer fills it");
+
+        // 300 more: whatever buffers are left fill up, then ENOBUFS ends the receive; nothing is lost
+        assertEquals(300, Posix.write(sockets[1], address(out) + 100, 300));
+        while (cqes.isEmpty() || (cqes.get(cqes.size() - 1)[1] & IoUring.CQE_F_MORE) != 0) {
+            ring.waitCompletions(1);
+            ring.reap(collect);
+        }
+        assertEquals(-Errors.ENOBUFS, cqes.get(cqes.size() - 1)[0]);
+        assertEquals(100 + 2 * 64, received.position(), "a chunk uses up its buffer, however short: two were left");
+
+        // buffers back, armed again: the rest arrives after what came before
+        for (int i = 0; i < 4; i++) {
+            buffers.add(address(memory) + 64 * i, 64, i);
+        }
+        buffers.publish();
+        cqes.clear();
+        assertTrue(ring.prepRecvMultishot(sockets[0], 0, 7, 0, 42));
+        ring.submit();
+        while (received.position() < sent.length) {
+            ring.waitCompletions(1);
+            ring.reap(collect);
+        }
+        assertArrayEquals(sent, received.array());
+
+        Posix.close(sockets[1]);
+        sockets[1] = -1;
+        while (cqes.isEmpty() || (cqes.get(cqes.size() - 1)[1] & IoUring.CQE_F_MORE) != 0) {
+            ring.waitCompletions(1);
+            ring.reap(collect);
+        }
+        assertEquals(0, cqes.get(cqes.size() - 1)[0], "end of input ends the receive");
+    }
+
     @Test
     void bigSqesAndCqes()
             throws NativeIoException
