@@ -50,6 +50,14 @@ import java.util.List;
  * What the device then holds back is bounded by the frontends: NBD's bytes-in-flight budget per
  * connection, ublk's queue depth per queue. The conformance kit floods every backend with follow-up
  * work under full capacity and fails a backend that hangs.
+ *
+ * <p><b>Not waiting.</b> A kiocb with {@link Kiocb#IOCB_NOWAIT} in its flags comes from a thread that
+ * would rather not wait for another operation to finish (the loop device sets it on what a frontend's
+ * thread submits; that thread may be an event loop whose own ring holds the operation it would wait
+ * for). Like the kernel's {@code IOCB_NOWAIT}, the backend may then return {@code -EAGAIN}, having
+ * done nothing, where it would otherwise wait (for example for a block range another write holds),
+ * and the loop device submits the kiocb again, without the flag, from its work queue. A backend may
+ * ignore the flag and wait as before.
  */
 public interface BackingFile extends Closeable
 {

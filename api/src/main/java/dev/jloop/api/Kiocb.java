@@ -23,8 +23,8 @@ import static java.util.Objects.requireNonNull;
  * <tr><th>{@link #op()}</th><th>fields</th></tr>
  * <tr><td>READ, WRITE</td><td>{@link #pos()} (the kernel's {@code ki_pos}), {@link #iter()} (its
  *     {@code count()} bytes), {@link #flags()}</td></tr>
- * <tr><td>FSYNC</td><td>{@link #datasync()}</td></tr>
- * <tr><td>FALLOCATE</td><td>{@link #mode()}, {@link #pos()}, {@link #length()}</td></tr>
+ * <tr><td>FSYNC</td><td>{@link #datasync()}, {@link #flags()} ({@link #IOCB_NOWAIT} only)</td></tr>
+ * <tr><td>FALLOCATE</td><td>{@link #mode()}, {@link #pos()}, {@link #length()}, {@link #flags()} ({@link #IOCB_NOWAIT} only)</td></tr>
  * </table>
  * The backend must not change any of them: the only change it makes is to advance the iterator by
  * the bytes it transferred. So when a read or write completes, {@code pos()} is still where it
@@ -47,6 +47,12 @@ public final class Kiocb
 
     /** Write durably before completing (the kernel's {@code IOCB_DSYNC}); set for FUA writes. */
     public static final int IOCB_DSYNC = 1 << 4;
+
+    /**
+     * The submitter must not wait for another operation: the file may return {@code -EAGAIN} instead,
+     * having done nothing (the kernel's {@code IOCB_NOWAIT}; see {@link BackingFile}). Any operation.
+     */
+    public static final int IOCB_NOWAIT = 1 << 7;
 
     /** What a kiocb asks the backing file to do. */
     public enum Op
@@ -288,6 +294,15 @@ public final class Kiocb
     public int flags()
     {
         return flags;
+    }
+
+    /**
+     * Sets the flags, for the submitter between submissions (to add or drop {@link #IOCB_NOWAIT});
+     * never by the backend.
+     */
+    public void setFlags(int flags)
+    {
+        this.flags = flags;
     }
 
     /**

@@ -44,7 +44,11 @@ final class JloopServer
         implements Closeable
 {
     private static final Logger log = LoggerFactory.getLogger(JloopServer.class);
-    private static final int DEFAULT_QUEUE_DEPTH = 64;
+    /**
+     * As deep as a ublk queue by default (ublksrv's 128 too): fewer slots than the requests of a few
+     * deep NBD connections send the rest through the loop device's worker and the file's own ring.
+     */
+    private static final int DEFAULT_QUEUE_DEPTH = 128;
 
     private final ServeOptions options;
     private final ChosenPlugins plugins;

@@ -92,7 +92,7 @@ public final class NbdServer
         try {
             pagePool.reserve(settings.registeredBytes());
             for (Export export : exports) {
-                export.device().registerMemory(pagePool.slabs());
+                export.device().registerMemory(pagePool.pinnedSlabs());
             }
             return new NbdServer(settings, exports, pagePool, true, connectionThreads);
         }

@@ -2,12 +2,14 @@ package dev.jloop.nbd;
 
 import dev.jloop.api.BackingFile;
 import dev.jloop.api.BlockDevice;
+import dev.jloop.iter.DirectMemory;
 import dev.jloop.iter.PagePool;
 import dev.jloop.nbd.channel.NbdChannel;
 import dev.jloop.posix.Errors;
 import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
 import dev.jloop.uring.CompletionHandler;
+import dev.jloop.uring.FixedBuffers;
 import dev.jloop.uring.IoUring;
 import dev.jloop.uring.LentRing;
 import dev.jloop.uring.Ring;
@@ -19,6 +21,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.Arrays;
+import java.util.List;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 
@@ -104,6 +107,8 @@ final class NbdUringLoop
     private final int eventFd;
     /** The device's file, when it takes operations on this ring; else null. */
     private final RingBorrower borrower;
+    /** The pool's pinned slabs, registered on the ring for the borrower; none without {@code registered-bytes}. */
+    private final FixedBuffers fixedBuffers;
     /** This ring as lent to {@link #borrower} while the loop runs; null when not lent. */
     private LentRing lent;
     /** Large READs from the file to the socket by splice; null when the file or the kernel does not allow it. */
@@ -175,6 +180,7 @@ final class NbdUringLoop
             Ring ring,
             int eventFd,
             RingBorrower borrower,
+            FixedBuffers fixedBuffers,
             long spliceMin)
     {
         this.channel = requireNonNull(channel, "channel is null");
@@ -184,6 +190,7 @@ final class NbdUringLoop
         this.ring = requireNonNull(ring, "ring is null");
         this.eventFd = eventFd;
         this.borrower = borrower;
+        this.fixedBuffers = requireNonNull(fixedBuffers, "fixedBuffers is null");
         this.requests = new NbdRequestReader(channel, device, transmissionFlags, structuredReplies, baseAllocation);
         this.pool = new NbdRequestPool(pagePool, maxInflightBytes, maxInflightRequests);
         this.thread = Thread.currentThread();
@@ -275,6 +282,7 @@ final class NbdUringLoop
         }
         BackingFile file = device.backingFile();
         RingBorrower borrower = file instanceof RingBorrower ? (RingBorrower) file : null;
+        FixedBuffers fixedBuffers = FixedBuffers.NONE;
         Ring ring = null;
         int eventFd = -1;
         try {
@@ -283,6 +291,7 @@ final class NbdUringLoop
                 int fileEntries = Math.min(MAX_LENT_ENTRIES, Math.min(maxInflightRequests, Math.max(1, file.capabilities().queueDepth())));
                 ring = Ring.builder(RING_ENTRIES + fileEntries).open();
                 ring.registerFiles(socketFd, borrower.fileDescriptor());
+                fixedBuffers = registerPinnedPages(ring, pagePool, peer);
             }
             else {
                 ring = Ring.builder(RING_ENTRIES).open();
@@ -290,7 +299,7 @@ final class NbdUringLoop
             }
             eventFd = Errors.check("eventfd", Posix.eventfd(0, Posix.EFD_CLOEXEC));
             return new NbdUringLoop(channel, device, transmissionFlags, structuredReplies, baseAllocation,
-                    pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd, borrower, spliceMin);
+                    pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd, borrower, fixedBuffers, spliceMin);
         }
         catch (NativeIoException | RuntimeException e) {
             log.debug("{}: io_uring loop not used: {}", peer, e.toString());
@@ -301,6 +310,34 @@ final class NbdUringLoop
                 Posix.close(eventFd);
             }
             return null;
+        }
+    }
+
+    /**
+     * Registers the page pool's pinned slabs ({@code registered-bytes}) as the ring's fixed buffers, for
+     * the file's READ_FIXED/WRITE_FIXED on the lent ring. Only pinned ones: a slab the pool could give
+     * back while registered would stay pinned under the ring, and a new slab at its address would not
+     * be the memory the kernel reads into. Where the kernel refuses (RLIMIT_MEMLOCK), none.
+     */
+    private static FixedBuffers registerPinnedPages(Ring ring, PagePool pagePool, String peer)
+    {
+        List<ByteBuffer> slabs = pagePool.pinnedSlabs();
+        if (slabs.isEmpty()) {
+            return FixedBuffers.NONE;
+        }
+        long[] addresses = new long[slabs.size()];
+        long[] lengths = new long[slabs.size()];
+        for (int i = 0; i < addresses.length; i++) {
+            addresses[i] = DirectMemory.address(slabs.get(i));
+            lengths[i] = slabs.get(i).capacity();
+        }
+        try {
+            ring.registerBuffers(addresses, lengths);
+            return new FixedBuffers(addresses, lengths);
+        }
+        catch (NativeIoException e) {
+            log.debug("{}: fixed buffers not registered on the connection's ring: {}", peer, e.getMessage());
+            return FixedBuffers.NONE;
         }
     }
 
@@ -350,7 +387,7 @@ final class NbdUringLoop
         if (borrower == null) {
             return;
         }
-        LentRing ring = new LentRing(this.ring, thread, RING_ENTRIES, FIXED_FILE);
+        LentRing ring = new LentRing(this.ring, thread, RING_ENTRIES, FIXED_FILE, fixedBuffers);
         if (borrower.borrow(ring)) {
             lent = ring;
         }

@@ -10,6 +10,7 @@ import dev.jloop.testkit.CiAssumptions;
 import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -18,6 +19,7 @@ import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
@@ -36,6 +38,7 @@ import static dev.jloop.nbd.NbdProtocol.CMD_WRITE;
 import static dev.jloop.nbd.NbdProtocol.CMD_WRITE_ZEROES;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -118,6 +121,8 @@ class TestNbdSharedRing
             assertEquals(0, client.roundTrip(0, CMD_WRITE, 3 << 20, small.length, small));
             System.arraycopy(small, 0, expected, 3 << 20, small.length);
             assertEquals(0, client.roundTrip(0, CMD_FLUSH, 0, 0, null));
+            // under O_DIRECT too: aligned writes hold their blocks on the connection's ring
+            assertEquals(fileEnters, file.submitCalls(), "writes entered the file's own ring");
             assertEquals(0, client.roundTrip(0, CMD_TRIM, 4 << 20, 128 << 10, null));
             Arrays.fill(expected, 4 << 20, (4 << 20) + (128 << 10), (byte) 0);
             assertEquals(0, client.roundTrip(CMD_FLAG_NO_HOLE, CMD_WRITE_ZEROES, 5 << 20, 64 << 10, null));
@@ -133,9 +138,96 @@ class TestNbdSharedRing
             Arrays.fill(expected, 6 << 20, (6 << 20) + (16 << 10), (byte) 0);
             assertArrayEquals(Arrays.copyOfRange(expected, 6 << 20, (6 << 20) + (32 << 10)), client.read(6 << 20, 32 << 10));
         }
+        assertEquals(0, file.fixedSubmissions(), "fixed buffers used though no page is pinned");
         server.close();
         server = null;
         assertArrayEquals(expected, Files.readAllBytes(path), "the file after the requests");
+    }
+
+    /**
+     * With pinned pages ({@code registered-bytes}), the connection registers them on its ring and the
+     * file's single-page reads and writes there go as READ_FIXED/WRITE_FIXED: still on the
+     * connection's ring, with the right data both ways.
+     */
+    @ParameterizedTest
+    @ValueSource(booleans = {false, true})
+    void pinnedPagesAreFixedBuffersOnTheConnectionsRing(boolean direct)
+            throws Exception
+    {
+        pagePool.reserve(4 << 20);
+        serve(direct, Map.of());
+        long fileEnters = file.submitCalls();
+        byte[] expected = content.clone();
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            for (int k = 0; k < 8; k++) {
+                int at = k * (256 << 10) + 4096;
+                assertArrayEquals(Arrays.copyOfRange(content, at, at + (64 << 10)), client.read(at, 64 << 10), "read " + k);
+            }
+            long fixedReads = file.fixedSubmissions();
+            assertTrue(fixedReads >= 8, "reads into pinned pages as READ_FIXED: " + fixedReads);
+            if (!direct) {
+                assertEquals(fileEnters, file.submitCalls(), "fixed reads entered the file's own ring");
+            }
+            for (int k = 0; k < 4; k++) {
+                byte[] data = pattern(128 << 10, 10 + k);
+                int at = (4 << 20) + k * (512 << 10);
+                assertEquals(0, client.roundTrip(CMD_FLAG_FUA, CMD_WRITE, at, data.length, data), "write " + k);
+                System.arraycopy(data, 0, expected, at, data.length);
+                assertArrayEquals(data, client.read(at, data.length), "read back " + k);
+            }
+            if (!direct) {
+                assertTrue(file.fixedSubmissions() >= fixedReads + 8, "FUA writes from pinned pages as WRITE_FIXED: " + file.fixedSubmissions());
+                assertEquals(fileEnters, file.submitCalls(), "fixed writes entered the file's own ring");
+            }
+        }
+        server.close();
+        server = null;
+        assertArrayEquals(expected, Files.readAllBytes(path), "the file after the requests");
+    }
+
+    /**
+     * Under {@code O_DIRECT}, an aligned write holds its block on the connection's ring until the loop
+     * reaps it; an unaligned write right behind it must read-modify-write that block, which it may do
+     * only once the first is done. The loop's thread must not wait for that (it alone would reap the
+     * first write): the file refuses, the device's worker waits instead. Two connections, pipelined,
+     * every block written both ways: no hang, every reply OK, and each block is the aligned write with
+     * the unaligned one over it.
+     */
+    @Test
+    void unalignedWritesBehindAlignedOnesOnTheConnectionsRingNeitherHangNorTear()
+            throws Exception
+    {
+        serve(true, Map.of());
+        int blocks = 256;
+        byte[] expected = content.clone();
+        assertTimeoutPreemptively(Duration.ofSeconds(60), () -> {
+            try (NbdTestClient first = NbdTestClient.open(address(), "disk");
+                    NbdTestClient second = NbdTestClient.open(address(), "disk")) {
+                NbdTestClient[] clients = {first, second};
+                for (int block = 0; block < blocks; block++) {
+                    NbdTestClient client = clients[block % 2];
+                    long at = block * 4096L;
+                    byte[] whole = pattern(4096, 100 + block);
+                    byte[] patch = pattern(100, 1000 + block);
+                    client.sendRequest(0, CMD_WRITE, 2L * block, at, whole.length, whole);
+                    client.sendRequest(0, CMD_WRITE, 2L * block + 1, at + 10, patch.length, patch);
+                    System.arraycopy(whole, 0, expected, (int) at, whole.length);
+                    System.arraycopy(patch, 0, expected, (int) at + 10, patch.length);
+                }
+                for (NbdTestClient client : clients) {
+                    for (int i = 0; i < blocks; i++) {
+                        NbdTestClient.Reply reply = client.readReply();
+                        assertEquals(0, reply.error(), "write " + reply.cookie());
+                    }
+                }
+                for (int block = 0; block < blocks; block += 37) {
+                    assertArrayEquals(Arrays.copyOfRange(expected, block * 4096, (block + 1) * 4096), first.read(block * 4096L, 4096), "block " + block);
+                }
+            }
+        });
+        server.close();
+        server = null;
+        assertArrayEquals(expected, Files.readAllBytes(path), "the file after the writes");
     }
 
     /**

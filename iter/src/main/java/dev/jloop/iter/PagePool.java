@@ -215,6 +215,15 @@ public final class PagePool
     }
 
     /**
+     * The slabs {@link #reserve} carved, which stay for good: the ones a ring may register as fixed
+     * buffers at any time, since their memory can never be given back under it.
+     */
+    public synchronized List<ByteBuffer> pinnedSlabs()
+    {
+        return slabs.stream().filter(slab -> slab.pinned).map(slab -> slab.buffer).toList();
+    }
+
+    /**
      * Drops the free lists; slab memory is released when unreachable (each slab's buffer, which every
      * page's buffer refers to, has a cleaner). Pages still in use stay valid until then.
      */

@@ -6,6 +6,7 @@ import net.jqwik.api.constraints.IntRange;
 import net.jqwik.api.constraints.Size;
 import org.junit.jupiter.api.Test;
 
+import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -17,6 +18,7 @@ import java.util.concurrent.TimeUnit;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -147,6 +149,11 @@ class TestPagePool
             pool.reserve(2L * PagePool.SLAB_SIZE);
             Page[] pages = new Page[PagePool.maxPages(3L * PagePool.SLAB_SIZE)];
             int n = pool.tryAllocate(3L * PagePool.SLAB_SIZE, pages);
+            assertEquals(3, pool.slabs().size());
+            List<ByteBuffer> pinned = pool.pinnedSlabs();
+            assertEquals(2, pinned.size(), "only reserved slabs may be registered for good");
+            assertSame(pool.slabs().get(0), pinned.get(0));
+            assertSame(pool.slabs().get(1), pinned.get(1));
             pool.free(pages, n);
             pool.trimIfIdle();
             pool.trimIfIdle();

@@ -75,6 +75,11 @@ import static java.util.Objects.requireNonNull;
  * trampoline instead, submitted as soon as that submission returns; so that path costs no hand-off
  * and never recurses more than one level.
  *
+ * <p>What a frontend's thread submits carries {@link Kiocb#IOCB_NOWAIT}: that thread may be an event
+ * loop whose own ring holds the very operation the file would wait for (a block range held by a write
+ * on the loop's ring), so a file may answer {@code -EAGAIN} instead of waiting, and the device
+ * resubmits the kiocb from its worker without the flag, as the kernel punts such a kiocb to a worker.
+ *
  * <p>The device keeps at most {@link Capabilities#queueDepth()} kiocbs in flight on the file (when the
  * file declares a depth). A submission beyond it waits in the same work queue, not in the file, so a
  * frontend's thread never blocks on the file's capacity. The work queue is unbounded by itself;
@@ -345,7 +350,7 @@ public final class LoopDevice
         t.active = true;
         try {
             while (!deferred.isEmpty() && admit()) {
-                aio.submit(deferred.poll());
+                submitToFile(deferred.poll());
                 Kiocb next;
                 while ((next = t.pending.poll()) != null) {
                     deferred.add(next);
@@ -417,6 +422,11 @@ public final class LoopDevice
             if (!deferred.isEmpty()) {
                 LockSupport.unpark(worker);
             }
+        }
+        if (res == -Errno.EAGAIN && (kiocb.flags() & Kiocb.IOCB_NOWAIT) != 0) {
+            // The file would have waited for another operation: the worker submits it again, and may wait.
+            defer(kiocb);
+            return;
         }
         Bio bio = (Bio) kiocb.privateData();
         if (res < 0 && !(res == -Errno.EOPNOTSUPP && kiocb.op() == Kiocb.Op.FALLOCATE)) {
@@ -546,7 +556,7 @@ public final class LoopDevice
             Kiocb next = kiocb;
             do {
                 if (deferred.isEmpty() && admit()) {
-                    aio.submit(next);
+                    submitToFile(next);
                 }
                 else {
                     defer(next);
@@ -572,6 +582,18 @@ public final class LoopDevice
         else {
             defer(kiocb);
         }
+    }
+
+    /**
+     * Submits to the file, with {@link Kiocb#IOCB_NOWAIT} from a frontend's thread (an event loop may
+     * be the one thread that would complete what the file waits for) and without it from the worker,
+     * which may wait.
+     */
+    private void submitToFile(Kiocb kiocb)
+    {
+        int flags = kiocb.flags();
+        kiocb.setFlags(Thread.currentThread() == worker ? flags & ~Kiocb.IOCB_NOWAIT : flags | Kiocb.IOCB_NOWAIT);
+        aio.submit(kiocb);
     }
 
     private void defer(Kiocb kiocb)

@@ -352,6 +352,76 @@ class TestLoopDevice
         }
     }
 
+    /**
+     * A file that would wait answers a frontend thread's kiocbs ({@link Kiocb#IOCB_NOWAIT}) with
+     * {@code -EAGAIN}; the device submits each again from its worker without the flag, and the request
+     * ends as if nothing happened. Without the flag {@code -EAGAIN} is an error like any other.
+     */
+    @Test
+    void kiocbsRefusedWithoutWaitingAreSubmittedAgainByTheWorker()
+            throws Exception
+    {
+        MemoryBackingFile memory = new MemoryBackingFile(SIZE);
+        List<String> calls = new java.util.concurrent.CopyOnWriteArrayList<>();
+        Thread test = Thread.currentThread();
+        BackingFile busy = new ForwardingBackingFile(new RecordingBackingFile(memory, PARALLEL, false))
+        {
+            private long refuseOrPass(Kiocb kiocb, ToLongFunction<Kiocb> pass)
+            {
+                boolean nowait = (kiocb.flags() & Kiocb.IOCB_NOWAIT) != 0;
+                calls.add(kiocb.op() + (nowait ? " nowait" : " may wait") + (Thread.currentThread() == test ? " from the submitter" : " from another thread"));
+                return nowait ? -Errno.EAGAIN : pass.applyAsLong(kiocb);
+            }
+
+            @Override
+            public long readIter(Kiocb kiocb)
+            {
+                return refuseOrPass(kiocb, super::readIter);
+            }
+
+            @Override
+            public long writeIter(Kiocb kiocb)
+            {
+                return refuseOrPass(kiocb, super::writeIter);
+            }
+
+            @Override
+            public long fsync(Kiocb kiocb)
+            {
+                return refuseOrPass(kiocb, super::fsync);
+            }
+
+            @Override
+            public long fallocate(Kiocb kiocb)
+            {
+                return refuseOrPass(kiocb, super::fallocate);
+            }
+        };
+        LoopDevice device = device(busy);
+        byte[] data = random(8192, 5);
+        assertEquals(0, write(device, 4096, data, Bio.REQ_FUA));
+        assertArrayEquals(data, read(device, 4096, 8192));
+        assertEquals(0, run(device, Bio.Op.FLUSH, 0, 0, 0, null));
+        assertEquals(0, run(device, Bio.Op.WRITE_ZEROES, 4096, 4096, 0, null));
+        assertArrayEquals(new byte[4096], read(device, 4096, 4096));
+        for (String op : List.of("WRITE", "READ", "FSYNC", "FALLOCATE")) {
+            assertTrue(calls.contains(op + " nowait from the submitter"), op + " was not tried without waiting first: " + calls);
+            assertTrue(calls.contains(op + " may wait from another thread"), op + " was not submitted again by the worker: " + calls);
+        }
+        assertFalse(calls.stream().anyMatch(call -> call.endsWith("may wait from the submitter")), "the submitter's thread was let wait: " + calls);
+
+        // a file that says EAGAIN to a kiocb that may wait fails it: no endless round trips
+        LoopDevice stubborn = device(new ForwardingBackingFile(new RecordingBackingFile(new MemoryBackingFile(SIZE), PARALLEL, false))
+        {
+            @Override
+            public long writeIter(Kiocb kiocb)
+            {
+                return -Errno.EAGAIN;
+            }
+        });
+        assertEquals(-Errno.EAGAIN, write(stubborn, 0, new byte[4096], 0));
+    }
+
     /** The serialised worker's queue has no fixed size: a submitter never blocks, whatever the backlog. */
     @Test
     void aSerialisedDeviceQueuesAnyNumberOfRequestsWithoutBlocking()

@@ -73,6 +73,15 @@ public final class BlockRangeLock
                 interrupted = true;
             }
         }
+        int hold = hold(firstBlock, lastBlock, exclusiveMode);
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        return hold;
+    }
+
+    private int hold(long firstBlock, long lastBlock, boolean exclusiveMode)
+    {
         if (nrFree == 0) {
             grow(first.length * 2);
         }
@@ -81,10 +90,23 @@ public final class BlockRangeLock
         first[hold] = firstBlock;
         last[hold] = lastBlock;
         exclusive[hold] = exclusiveMode;
-        if (interrupted) {
-            Thread.currentThread().interrupt();
-        }
         return hold;
+    }
+
+    /**
+     * Holds {@code [firstBlock, lastBlock]} if no conflicting range is held, without waiting: the hold
+     * for {@link #unlock(int)}, or -1. For a thread that must not wait for another's operation (an
+     * event loop, which may be the one that would complete it).
+     */
+    public synchronized int tryLock(long firstBlock, long lastBlock, boolean exclusiveMode)
+    {
+        if (firstBlock < 0 || lastBlock < firstBlock) {
+            throw new IllegalArgumentException("bad block range: " + firstBlock + ".." + lastBlock);
+        }
+        if (conflicts(firstBlock, lastBlock, exclusiveMode)) {
+            return -1;
+        }
+        return hold(firstBlock, lastBlock, exclusiveMode);
     }
 
     /** Releases a hold {@link #lock} returned; from any thread, exactly once. */

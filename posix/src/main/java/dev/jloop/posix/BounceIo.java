@@ -155,6 +155,15 @@ public abstract class BounceIo
     /** Writes {@code iter} at {@code pos}; returns bytes written or {@code -errno}. */
     public final long writeIter(IovIter iter, long pos)
     {
+        return writeIter(iter, pos, false);
+    }
+
+    /**
+     * As {@link #writeIter(IovIter, long)}; with {@code nowait}, {@code -EAGAIN} (and nothing written)
+     * instead of waiting while another write holds any of its blocks.
+     */
+    public final long writeIter(IovIter iter, long pos, boolean nowait)
+    {
         if (pos < 0) {
             return -dev.jloop.api.Errno.EINVAL;
         }
@@ -165,7 +174,12 @@ public abstract class BounceIo
         if (blockSize == 1 || blocks == null) {
             return doWrite(iter, pos);
         }
-        int hold = blocks.lock(pos / blockSize, (pos + count - 1) / blockSize, true, beforeWait);
+        long firstBlock = pos / blockSize;
+        long lastBlock = (pos + count - 1) / blockSize;
+        int hold = nowait ? blocks.tryLock(firstBlock, lastBlock, true) : blocks.lock(firstBlock, lastBlock, true, beforeWait);
+        if (hold < 0) {
+            return -dev.jloop.api.Errno.EAGAIN;
+        }
         try {
             return doWrite(iter, pos);
         }

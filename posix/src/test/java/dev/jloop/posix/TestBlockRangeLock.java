@@ -51,6 +51,23 @@ public class TestBlockRangeLock
     }
 
     @Test
+    public void testTryLockNeverWaitsAndHoldsOnlyWhatIsFree()
+    {
+        BlockRangeLock lock = new BlockRangeLock(2);
+        int shared = lock.tryLock(0, 9, false);
+        assertTrue(shared >= 0);
+        assertTrue(lock.tryLock(5, 5, false) >= 0, "shared holds overlap");
+        assertEquals(-1, lock.tryLock(9, 20, true), "an exclusive hold over a shared one");
+        assertEquals(2, lock.held(), "a refused tryLock holds nothing");
+        int exclusive = lock.tryLock(10, 20, true);
+        assertTrue(exclusive >= 0, "disjoint from every hold");
+        assertEquals(-1, lock.tryLock(20, 30, false), "a shared hold over an exclusive one");
+        assertEquals(-1, lock.tryLock(15, 15, true));
+        lock.unlock(exclusive);
+        assertTrue(lock.tryLock(15, 15, true) >= 0, "free again once released");
+    }
+
+    @Test
     public void testDisjointRangesNeverWait()
     {
         BlockRangeLock lock = new BlockRangeLock(2);

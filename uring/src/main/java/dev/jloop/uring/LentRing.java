@@ -22,6 +22,9 @@ import static java.util.Objects.requireNonNull;
  *     So a completion that resubmits never waits either.</li>
  * <li>The owner ends only after every borrowed operation has completed (it owns their completions),
  *     and a borrower never waits for one of its operations on a lent ring from the owner's thread.</li>
+ * <li>Fixed buffers the owner registered on the ring ({@link #fixedBuffers}) stay registered and
+ *     their memory mapped while the ring is lent; the borrower may then use READ_FIXED/WRITE_FIXED
+ *     with them.</li>
  * </ul>
  */
 public final class LentRing
@@ -33,6 +36,7 @@ public final class LentRing
     private final Thread owner;
     private final int reserved;
     private final int fileIndex;
+    private final FixedBuffers fixedBuffers;
     private final ArrayDeque<Held> held = new ArrayDeque<>();
     private CompletionHandler borrower;
     private int inFlight;
@@ -45,6 +49,14 @@ public final class LentRing
      */
     public LentRing(Ring ring, Thread owner, int reserved, int fileIndex)
     {
+        this(ring, owner, reserved, fileIndex, FixedBuffers.NONE);
+    }
+
+    /**
+     * @param fixedBuffers the buffers registered on {@code ring}, which the borrower may use
+     */
+    public LentRing(Ring ring, Thread owner, int reserved, int fileIndex, FixedBuffers fixedBuffers)
+    {
         this.ring = requireNonNull(ring, "ring is null");
         this.owner = requireNonNull(owner, "owner is null");
         if (reserved < 0 || reserved >= ring.sqEntries()) {
@@ -52,6 +64,7 @@ public final class LentRing
         }
         this.reserved = reserved;
         this.fileIndex = fileIndex;
+        this.fixedBuffers = requireNonNull(fixedBuffers, "fixedBuffers is null");
     }
 
     /** An operation waiting for an SQE; {@link #prepare} writes it when there is room. */
@@ -82,6 +95,12 @@ public final class LentRing
     public int fileIndex()
     {
         return fileIndex;
+    }
+
+    /** The fixed buffers registered on the ring, for the borrower's READ_FIXED/WRITE_FIXED; may be none. */
+    public FixedBuffers fixedBuffers()
+    {
+        return fixedBuffers;
     }
 
     /**

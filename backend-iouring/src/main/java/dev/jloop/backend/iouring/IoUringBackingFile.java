@@ -16,6 +16,7 @@ import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.IoUring;
+import dev.jloop.uring.FixedBuffers;
 import dev.jloop.uring.LentRing;
 import dev.jloop.uring.Ring;
 import dev.jloop.uring.RingBorrower;
@@ -27,6 +28,7 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
+import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.LockSupport;
 import java.util.concurrent.locks.ReentrantLock;
@@ -80,10 +82,16 @@ import static java.util.Objects.requireNonNull;
  * the operation costs no enter of its own and no wake-up of the completion thread. The slot is the
  * same (so {@code queue-depth} bounds both kinds together), and so are retries and results; an
  * operation that finds the lender's SQ full is held and written at the lender's next turn. Under
- * {@code O_DIRECT} only reads and fsyncs go there: writes and fallocates hold
- * {@link BlockRangeLock} ranges until they complete, and the lender's thread may have to wait for
- * such a range (a read-modify-write), which it could never get back if only it could reap the
- * operation holding it. A lent ring takes no fixed buffers (they are registered on the file's ring).
+ * {@code O_DIRECT}, writes on a lent ring hold their blocks (shared) until the lender reaps them, so
+ * the lender's thread must never wait for a block range: it would wait for itself. With
+ * {@link Kiocb#IOCB_NOWAIT} (what the loop device sets on a frontend thread's kiocbs) it only tries:
+ * a write whose blocks a read-modify-write or a fallocate holds, and a read-modify-write or fallocate
+ * whose blocks anything holds, return {@code -EAGAIN}, and the loop device's worker submits them
+ * again, free to wait. Without the flag, {@code O_DIRECT} writes stay on the file's own ring. Under
+ * {@code O_DIRECT} fallocates always do: they hold their blocks exclusively until they complete, and
+ * a lender may still wait for an exclusive hold (a write that found no free slot takes the file's own
+ * way), so no exclusive hold may depend on a lender's reap. On a lent ring a single-segment request in a fixed buffer the lender registered
+ * ({@link LentRing#fixedBuffers}) goes as READ_FIXED/WRITE_FIXED, as on the file's own ring.
  *
  * <p>{@link #close()} cancels what is in flight ({@code IORING_OP_ASYNC_CANCEL} of any request), waits
  * for every CQE (the kernel may still be using the memory until then) and completes each such kiocb
@@ -153,9 +161,10 @@ public final class IoUringBackingFile
     /** The errno with which {@code io_uring_enter} failed for good; 0 while the ring submits. */
     private volatile int submitErrno;
 
-    private long[] fixedStart = new long[0];
-    private long[] fixedEnd = new long[0];
+    private FixedBuffers fixedBuffers = FixedBuffers.NONE;
     private long fixedSubmissions;
+    /** Counted by the lenders' threads, without {@link #lock}. */
+    private final LongAdder lentFixedSubmissions = new LongAdder();
 
     IoUringBackingFile(BackendConfig config, boolean sqpoll)
             throws IOException
@@ -238,7 +247,7 @@ public final class IoUringBackingFile
         }
         LentRing lent = lentRings.get();
         if (lent != null) {
-            long res = queueLent(lent, kiocb, OP_READ, 0);
+            long res = queueLent(lent, kiocb, OP_READ, 0, NO_HOLD);
             if (res != NO_SLOT) {
                 return res;
             }
@@ -267,22 +276,32 @@ public final class IoUringBackingFile
         if (!direct && !dsync && iter.isDirect() && iter.count() <= INLINE_WRITE_MAX) {
             return writeBuffered(iter, pos);
         }
+        LentRing lent = lentRings.get();
+        // A lender's thread must not wait for a block range: a write on its own ring may hold it.
+        boolean nowait = lent != null && (kiocb.flags() & Kiocb.IOCB_NOWAIT) != 0;
         if (!goesStraight(iter, pos)) {
-            long res = bounces.get().writeIter(iter, pos);
+            long res = bounces.get().writeIter(iter, pos, nowait);
             if (res > 0 && dsync) {
                 int sync = Posix.fdatasync(fd.intValue());
                 return sync < 0 ? sync : res;
             }
             return res;
         }
-        LentRing lent = direct ? null : lentRings.get();
-        if (lent != null) {
-            long res = queueLent(lent, kiocb, OP_WRITE, dsync ? IoUring.RWF_DSYNC : 0);
+        int rwFlags = dsync ? IoUring.RWF_DSYNC : 0;
+        if (lent != null && (!direct || nowait)) {
+            int hold = NO_HOLD;
+            if (direct) {
+                hold = blockLock.tryLock(pos / BLOCK, (pos + iter.count() - 1) / BLOCK, false);
+                if (hold < 0) {
+                    return -Errno.EAGAIN;
+                }
+            }
+            long res = queueLent(lent, kiocb, OP_WRITE, rwFlags, hold);
             if (res != NO_SLOT) {
                 return res;
             }
         }
-        return queueRw(kiocb, OP_WRITE, iter, pos, dsync ? IoUring.RWF_DSYNC : 0);
+        return queueRw(kiocb, OP_WRITE, iter, pos, rwFlags);
     }
 
     @Override
@@ -294,7 +313,7 @@ public final class IoUringBackingFile
         int fsyncFlags = kiocb.datasync() ? IoUring.FSYNC_DATASYNC : 0;
         LentRing lent = lentRings.get();
         if (lent != null) {
-            long res = queueLent(lent, kiocb, OP_FSYNC, fsyncFlags);
+            long res = queueLent(lent, kiocb, OP_FSYNC, fsyncFlags, NO_HOLD);
             if (res != NO_SLOT) {
                 return res;
             }
@@ -321,15 +340,29 @@ public final class IoUringBackingFile
         if (closing) {
             return -Errno.ESHUTDOWN;
         }
-        LentRing lent = direct ? null : lentRings.get();
-        if (lent != null) {
-            long res = queueLent(lent, kiocb, OP_FALLOCATE, kiocb.mode());
+        LentRing lent = lentRings.get();
+        if (lent != null && !direct) {
+            long res = queueLent(lent, kiocb, OP_FALLOCATE, kiocb.mode(), NO_HOLD);
             if (res != NO_SLOT) {
                 return res;
             }
         }
         // The kernel zeroes partial blocks through the page cache: keep read-modify-writes off them.
-        int hold = direct ? blockLock.lock(offset / BLOCK, (offset + length - 1) / BLOCK, true, submitPending) : NO_HOLD;
+        // It holds them until it completes on this file's ring, whose completion thread no lender waits for.
+        int hold = NO_HOLD;
+        if (direct) {
+            long firstBlock = offset / BLOCK;
+            long lastBlock = (offset + length - 1) / BLOCK;
+            if (lent != null && (kiocb.flags() & Kiocb.IOCB_NOWAIT) != 0) {
+                hold = blockLock.tryLock(firstBlock, lastBlock, true);
+                if (hold < 0) {
+                    return -Errno.EAGAIN;
+                }
+            }
+            else {
+                hold = blockLock.lock(firstBlock, lastBlock, true, submitPending);
+            }
+        }
         Slot slot = acquireSlot();
         if (slot == null) {
             unlockBlocks(hold);
@@ -419,33 +452,27 @@ public final class IoUringBackingFile
         }
         lock.lock();
         try {
-            if (fixedStart.length > 0) {
+            if (!fixedBuffers.isEmpty()) {
                 ring.unregisterBuffers();
-                fixedStart = new long[0];
-                fixedEnd = new long[0];
+                fixedBuffers = FixedBuffers.NONE;
             }
             if (addresses.length == 0) {
                 return;
             }
             ring.registerBuffers(addresses, lengths);
-            long[] ends = new long[addresses.length];
-            for (int i = 0; i < ends.length; i++) {
-                ends[i] = addresses[i] + lengths[i];
-            }
-            fixedStart = addresses;
-            fixedEnd = ends;
+            fixedBuffers = new FixedBuffers(addresses, lengths);
         }
         finally {
             lock.unlock();
         }
     }
 
-    /** READ_FIXED/WRITE_FIXED SQEs written so far (statistics, tests). */
+    /** READ_FIXED/WRITE_FIXED SQEs written so far, on this file's ring and on lent ones (statistics, tests). */
     public long fixedSubmissions()
     {
         lock.lock();
         try {
-            return fixedSubmissions;
+            return fixedSubmissions + lentFixedSubmissions.sum();
         }
         finally {
             lock.unlock();
@@ -554,17 +581,20 @@ public final class IoUringBackingFile
      * Puts the operation on the ring the calling thread lent: its SQE now, or at the lender's next
      * turn when the lender's SQ has no room. {@link #NO_SLOT} when no slot is free (the loop device
      * never submits more than the slots, but another submitter may hold them): the caller then takes
-     * the file's own way, which may wait for one.
+     * the file's own way, which may wait for one. {@code blockHold} goes with the operation, and is
+     * released here when the operation is not queued.
      */
-    private long queueLent(LentRing lent, Kiocb kiocb, int op, int flags)
+    private long queueLent(LentRing lent, Kiocb kiocb, int op, int flags, int blockHold)
     {
         Slot slot;
         lock.lock();
         try {
             if (closing || submitErrno != 0) {
+                unlockBlocks(blockHold);
                 return closing ? -Errno.ESHUTDOWN : -submitErrno;
             }
             if (nrFree == 0) {
+                unlockBlocks(blockHold);
                 return NO_SLOT;
             }
             busySlots = slots.length - nrFree + 1;
@@ -574,6 +604,7 @@ public final class IoUringBackingFile
             lock.unlock();
         }
         slot.init(kiocb, op, flags);
+        slot.blockHold = blockHold;
         slot.lent = lent;
         if (!prepareLent(slot, lent)) {
             lent.hold(slot.held);
@@ -602,8 +633,16 @@ public final class IoUringBackingFile
         boolean write = slot.op == OP_WRITE;
         int nrSegs = Math.min(iter.nrSegs(), IOV_PER_SLOT);
         if (nrSegs == 1) {
+            long address = iter.segmentAddress(0);
+            int length = iter.segmentLength(0);
+            int bufIndex = lent.fixedBuffers().indexOf(address, length);
+            if (bufIndex >= 0) {
+                lentFixedSubmissions.increment();
+                return lent.prep(write ? IoUring.OP_WRITE_FIXED : IoUring.OP_READ_FIXED, sqeFlags, file, kiocb.pos(),
+                        address, length, slot.rwFlags, userData, bufIndex);
+            }
             return lent.prep(write ? IoUring.OP_WRITE : IoUring.OP_READ, sqeFlags, file, kiocb.pos(),
-                    iter.segmentAddress(0), iter.segmentLength(0), slot.rwFlags, userData, 0);
+                    address, length, slot.rwFlags, userData, 0);
         }
         writeIovecs(slot, iter, nrSegs);
         return lent.prep(write ? IoUring.OP_WRITEV : IoUring.OP_READV, sqeFlags, file, kiocb.pos(),
@@ -686,7 +725,7 @@ public final class IoUringBackingFile
         if (nrSegs == 1) {
             long address = iter.segmentAddress(0);
             int length = iter.segmentLength(0);
-            int bufIndex = fixedBuffer(address, length);
+            int bufIndex = fixedBuffers.indexOf(address, length);
             if (bufIndex >= 0) {
                 fixedSubmissions++;
                 return write
@@ -717,16 +756,6 @@ public final class IoUringBackingFile
         if (direct && (total & (BLOCK - 1)) != 0) {
             throw new IllegalStateException("O_DIRECT vector of " + total + " bytes");
         }
-    }
-
-    private int fixedBuffer(long address, int length)
-    {
-        for (int i = 0; i < fixedStart.length; i++) {
-            if (address >= fixedStart[i] && address + length <= fixedEnd[i]) {
-                return i;
-            }
-        }
-        return -1;
     }
 
     /**
