@@ -1,30 +1,15 @@
 package dev.jloop.nbd;
 
-import dev.jloop.aio.AioKernel;
-import dev.jloop.api.BackendConfig;
-import dev.jloop.api.Export;
-import dev.jloop.backend.iouring.IoUringBackendFactory;
-import dev.jloop.backend.iouring.IoUringBackingFile;
-import dev.jloop.loop.LoopDevice;
-import dev.jloop.testkit.CiAssumptions;
-import dev.jloop.testkit.TargetTempDirFactory;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
-import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Arrays;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Random;
 
 import static dev.jloop.nbd.Eventually.openDescriptors;
 import static dev.jloop.nbd.Eventually.waitFor;
@@ -49,53 +34,14 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * their ring, after which no page, kiocb or descriptor is left and the file still serves.
  */
 class TestNbdSharedRing
-        extends AbstractNbdServerTest
+        extends AbstractIoUringFileServerTest
 {
     private static final int SIZE = 8 << 20;
 
-    @TempDir(factory = TargetTempDirFactory.class)
-    Path dir;
-
-    private Path path;
-    private byte[] content;
-    private final AioKernel aio = new AioKernel();
-    private IoUringBackingFile file;
-    private LoopDevice device;
-
-    @BeforeEach
-    void setUp()
-            throws IOException
+    @Override
+    int fileSize()
     {
-        CiAssumptions.assumeAvailable(NbdUringLoop.unavailabilityCause() == null, "io_uring connection loop: " + NbdUringLoop.unavailabilityCause());
-        path = dir.resolve("disk");
-        content = new byte[SIZE];
-        new Random(17).nextBytes(content);
-        Files.write(path, content);
-    }
-
-    @AfterEach
-    void closeDevice()
-            throws IOException
-    {
-        if (server != null) {
-            server.close();
-            assertEquals(0, pagePool.usedBytes(), "pages leaked");
-            server = null;
-        }
-        if (device != null) {
-            device.close();
-            assertEquals(0, aio.allocated(), "kiocbs leaked");
-        }
-    }
-
-    private void serve(boolean direct, Map<String, String> options)
-            throws IOException
-    {
-        file = (IoUringBackingFile) new IoUringBackendFactory().open(new BackendConfig(path, false, direct, 64, Map.of()));
-        device = new LoopDevice(file, aio, "shared");
-        Map<String, String> withLoop = new HashMap<>(options);
-        withLoop.put(NbdSettings.NBD_LOOP, "io_uring");
-        startServer(withLoop, List.of(new Export("disk", "", device)));
+        return SIZE;
     }
 
     @ParameterizedTest
@@ -296,12 +242,5 @@ class TestNbdSharedRing
             assertArrayEquals(Arrays.copyOfRange(content, 2 << 20, (2 << 20) + 8192), client.read(2 << 20, 8192));
         }
         assertTrue(waitFor(() -> openDescriptors() <= fds, 10), "descriptors leaked: " + openDescriptors() + " open, " + fds + " before");
-    }
-
-    private static byte[] pattern(int length, int seed)
-    {
-        byte[] data = new byte[length];
-        new Random(seed).nextBytes(data);
-        return data;
     }
 }

@@ -1,27 +1,14 @@
 package dev.jloop.nbd;
 
-import dev.jloop.aio.AioKernel;
-import dev.jloop.api.BackendConfig;
 import dev.jloop.api.Bio;
-import dev.jloop.api.Export;
-import dev.jloop.backend.iouring.IoUringBackendFactory;
-import dev.jloop.backend.iouring.IoUringBackingFile;
-import dev.jloop.loop.LoopDevice;
 import dev.jloop.loop.stats.OpStats;
-import dev.jloop.testkit.CiAssumptions;
-import dev.jloop.testkit.TargetTempDirFactory;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 import java.io.IOException;
 import java.io.RandomAccessFile;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
@@ -52,52 +39,14 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  */
 @Timeout(60)
 class TestNbdSplicedReads
-        extends AbstractNbdServerTest
+        extends AbstractIoUringFileServerTest
 {
     private static final int SIZE = 16 << 20;
 
-    @TempDir(factory = TargetTempDirFactory.class)
-    Path dir;
-
-    private Path path;
-    private byte[] content;
-    private final AioKernel aio = new AioKernel();
-    private IoUringBackingFile file;
-    private LoopDevice device;
-
-    @BeforeEach
-    void setUp()
-            throws IOException
+    @Override
+    int fileSize()
     {
-        CiAssumptions.assumeAvailable(NbdUringLoop.unavailabilityCause() == null, "io_uring connection loop: " + NbdUringLoop.unavailabilityCause());
-        path = dir.resolve("disk");
-        content = pattern(SIZE, 17);
-        Files.write(path, content);
-    }
-
-    @AfterEach
-    void closeDevice()
-            throws IOException
-    {
-        if (server != null) {
-            server.close();
-            assertEquals(0, pagePool.usedBytes(), "pages leaked");
-            server = null;
-        }
-        if (device != null) {
-            device.close();
-            assertEquals(0, aio.allocated(), "kiocbs leaked");
-        }
-    }
-
-    private void serve(Map<String, String> options)
-            throws IOException
-    {
-        file = (IoUringBackingFile) new IoUringBackendFactory().open(new BackendConfig(path, false, false, 64, Map.of()));
-        device = new LoopDevice(file, aio, "spliced");
-        Map<String, String> withLoop = new HashMap<>(options);
-        withLoop.put(NbdSettings.NBD_LOOP, "io_uring");
-        startServer(withLoop, List.of(new Export("disk", "", device)));
+        return SIZE;
     }
 
     private OpStats reads()
@@ -121,7 +70,7 @@ class TestNbdSplicedReads
     void largeReadsTakeNoPageAndAreCountedByTheDevice(boolean structured)
             throws Exception
     {
-        serve(Map.of());
+        serve(false, Map.of());
         long bytes = 0;
         try (NbdTestClient client = structured ? NbdTestClient.openStructured(address(), "disk") : NbdTestClient.open(address(), "disk")) {
             for (long[] read : READS) {
@@ -153,7 +102,7 @@ class TestNbdSplicedReads
     void belowTheThresholdOrSwitchedOffReadsUsePages()
             throws Exception
     {
-        serve(Map.of(NbdSettings.SPLICE_MIN, "0"));
+        serve(false, Map.of(NbdSettings.SPLICE_MIN, "0"));
         try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
             assertArrayEquals(Arrays.copyOfRange(content, 4097, 4097 + (1 << 20)), client.read(4097, 1 << 20));
         }
@@ -170,7 +119,7 @@ class TestNbdSplicedReads
     void pipelinedWithSmallReadsAndWrites(boolean structured)
             throws Exception
     {
-        serve(Map.of());
+        serve(false, Map.of());
         byte[] expected = content.clone();
         try (NbdTestClient client = structured ? NbdTestClient.openStructured(address(), "disk") : NbdTestClient.open(address(), "disk")) {
             Map<Long, long[]> reads = new HashMap<>();
@@ -247,7 +196,7 @@ class TestNbdSplicedReads
             raf.setLength(SIZE);
         }
         Arrays.fill(sparse, 4 << 20, SIZE, (byte) 0);
-        serve(Map.of());
+        serve(false, Map.of());
         try (NbdTestClient client = NbdTestClient.openStructured(address(), "disk", BASE_ALLOCATION)) {
             long offset = (3 << 20) + 5;
             int length = 2 << 20;
@@ -273,7 +222,7 @@ class TestNbdSplicedReads
     void aFileShorterThanTheExportIsAnErrorReply(boolean structured)
             throws Exception
     {
-        serve(Map.of());
+        serve(false, Map.of());
         try (NbdTestClient client = structured ? NbdTestClient.openStructured(address(), "disk") : NbdTestClient.open(address(), "disk")) {
             // structured: the connection learns that the whole file is data, so the next READ asks for no extents
             assertArrayEquals(Arrays.copyOfRange(content, 0, 64 << 10), read(client, structured, 0, 64 << 10));
@@ -301,7 +250,7 @@ class TestNbdSplicedReads
     void clientsThatVanishMidSpliceLeaveNothingBehind()
             throws Exception
     {
-        serve(Map.of());
+        serve(false, Map.of());
         long fds = openDescriptors();
         for (int round = 0; round < 6; round++) {
             NbdTestClient client = round % 2 == 0 ? NbdTestClient.open(address(), "disk") : NbdTestClient.openStructured(address(), "disk");
@@ -331,12 +280,5 @@ class TestNbdSplicedReads
         }
         client.sendRequest(0, CMD_READ, 0xfeed, offset, length);
         return NbdTestClient.assemble(client.readChunks(), offset, length);
-    }
-
-    private static byte[] pattern(int length, int seed)
-    {
-        byte[] data = new byte[length];
-        new Random(seed).nextBytes(data);
-        return data;
     }
 }
