@@ -101,11 +101,12 @@ public final class NbdSettings
                             + "event loop, its receive and send on the ring and no thread hand-off per request; threads reads on "
                             + "the connection's thread and writes replies on a second one; auto is io_uring where it works",
                     "--nbd-loop threads"),
-            PluginOption.choice(NBD_RECV, List.of("auto", "multishot", "single"), "auto",
-                    "how the io_uring loop receives requests: multishot keeps one receive armed on the socket that the kernel "
-                            + "fills into a small ring of provided buffers (Linux 6.0+), single posts a receive whenever the loop "
-                            + "needs bytes; auto is multishot where the kernel has it",
-                    "--nbd-recv single"),
+            PluginOption.choice(NBD_RECV, List.of("single", "multishot", "auto"), "single",
+                    "how the io_uring loop receives requests: single posts a receive whenever the loop needs bytes; "
+                            + "multishot keeps one receive armed on the socket that the kernel fills into a small ring of "
+                            + "provided buffers (Linux 6.0+; slower for 4 KiB reads at 32 in flight, so not the default); "
+                            + "auto is multishot where the kernel has it",
+                    "--nbd-recv multishot"),
             PluginOption.of(PAGE_POOL_IDLE, DURATION, "10",
                     "page-pool memory goes back to the system once the server has had no request for between this long "
                             + "and twice this long (a fresh server holds none); 0 keeps it", "--page-pool-idle 60"),
