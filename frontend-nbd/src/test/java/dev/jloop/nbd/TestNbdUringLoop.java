@@ -119,18 +119,7 @@ class TestNbdUringLoop
                     writes.put(pattern(size, i));
                 }
                 header(writes, 0, CMD_FLUSH, count, 0, 0);
-                Future<?> sent = executor.submit(() -> {
-                    client.sendRawWhileReading(writes.array());
-                    return null;
-                });
-                boolean[] seen = new boolean[count + 1];
-                for (int i = 0; i <= count; i++) {
-                    NbdTestClient.Reply reply = client.readReply();
-                    assertEquals(0, reply.error(), "request " + reply.cookie());
-                    assertFalse(seen[(int) reply.cookie()], "two replies for " + reply.cookie());
-                    seen[(int) reply.cookie()] = true;
-                }
-                sent.get(30, TimeUnit.SECONDS);
+                sendAndExpectReplies(client, writes, count + 1);
 
                 ByteBuffer reads = ByteBuffer.allocate(count * NbdProtocol.REQUEST_SIZE);
                 for (int i = 0; i < count; i++) {
@@ -140,7 +129,7 @@ class TestNbdUringLoop
                     client.sendRawWhileReading(reads.array());
                     return null;
                 });
-                Arrays.fill(seen, false);
+                boolean[] seen = new boolean[count + 1];
                 for (int i = 0; i < count; i++) {
                     NbdTestClient.Reply reply = client.readReply();
                     assertEquals(0, reply.error());
@@ -307,18 +296,7 @@ class TestNbdUringLoop
             writes.put(pattern(sizes[i], i));
         }
         try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
-            Future<?> sent = executor.submit(() -> {
-                client.sendRawWhileReading(writes.array());
-                return null;
-            });
-            boolean[] seen = new boolean[count];
-            for (int i = 0; i < count; i++) {
-                NbdTestClient.Reply reply = client.readReply();
-                assertEquals(0, reply.error(), "request " + reply.cookie());
-                assertFalse(seen[(int) reply.cookie()], "two replies for " + reply.cookie());
-                seen[(int) reply.cookie()] = true;
-            }
-            sent.get(30, TimeUnit.SECONDS);
+            sendAndExpectReplies(client, writes, count);
             ByteBuffer reads = ByteBuffer.allocate(count * NbdProtocol.REQUEST_SIZE);
             for (int i = 0; i < count; i++) {
                 header(reads, 0, CMD_READ, i, (long) i * 4096, sizes[i]);
@@ -424,5 +402,23 @@ class TestNbdUringLoop
         return Thread.getAllStackTraces().values().stream()
                 .flatMap(Stream::of)
                 .anyMatch(frame -> frame.getClassName().equals(className));
+    }
+
+    /** Sends {@code requests} while reading, and expects {@code count} successful replies, one per cookie 0 to count - 1. */
+    private void sendAndExpectReplies(NbdTestClient client, ByteBuffer requests, int count)
+            throws Exception
+    {
+        Future<?> sent = executor.submit(() -> {
+            client.sendRawWhileReading(requests.array());
+            return null;
+        });
+        boolean[] seen = new boolean[count];
+        for (int i = 0; i < count; i++) {
+            NbdTestClient.Reply reply = client.readReply();
+            assertEquals(0, reply.error(), "request " + reply.cookie());
+            assertFalse(seen[(int) reply.cookie()], "two replies for " + reply.cookie());
+            seen[(int) reply.cookie()] = true;
+        }
+        sent.get(30, TimeUnit.SECONDS);
     }
 }
