@@ -90,8 +90,9 @@ import static java.util.Objects.requireNonNull;
  * again, free to wait. Without the flag, {@code O_DIRECT} writes stay on the file's own ring. Under
  * {@code O_DIRECT} fallocates always do: they hold their blocks exclusively until they complete, and
  * a lender may still wait for an exclusive hold (a write that found no free slot takes the file's own
- * way), so no exclusive hold may depend on a lender's reap. On a lent ring a single-segment request in a fixed buffer the lender registered
- * ({@link LentRing#fixedBuffers}) goes as READ_FIXED/WRITE_FIXED, as on the file's own ring.
+ * way), so no exclusive hold may depend on a lender's reap. On a lent ring a single-segment request in
+ * a fixed buffer the lender registered ({@link LentRing#fixedBuffers}) goes as READ_FIXED/WRITE_FIXED,
+ * as on the file's own ring.
  *
  * <p>{@link #close()} cancels what is in flight ({@code IORING_OP_ASYNC_CANCEL} of any request), waits
  * for every CQE (the kernel may still be using the memory until then) and completes each such kiocb
@@ -277,8 +278,7 @@ public final class IoUringBackingFile
             return writeBuffered(iter, pos);
         }
         LentRing lent = lentRings.get();
-        // A lender's thread must not wait for a block range: a write on its own ring may hold it.
-        boolean nowait = lent != null && (kiocb.flags() & Kiocb.IOCB_NOWAIT) != 0;
+        boolean nowait = mustNotWait(lent, kiocb);
         if (!goesStraight(iter, pos)) {
             long res = bounces.get().writeIter(iter, pos, nowait);
             if (res > 0 && dsync) {
@@ -353,7 +353,7 @@ public final class IoUringBackingFile
         if (direct) {
             long firstBlock = offset / BLOCK;
             long lastBlock = (offset + length - 1) / BLOCK;
-            if (lent != null && (kiocb.flags() & Kiocb.IOCB_NOWAIT) != 0) {
+            if (mustNotWait(lent, kiocb)) {
                 hold = blockLock.tryLock(firstBlock, lastBlock, true);
                 if (hold < 0) {
                     return -Errno.EAGAIN;
@@ -522,6 +522,16 @@ public final class IoUringBackingFile
     }
 
     // ---- submission
+
+    /**
+     * Whether the calling thread must not wait for a block range: it lent this file its ring (a write
+     * on that ring may hold the range, and only this thread reaps it) and its submitter can take
+     * {@code -EAGAIN} ({@link Kiocb#IOCB_NOWAIT}).
+     */
+    private static boolean mustNotWait(LentRing lent, Kiocb kiocb)
+    {
+        return lent != null && (kiocb.flags() & Kiocb.IOCB_NOWAIT) != 0;
+    }
 
     private boolean goesStraight(IovIter iter, long pos)
     {
