@@ -36,9 +36,9 @@ import static java.util.Objects.requireNonNull;
 
 /**
  * The transmission phase of one plain-socket connection as an io_uring event loop on the
- * connection's own thread: the socket's receive (a multishot {@code IORING_OP_RECV} into provided
- * buffers, {@link MultishotReceiver}, or single-shot ones into the input buffer; {@code IORING_OP_RECVMSG}
- * straight into the pages of a large WRITE payload) and send
+ * connection's own thread: the socket's receive (single-shot {@code IORING_OP_RECV} into the input
+ * buffer by default, or a multishot one into provided buffers, {@link MultishotReceiver};
+ * {@code IORING_OP_RECVMSG} straight into the pages of a large WRITE payload) and send
  * ({@code IORING_OP_SENDMSG} of every reply ready, gathered) are operations on the connection's ring,
  * so one {@code io_uring_enter} submits the replies and the next receive and waits for whatever
  * comes first. There is no writer thread: a request whose reply is made on this thread (page-cache
