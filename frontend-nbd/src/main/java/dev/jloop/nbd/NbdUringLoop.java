@@ -8,6 +8,7 @@ import dev.jloop.nbd.channel.NbdChannel;
 import dev.jloop.posix.Errors;
 import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
+import dev.jloop.uring.BusyPoll;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.FixedBuffers;
 import dev.jloop.uring.IoUring;
@@ -122,6 +123,7 @@ final class NbdUringLoop
     private LentRing lent;
     /** Large READs from the file to the socket by splice; null when the file or the kernel does not allow it. */
     private final SplicedReads spliced;
+    private final long busyPollNanos;
 
     /** Native scratch: the send iovecs and msghdr, the payload iovecs and msghdr, the eventfd words, the timeout. */
     private final ByteBuffer scratch;
@@ -193,7 +195,8 @@ final class NbdUringLoop
             RingBorrower borrower,
             FixedBuffers fixedBuffers,
             long spliceMin,
-            boolean multishotReceive)
+            boolean multishotReceive,
+            long busyPollNanos)
     {
         this.channel = requireNonNull(channel, "channel is null");
         this.device = requireNonNull(device, "device is null");
@@ -232,6 +235,7 @@ final class NbdUringLoop
             }
         }
         this.spliced = splicedReads(spliceMin);
+        this.busyPollNanos = busyPollNanos;
     }
 
     /**
@@ -293,7 +297,8 @@ final class NbdUringLoop
             String peer,
             NbdConnectionCounters counters,
             long spliceMin,
-            boolean multishotReceive)
+            boolean multishotReceive,
+            long busyPollNanos)
     {
         if (channel.socket() == null || unavailabilityCause() != null) {
             return null;
@@ -322,7 +327,7 @@ final class NbdUringLoop
             eventFd = Errors.check("eventfd", Posix.eventfd(0, Posix.EFD_CLOEXEC));
             return new NbdUringLoop(channel, device, transmissionFlags, structuredReplies, baseAllocation,
                     pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd, borrower, fixedBuffers, spliceMin,
-                    multishotReceive);
+                    multishotReceive, busyPollNanos);
         }
         catch (NativeIoException | RuntimeException e) {
             log.debug("{}: io_uring loop not used: {}", peer, e.toString());
@@ -455,6 +460,16 @@ final class NbdUringLoop
             }
         }
         int res;
+        if (busyPollNanos > 0 && pool.inUse() <= 1) {
+            // One request or none in flight: its completion, or the client's next request, is a few
+            // microseconds away; watching for it costs less than sleeping and being woken (BusyPoll).
+            while ((res = ring.submit()) == -Errors.EAGAIN || res == -Errors.EBUSY) {
+                ring.reap(this);
+            }
+            if (BusyPoll.awaitCompletion(ring, busyPollNanos)) {
+                return;
+            }
+        }
         while ((res = ring.submitAndWait(1)) == -Errors.EAGAIN || res == -Errors.EBUSY) {
             // The kernel holds CQEs back or is short of memory: reap, then submit again.
             ring.reap(this);
