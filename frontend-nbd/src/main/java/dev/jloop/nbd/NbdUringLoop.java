@@ -88,6 +88,8 @@ final class NbdUringLoop
     /** Linux's IOV_MAX: most iovecs one SENDMSG or RECVMSG takes. */
     private static final int IOV_MAX = 1024;
     private static final long RETRY_NANOS = 1_000_000L;
+    /** Requests a connection must start one at a time before its loop polls ({@link BusyPoll}). */
+    private static final int SHALLOW_STARTS = 64;
     private static final int FIXED_SOCKET = 0;
 
     private static final long RECV = 1;
@@ -146,6 +148,9 @@ final class NbdUringLoop
     private volatile boolean eventFdClosed;
 
     // Loop thread only from here.
+    /** Requests started, and the number of the last that found another in flight: whether to poll. */
+    private long started;
+    private long lastDeepStart;
     private boolean recvPosted;
     private boolean sendPosted;
     private boolean wakeupPosted;
@@ -460,9 +465,10 @@ final class NbdUringLoop
             }
         }
         int res;
-        if (busyPollNanos > 0 && pool.inUse() <= 1) {
-            // One request or none in flight: its completion, or the client's next request, is a few
-            // microseconds away; watching for it costs less than sleeping and being woken (BusyPoll).
+        if (busyPollNanos > 0 && pool.inUse() <= 1 && started - lastDeepStart > SHALLOW_STARTS) {
+            // A client that sends a request at a time: the completion of its request, or its next one,
+            // is a few microseconds away, and watching for it costs less than sleeping and being woken
+            // (BusyPoll). A client with more in flight keeps the loop busy without it.
             while ((res = ring.submit()) == -Errors.EAGAIN || res == -Errors.EBUSY) {
                 ring.reap(this);
             }
@@ -729,6 +735,10 @@ final class NbdUringLoop
     /** As the threaded path's {@code NbdTransmission.start}, but what would wait is held instead. */
     private void start(NbdRequest request)
     {
+        started++;
+        if (pool.inUse() > 1) {
+            lastDeepStart = started;
+        }
         int type = request.type;
         long length = request.length;
         int error = requests.validate(request);

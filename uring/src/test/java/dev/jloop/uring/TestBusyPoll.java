@@ -95,6 +95,7 @@ class TestBusyPoll
         assertEquals(1, ring.submit());
         assertEquals(0, ring.cqReady(), "nothing sent yet");
         long enters = ring.submitCalls();
+        long found = BusyPoll.found();
 
         Thread peer = new Thread(() -> {
             try {
@@ -110,6 +111,7 @@ class TestBusyPoll
         assertTrue(BusyPoll.awaitCompletion(ring, SECONDS.toNanos(20)), "the receive's CQE did not appear while polling");
         peer.join();
         assertEquals(enters, ring.submitCalls(), "polling entered the kernel");
+        assertEquals(found + 1, BusyPoll.found(), "completions found by polling");
         int[] res = new int[1];
         ring.reap((userData, result, flags) -> res[0] = result);
         assertEquals(5, res[0]);
