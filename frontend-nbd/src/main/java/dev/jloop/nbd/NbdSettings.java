@@ -109,8 +109,8 @@ public final class NbdSettings
                             + "auto is multishot where the kernel has it",
                     "--nbd-recv multishot"),
             PluginOption.of(BUSY_POLL, COUNT, "50",
-                    "microseconds the io_uring loop of a connection with one request or none in flight watches for the next "
-                            + "completion before it sleeps, like the kernel's net.core.busy_poll: a request at a time is answered "
+                    "microseconds the io_uring loop of a client that sends one request at a time watches for the next "
+                            + "completion before it sleeps, like the kernel's net.core.busy_poll: such a client is answered "
                             + "sooner, for CPU spent watching; at most one loop fewer than there are CPUs polls at once; 0: never",
                     "--busy-poll 0"),
             PluginOption.of(PAGE_POOL_IDLE, DURATION, "10",
