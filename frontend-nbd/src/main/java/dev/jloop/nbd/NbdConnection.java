@@ -129,7 +129,8 @@ final class NbdConnection
                         peer,
                         counters,
                         settings.spliceMin(),
-                        settings.multishotReceive());
+                        settings.multishotReceive(),
+                        settings.busyPollNanos());
                 if (loop != null) {
                     this.loop = loop;
                     ScheduledFuture<?> watchdog = timeouts.watchReplies(new ReplyWatchdog(loop));

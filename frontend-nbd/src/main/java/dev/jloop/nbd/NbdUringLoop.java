@@ -8,6 +8,7 @@ import dev.jloop.nbd.channel.NbdChannel;
 import dev.jloop.posix.Errors;
 import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
+import dev.jloop.uring.BusyPoll;
 import dev.jloop.uring.CompletionHandler;
 import dev.jloop.uring.FixedBuffers;
 import dev.jloop.uring.IoUring;
@@ -87,6 +88,8 @@ final class NbdUringLoop
     /** Linux's IOV_MAX: most iovecs one SENDMSG or RECVMSG takes. */
     private static final int IOV_MAX = 1024;
     private static final long RETRY_NANOS = 1_000_000L;
+    /** Requests a connection must start one at a time before its loop polls ({@link BusyPoll}). */
+    private static final int SHALLOW_STARTS = 64;
     private static final int FIXED_SOCKET = 0;
 
     private static final long RECV = 1;
@@ -122,6 +125,7 @@ final class NbdUringLoop
     private LentRing lent;
     /** Large READs from the file to the socket by splice; null when the file or the kernel does not allow it. */
     private final SplicedReads spliced;
+    private final long busyPollNanos;
 
     /** Native scratch: the send iovecs and msghdr, the payload iovecs and msghdr, the eventfd words, the timeout. */
     private final ByteBuffer scratch;
@@ -144,6 +148,9 @@ final class NbdUringLoop
     private volatile boolean eventFdClosed;
 
     // Loop thread only from here.
+    /** Requests started, and the number of the last that found another in flight: whether to poll. */
+    private long started;
+    private long lastDeepStart;
     private boolean recvPosted;
     private boolean sendPosted;
     private boolean wakeupPosted;
@@ -193,7 +200,8 @@ final class NbdUringLoop
             RingBorrower borrower,
             FixedBuffers fixedBuffers,
             long spliceMin,
-            boolean multishotReceive)
+            boolean multishotReceive,
+            long busyPollNanos)
     {
         this.channel = requireNonNull(channel, "channel is null");
         this.device = requireNonNull(device, "device is null");
@@ -232,6 +240,7 @@ final class NbdUringLoop
             }
         }
         this.spliced = splicedReads(spliceMin);
+        this.busyPollNanos = busyPollNanos;
     }
 
     /**
@@ -293,7 +302,8 @@ final class NbdUringLoop
             String peer,
             NbdConnectionCounters counters,
             long spliceMin,
-            boolean multishotReceive)
+            boolean multishotReceive,
+            long busyPollNanos)
     {
         if (channel.socket() == null || unavailabilityCause() != null) {
             return null;
@@ -322,7 +332,7 @@ final class NbdUringLoop
             eventFd = Errors.check("eventfd", Posix.eventfd(0, Posix.EFD_CLOEXEC));
             return new NbdUringLoop(channel, device, transmissionFlags, structuredReplies, baseAllocation,
                     pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd, borrower, fixedBuffers, spliceMin,
-                    multishotReceive);
+                    multishotReceive, busyPollNanos);
         }
         catch (NativeIoException | RuntimeException e) {
             log.debug("{}: io_uring loop not used: {}", peer, e.toString());
@@ -455,6 +465,17 @@ final class NbdUringLoop
             }
         }
         int res;
+        if (busyPollNanos > 0 && pool.inUse() <= 1 && started - lastDeepStart > SHALLOW_STARTS) {
+            // A client that sends a request at a time: the completion of its request, or its next one,
+            // is a few microseconds away, and watching for it costs less than sleeping and being woken
+            // (BusyPoll). A client with more in flight keeps the loop busy without it.
+            while ((res = ring.submit()) == -Errors.EAGAIN || res == -Errors.EBUSY) {
+                ring.reap(this);
+            }
+            if (BusyPoll.awaitCompletion(ring, busyPollNanos)) {
+                return;
+            }
+        }
         while ((res = ring.submitAndWait(1)) == -Errors.EAGAIN || res == -Errors.EBUSY) {
             // The kernel holds CQEs back or is short of memory: reap, then submit again.
             ring.reap(this);
@@ -714,6 +735,10 @@ final class NbdUringLoop
     /** As the threaded path's {@code NbdTransmission.start}, but what would wait is held instead. */
     private void start(NbdRequest request)
     {
+        started++;
+        if (pool.inUse() > 1) {
+            lastDeepStart = started;
+        }
         int type = request.type;
         long length = request.length;
         int error = requests.validate(request);
