@@ -13,6 +13,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.time.Duration;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.OptionalInt;
@@ -76,6 +77,42 @@ class JloopCommandIT
                     .findFirst().orElseThrow();
             assertEquals(archive, picocli.endsWith("source: shared objects file"), picocli);
         }
+    }
+
+    /**
+     * bin/jloop's JVM defaults (the serial collector with a small, fixed young generation) and
+     * JLOOP_JAVA_OPTS over them: its sizes win, and a collector named there goes without the young
+     * generation fixed for the serial one.
+     */
+    @Test
+    void jvmDefaultsAndTheirOverrides()
+    {
+        Map<String, String> defaults = jvmFlags("");
+        assertEquals("true", defaults.get("UseSerialGC"), defaults.toString());
+        assertEquals(String.valueOf(2 << 20), defaults.get("MaxNewSize"));
+        assertEquals(String.valueOf(256 << 20), defaults.get("MaxHeapSize"));
+
+        assertEquals(String.valueOf(8 << 20), jvmFlags("-Xmn8m").get("MaxNewSize"));
+
+        Map<String, String> g1 = jvmFlags("-XX:+UseG1GC");
+        assertEquals("true", g1.get("UseG1GC"));
+        assertEquals("false", g1.get("UseSerialGC"));
+        assertTrue(Long.parseLong(g1.get("MaxNewSize")) > 2 << 20, "G1 sizes its young generation itself: " + g1.get("MaxNewSize"));
+    }
+
+    /** The JVM's final flags under bin/jloop with {@code JLOOP_JAVA_OPTS=options}, by name. */
+    private static Map<String, String> jvmFlags(String options)
+    {
+        Exec run = Exec.run(60, null, Map.of("JLOOP_JAVA_OPTS", options + " -XX:+PrintFlagsFinal"), JloopProcess.command("--version").toArray(String[]::new));
+        assertEquals(0, run.exitCode(), run.stderr());
+        Map<String, String> flags = new HashMap<>();
+        // "     bool UseSerialGC                              = true                {product} {command line}"
+        Matcher line = Pattern.compile("(?m)^\\s*\\S+\\s+(\\w+)\\s+:?=\\s+(\\S+)").matcher(run.stdout());
+        while (line.find()) {
+            flags.put(line.group(1), line.group(2));
+        }
+        assertTrue(flags.containsKey("UseSerialGC"), run.stdout());
+        return flags;
     }
 
     /**
