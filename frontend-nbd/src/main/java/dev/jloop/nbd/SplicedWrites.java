@@ -35,12 +35,11 @@ import static java.util.Objects.requireNonNull;
  * <li><b>sync</b>: with FUA, {@code IORING_OP_FSYNC} ({@code DATASYNC}) once every byte is in the
  *     file; then the reply.</li>
  * </ol>
- * The loop parses nothing and receives nothing while the socket belongs to the payload
- * ({@link #holdsInput}). A write that fails (the file's {@code ENOSPC} or {@code EIO}) ends the
- * splicing; the pipe's bytes are thrown away with the pipe, and the loop skips the rest of the payload
- * in the socket as for any refused WRITE, then sends an ordinary error reply, so the stream stays in
- * step. A socket that ends in the middle of the payload ends the connection; the request is given
- * back unanswered.
+ * The loop parses nothing and receives nothing until the WRITE is done ({@link #holdsInput}). A
+ * write that fails (the file's {@code ENOSPC} or {@code EIO}) ends the splicing; the pipe's bytes are
+ * thrown away with the pipe, and the loop skips the rest of the payload in the socket as for any
+ * refused WRITE, then sends an ordinary error reply, so the stream stays in step. A socket that
+ * ends in the middle of the payload ends the connection; the request is given back unanswered.
  *
  * <p>Statistics: the WRITE is counted by the device ({@link BlockDevice#writeServed}) once its last
  * byte is in the file (durable, with FUA), with the time since it was parsed.
@@ -157,10 +156,15 @@ final class SplicedWrites
         advance();
     }
 
-    /** Whether the socket or the input buffer belongs to a WRITE's payload: the loop must not receive or parse. */
+    /**
+     * Whether a WRITE is under way: the loop must not receive or parse. While its payload comes in,
+     * the socket and the input buffer belong to it; after that, until its last bytes are in the file,
+     * holding the next request keeps a following large WRITE from missing the pipe (a sequential copy
+     * sends them back to back).
+     */
     boolean holdsInput()
     {
-        return current != null && (received < socketLength || headPosted || headWritten < headLength);
+        return current != null;
     }
 
     /** Whether nothing is under way or on the ring. */

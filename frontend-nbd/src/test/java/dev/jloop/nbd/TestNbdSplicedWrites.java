@@ -2,6 +2,7 @@ package dev.jloop.nbd;
 
 import dev.jloop.api.Bio;
 import dev.jloop.loop.stats.OpStats;
+import dev.jloop.testkit.CiAssumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -237,6 +238,44 @@ class TestNbdSplicedWrites
         }
         assertEquals(2, writes().completed());
         assertEquals(SIZE, Files.size(path), "the file did not grow");
+    }
+
+    /**
+     * The file refuses the write ({@code chattr +i} on the open file: ext4 then fails every write with
+     * {@code EPERM}): the spliced WRITE is an error reply, the rest of its payload is skipped, the
+     * device counts the failure, and the next requests are parsed from the right byte.
+     */
+    @Test
+    void aFailedFileSpliceIsAnErrorReplyAndTheStreamStaysInStep()
+            throws Exception
+    {
+        CiAssumptions.assumeCommand("chattr");
+        serveSingleShot(Map.of());
+        boolean immutable = run("chattr", "+i", path.toString()) == 0;
+        try {
+            CiAssumptions.assumeAvailable(immutable, "chattr +i (root, and a file system that has the flag) on " + path);
+            try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+                byte[] payload = pattern((2 << 20) + 3, 11);
+                assertEquals(NbdProtocol.NBD_EPERM, client.roundTrip(0, CMD_WRITE, 4097, payload.length, payload));
+                assertEquals(1, writes().errors(), "the device counted the failure");
+                assertArrayEquals(Arrays.copyOfRange(content, 0, 1 << 20), client.read(0, 1 << 20), "the stream is in step");
+                assertEquals(0, run("chattr", "-i", path.toString()));
+                immutable = false;
+                assertEquals(0, client.roundTrip(0, CMD_WRITE, 4097, payload.length, payload), "and spliced WRITEs go on");
+                assertArrayEquals(payload, client.read(4097, payload.length));
+            }
+        }
+        finally {
+            if (immutable) {
+                run("chattr", "-i", path.toString());
+            }
+        }
+    }
+
+    private static int run(String... command)
+            throws IOException, InterruptedException
+    {
+        return new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start().waitFor();
     }
 
     @Test
