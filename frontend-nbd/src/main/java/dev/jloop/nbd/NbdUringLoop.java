@@ -81,7 +81,12 @@ final class NbdUringLoop
 {
     private static final Logger log = LoggerFactory.getLogger(NbdUringLoop.class);
 
-    private static final int RING_ENTRIES = 8;
+    /**
+     * SQEs for the loop's own operations, at most one of each kind at once: receive (and its cancel),
+     * send, wakeup, timeout, and the splices of spliced READs (one per pipe) and WRITEs (a head write,
+     * a fill and a drain for the pipe receiving, a drain or an fsync for the other).
+     */
+    private static final int RING_ENTRIES = 16;
     /** Most SQEs for a lent file's operations; more in flight are held until the next turn. */
     private static final int MAX_LENT_ENTRIES = 1024;
     private static final int FIXED_FILE = 1;
@@ -279,7 +284,7 @@ final class NbdUringLoop
             return null;
         }
         SplicedWrites writes = new SplicedWrites(ring, device, new SplicedWriteHooks(), FIXED_FILE, FIXED_SOCKET, spliceWriteMin);
-        String cause = writes.openPipe();
+        String cause = writes.openPipes();
         if (cause != null) {
             log.debug("{}: WRITEs are not spliced: {}", peer, cause);
             return null;
@@ -1334,13 +1339,13 @@ final class NbdUringLoop
         }
 
         @Override
-        public void gone(NbdRequest request, boolean endOfInput)
+        public void gone(NbdRequest request, String endOfInput)
         {
-            if (endOfInput) {
-                log.debug("{}: client closed the connection in the middle of a WRITE payload: {}", peer, splicedWrites.endOfInput());
+            if (endOfInput != null) {
+                log.debug("{}: client closed the connection in the middle of a WRITE payload: {}", peer, endOfInput);
             }
             pool.recycle(request);
-            if (endOfInput) {
+            if (endOfInput != null) {
                 endInput();
             }
         }

@@ -21,7 +21,7 @@ import static java.util.Objects.requireNonNull;
  * never copied into jloop's pages; the pipe holds references to the socket buffer's pages, and the
  * file copies them in once.
  *
- * <p>One WRITE at a time, in these steps:
+ * <p>Two pipes per connection ({@link #PIPES}), one WRITE in each, in these steps:
  * <ol>
  * <li><b>head</b>: the payload bytes already in the loop's input buffer (received with the header)
  *     are written from there with {@code IORING_OP_WRITE} at the WRITE's offset; the loop receives
@@ -35,8 +35,9 @@ import static java.util.Objects.requireNonNull;
  * <li><b>sync</b>: with FUA, {@code IORING_OP_FSYNC} ({@code DATASYNC}) once every byte is in the
  *     file; then the reply.</li>
  * </ol>
- * The loop parses nothing and receives nothing until the WRITE is done ({@link #holdsInput}). A
- * write that fails (the file's {@code ENOSPC} or {@code EIO}) ends the splicing; the pipe's bytes are
+ * The loop parses nothing and receives nothing while a WRITE's payload comes in, nor while both pipes
+ * are taken ({@link #holdsInput}): the next request is parsed while the last of one WRITE goes into
+ * the file, and a large WRITE right behind it takes the other pipe. A write that fails (the file's {@code ENOSPC} or {@code EIO}) ends the splicing; the pipe's bytes are
  * thrown away with the pipe, and the loop skips the rest of the payload in the socket as for any
  * refused WRITE, then sends an ordinary error reply, so the stream stays in step. A socket that
  * ends in the middle of the payload ends the connection; the request is given back unanswered.
@@ -48,15 +49,20 @@ import static java.util.Objects.requireNonNull;
  */
 final class SplicedWrites
 {
-    /** User data of this class's SQEs, {@code [FIRST, LIMIT)}; the loop hands their CQEs to {@link #handle}. */
+    /** User data of this class's SQEs, {@code [FIRST, LIMIT)}, four per pipe; the loop hands their CQEs to {@link #handle}. */
     static final long FIRST = SplicedReads.LIMIT;
-    private static final long HEAD = FIRST;
-    private static final long FILL = FIRST + 1;
-    private static final long DRAIN = FIRST + 2;
-    private static final long SYNC = FIRST + 3;
-    static final long LIMIT = FIRST + 4;
+    private static final int HEAD = 0;
+    private static final int FILL = 1;
+    private static final int DRAIN = 2;
+    private static final int SYNC = 3;
+    /**
+     * Pipes per connection: while the last of one WRITE's payload goes from its pipe into the file,
+     * the next WRITE's comes from the socket into the other.
+     */
+    static final int PIPES = 2;
+    static final long LIMIT = FIRST + 4 * PIPES;
 
-    /** The pipe's capacity, as for {@link SplicedReads#PIPE_SIZE}; where the system refuses it, the size it got. */
+    /** Each pipe's capacity, as for {@link SplicedReads#PIPE_SIZE}; where the system refuses it, the size it got. */
     static final int PIPE_SIZE = 1 << 20;
     private static final int PAGE = 4096;
 
@@ -70,7 +76,7 @@ final class SplicedWrites
         void written(NbdRequest request, long skip);
 
         /** The socket ended before the payload did, or the connection failed: the request is never answered; recycle it. */
-        void gone(NbdRequest request, boolean endOfInput);
+        void gone(NbdRequest request, String endOfInput);
 
         /** A splice from the socket moved bytes. */
         void progressed();
@@ -83,32 +89,55 @@ final class SplicedWrites
     private final int socketIndex;
     private final long min;
     private final ByteBuffer fds = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder());
-    private int readFd = -1;
-    private int writeFd = -1;
-    private int pipeSize;
-
-    /** The WRITE being spliced, or null. */
-    private NbdRequest current;
-    private long start;
-    private long headAddress;
-    private int headLength;
-    private int headWritten;
-    /** Payload bytes that come from the socket, moved into the pipe so far, and from the pipe into the file. */
-    private long socketLength;
-    private long received;
-    private long written;
-    private boolean synced;
-    private int error;
-    private String endOfInput;
+    private final Pipe[] pipes = new Pipe[PIPES];
     private boolean aborted;
-
-    private boolean headPosted;
-    private boolean fillPosted;
-    private boolean drainPosted;
-    private boolean syncPosted;
 
     private long writes;
     private long bytes;
+
+    /** One pipe and the WRITE in it. */
+    private static final class Pipe
+    {
+        final int index;
+        int readFd = -1;
+        int writeFd = -1;
+        int size;
+
+        /** The WRITE being spliced, or null. */
+        NbdRequest current;
+        long start;
+        long headAddress;
+        int headLength;
+        int headWritten;
+        /** Payload bytes that come from the socket, moved into the pipe so far, and from the pipe into the file. */
+        long socketLength;
+        long received;
+        long written;
+        boolean synced;
+        int error;
+        String endOfInput;
+
+        boolean headPosted;
+        boolean fillPosted;
+        boolean drainPosted;
+        boolean syncPosted;
+
+        Pipe(int index)
+        {
+            this.index = index;
+        }
+
+        boolean posted()
+        {
+            return headPosted || fillPosted || drainPosted || syncPosted;
+        }
+
+        /** Whether the socket or the loop's input buffer still belongs to this pipe's WRITE. */
+        boolean receiving()
+        {
+            return current != null && (received < socketLength || headWritten < headLength);
+        }
+    }
 
     /**
      * @param fileIndex the file among the ring's registered files
@@ -123,16 +152,18 @@ final class SplicedWrites
         this.fileIndex = fileIndex;
         this.socketIndex = socketIndex;
         this.min = min;
+        for (int i = 0; i < PIPES; i++) {
+            pipes[i] = new Pipe(i);
+        }
     }
 
     /**
      * Whether a checked WRITE (inside the export, on a writable export) goes this way: long enough, not
-     * wholly received with its header ({@code buffered} payload bytes are), and no other one under way.
+     * wholly received with its header ({@code buffered} payload bytes are), and a pipe free.
      */
     boolean takes(NbdRequest request, long buffered)
     {
-        return request.type == CMD_WRITE && request.length >= min && buffered < request.length
-                && current == null && !aborted && readFd >= 0;
+        return request.type == CMD_WRITE && request.length >= min && buffered < request.length && !aborted && free() != null;
     }
 
     /**
@@ -142,40 +173,57 @@ final class SplicedWrites
      */
     void start(NbdRequest request, long headAddress, int headLength)
     {
-        current = request;
-        start = System.nanoTime();
-        this.headAddress = headAddress;
-        this.headLength = headLength;
-        headWritten = 0;
-        socketLength = request.length - headLength;
-        received = 0;
-        written = 0;
-        synced = (request.flags & CMD_FLAG_FUA) == 0;
-        error = 0;
-        endOfInput = null;
-        advance();
+        Pipe pipe = free();
+        pipe.current = request;
+        pipe.start = System.nanoTime();
+        pipe.headAddress = headAddress;
+        pipe.headLength = headLength;
+        pipe.headWritten = 0;
+        pipe.socketLength = request.length - headLength;
+        pipe.received = 0;
+        pipe.written = 0;
+        pipe.synced = (request.flags & CMD_FLAG_FUA) == 0;
+        pipe.error = 0;
+        pipe.endOfInput = null;
+        advance(pipe);
     }
 
     /**
-     * Whether a WRITE is under way: the loop must not receive or parse. While its payload comes in,
-     * the socket and the input buffer belong to it; after that, until its last bytes are in the file,
-     * holding the next request keeps a following large WRITE from missing the pipe (a sequential copy
-     * sends them back to back).
+     * Whether the loop must not receive or parse now: a WRITE's payload is coming in (the socket and
+     * the input buffer belong to it), or both pipes are taken (a large WRITE parsed now would miss
+     * them, and a copy sends them back to back).
      */
     boolean holdsInput()
     {
-        return current != null;
+        boolean full = true;
+        for (Pipe pipe : pipes) {
+            if (pipe.receiving()) {
+                return true;
+            }
+            full &= pipe.current != null || pipe.readFd < 0;
+        }
+        return full && !aborted && usable();
     }
 
     /** Whether nothing is under way or on the ring. */
     boolean idle()
     {
-        return current == null && !posted();
+        for (Pipe pipe : pipes) {
+            if (pipe.current != null || pipe.posted()) {
+                return false;
+            }
+        }
+        return true;
     }
 
     boolean posted()
     {
-        return headPosted || fillPosted || drainPosted || syncPosted;
+        for (Pipe pipe : pipes) {
+            if (pipe.posted()) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** WRITEs spliced whole, and their bytes, for the connection's close line. */
@@ -189,165 +237,187 @@ final class SplicedWrites
         return bytes;
     }
 
-    /** The connection failed: the WRITE under way is given back once nothing of it is on the ring; nothing new starts. */
+    /** The connection failed: a WRITE under way is given back once nothing of it is on the ring; nothing new starts. */
     void abort()
     {
         aborted = true;
-        advance();
+        for (Pipe pipe : pipes) {
+            advance(pipe);
+        }
     }
 
     /** A CQE whose user data is in {@code [FIRST, LIMIT)}. */
     void handle(long userData, int res)
     {
-        if (userData == HEAD) {
-            headPosted = false;
-            if (res > 0) {
-                headWritten += res;
-            }
-            else if (res != -Errors.EAGAIN && res != -Errors.EINTR) {
-                failed(res == 0 ? -Errno.EIO : res);
-            }
+        Pipe pipe = pipes[(int) (userData - FIRST) / 4];
+        switch ((int) (userData - FIRST) % 4) {
+            case HEAD:
+                pipe.headPosted = false;
+                if (res > 0) {
+                    pipe.headWritten += res;
+                }
+                else if (res != -Errors.EAGAIN && res != -Errors.EINTR) {
+                    failed(pipe, res == 0 ? -Errno.EIO : res);
+                }
+                break;
+            case FILL:
+                pipe.fillPosted = false;
+                if (res > 0) {
+                    pipe.received += res;
+                    loop.progressed();
+                }
+                else if (res != -Errors.EAGAIN && res != -Errors.EINTR && pipe.endOfInput == null) {
+                    pipe.endOfInput = res == 0 ? "end of input" : Errors.newIOException("splice", res).getMessage();
+                }
+                break;
+            case DRAIN:
+                pipe.drainPosted = false;
+                if (res > 0) {
+                    pipe.written += res;
+                }
+                else if (res != -Errors.EAGAIN && res != -Errors.EINTR) {
+                    // 0: the pipe was empty although the count says it is not; never expected
+                    failed(pipe, res == 0 ? -Errno.EIO : res);
+                }
+                break;
+            default:
+                pipe.syncPosted = false;
+                if (res >= 0) {
+                    pipe.synced = true;
+                }
+                else if (res != -Errors.EINTR) {
+                    failed(pipe, res);
+                }
         }
-        else if (userData == FILL) {
-            fillPosted = false;
-            if (res > 0) {
-                received += res;
-                loop.progressed();
-            }
-            else if (res != -Errors.EAGAIN && res != -Errors.EINTR && endOfInput == null) {
-                endOfInput = res == 0 ? "end of input" : Errors.newIOException("splice", res).getMessage();
-            }
-        }
-        else if (userData == DRAIN) {
-            drainPosted = false;
-            if (res > 0) {
-                written += res;
-            }
-            else if (res != -Errors.EAGAIN && res != -Errors.EINTR) {
-                // 0: the pipe was empty although the count says it is not; never expected
-                failed(res == 0 ? -Errno.EIO : res);
-            }
-        }
-        else if (userData == SYNC) {
-            syncPosted = false;
-            if (res < 0 && res != -Errors.EINTR) {
-                failed(res);
-            }
-            else if (res >= 0) {
-                synced = true;
-            }
-        }
-        advance();
+        advance(pipe);
     }
 
-    /** Makes the pipe; returns why it cannot, or {@code null}. */
-    String openPipe()
+    /** Makes the pipes; returns why it cannot, or {@code null}. */
+    String openPipes()
     {
-        int res = Posix.pipe2(UnsafeAccess.address(fds), Posix.O_CLOEXEC);
-        if (res < 0) {
-            return "cannot make a pipe for zero-copy writes: " + Errors.name(res);
+        for (Pipe pipe : pipes) {
+            String cause = open(pipe);
+            if (cause != null) {
+                close();
+                return cause;
+            }
         }
-        readFd = fds.getInt(0);
-        writeFd = fds.getInt(4);
-        int size = Posix.fcntl(writeFd, Posix.F_SETPIPE_SZ, PIPE_SIZE);
-        if (size < 0) {
-            size = Posix.fcntl(writeFd, Posix.F_GETPIPE_SZ, 0);
-        }
-        pipeSize = Math.max(size, PAGE);
         return null;
     }
 
-    /** Closes the pipe; the loop calls it once no splice is on the ring. */
+    /** Closes the pipes; the loop calls it once no splice is on the ring. */
     void close()
     {
-        if (readFd >= 0) {
-            Posix.close(readFd);
-            Posix.close(writeFd);
-            readFd = -1;
-            writeFd = -1;
+        for (Pipe pipe : pipes) {
+            closePipe(pipe);
         }
     }
 
     // ---- the steps
 
-    private void failed(int res)
+    private Pipe free()
     {
-        if (error == 0) {
-            error = res;
+        for (Pipe pipe : pipes) {
+            if (pipe.current == null && pipe.readFd >= 0 && !pipe.posted()) {
+                return pipe;
+            }
+        }
+        return null;
+    }
+
+    private boolean usable()
+    {
+        for (Pipe pipe : pipes) {
+            if (pipe.readFd >= 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private static void failed(Pipe pipe, int res)
+    {
+        if (pipe.error == 0) {
+            pipe.error = res;
         }
     }
 
-    /** Posts what the WRITE needs next, or ends it once nothing of it is on the ring. */
-    private void advance()
+    /** Posts what the pipe's WRITE needs next, or ends it once nothing of it is on the ring. */
+    private void advance(Pipe pipe)
     {
-        if (current == null) {
+        if (pipe.current == null) {
             return;
         }
-        if (aborted || endOfInput != null || error != 0) {
-            if (!posted()) {
-                end();
+        if (aborted || pipe.endOfInput != null || pipe.error != 0) {
+            if (!pipe.posted()) {
+                end(pipe);
             }
             return;
         }
-        if (headWritten < headLength && !headPosted) {
-            if (!ring.prepWrite(fileIndex, IoUring.IOSQE_FIXED_FILE, headAddress + headWritten, headLength - headWritten,
-                    current.offset + headWritten, 0, HEAD)) {
+        long base = pipe.current.offset;
+        if (pipe.headWritten < pipe.headLength && !pipe.headPosted) {
+            if (!ring.prepWrite(fileIndex, IoUring.IOSQE_FIXED_FILE, pipe.headAddress + pipe.headWritten, pipe.headLength - pipe.headWritten,
+                    base + pipe.headWritten, 0, userData(pipe, HEAD))) {
                 throw new IllegalStateException("no SQE for a write: the ring is sized for every operation at once");
             }
-            headPosted = true;
+            pipe.headPosted = true;
         }
-        if (written < received && !drainPosted) {
-            if (!ring.prepSplice(readFd, -1, fileIndex, current.offset + headLength + written, (int) (received - written),
-                    IoUring.SPLICE_F_MOVE, IoUring.IOSQE_FIXED_FILE, DRAIN)) {
+        if (pipe.written < pipe.received && !pipe.drainPosted) {
+            if (!ring.prepSplice(pipe.readFd, -1, fileIndex, base + pipe.headLength + pipe.written, (int) (pipe.received - pipe.written),
+                    IoUring.SPLICE_F_MOVE, IoUring.IOSQE_FIXED_FILE, userData(pipe, DRAIN))) {
                 throw new IllegalStateException("no SQE for a splice: the ring is sized for every operation at once");
             }
-            drainPosted = true;
+            pipe.drainPosted = true;
         }
-        long room = pipeSize - (received - written);
-        long left = socketLength - received;
-        if (left > 0 && !fillPosted && room >= Math.min(PAGE, left)) {
+        long room = pipe.size - (pipe.received - pipe.written);
+        long left = pipe.socketLength - pipe.received;
+        if (left > 0 && !pipe.fillPosted && room >= Math.min(PAGE, left)) {
             // without SPLICE_F_NONBLOCK: the worker waits for the client's bytes; a shutdown of the socket ends the wait
-            if (!ring.prepSplice(socketIndex, -1, writeFd, -1, (int) Math.min(room, left),
-                    IoUring.SPLICE_F_MOVE | IoUring.SPLICE_F_FD_IN_FIXED, 0, FILL)) {
+            if (!ring.prepSplice(socketIndex, -1, pipe.writeFd, -1, (int) Math.min(room, left),
+                    IoUring.SPLICE_F_MOVE | IoUring.SPLICE_F_FD_IN_FIXED, 0, userData(pipe, FILL))) {
                 throw new IllegalStateException("no SQE for a splice: the ring is sized for every operation at once");
             }
-            fillPosted = true;
+            pipe.fillPosted = true;
         }
-        if (posted()) {
+        if (pipe.posted()) {
             return;
         }
-        if (!synced) {
-            // every byte is in the page cache: FSYNC is not ordered against writes in flight, and none is
-            if (!ring.prepFsync(fileIndex, IoUring.IOSQE_FIXED_FILE, IoUring.FSYNC_DATASYNC, SYNC)) {
+        if (!pipe.synced) {
+            // every byte is in the page cache: FSYNC is not ordered against writes in flight, and none of this WRITE is
+            if (!ring.prepFsync(fileIndex, IoUring.IOSQE_FIXED_FILE, IoUring.FSYNC_DATASYNC, userData(pipe, SYNC))) {
                 throw new IllegalStateException("no SQE for an fsync: the ring is sized for every operation at once");
             }
-            syncPosted = true;
+            pipe.syncPosted = true;
             return;
         }
-        end();
+        end(pipe);
     }
 
-    private void end()
+    private static long userData(Pipe pipe, int step)
     {
-        NbdRequest request = current;
-        current = null;
-        if (aborted || endOfInput != null) {
+        return FIRST + 4L * pipe.index + step;
+    }
+
+    private void end(Pipe pipe)
+    {
+        NbdRequest request = pipe.current;
+        pipe.current = null;
+        if (aborted || pipe.endOfInput != null) {
             // as a WRITE whose payload never arrived whole: never submitted, not counted
-            loop.gone(request, endOfInput != null);
+            loop.gone(request, pipe.endOfInput);
             return;
         }
-        device.writeServed(request.length, error, System.nanoTime() - start);
+        device.writeServed(request.length, pipe.error, System.nanoTime() - pipe.start);
         long skip = 0;
-        if (error != 0) {
-            request.error = NbdProtocol.nbdError(error);
-            skip = socketLength - received;
-            if (received > written) {
+        if (pipe.error != 0) {
+            request.error = NbdProtocol.nbdError(pipe.error);
+            skip = pipe.socketLength - pipe.received;
+            if (pipe.received > pipe.written) {
                 // the pipe still holds payload bytes that will never be written: away with the pipe
-                close();
-                String cause = openPipe();
-                if (cause != null) {
-                    // no more spliced WRITEs on this connection (takes() sees no pipe)
-                    close();
+                closePipe(pipe);
+                if (open(pipe) != null) {
+                    // one pipe fewer for this connection (free() passes over it)
+                    closePipe(pipe);
                 }
             }
         }
@@ -358,9 +428,29 @@ final class SplicedWrites
         loop.written(request, skip);
     }
 
-    /** Why the socket ended in the middle of a payload, for the loop's log. */
-    String endOfInput()
+    private String open(Pipe pipe)
     {
-        return endOfInput;
+        int res = Posix.pipe2(UnsafeAccess.address(fds), Posix.O_CLOEXEC);
+        if (res < 0) {
+            return "cannot make a pipe for zero-copy writes: " + Errors.name(res);
+        }
+        pipe.readFd = fds.getInt(0);
+        pipe.writeFd = fds.getInt(4);
+        int size = Posix.fcntl(pipe.writeFd, Posix.F_SETPIPE_SZ, PIPE_SIZE);
+        if (size < 0) {
+            size = Posix.fcntl(pipe.writeFd, Posix.F_GETPIPE_SZ, 0);
+        }
+        pipe.size = Math.max(size, PAGE);
+        return null;
+    }
+
+    private static void closePipe(Pipe pipe)
+    {
+        if (pipe.readFd >= 0) {
+            Posix.close(pipe.readFd);
+            Posix.close(pipe.writeFd);
+            pipe.readFd = -1;
+            pipe.writeFd = -1;
+        }
     }
 }
