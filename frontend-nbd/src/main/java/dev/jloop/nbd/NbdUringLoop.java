@@ -283,7 +283,8 @@ final class NbdUringLoop
                 || device.backingFile().capabilities().logicalBlockSize() != 1) {
             return null;
         }
-        SplicedWrites writes = new SplicedWrites(ring, device, new SplicedWriteHooks(), FIXED_FILE, FIXED_SOCKET, spliceWriteMin);
+        SplicedWrites writes = new SplicedWrites(ring, device, new SplicedWriteHooks(), FIXED_FILE, FIXED_SOCKET,
+                UnsafeAccess.fd(channel.socket()), borrower.fileDescriptor(), spliceWriteMin);
         String cause = writes.openPipes();
         if (cause != null) {
             log.debug("{}: WRITEs are not spliced: {}", peer, cause);

@@ -49,18 +49,18 @@ import static java.util.Objects.requireNonNull;
  */
 final class SplicedWrites
 {
-    /** User data of this class's SQEs, {@code [FIRST, LIMIT)}, four per pipe; the loop hands their CQEs to {@link #handle}. */
+    /** User data of this class's SQEs, {@code [FIRST, LIMIT)}, three per pipe; the loop hands their CQEs to {@link #handle}. */
     static final long FIRST = SplicedReads.LIMIT;
-    private static final int HEAD = 0;
-    private static final int FILL = 1;
-    private static final int DRAIN = 2;
-    private static final int SYNC = 3;
+    private static final int FILL = 0;
+    private static final int DRAIN = 1;
+    private static final int SYNC = 2;
+    private static final int STEPS = 3;
     /**
      * Pipes per connection: while the last of one WRITE's payload goes from its pipe into the file,
      * the next WRITE's comes from the socket into the other.
      */
     static final int PIPES = 2;
-    static final long LIMIT = FIRST + 4 * PIPES;
+    static final long LIMIT = FIRST + STEPS * PIPES;
 
     /** Each pipe's capacity, as for {@link SplicedReads#PIPE_SIZE}; where the system refuses it, the size it got. */
     static final int PIPE_SIZE = 1 << 20;
@@ -87,6 +87,9 @@ final class SplicedWrites
     private final Loop loop;
     private final int fileIndex;
     private final int socketIndex;
+    private final int socketFd;
+    private final int fileFd;
+    private final int[] inputBytes = new int[1];
     private final long min;
     private final ByteBuffer fds = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder());
     private final Pipe[] pipes = new Pipe[PIPES];
@@ -106,7 +109,6 @@ final class SplicedWrites
         /** The WRITE being spliced, or null. */
         NbdRequest current;
         long start;
-        long headAddress;
         int headLength;
         int headWritten;
         /** Payload bytes that come from the socket, moved into the pipe so far, and from the pipe into the file. */
@@ -117,8 +119,12 @@ final class SplicedWrites
         int error;
         String endOfInput;
 
-        boolean headPosted;
+        /** A poll for the socket's input is posted (the fill waits for the client's bytes). */
         boolean fillPosted;
+        /** The last fill found the pipe full: drain what it holds. */
+        boolean full;
+        /** The poll said the socket is readable: a fill may splice even though no byte is counted (the end of input). */
+        boolean readable;
         boolean drainPosted;
         boolean syncPosted;
 
@@ -129,7 +135,7 @@ final class SplicedWrites
 
         boolean posted()
         {
-            return headPosted || fillPosted || drainPosted || syncPosted;
+            return fillPosted || drainPosted || syncPosted;
         }
 
         /** Whether the socket or the loop's input buffer still belongs to this pipe's WRITE. */
@@ -142,10 +148,14 @@ final class SplicedWrites
     /**
      * @param fileIndex the file among the ring's registered files
      * @param socketIndex the socket among them
+     * @param socketFd the socket's descriptor, for the fills' {@code splice(2)}
+     * @param fileFd the file's descriptor, for the head's {@code pwrite(2)}
      * @param min the smallest WRITE spliced
      */
-    SplicedWrites(Ring ring, BlockDevice device, Loop loop, int fileIndex, int socketIndex, long min)
+    SplicedWrites(Ring ring, BlockDevice device, Loop loop, int fileIndex, int socketIndex, int socketFd, int fileFd, long min)
     {
+        this.socketFd = socketFd;
+        this.fileFd = fileFd;
         this.ring = requireNonNull(ring, "ring is null");
         this.device = requireNonNull(device, "device is null");
         this.loop = requireNonNull(loop, "loop is null");
@@ -176,7 +186,6 @@ final class SplicedWrites
         Pipe pipe = free();
         pipe.current = request;
         pipe.start = System.nanoTime();
-        pipe.headAddress = headAddress;
         pipe.headLength = headLength;
         pipe.headWritten = 0;
         pipe.socketLength = request.length - headLength;
@@ -185,6 +194,17 @@ final class SplicedWrites
         pipe.synced = (request.flags & CMD_FLAG_FUA) == 0;
         pipe.error = 0;
         pipe.endOfInput = null;
+        pipe.readable = false;
+        pipe.full = false;
+        // As the loop writes small buffered WRITEs: ext4 would hand a write on the ring to an io-wq worker.
+        while (pipe.headWritten < headLength) {
+            long n = Posix.pwrite(fileFd, headAddress + pipe.headWritten, headLength - pipe.headWritten, request.offset + pipe.headWritten);
+            if (n <= 0) {
+                failed(pipe, n == 0 ? -Errno.EIO : (int) n);
+                break;
+            }
+            pipe.headWritten += (int) n;
+        }
         advance(pipe);
     }
 
@@ -249,25 +269,15 @@ final class SplicedWrites
     /** A CQE whose user data is in {@code [FIRST, LIMIT)}. */
     void handle(long userData, int res)
     {
-        Pipe pipe = pipes[(int) (userData - FIRST) / 4];
-        switch ((int) (userData - FIRST) % 4) {
-            case HEAD:
-                pipe.headPosted = false;
-                if (res > 0) {
-                    pipe.headWritten += res;
-                }
-                else if (res != -Errors.EAGAIN && res != -Errors.EINTR) {
-                    failed(pipe, res == 0 ? -Errno.EIO : res);
-                }
-                break;
+        Pipe pipe = pipes[(int) (userData - FIRST) / STEPS];
+        switch ((int) (userData - FIRST) % STEPS) {
             case FILL:
                 pipe.fillPosted = false;
                 if (res > 0) {
-                    pipe.received += res;
-                    loop.progressed();
+                    pipe.readable = true;
                 }
                 else if (res != -Errors.EAGAIN && res != -Errors.EINTR && pipe.endOfInput == null) {
-                    pipe.endOfInput = res == 0 ? "end of input" : Errors.newIOException("splice", res).getMessage();
+                    pipe.endOfInput = Errors.newIOException("poll", res).getMessage();
                 }
                 break;
             case DRAIN:
@@ -354,30 +364,24 @@ final class SplicedWrites
             }
             return;
         }
-        long base = pipe.current.offset;
-        if (pipe.headWritten < pipe.headLength && !pipe.headPosted) {
-            if (!ring.prepWrite(fileIndex, IoUring.IOSQE_FIXED_FILE, pipe.headAddress + pipe.headWritten, pipe.headLength - pipe.headWritten,
-                    base + pipe.headWritten, 0, userData(pipe, HEAD))) {
-                throw new IllegalStateException("no SQE for a write: the ring is sized for every operation at once");
+        fill(pipe);
+        if (pipe.endOfInput != null) {
+            if (!pipe.posted()) {
+                end(pipe);
             }
-            pipe.headPosted = true;
+            return;
         }
-        if (pipe.written < pipe.received && !pipe.drainPosted) {
+        long base = pipe.current.offset;
+        long inPipe = pipe.received - pipe.written;
+        // Each drain is a hand-off to an io-wq worker: one per half pipe, or for the rest of the payload.
+        if (inPipe > 0 && !pipe.drainPosted
+                && (pipe.received == pipe.socketLength || inPipe >= pipe.size / 2 || pipe.size - inPipe < PAGE || pipe.full)) {
+            pipe.full = false;
             if (!ring.prepSplice(pipe.readFd, -1, fileIndex, base + pipe.headLength + pipe.written, (int) (pipe.received - pipe.written),
                     IoUring.SPLICE_F_MOVE, IoUring.IOSQE_FIXED_FILE, userData(pipe, DRAIN))) {
                 throw new IllegalStateException("no SQE for a splice: the ring is sized for every operation at once");
             }
             pipe.drainPosted = true;
-        }
-        long room = pipe.size - (pipe.received - pipe.written);
-        long left = pipe.socketLength - pipe.received;
-        if (left > 0 && !pipe.fillPosted && room >= Math.min(PAGE, left)) {
-            // without SPLICE_F_NONBLOCK: the worker waits for the client's bytes; a shutdown of the socket ends the wait
-            if (!ring.prepSplice(socketIndex, -1, pipe.writeFd, -1, (int) Math.min(room, left),
-                    IoUring.SPLICE_F_MOVE | IoUring.SPLICE_F_FD_IN_FIXED, 0, userData(pipe, FILL))) {
-                throw new IllegalStateException("no SQE for a splice: the ring is sized for every operation at once");
-            }
-            pipe.fillPosted = true;
         }
         if (pipe.posted()) {
             return;
@@ -393,9 +397,67 @@ final class SplicedWrites
         end(pipe);
     }
 
+    /**
+     * Moves what the socket has of the payload into the pipe on this thread, as far as the pipe has
+     * room, and posts a poll for the socket when it has nothing yet. A splice from the socket on the
+     * ring would run in an io-wq worker (a thread hand-off each time); here it is one system call
+     * that never waits: it asks for no more than the socket holds ({@code FIONREAD}; a blocking TCP
+     * socket would otherwise wait for the rest) and does not wait for room in the pipe
+     * ({@code SPLICE_F_NONBLOCK}: {@code EAGAIN}, and the drain under way makes room).
+     */
+    private void fill(Pipe pipe)
+    {
+        while (!pipe.fillPosted) {
+            long room = pipe.size - (pipe.received - pipe.written);
+            long left = pipe.socketLength - pipe.received;
+            if (left == 0 || room < Math.min(PAGE, left)) {
+                return;
+            }
+            int available = Posix.inputBytes(socketFd, inputBytes);
+            if (available < 0) {
+                pipe.endOfInput = Errors.newIOException("ioctl", available).getMessage();
+                return;
+            }
+            if (available == 0 && !pipe.readable) {
+                poll(pipe);
+                return;
+            }
+            // readable with nothing to read: the end of input or an error, which the splice returns at once
+            long length = Math.min(Math.min(room, left), available > 0 ? available : left);
+            pipe.readable = false;
+            long n = Posix.splice(socketFd, pipe.writeFd, length, IoUring.SPLICE_F_MOVE | IoUring.SPLICE_F_NONBLOCK);
+            if (n > 0) {
+                pipe.received += n;
+                loop.progressed();
+            }
+            else if (n == -Errors.EAGAIN) {
+                if (pipe.received == pipe.written) {
+                    poll(pipe);
+                }
+                else {
+                    // the pipe is full (a slot per partial page): a drain makes room
+                    pipe.full = true;
+                }
+                return;
+            }
+            else if (n != -Errors.EINTR) {
+                pipe.endOfInput = n == 0 ? "end of input" : Errors.newIOException("splice", n).getMessage();
+                return;
+            }
+        }
+    }
+
+    private void poll(Pipe pipe)
+    {
+        if (!ring.prep(IoUring.OP_POLL_ADD, IoUring.IOSQE_FIXED_FILE, socketIndex, 0, 0, 0, IoUring.POLLIN, userData(pipe, FILL), 0)) {
+            throw new IllegalStateException("no SQE for a poll: the ring is sized for every operation at once");
+        }
+        pipe.fillPosted = true;
+    }
+
     private static long userData(Pipe pipe, int step)
     {
-        return FIRST + 4L * pipe.index + step;
+        return FIRST + (long) STEPS * pipe.index + step;
     }
 
     private void end(Pipe pipe)

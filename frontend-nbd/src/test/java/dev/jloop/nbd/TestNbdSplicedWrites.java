@@ -31,7 +31,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Zero-copy WRITEs ({@link SplicedWrites}): on the io_uring connection loop over a buffered io_uring
- * file, WRITEs from {@code splice-write-min} up go from the socket through a pipe into the file and
+ * file, WRITEs from {@code splice-write-min} (128 KiB here) up go from the socket through a pipe into the file and
  * take no page of the pool. What lands in the file must be the payload wherever it starts and ends
  * (unaligned, longer than the pipe, at the end of the file), however much of it arrived with the
  * header, with FUA, pipelined with READs and small WRITEs whose headers must not be swallowed as
@@ -308,12 +308,17 @@ class TestNbdSplicedWrites
         }
     }
 
-    /** With single-shot receive, whatever the build runs the other tests with: a multishot receive splices no WRITE. */
+    /**
+     * With single-shot receive, whatever the build runs the other tests with (a multishot receive splices
+     * no WRITE), and WRITEs spliced from 128 KiB up unless the options say otherwise, so that the
+     * threshold's edge and payloads shorter than the pipe's half are spliced too.
+     */
     private void serveSingleShot(Map<String, String> options)
             throws IOException
     {
         Map<String, String> single = new HashMap<>(options);
         single.put(NbdSettings.NBD_RECV, "single");
+        single.putIfAbsent(NbdSettings.SPLICE_WRITE_MIN, "128K");
         serve(false, single);
     }
 
