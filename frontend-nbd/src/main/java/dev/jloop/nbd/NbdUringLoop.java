@@ -83,8 +83,8 @@ final class NbdUringLoop
 
     /**
      * SQEs for the loop's own operations, at most one of each kind at once: receive (and its cancel),
-     * send, wakeup, timeout, and the splices of spliced READs (one per pipe) and WRITEs (a head write,
-     * a fill and a drain for the pipe receiving, a drain or an fsync for the other).
+     * send, wakeup, timeout, and those of spliced READs (a splice per pipe) and WRITEs (a poll of the
+     * socket and a drain for the pipe receiving, a drain or an fsync for the other).
      */
     private static final int RING_ENTRIES = 16;
     /** Most SQEs for a lent file's operations; more in flight are held until the next turn. */

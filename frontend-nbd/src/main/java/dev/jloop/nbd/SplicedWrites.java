@@ -17,30 +17,33 @@ import static java.util.Objects.requireNonNull;
 /**
  * The zero-copy WRITEs of one io_uring connection loop (docs/nbd.md, "Zero-copy writes"), the mirror
  * image of {@link SplicedReads}: the payload of a large WRITE goes from the socket into a pipe and from
- * the pipe into the file's page cache at the WRITE's offset with {@code IORING_OP_SPLICE}, so it is
- * never copied into jloop's pages; the pipe holds references to the socket buffer's pages, and the
- * file copies them in once.
+ * the pipe into the file's page cache at the WRITE's offset, so it is never copied into jloop's pages;
+ * the pipe holds references to the socket buffer's pages, and the file copies them in once.
  *
  * <p>Two pipes per connection ({@link #PIPES}), one WRITE in each, in these steps:
  * <ol>
  * <li><b>head</b>: the payload bytes already in the loop's input buffer (received with the header)
- *     are written from there with {@code IORING_OP_WRITE} at the WRITE's offset; the loop receives
- *     nothing into that buffer until it is done;</li>
- * <li><b>fill</b>: the rest of the payload is spliced from the socket into the pipe, never more than
- *     the payload (so the next request's header stays in the socket) nor than the pipe has room for;
- *     the splice waits in its io-wq worker for the client's bytes, and a short one goes on where it
+ *     are written from there by {@code pwrite(2)} at the WRITE's offset, on this thread, as the loop
+ *     writes small buffered WRITEs;</li>
+ * <li><b>fill</b>: the rest of the payload is spliced from the socket into the pipe on this thread
+ *     ({@code splice(2)} of what {@code FIONREAD} says the socket holds, never waiting), never more
+ *     than the payload (so the next request's header stays in the socket) nor than the pipe has room
+ *     for; when the socket is empty, an {@code IORING_OP_POLL_ADD} tells when to go on. An
+ *     {@code IORING_OP_SPLICE} from the socket would cost an io-wq hand-off per piece of payload;</li>
+ * <li><b>drain</b>: once the pipe holds half its size or the rest of the payload, it is spliced into
+ *     the file at its offset with {@code IORING_OP_SPLICE} (an io-wq worker, where ext4 may block),
+ *     while the fills go on behind it (the pipe keeps the order); a short splice goes on where it
  *     stopped;</li>
- * <li><b>drain</b>: what is in the pipe is spliced into the file at its offset, while the next fill
- *     goes on (the pipe keeps the order); a short splice goes on where it stopped;</li>
  * <li><b>sync</b>: with FUA, {@code IORING_OP_FSYNC} ({@code DATASYNC}) once every byte is in the
  *     file; then the reply.</li>
  * </ol>
  * The loop parses nothing and receives nothing while a WRITE's payload comes in, nor while both pipes
  * are taken ({@link #holdsInput}): the next request is parsed while the last of one WRITE goes into
- * the file, and a large WRITE right behind it takes the other pipe. A write that fails (the file's {@code ENOSPC} or {@code EIO}) ends the splicing; the pipe's bytes are
- * thrown away with the pipe, and the loop skips the rest of the payload in the socket as for any
- * refused WRITE, then sends an ordinary error reply, so the stream stays in step. A socket that
- * ends in the middle of the payload ends the connection; the request is given back unanswered.
+ * the file, and a large WRITE right behind it takes the other pipe. A write that fails (the file's
+ * {@code ENOSPC} or {@code EIO}) ends the splicing; the pipe's bytes are thrown away with the pipe,
+ * and the loop skips the rest of the payload in the socket as for any refused WRITE, then sends an
+ * ordinary error reply, so the stream stays in step. A socket that ends in the middle of the payload
+ * ends the connection; the request is given back unanswered.
  *
  * <p>Statistics: the WRITE is counted by the device ({@link BlockDevice#writeServed}) once its last
  * byte is in the file (durable, with FUA), with the time since it was parsed.
@@ -178,8 +181,7 @@ final class SplicedWrites
 
     /**
      * Starts a WRITE whose first {@code headLength} payload bytes are at {@code headAddress} (the
-     * loop's input buffer, which must stay as it is until {@link #holdsInput} is false); the rest is
-     * in the socket.
+     * loop's input buffer; they are written before this returns); the rest is in the socket.
      */
     void start(NbdRequest request, long headAddress, int headLength)
     {
