@@ -59,7 +59,7 @@ public interface BlockDevice extends Closeable
      * {@code null} when there is none (filters between them, another kind of device). For a frontend
      * that lends the file something of its own thread (an io_uring event loop lends its ring to the
      * io_uring backend); requests still go through {@link #submit}, never to the file directly, but
-     * for the reads of {@link #readServed}.
+     * for the reads of {@link #readServed} and the writes of {@link #writeServed}.
      */
     default BackingFile backingFile()
     {
@@ -74,6 +74,17 @@ public interface BlockDevice extends Closeable
      * data was read. Any thread. The default counts nothing.
      */
     default void readServed(long length, int error, long latencyNanos) {}
+
+    /**
+     * Counts a WRITE of {@code length} bytes that a frontend wrote into {@link #backingFile()} itself
+     * instead of submitting a bio (a zero-copy splice from its socket into the file, at an offset the
+     * frontend checked against {@link #size()} and on a device that is not read-only), so that the
+     * device's statistics see it as any other WRITE: {@code error} is 0 or {@code -errno},
+     * {@code latencyNanos} the time from its start until the data was in the file (and durable, for
+     * FUA). A later flush of the device covers it as any completed write. Any thread. The default
+     * counts nothing.
+     */
+    default void writeServed(long length, int error, long latencyNanos) {}
 
     /** Bios submitted by this thread until {@link #unplug()} may be batched. Plugs nest. */
     default void plug() {}

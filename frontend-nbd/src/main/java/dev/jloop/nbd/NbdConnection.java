@@ -129,6 +129,7 @@ final class NbdConnection
                         peer,
                         counters,
                         settings.spliceMin(),
+                        settings.spliceWriteMin(),
                         settings.multishotReceive(),
                         settings.busyPollNanos());
                 if (loop != null) {
@@ -184,10 +185,12 @@ final class NbdConnection
             if (exportName != null) {
                 NbdUringLoop looped = loop;
                 long spliced = looped == null ? 0 : looped.splicedReads();
-                log.info("{}: closed after {} s, export '{}', {} requests, {} bytes, {} errors{}", peer,
+                long splicedWrites = looped == null ? 0 : looped.splicedWrites();
+                log.info("{}: closed after {} s, export '{}', {} requests, {} bytes, {} errors{}{}", peer,
                         String.format(Locale.ROOT, "%.3f", (System.nanoTime() - opened) / 1e9), exportName,
                         counters.requests(), counters.bytes(), counters.errors(),
-                        spliced > 0 ? ", " + spliced + " reads spliced" : "");
+                        spliced > 0 ? ", " + spliced + " reads spliced" : "",
+                        splicedWrites > 0 ? ", " + splicedWrites + " writes spliced" : "");
             }
             else {
                 log.debug("{}: connection closed", peer);

@@ -45,6 +45,7 @@ public final class NbdSettings
     public static final String PAGE_POOL_IDLE = "page-pool-idle";
     public static final String NBD_LOOP = "nbd-loop";
     public static final String SPLICE_MIN = "splice-min";
+    public static final String SPLICE_WRITE_MIN = "splice-write-min";
     public static final String NBD_RECV = "nbd-recv";
     public static final String BUSY_POLL = "busy-poll";
     public static final String TLS = "tls";
@@ -123,7 +124,12 @@ public final class NbdSettings
             PluginOption.of(SPLICE_MIN, SIZE, "128K",
                     "READs of at least this many bytes on the io_uring loop over an io_uring file (buffered, no filter) "
                             + "go from the file to the socket by splice, without copying the data through jloop; 0: never",
-                    "--splice-min 256K"));
+                    "--splice-min 256K"),
+            PluginOption.of(SPLICE_WRITE_MIN, SIZE, "512K",
+                    "WRITEs of at least this many bytes on the io_uring loop over an io_uring file (buffered, no filter, "
+                            + "single-shot receive) go from the socket into the file by splice, without copying the payload "
+                            + "through jloop's pages; 0: never",
+                    "--splice-write-min 1M"));
 
     private final String host;
     private final int port;
@@ -143,6 +149,7 @@ public final class NbdSettings
     private final TlsSettings tls;
     private final boolean uringLoop;
     private final long spliceMin;
+    private final long spliceWriteMin;
     private final boolean multishotReceive;
     private final long busyPollMicros;
 
@@ -182,6 +189,7 @@ public final class NbdSettings
         this.tls = parseTls(options);
         this.uringLoop = parseLoop(options.string(NBD_LOOP));
         this.spliceMin = options.size(SPLICE_MIN, 0);
+        this.spliceWriteMin = options.size(SPLICE_WRITE_MIN, 0);
         this.multishotReceive = uringLoop && parseReceive(options.string(NBD_RECV));
         this.busyPollMicros = options.count(BUSY_POLL, 0);
     }
@@ -329,6 +337,12 @@ public final class NbdSettings
     long spliceMin()
     {
         return spliceMin;
+    }
+
+    /** Smallest WRITE the io_uring loop splices from the socket into the file; 0 when none is. */
+    long spliceWriteMin()
+    {
+        return spliceWriteMin;
     }
 
     /** How often an idle page pool is trimmed ({@link PagePool#trimIfIdle}); 0: never. */

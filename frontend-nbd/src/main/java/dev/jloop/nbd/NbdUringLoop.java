@@ -81,7 +81,12 @@ final class NbdUringLoop
 {
     private static final Logger log = LoggerFactory.getLogger(NbdUringLoop.class);
 
-    private static final int RING_ENTRIES = 8;
+    /**
+     * SQEs for the loop's own operations, at most one of each kind at once: receive (and its cancel),
+     * send, wakeup, timeout, and those of spliced READs (a splice per pipe) and WRITEs (a poll of the
+     * socket and a drain for the pipe receiving, a drain or an fsync for the other).
+     */
+    private static final int RING_ENTRIES = 16;
     /** Most SQEs for a lent file's operations; more in flight are held until the next turn. */
     private static final int MAX_LENT_ENTRIES = 1024;
     private static final int FIXED_FILE = 1;
@@ -126,6 +131,8 @@ final class NbdUringLoop
     /** Large READs from the file to the socket by splice; null when the file or the kernel does not allow it. */
     private final SplicedReads spliced;
     private final long busyPollNanos;
+    /** Large WRITE payloads from the socket into the file by splice; null when the file or the kernel does not allow it. */
+    private final SplicedWrites splicedWrites;
 
     /** Native scratch: the send iovecs and msghdr, the payload iovecs and msghdr, the eventfd words, the timeout. */
     private final ByteBuffer scratch;
@@ -200,6 +207,7 @@ final class NbdUringLoop
             RingBorrower borrower,
             FixedBuffers fixedBuffers,
             long spliceMin,
+            long spliceWriteMin,
             boolean multishotReceive,
             long busyPollNanos)
     {
@@ -241,6 +249,7 @@ final class NbdUringLoop
         }
         this.spliced = splicedReads(spliceMin);
         this.busyPollNanos = busyPollNanos;
+        this.splicedWrites = splicedWrites(spliceWriteMin);
     }
 
     /**
@@ -262,6 +271,32 @@ final class NbdUringLoop
             return null;
         }
         return reads;
+    }
+
+    /**
+     * Zero-copy WRITEs on the same condition as {@link #splicedReads}: an {@code O_DIRECT} file needs
+     * aligned user memory for its writes (its WRITEs stay on the pages).
+     */
+    private SplicedWrites splicedWrites(long spliceWriteMin)
+    {
+        if (borrower == null || spliceWriteMin <= 0 || !ring.isSupported(IoUring.OP_SPLICE)
+                || device.backingFile().capabilities().logicalBlockSize() != 1) {
+            return null;
+        }
+        SplicedWrites writes = new SplicedWrites(ring, device, new SplicedWriteHooks(), FIXED_FILE, FIXED_SOCKET,
+                UnsafeAccess.fd(channel.socket()), borrower.fileDescriptor(), spliceWriteMin);
+        String cause = writes.openPipes();
+        if (cause != null) {
+            log.debug("{}: WRITEs are not spliced: {}", peer, cause);
+            return null;
+        }
+        return writes;
+    }
+
+    /** WRITEs spliced from the socket into the file so far (the connection's close line); loop thread. */
+    long splicedWrites()
+    {
+        return splicedWrites == null ? 0 : splicedWrites.writes();
     }
 
     /** READs spliced from the file to the socket so far (the connection's close line); loop thread. */
@@ -302,6 +337,7 @@ final class NbdUringLoop
             String peer,
             NbdConnectionCounters counters,
             long spliceMin,
+            long spliceWriteMin,
             boolean multishotReceive,
             long busyPollNanos)
     {
@@ -332,7 +368,7 @@ final class NbdUringLoop
             eventFd = Errors.check("eventfd", Posix.eventfd(0, Posix.EFD_CLOEXEC));
             return new NbdUringLoop(channel, device, transmissionFlags, structuredReplies, baseAllocation,
                     pagePool, maxInflightBytes, maxInflightRequests, peer, counters, ring, eventFd, borrower, fixedBuffers, spliceMin,
-                    multishotReceive, busyPollNanos);
+                    spliceWriteMin, multishotReceive, busyPollNanos);
         }
         catch (NativeIoException | RuntimeException e) {
             log.debug("{}: io_uring loop not used: {}", peer, e.toString());
@@ -398,6 +434,9 @@ final class NbdUringLoop
             if (spliced != null) {
                 spliced.abort();
             }
+            if (splicedWrites != null) {
+                splicedWrites.abort();
+            }
             drain();
             throw e;
         }
@@ -411,7 +450,7 @@ final class NbdUringLoop
         return inputEnded && !receiving() && !sendPosted && !timeoutPosted && payload == null
                 && pendingHead == null && remote.get() == null && pool.allReturned()
                 && (lent == null || (lent.inFlight() == 0 && !lent.hasHeld()))
-                && (spliced == null || spliced.idle());
+                && (spliced == null || spliced.idle()) && (splicedWrites == null || splicedWrites.idle());
     }
 
     /** Whether a receive of ours is on the ring. */
@@ -582,6 +621,9 @@ final class NbdUringLoop
         else if (userData >= SplicedReads.FIRST && userData < SplicedReads.LIMIT) {
             spliced.handle(userData, res);
         }
+        else if (userData >= SplicedWrites.FIRST && userData < SplicedWrites.LIMIT) {
+            splicedWrites.handle(userData, res);
+        }
         else if (userData == RECV_MULTISHOT) {
             multishot.completed(res, flags);
             if (multishot.unsupported()) {
@@ -673,6 +715,10 @@ final class NbdUringLoop
             throws IOException
     {
         while (!inputEnded) {
+            if (splicedWrites != null && splicedWrites.holdsInput()) {
+                // the socket and the input buffer belong to a spliced WRITE's payload
+                return;
+            }
             if (payload != null) {
                 if (!payloadReady && (multishot == null || !multishot.takePayload(payload))) {
                     return;
@@ -783,6 +829,13 @@ final class NbdUringLoop
                 spliced.add(request);
                 return;
             }
+            if (splicedWrites != null && multishot == null && !recvPosted && splicedWrites.takes(request, input.remaining())) {
+                // the payload bytes received with the header are written from the input buffer, the rest spliced
+                int head = (int) Math.min(input.remaining(), length);
+                splicedWrites.start(request, inputAddress + input.position(), head);
+                input.position(input.position() + head);
+                return;
+            }
             if (!pool.fits(length)) {
                 if (type == CMD_WRITE) {
                     skipLeft = length;
@@ -852,6 +905,10 @@ final class NbdUringLoop
             multishot.cancel();
         }
         if (recvPosted || inputEnded) {
+            return;
+        }
+        if (splicedWrites != null && splicedWrites.holdsInput()) {
+            // the payload goes from the socket into the file; the input buffer may not move under its head write
             return;
         }
         if (multishot != null) {
@@ -1196,7 +1253,8 @@ final class NbdUringLoop
         try {
             if (wakeupPosted) {
                 Posix.write(eventFd, wakeWord, 8);
-                while (wakeupPosted || receiving() || sendPosted || timeoutPosted || (spliced != null && spliced.posted())) {
+                while (wakeupPosted || receiving() || sendPosted || timeoutPosted || (spliced != null && spliced.posted())
+                        || (splicedWrites != null && splicedWrites.posted())) {
                     enterAndWait();
                     ring.reap(this);
                 }
@@ -1222,6 +1280,9 @@ final class NbdUringLoop
         Posix.close(eventFd);
         if (spliced != null) {
             spliced.close();
+        }
+        if (splicedWrites != null && !splicedWrites.posted()) {
+            splicedWrites.close();
         }
         if (receiving() || sendPosted) {
             // Not expected: the kernel may still use the buffers; they are leaked rather than reused.
@@ -1255,6 +1316,39 @@ final class NbdUringLoop
                 shutdownSocket();
             }
             spliced.abort();
+        }
+
+        @Override
+        public void progressed()
+        {
+            progress++;
+        }
+    }
+
+    /** Where spliced WRITEs come back to the loop. */
+    private final class SplicedWriteHooks
+            implements SplicedWrites.Loop
+    {
+        @Override
+        public void written(NbdRequest request, long skip)
+        {
+            if (skip > 0) {
+                // a failed WRITE: the rest of its payload is read and thrown away, as for a refused one
+                skipLeft = skip;
+            }
+            appendPending(request, request);
+        }
+
+        @Override
+        public void gone(NbdRequest request, String endOfInput)
+        {
+            if (endOfInput != null) {
+                log.debug("{}: client closed the connection in the middle of a WRITE payload: {}", peer, endOfInput);
+            }
+            pool.recycle(request);
+            if (endOfInput != null) {
+                endInput();
+            }
         }
 
         @Override

@@ -101,8 +101,8 @@ class TestNbdSharedRing
             throws Exception
     {
         pagePool.reserve(4 << 20);
-        // the 128 KiB read-backs must go through pages, not be spliced
-        serve(direct, Map.of(NbdSettings.SPLICE_MIN, "0"));
+        // the 128 KiB writes and read-backs must go through pages, not be spliced
+        serve(direct, Map.of(NbdSettings.SPLICE_MIN, "0", NbdSettings.SPLICE_WRITE_MIN, "0"));
         long fileEnters = file.submitCalls();
         byte[] expected = content.clone();
         try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {

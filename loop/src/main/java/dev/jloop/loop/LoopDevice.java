@@ -255,6 +255,14 @@ public final class LoopDevice
     }
 
     @Override
+    public void writeServed(long length, int error, long latencyNanos)
+    {
+        if (stats != null) {
+            stats.op(Bio.Op.WRITE).record(latencyNanos, length, error);
+        }
+    }
+
+    @Override
     public void registerMemory(List<ByteBuffer> regions)
     {
         file.registerMemory(regions);

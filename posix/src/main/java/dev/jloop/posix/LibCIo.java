@@ -5,7 +5,7 @@ import jnr.ffi.Pointer;
 /**
  * The libc functions of the data path and of the rarer calls: I/O for the backends that do it with
  * system calls of their own, durability, space, the raw {@code syscall(2)}, error texts, and the
- * pipe of a connection's zero-copy reads. A server
+ * pipe of a connection's zero-copy reads and writes. A server
  * with the io_uring backend does its I/O on rings and may never call them, so they are bound apart
  * from {@link LibC}, the first time one is called. The rules of {@link LibC} hold here too: native
  * addresses as {@code long}, never six primitive parameters ({@code syscall} takes its last argument
@@ -32,6 +32,12 @@ public interface LibCIo
     int fcntl(int fd, int cmd, int arg);
 
     int socketpair(int domain, int type, int protocol, int[] sv);
+
+    /** {@code splice(2)}; the offsets are pointers (null for a pipe or a socket), so no six primitive parameters. */
+    long splice(int fdIn, Pointer offIn, int fdOut, Pointer offOut, long len, int flags);
+
+    /** {@code ioctl(2)} with an int result argument; variadic in C, bound with a fixed arity (fine on x86-64). */
+    int ioctl(int fd, long request, int[] argp);
 
     /** {@code syscall(2)} with one argument and a pointer (variadic in C; fixed arity is fine on x86-64). */
     long syscall(long number, long arg1, Pointer arg2);

@@ -51,6 +51,8 @@ public final class Posix
     /** {@code fcntl(2)}: the capacity of a pipe in bytes (Linux 2.6.35+, {@code linux/fcntl.h}). */
     public static final int F_SETPIPE_SZ = 1031;
     public static final int F_GETPIPE_SZ = 1032;
+    /** {@code ioctl(2)}: bytes ready to read on a socket ({@code asm-generic/ioctls.h}). */
+    private static final long FIONREAD = 0x541B;
     public static final int AF_UNIX = 1;
     public static final int SOCK_STREAM = 1;
     public static final int SOCK_CLOEXEC = O_CLOEXEC;
@@ -215,6 +217,26 @@ public final class Posix
     {
         int res = Io.LIBC.fcntl(fd, cmd, arg);
         return res < 0 ? -lastError() : res;
+    }
+
+    /**
+     * {@code splice(2)} between descriptors that have no offset (pipes, sockets); returns the bytes moved
+     * or {@code -errno}. Not retried on EINTR.
+     */
+    public static long splice(int fdIn, int fdOut, long length, int flags)
+    {
+        long n = Io.LIBC.splice(fdIn, null, fdOut, null, length, flags);
+        return n < 0 ? -lastError() : n;
+    }
+
+    /**
+     * The bytes a socket has ready to read ({@code ioctl(FIONREAD)}, {@code socket(7)}); {@code scratch}
+     * is an int[1] of the caller's. Returns them or {@code -errno}.
+     */
+    public static int inputBytes(int fd, int[] scratch)
+    {
+        int res = Io.LIBC.ioctl(fd, FIONREAD, scratch);
+        return res < 0 ? -lastError() : scratch[0];
     }
 
     /** {@code socketpair(2)}: two connected sockets into {@code fds}; returns 0 or {@code -errno}. */

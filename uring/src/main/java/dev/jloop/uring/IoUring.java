@@ -24,6 +24,7 @@ public final class IoUring
     public static final int OP_FSYNC = 3;
     public static final int OP_READ_FIXED = 4;
     public static final int OP_WRITE_FIXED = 5;
+    public static final int OP_POLL_ADD = 6;
     public static final int OP_SENDMSG = 9;
     public static final int OP_RECVMSG = 10;
     public static final int OP_TIMEOUT = 11;
@@ -83,6 +84,8 @@ public final class IoUring
 
     // sqe->fsync_flags
     public static final int FSYNC_DATASYNC = 1;
+    /** sqe->poll32_events of {@link #OP_POLL_ADD}: readable ({@code poll(2)}'s {@code POLLIN}). */
+    public static final int POLLIN = 1;
 
     // sqe->cancel_flags
     public static final int ASYNC_CANCEL_ALL = 1;
