@@ -248,7 +248,9 @@ final class NbdUringLoop
             }
         }
         this.spliced = splicedReads(spliceMin);
-        this.busyPollNanos = busyPollNanos;
+        // Not over an O_DIRECT file: there the waits are the disk's, and watching measured slower (docs/nbd.md, "Busy polling").
+        BackingFile file = device.backingFile();
+        this.busyPollNanos = file == null || file.capabilities().logicalBlockSize() == 1 ? busyPollNanos : 0;
         this.splicedWrites = splicedWrites(spliceWriteMin);
     }
 
@@ -504,9 +506,9 @@ final class NbdUringLoop
             }
         }
         int res;
-        if (busyPollNanos > 0 && pool.inUse() <= 1 && started - lastDeepStart > SHALLOW_STARTS) {
-            // A client that sends a request at a time: the completion of its request, or its next one,
-            // is a few microseconds away, and watching for it costs less than sleeping and being woken
+        if (busyPollNanos > 0 && pool.inUse() == 0 && started - lastDeepStart > SHALLOW_STARTS) {
+            // A client that sends a request at a time, and all its requests answered: its next one is a
+            // few microseconds away, and watching for it costs less than sleeping and being woken
             // (BusyPoll). A client with more in flight keeps the loop busy without it.
             while ((res = ring.submit()) == -Errors.EAGAIN || res == -Errors.EBUSY) {
                 ring.reap(this);
