@@ -3,12 +3,10 @@ package dev.jloop.nbd;
 import dev.jloop.api.BlockDevice;
 import dev.jloop.api.Errno;
 import dev.jloop.posix.Errors;
-import dev.jloop.posix.Posix;
 import dev.jloop.uring.IoUring;
 import dev.jloop.uring.Ring;
 
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 
 import static dev.jloop.nbd.NbdProtocol.CMD_READ;
 import static dev.jloop.nbd.NbdProtocol.REPLY_FLAG_DONE;
@@ -26,7 +24,7 @@ import static java.util.Objects.requireNonNull;
  * <p>Two pipes per connection ({@link #PIPES}), one READ in each at a time, in three steps:
  * <ol>
  * <li><b>fill</b>: the file's bytes at the READ's offset are spliced into the pipe, as many as it
- *     holds ({@code F_SETPIPE_SZ}, {@link #PIPE_SIZE}), without waiting for room in it
+ *     holds ({@code F_SETPIPE_SZ}, {@link SplicePipe#SIZE}, 1 MiB), without waiting for room in it
  *     ({@code SPLICE_F_NONBLOCK}); a short splice goes on where it stopped. A READ that fits the
  *     pipe is thus wholly read before anything of its reply is sent, so a read error or a file
  *     shorter than asked is an ordinary error reply;</li>
@@ -60,14 +58,6 @@ final class SplicedReads
     static final int PIPES = 2;
     static final long LIMIT = FIRST + 2 * PIPES;
 
-    /**
-     * Each pipe's capacity: 1 MiB, the default {@code /proc/sys/fs/pipe-max-size}. A READ up to this
-     * size is read whole before its header is sent; larger ones drain and fill the pipe in turns.
-     * Where the system refuses it (an unprivileged user over {@code pipe-user-pages-soft}), the
-     * pipe keeps the size it got.
-     */
-    static final int PIPE_SIZE = 1 << 20;
-    private static final int PAGE = 4096;
 
     /** Where a spliced READ goes back to the loop. */
     interface Loop
@@ -91,7 +81,6 @@ final class SplicedReads
     private final int fileIndex;
     private final int socketIndex;
     private final long min;
-    private final ByteBuffer fds = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder());
     private final Pipe[] pipes = new Pipe[PIPES];
 
     /** READs waiting for a pipe, in order, linked through {@link NbdRequest#next}. */
@@ -105,11 +94,9 @@ final class SplicedReads
 
     /** One pipe and the READ in it. */
     private final class Pipe
+            extends SplicePipe
     {
         final int index;
-        int readFd = -1;
-        int writeFd = -1;
-        int size;
         /** The READ whose data is in or on its way through the pipe. */
         NbdRequest current;
         long fileOffset;
@@ -309,7 +296,7 @@ final class SplicedReads
     String openPipes()
     {
         for (Pipe pipe : pipes) {
-            String cause = open(pipe);
+            String cause = pipe.open("zero-copy reads");
             if (cause != null) {
                 close();
                 return cause;
@@ -322,7 +309,7 @@ final class SplicedReads
     void close()
     {
         for (Pipe pipe : pipes) {
-            closePipe(pipe);
+            pipe.close();
         }
     }
 
@@ -378,7 +365,7 @@ final class SplicedReads
             if (pipe.left == 0) {
                 device.readServed(request.length, 0, System.nanoTime() - request.spliceStart);
             }
-            else if (pipe.size - pipe.inPipe >= PAGE) {
+            else if (pipe.size - pipe.inPipe >= SplicePipe.PAGE) {
                 // short: the pipe ran out of slots for an unaligned start, or the file of bytes; go on
                 fill(pipe);
                 return;
@@ -404,8 +391,8 @@ final class SplicedReads
             return;
         }
         // nothing of the reply was sent: an ordinary error reply; the pipe's partial bytes go with the pipe
-        closePipe(pipe);
-        String cause = open(pipe);
+        pipe.close();
+        String cause = pipe.open("zero-copy reads");
         if (cause != null) {
             loop.failed(cause);
             return;
@@ -477,32 +464,6 @@ final class SplicedReads
             pipe.current = null;
             request.spliced = false;
             loop.done(request);
-        }
-    }
-
-    private String open(Pipe pipe)
-    {
-        int res = Posix.pipe2(UnsafeAccess.address(fds), Posix.O_CLOEXEC);
-        if (res < 0) {
-            return "cannot make a pipe for zero-copy reads: " + Errors.name(res);
-        }
-        pipe.readFd = fds.getInt(0);
-        pipe.writeFd = fds.getInt(4);
-        int size = Posix.fcntl(pipe.writeFd, Posix.F_SETPIPE_SZ, PIPE_SIZE);
-        if (size < 0) {
-            size = Posix.fcntl(pipe.writeFd, Posix.F_GETPIPE_SZ, 0);
-        }
-        pipe.size = Math.max(size, PAGE);
-        return null;
-    }
-
-    private static void closePipe(Pipe pipe)
-    {
-        if (pipe.readFd >= 0) {
-            Posix.close(pipe.readFd);
-            Posix.close(pipe.writeFd);
-            pipe.readFd = -1;
-            pipe.writeFd = -1;
         }
     }
 }

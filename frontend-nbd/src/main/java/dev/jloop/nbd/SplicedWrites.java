@@ -7,9 +7,6 @@ import dev.jloop.posix.Posix;
 import dev.jloop.uring.IoUring;
 import dev.jloop.uring.Ring;
 
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-
 import static dev.jloop.nbd.NbdProtocol.CMD_FLAG_FUA;
 import static dev.jloop.nbd.NbdProtocol.CMD_WRITE;
 import static java.util.Objects.requireNonNull;
@@ -65,9 +62,6 @@ final class SplicedWrites
     static final int PIPES = 2;
     static final long LIMIT = FIRST + STEPS * PIPES;
 
-    /** Each pipe's capacity, as for {@link SplicedReads#PIPE_SIZE}; where the system refuses it, the size it got. */
-    static final int PIPE_SIZE = 1 << 20;
-    private static final int PAGE = 4096;
 
     /** Where a spliced WRITE goes back to the loop. */
     interface Loop
@@ -94,7 +88,6 @@ final class SplicedWrites
     private final int fileFd;
     private final int[] inputBytes = new int[1];
     private final long min;
-    private final ByteBuffer fds = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder());
     private final Pipe[] pipes = new Pipe[PIPES];
     private boolean aborted;
 
@@ -103,11 +96,9 @@ final class SplicedWrites
 
     /** One pipe and the WRITE in it. */
     private static final class Pipe
+            extends SplicePipe
     {
         final int index;
-        int readFd = -1;
-        int writeFd = -1;
-        int size;
 
         /** The WRITE being spliced, or null. */
         NbdRequest current;
@@ -222,7 +213,7 @@ final class SplicedWrites
             if (pipe.receiving()) {
                 return true;
             }
-            full &= pipe.current != null || pipe.readFd < 0;
+            full &= pipe.current != null || !pipe.isOpen();
         }
         return full && !aborted && usable();
     }
@@ -308,7 +299,7 @@ final class SplicedWrites
     String openPipes()
     {
         for (Pipe pipe : pipes) {
-            String cause = open(pipe);
+            String cause = pipe.open("zero-copy writes");
             if (cause != null) {
                 close();
                 return cause;
@@ -321,7 +312,7 @@ final class SplicedWrites
     void close()
     {
         for (Pipe pipe : pipes) {
-            closePipe(pipe);
+            pipe.close();
         }
     }
 
@@ -330,7 +321,7 @@ final class SplicedWrites
     private Pipe free()
     {
         for (Pipe pipe : pipes) {
-            if (pipe.current == null && pipe.readFd >= 0 && !pipe.posted()) {
+            if (pipe.current == null && pipe.isOpen() && !pipe.posted()) {
                 return pipe;
             }
         }
@@ -340,7 +331,7 @@ final class SplicedWrites
     private boolean usable()
     {
         for (Pipe pipe : pipes) {
-            if (pipe.readFd >= 0) {
+            if (pipe.isOpen()) {
                 return true;
             }
         }
@@ -377,7 +368,7 @@ final class SplicedWrites
         long inPipe = pipe.received - pipe.written;
         // Each drain is a hand-off to an io-wq worker: one per half pipe, or for the rest of the payload.
         if (inPipe > 0 && !pipe.drainPosted
-                && (pipe.received == pipe.socketLength || inPipe >= pipe.size / 2 || pipe.size - inPipe < PAGE || pipe.full)) {
+                && (pipe.received == pipe.socketLength || inPipe >= pipe.size / 2 || pipe.size - inPipe < SplicePipe.PAGE || pipe.full)) {
             pipe.full = false;
             if (!ring.prepSplice(pipe.readFd, -1, fileIndex, base + pipe.headLength + pipe.written, (int) (pipe.received - pipe.written),
                     IoUring.SPLICE_F_MOVE, IoUring.IOSQE_FIXED_FILE, userData(pipe, DRAIN))) {
@@ -412,7 +403,7 @@ final class SplicedWrites
         while (!pipe.fillPosted) {
             long room = pipe.size - (pipe.received - pipe.written);
             long left = pipe.socketLength - pipe.received;
-            if (left == 0 || room < Math.min(PAGE, left)) {
+            if (left == 0 || room < Math.min(SplicePipe.PAGE, left)) {
                 return;
             }
             int available = Posix.inputBytes(socketFd, inputBytes);
@@ -478,10 +469,10 @@ final class SplicedWrites
             skip = pipe.socketLength - pipe.received;
             if (pipe.received > pipe.written) {
                 // the pipe still holds payload bytes that will never be written: away with the pipe
-                closePipe(pipe);
-                if (open(pipe) != null) {
+                pipe.close();
+                if (pipe.open("zero-copy writes") != null) {
                     // one pipe fewer for this connection (free() passes over it)
-                    closePipe(pipe);
+                    pipe.close();
                 }
             }
         }
@@ -490,31 +481,5 @@ final class SplicedWrites
             bytes += request.length;
         }
         loop.written(request, skip);
-    }
-
-    private String open(Pipe pipe)
-    {
-        int res = Posix.pipe2(UnsafeAccess.address(fds), Posix.O_CLOEXEC);
-        if (res < 0) {
-            return "cannot make a pipe for zero-copy writes: " + Errors.name(res);
-        }
-        pipe.readFd = fds.getInt(0);
-        pipe.writeFd = fds.getInt(4);
-        int size = Posix.fcntl(pipe.writeFd, Posix.F_SETPIPE_SZ, PIPE_SIZE);
-        if (size < 0) {
-            size = Posix.fcntl(pipe.writeFd, Posix.F_GETPIPE_SZ, 0);
-        }
-        pipe.size = Math.max(size, PAGE);
-        return null;
-    }
-
-    private static void closePipe(Pipe pipe)
-    {
-        if (pipe.readFd >= 0) {
-            Posix.close(pipe.readFd);
-            Posix.close(pipe.writeFd);
-            pipe.readFd = -1;
-            pipe.writeFd = -1;
-        }
     }
 }
