@@ -91,8 +91,8 @@ class IoUringNbdInteropIT
                 channel.write(ByteBuffer.allocate(1), 64 * MIB - 1);
             }
             JloopProcess server = transport.equals("unix")
-                    ? serve("--socket", dir.resolve("nbd.sock").toString(), "--nbd-loop", "io_uring", target.toString())
-                    : serve("--listen", "127.0.0.1:0", "--nbd-loop", "io_uring", target.toString());
+                    ? serve("--socket", dir.resolve("nbd.sock").toString(), "--nbd-loop", "io_uring", "--splice-write-min", "512K", target.toString())
+                    : serve("--listen", "127.0.0.1:0", "--nbd-loop", "io_uring", "--splice-write-min", "512K", target.toString());
             Exec.check(300, "nbdcopy", "--request-size=4194304", "--connections=4", "--threads=4", image.toString(), server.uri());
             Exec compare = Exec.run(300, "qemu-img", "compare", "-f", "raw", "-F", "raw", image.toString(), server.uri());
             assertEquals(0, compare.exitCode(), compare.stdout() + compare.stderr());
