@@ -510,8 +510,10 @@ final class NbdUringLoop
             // A client that sends a request at a time, and all its requests answered: its next one is a
             // few microseconds away, and watching for it costs less than sleeping and being woken
             // (BusyPoll). A client with more in flight keeps the loop busy without it.
-            while ((res = ring.submit()) == -Errors.EAGAIN || res == -Errors.EBUSY) {
-                ring.reap(this);
+            res = ring.submit();
+            if (res == -Errors.EAGAIN || res == -Errors.EBUSY) {
+                // the kernel holds CQEs back: the loop reaps them and pumps what they make ready, then comes back
+                return;
             }
             if (BusyPoll.awaitCompletion(ring, busyPollNanos)) {
                 return;
