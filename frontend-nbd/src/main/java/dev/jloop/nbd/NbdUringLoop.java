@@ -505,12 +505,11 @@ final class NbdUringLoop
                 }
             }
         }
-        int res;
         if (busyPollNanos > 0 && pool.inUse() == 0 && started - lastDeepStart > SHALLOW_STARTS) {
             // A client that sends a request at a time, and all its requests answered: its next one is a
             // few microseconds away, and watching for it costs less than sleeping and being woken
             // (BusyPoll). A client with more in flight keeps the loop busy without it.
-            res = ring.submit();
+            int res = ring.submit();
             if (res == -Errors.EAGAIN || res == -Errors.EBUSY) {
                 // the kernel holds CQEs back: the loop reaps them and pumps what they make ready, then comes back
                 return;
@@ -519,10 +518,10 @@ final class NbdUringLoop
                 return;
             }
         }
-        while ((res = ring.submitAndWait(1)) == -Errors.EAGAIN || res == -Errors.EBUSY) {
-            // The kernel holds CQEs back or is short of memory: reap, then submit again.
-            ring.reap(this);
-        }
+        // -EAGAIN or -EBUSY: the kernel holds CQEs back or is short of memory, and nothing was waited for.
+        // Submitting again after a reap alone could sleep on a client that waits for a reply which only
+        // the pump sends, so the loop reaps, pumps and comes back, as after any wait.
+        ring.submitAndWait(1);
     }
 
     private void reapAndPump()
