@@ -10,7 +10,7 @@ import java.nio.ByteOrder;
  * A pipe that the zero-copy paths ({@link SplicedReads}, {@link SplicedWrites}) splice through: its
  * two descriptors and the capacity the kernel granted it. Loop thread only.
  */
-class SplicePipe
+abstract class SplicePipe
 {
     /**
      * The capacity asked for: 1 MiB, the default {@code /proc/sys/fs/pipe-max-size}. Where the system
@@ -23,6 +23,11 @@ class SplicePipe
     int readFd = -1;
     int writeFd = -1;
     int size;
+    /** The request whose data is in or on its way through the pipe, or null. */
+    NbdRequest current;
+
+    /** Whether an operation on this pipe is on the ring. */
+    abstract boolean posted();
 
     /** Makes the pipe; returns why it cannot, or {@code null}. {@code purpose} names its use in that reason. */
     String open(String purpose)
@@ -56,5 +61,48 @@ class SplicePipe
             readFd = -1;
             writeFd = -1;
         }
+    }
+
+    /** Makes every pipe; returns why it cannot (closing those made), or {@code null}. */
+    static String openAll(SplicePipe[] pipes, String purpose)
+    {
+        for (SplicePipe pipe : pipes) {
+            String cause = pipe.open(purpose);
+            if (cause != null) {
+                closeAll(pipes);
+                return cause;
+            }
+        }
+        return null;
+    }
+
+    /** Closes every pipe; the caller knows no splice on the ring uses them any more. */
+    static void closeAll(SplicePipe[] pipes)
+    {
+        for (SplicePipe pipe : pipes) {
+            pipe.close();
+        }
+    }
+
+    /** Whether an operation of any of the pipes is on the ring. */
+    static boolean anyPosted(SplicePipe[] pipes)
+    {
+        for (SplicePipe pipe : pipes) {
+            if (pipe.posted()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Whether no pipe has a request or an operation on the ring. */
+    static boolean allIdle(SplicePipe[] pipes)
+    {
+        for (SplicePipe pipe : pipes) {
+            if (pipe.current != null || pipe.posted()) {
+                return false;
+            }
+        }
+        return true;
     }
 }

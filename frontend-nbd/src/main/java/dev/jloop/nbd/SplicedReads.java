@@ -97,8 +97,6 @@ final class SplicedReads
             extends SplicePipe
     {
         final int index;
-        /** The READ whose data is in or on its way through the pipe. */
-        NbdRequest current;
         long fileOffset;
         long left;
         int inPipe;
@@ -113,6 +111,7 @@ final class SplicedReads
             this.index = index;
         }
 
+        @Override
         boolean posted()
         {
             return fillPosted || drainPosted;
@@ -179,25 +178,12 @@ final class SplicedReads
     /** Whether nothing is queued, in a pipe or on the ring. */
     boolean idle()
     {
-        if (waitingHead != null) {
-            return false;
-        }
-        for (Pipe pipe : pipes) {
-            if (pipe.current != null || pipe.posted()) {
-                return false;
-            }
-        }
-        return true;
+        return waitingHead == null && SplicePipe.allIdle(pipes);
     }
 
     boolean posted()
     {
-        for (Pipe pipe : pipes) {
-            if (pipe.posted()) {
-                return true;
-            }
-        }
-        return false;
+        return SplicePipe.anyPosted(pipes);
     }
 
     /** READs spliced whole, and their bytes, for the connection's close line. */
@@ -295,22 +281,13 @@ final class SplicedReads
     /** Makes the pipes; returns why it cannot, or {@code null}. */
     String openPipes()
     {
-        for (Pipe pipe : pipes) {
-            String cause = pipe.open("zero-copy reads");
-            if (cause != null) {
-                close();
-                return cause;
-            }
-        }
-        return null;
+        return SplicePipe.openAll(pipes, "zero-copy reads");
     }
 
     /** Closes the pipes; the loop calls it once no splice is on the ring. */
     void close()
     {
-        for (Pipe pipe : pipes) {
-            pipe.close();
-        }
+        SplicePipe.closeAll(pipes);
     }
 
     // ---- the steps

@@ -99,9 +99,6 @@ final class SplicedWrites
             extends SplicePipe
     {
         final int index;
-
-        /** The WRITE being spliced, or null. */
-        NbdRequest current;
         long start;
         int headLength;
         int headWritten;
@@ -127,6 +124,7 @@ final class SplicedWrites
             this.index = index;
         }
 
+        @Override
         boolean posted()
         {
             return fillPosted || drainPosted || syncPosted;
@@ -221,22 +219,12 @@ final class SplicedWrites
     /** Whether nothing is under way or on the ring. */
     boolean idle()
     {
-        for (Pipe pipe : pipes) {
-            if (pipe.current != null || pipe.posted()) {
-                return false;
-            }
-        }
-        return true;
+        return SplicePipe.allIdle(pipes);
     }
 
     boolean posted()
     {
-        for (Pipe pipe : pipes) {
-            if (pipe.posted()) {
-                return true;
-            }
-        }
-        return false;
+        return SplicePipe.anyPosted(pipes);
     }
 
     /** WRITEs spliced whole, and their bytes, for the connection's close line. */
@@ -298,22 +286,13 @@ final class SplicedWrites
     /** Makes the pipes; returns why it cannot, or {@code null}. */
     String openPipes()
     {
-        for (Pipe pipe : pipes) {
-            String cause = pipe.open("zero-copy writes");
-            if (cause != null) {
-                close();
-                return cause;
-            }
-        }
-        return null;
+        return SplicePipe.openAll(pipes, "zero-copy writes");
     }
 
     /** Closes the pipes; the loop calls it once no splice is on the ring. */
     void close()
     {
-        for (Pipe pipe : pipes) {
-            pipe.close();
-        }
+        SplicePipe.closeAll(pipes);
     }
 
     // ---- the steps
