@@ -158,6 +158,8 @@ final class NbdUringLoop
     /** Requests started, and the number of the last that found another in flight: whether to poll. */
     private long started;
     private long lastDeepStart;
+    /** Whether polling or sleeping answers this client's one-at-a-time stretches sooner, measured. */
+    private final PollTuner pollTuner = new PollTuner();
     private boolean recvPosted;
     private boolean sendPosted;
     private boolean wakeupPosted;
@@ -505,10 +507,11 @@ final class NbdUringLoop
                 }
             }
         }
-        if (busyPollNanos > 0 && pool.inUse() == 0 && started - lastDeepStart > SHALLOW_STARTS) {
+        if (busyPollNanos > 0 && pool.inUse() == 0 && started - lastDeepStart > SHALLOW_STARTS && pollTuner.polling()) {
             // A client that sends a request at a time, and all its requests answered: its next one is a
-            // few microseconds away, and watching for it costs less than sleeping and being woken
-            // (BusyPoll). A client with more in flight keeps the loop busy without it.
+            // few microseconds away, and watching for it can cost less than sleeping and being woken
+            // (BusyPoll), where a core is free to watch; the tuner measures whether it does here. A client
+            // with more in flight keeps the loop busy without it.
             int res = ring.submit();
             if (res == -Errors.EAGAIN || res == -Errors.EBUSY) {
                 // the kernel holds CQEs back: the loop reaps them and pumps what they make ready, then comes back
@@ -787,6 +790,10 @@ final class NbdUringLoop
         started++;
         if (pool.inUse() > 1) {
             lastDeepStart = started;
+            pollTuner.interrupted();
+        }
+        else if (busyPollNanos > 0 && started - lastDeepStart > SHALLOW_STARTS) {
+            pollTuner.started(System.nanoTime());
         }
         int type = request.type;
         long length = request.length;
