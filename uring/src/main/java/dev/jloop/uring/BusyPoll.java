@@ -12,7 +12,10 @@ import java.util.concurrent.atomic.LongAdder;
  * "Busy polling"). A thread that keeps watching finds the CQE as soon as the kernel posts it:
  * without {@code IORING_SETUP_COOP_TASKRUN} or {@code DEFER_TASKRUN} the kernel interrupts a running
  * task to complete its work items (the socket's receive, the file's read), so no system call is needed
- * to see them.
+ * to see them. On a {@code COOP_TASKRUN} ring the work items wait for the thread's next enter instead,
+ * and with {@code TASKRUN_FLAG} the SQ ring's {@code IORING_SQ_TASKRUN} says that they do: the watcher
+ * sees that, and {@link Ring#reap} enters to run them (one system call, still no sleep and no wake-up).
+ * A {@code DEFER_TASKRUN} ring, or a {@code COOP_TASKRUN} ring without the flag, shows nothing to watch.
  *
  * <p>It costs the CPU it watches with, so it is bounded twice: each wait polls at most the given
  * time, and at most one thread fewer than there are processors polls at once (one at least), so
@@ -34,16 +37,19 @@ public final class BusyPoll
     }
 
     /**
-     * Watches {@code ring}'s CQ for up to {@code nanos}; whether a CQE is ready. Returns {@code false}
-     * at once when as many threads poll already as may.
+     * Watches {@code ring}'s CQ for up to {@code nanos}; whether a CQE is ready, or completions wait for
+     * {@link Ring#reap} to enter ({@link Ring#completionsHeld}). Returns {@code false} at once when as many
+     * threads poll already as may.
      */
     public static boolean awaitCompletion(Ring ring, long nanos)
     {
-        if (ring.cqReady() > 0) {
+        if (ready(ring)) {
             return true;
         }
-        if (nanos <= 0 || (ring.setupFlags() & (IoUring.SETUP_COOP_TASKRUN | IoUring.SETUP_DEFER_TASKRUN)) != 0) {
-            // such a ring's completions wait for the thread to enter the kernel: watching would not see them
+        int flags = ring.setupFlags();
+        if (nanos <= 0 || (flags & IoUring.SETUP_DEFER_TASKRUN) != 0
+                || ((flags & IoUring.SETUP_COOP_TASKRUN) != 0 && (flags & IoUring.SETUP_TASKRUN_FLAG) == 0)) {
+            // such a ring's completions wait for the thread to enter the kernel, unseen: watching would not see them
             return false;
         }
         if (polling.incrementAndGet() > MAX_POLLING) {
@@ -56,7 +62,7 @@ public final class BusyPoll
                 // the clock is read once per CLOCK_EVERY looks: in a virtual machine it costs several times a look
                 for (int i = 0; i < CLOCK_EVERY; i++) {
                     Thread.onSpinWait();
-                    if (ring.cqReady() > 0) {
+                    if (ready(ring)) {
                         found.increment();
                         return true;
                     }
@@ -68,5 +74,10 @@ public final class BusyPoll
         finally {
             polling.decrementAndGet();
         }
+    }
+
+    private static boolean ready(Ring ring)
+    {
+        return ring.cqReady() > 0 || ring.completionsHeld();
     }
 }

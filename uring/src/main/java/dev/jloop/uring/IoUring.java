@@ -46,6 +46,8 @@ public final class IoUring
     public static final int SETUP_CLAMP = 1 << 4;
     public static final int SETUP_SUBMIT_ALL = 1 << 7;
     public static final int SETUP_COOP_TASKRUN = 1 << 8;
+    /** With COOP_TASKRUN: the kernel sets {@link #SQ_TASKRUN} in the SQ ring's flags while work items wait for an enter. */
+    public static final int SETUP_TASKRUN_FLAG = 1 << 9;
     public static final int SETUP_SQE128 = 1 << 10;
     public static final int SETUP_CQE32 = 1 << 11;
     public static final int SETUP_SINGLE_ISSUER = 1 << 12;

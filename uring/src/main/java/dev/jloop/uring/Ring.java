@@ -600,6 +600,16 @@ public final class Ring
         return enter(0, minComplete, ENTER_GETEVENTS);
     }
 
+    /**
+     * Whether the kernel holds completions that only an enter with GETEVENTS brings into the CQ (which
+     * {@link #reap} does): CQEs held back by an overflow, or under {@code COOP_TASKRUN} with
+     * {@code TASKRUN_FLAG} the work items that complete operations, which run on the next enter.
+     */
+    public boolean completionsHeld()
+    {
+        return cqNeedsEnter();
+    }
+
     private boolean cqNeedsEnter()
     {
         return ((int) INT.getAcquire(sqRing, sqFlags) & (SQ_CQ_OVERFLOW | SQ_TASKRUN)) != 0;

@@ -1,5 +1,6 @@
 package dev.jloop.uring;
 
+import dev.jloop.posix.Errors;
 import dev.jloop.posix.NativeIoException;
 import dev.jloop.posix.Posix;
 import org.junit.jupiter.api.AfterEach;
@@ -20,6 +21,7 @@ import static java.util.concurrent.TimeUnit.SECONDS;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 class TestBusyPoll
 {
@@ -43,7 +45,13 @@ class TestBusyPoll
     private Ring ring()
             throws NativeIoException
     {
-        Ring ring = Ring.builder(4).open();
+        return ring(0);
+    }
+
+    private Ring ring(int flags)
+            throws NativeIoException
+    {
+        Ring ring = Ring.builder(4).flags(flags).open();
         closeables.add(ring);
         return ring;
     }
@@ -84,7 +92,42 @@ class TestBusyPoll
     void aReceiveCompletesWhileTheThreadWatches()
             throws Exception
     {
-        Ring ring = ring();
+        receiveWhileWatching(ring());
+    }
+
+    /**
+     * On a COOP_TASKRUN ring the receive's completion waits for the next enter; with TASKRUN_FLAG the
+     * watcher sees that it waits, without entering, and the reap enters and finds it.
+     */
+    @Test
+    @Timeout(30)
+    void onACooperativeRingTheWaitingWorkIsSeen()
+            throws Exception
+    {
+        Ring ring;
+        try {
+            ring = ring(IoUring.SETUP_COOP_TASKRUN | IoUring.SETUP_TASKRUN_FLAG);
+        }
+        catch (NativeIoException e) {
+            assumeTrue(e.errno() != Errors.EINVAL || System.getenv("CI") != null, "the kernel has no COOP_TASKRUN (before 5.19)");
+            throw e;
+        }
+        receiveWhileWatching(ring);
+    }
+
+    @Test
+    void aCooperativeRingWithoutTheFlagIsNotWatched()
+            throws NativeIoException
+    {
+        Ring ring = ring(IoUring.SETUP_COOP_TASKRUN);
+        long start = System.nanoTime();
+        assertFalse(BusyPoll.awaitCompletion(ring, SECONDS.toNanos(5)));
+        assertTrue(System.nanoTime() - start < SECONDS.toNanos(1), "watched a ring whose completions it cannot see");
+    }
+
+    private void receiveWhileWatching(Ring ring)
+            throws Exception
+    {
         int[] sockets = new int[2];
         assertEquals(0, Posix.socketpair(Posix.AF_UNIX, Posix.SOCK_STREAM | Posix.SOCK_CLOEXEC, sockets));
         closeables.add(() -> Posix.close(sockets[0]));
