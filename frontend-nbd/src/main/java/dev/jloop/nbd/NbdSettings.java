@@ -112,8 +112,8 @@ public final class NbdSettings
             PluginOption.of(BUSY_POLL, COUNT, "50",
                     "microseconds the io_uring loop of a client that sends one request at a time watches for the next "
                             + "completion before it sleeps, like the kernel's net.core.busy_poll: such a client is answered "
-                            + "sooner, for CPU spent watching; never over a --direct file; at most one loop fewer than there are CPUs "
-                            + "polls at once; 0: never",
+                            + "sooner, for CPU spent watching, where a core is free for it: each connection measures whether it is, and polls "
+                            + "only then; never over a --direct file; at most one loop fewer than there are CPUs polls at once; 0: never",
                     "--busy-poll 0"),
             PluginOption.of(PAGE_POOL_IDLE, DURATION, "10",
                     "page-pool memory goes back to the system once the server has had no request for between this long "
