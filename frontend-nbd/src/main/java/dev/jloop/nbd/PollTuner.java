@@ -4,9 +4,10 @@ package dev.jloop.nbd;
  * Whether a connection loop whose client sends one request at a time waits for the next request by busy
  * polling ({@link dev.jloop.uring.BusyPoll}) or asleep in {@code io_uring_enter}: it measures both on the
  * connection and keeps the faster. Which one wins depends on the machine, not on jloop: where a core is
- * free for the watching thread, polling takes the wake-up off every request (1.3x the requests a second
- * of sleeping, side by side on one 2-vCPU machine); where the two vCPUs share the host's time, the
- * watching vCPU takes it from the client's and polling halves them (docs/nbd.md, "Busy polling").
+ * free for the watching thread, polling takes the wake-up off every request (1.2 to 1.6 times the
+ * requests a second of sleeping, side by side on one 2-vCPU machine); where the two vCPUs share the
+ * host's time, the watching vCPU takes it from the client's and polling halves them (docs/nbd.md,
+ * "Busy polling").
  *
  * <p>The requests of the client's one-at-a-time stretches are counted in epochs of {@value #EPOCH}. A
  * trial runs four epochs, polling, sleeping, sleeping, polling (so that a drift of the machine's speed
