@@ -530,7 +530,7 @@ final class NbdUringLoop
                 }
             }
         }
-        if (busyPollNanos > 0 && pool.inUse() == 0 && started - lastDeepStart > SHALLOW_STARTS && pollTuner.polling()) {
+        if (pool.inUse() == 0 && mayPoll() && pollTuner.polling()) {
             // A client that sends a request at a time, and all its requests answered: its next one is a
             // few microseconds away, and watching for it can cost less than sleeping and being woken
             // (BusyPoll), where a core is free to watch; the tuner measures whether it does here. A client
@@ -548,6 +548,12 @@ final class NbdUringLoop
         // Submitting again after a reap alone could sleep on a client that waits for a reply which only
         // the pump sends, so the loop reaps, pumps and comes back, as after any wait.
         ring.submitAndWait(1);
+    }
+
+    /** Polling is on, and the client has sent its last {@value #SHALLOW_STARTS} requests one at a time. */
+    private boolean mayPoll()
+    {
+        return busyPollNanos > 0 && started - lastDeepStart > SHALLOW_STARTS;
     }
 
     private void reapAndPump()
@@ -815,7 +821,7 @@ final class NbdUringLoop
             lastDeepStart = started;
             pollTuner.interrupted();
         }
-        else if (busyPollNanos > 0 && started - lastDeepStart > SHALLOW_STARTS) {
+        else if (mayPoll()) {
             pollTuner.started(System.nanoTime());
         }
         int type = request.type;

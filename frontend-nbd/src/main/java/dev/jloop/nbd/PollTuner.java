@@ -70,7 +70,7 @@ final class PollTuner
         }
         else if (epochs < TRIAL_EPOCHS) {
             // polling, sleeping, sleeping, polling
-            polling = epochs == 3;
+            polling = epochs == TRIAL_EPOCHS - 1;
         }
         counted = 1;
         epochStart = now;

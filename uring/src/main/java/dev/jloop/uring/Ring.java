@@ -465,11 +465,11 @@ public final class Ring
             if (((int) INT.getAcquire(sqRing, sqFlags) & SQ_NEED_WAKEUP) != 0) {
                 flags |= ENTER_SQ_WAKEUP;
             }
-            if (flags == 0 && waitNr == 0 && !cqNeedsEnter()) {
+            if (flags == 0 && waitNr == 0 && !completionsHeld()) {
                 return pending;
             }
         }
-        if (waitNr > 0 || cqNeedsEnter()) {
+        if (waitNr > 0 || completionsHeld()) {
             flags |= ENTER_GETEVENTS;
         }
         if (pending == 0 && flags == 0) {
@@ -497,7 +497,7 @@ public final class Ring
         if (pending == 0) {
             return 0;
         }
-        return enter(pending, 0, cqNeedsEnter() ? ENTER_GETEVENTS : 0);
+        return enter(pending, 0, completionsHeld() ? ENTER_GETEVENTS : 0);
     }
 
     /**
@@ -551,7 +551,7 @@ public final class Ring
             int tail = (int) INT.getAcquire(cqRing, cqTail);
             int head = localCqHead;
             if (head == tail) {
-                if (cqNeedsEnter()) {
+                if (completionsHeld()) {
                     enter(0, 0, ENTER_GETEVENTS);
                     if (cqReady() > 0) {
                         continue;
@@ -606,11 +606,6 @@ public final class Ring
      * {@code TASKRUN_FLAG} the work items that complete operations, which run on the next enter.
      */
     public boolean completionsHeld()
-    {
-        return cqNeedsEnter();
-    }
-
-    private boolean cqNeedsEnter()
     {
         return ((int) INT.getAcquire(sqRing, sqFlags) & (SQ_CQ_OVERFLOW | SQ_TASKRUN)) != 0;
     }
