@@ -3,6 +3,7 @@ package dev.jloop.nbd;
 import dev.jloop.aio.AioKernel;
 import dev.jloop.api.Export;
 import dev.jloop.loop.LoopDevice;
+import dev.jloop.posix.Posix;
 import dev.jloop.testkit.CiAssumptions;
 import dev.jloop.testkit.MemoryBackingFile;
 import dev.jloop.uring.BusyPoll;
@@ -82,6 +83,33 @@ class TestNbdUringLoop
             assertFalse(Thread.getAllStackTraces().keySet().stream().anyMatch(thread -> thread.getName().endsWith("-writer")),
                     "a reply writer thread runs beside the loop");
         }
+    }
+
+    /**
+     * The loop caps what a TCP connection holds unsent ({@link NbdUringLoop#limitUnsent}): the server's
+     * socket, found among this process's descriptors, carries the cap once a client is served.
+     */
+    @Test
+    void tcpConnectionsHoldLittleUnsent()
+            throws Exception
+    {
+        startLoopServer(Map.of());
+        int before = socketsWithUnsentLimit();
+        try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+            assertArrayEquals(new byte[512], client.read(0, 512));
+            assertEquals(before + 1, socketsWithUnsentLimit(), "the served socket does not carry TCP_NOTSENT_LOWAT");
+        }
+    }
+
+    private static int socketsWithUnsentLimit()
+    {
+        int count = 0;
+        for (int fd = 0; fd < 4096; fd++) {
+            if (Posix.socketOption(fd, Posix.IPPROTO_TCP, Posix.TCP_NOTSENT_LOWAT) == NbdUringLoop.UNSENT_LIMIT) {
+                count++;
+            }
+        }
+        return count;
     }
 
     @Test

@@ -33,6 +33,10 @@ public interface LibCIo
 
     int socketpair(int domain, int type, int protocol, int[] sv);
 
+    int setsockopt(int fd, int level, int optname, int[] optval, int optlen);
+
+    int getsockopt(int fd, int level, int optname, int[] optval, int[] optlen);
+
     /** {@code splice(2)}; the offsets are pointers (null for a pipe or a socket), so no six primitive parameters. */
     long splice(int fdIn, Pointer offIn, int fdOut, Pointer offOut, long len, int flags);
 

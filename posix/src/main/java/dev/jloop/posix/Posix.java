@@ -56,6 +56,9 @@ public final class Posix
     public static final int AF_UNIX = 1;
     public static final int SOCK_STREAM = 1;
     public static final int SOCK_CLOEXEC = O_CLOEXEC;
+    public static final int IPPROTO_TCP = 6;
+    /** {@code tcp(7)}: how many bytes a TCP socket holds unsent before it stops taking more (Linux 3.12+). */
+    public static final int TCP_NOTSENT_LOWAT = 25;
 
     private static final LibC LIBC = LibraryLoader.create(LibC.class).load("c");
     private static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
@@ -237,6 +240,20 @@ public final class Posix
     {
         int res = Io.LIBC.ioctl(fd, FIONREAD, scratch);
         return res < 0 ? -lastError() : scratch[0];
+    }
+
+    /** {@code setsockopt(2)} of an int option; returns 0 or {@code -errno}. */
+    public static int setSocketOption(int fd, int level, int name, int value)
+    {
+        return Io.LIBC.setsockopt(fd, level, name, new int[] {value}, Integer.BYTES) < 0 ? -lastError() : 0;
+    }
+
+    /** {@code getsockopt(2)} of an int option: its value as an unsigned int, or {@code -errno}. */
+    public static long socketOption(int fd, int level, int name)
+    {
+        int[] value = new int[1];
+        int res = Io.LIBC.getsockopt(fd, level, name, value, new int[] {Integer.BYTES});
+        return res < 0 ? -lastError() : Integer.toUnsignedLong(value[0]);
     }
 
     /** {@code socketpair(2)}: two connected sockets into {@code fds}; returns 0 or {@code -errno}. */
