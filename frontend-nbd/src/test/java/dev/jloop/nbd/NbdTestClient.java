@@ -63,7 +63,18 @@ final class NbdTestClient
     NbdTestClient(SocketAddress address)
             throws IOException
     {
-        this.channel = SocketChannel.open(address);
+        this(address, 0);
+    }
+
+    /** {@code receiveBufferBytes}: the socket's SO_RCVBUF, set before connecting; 0 for the system's (autotuned). */
+    NbdTestClient(SocketAddress address, int receiveBufferBytes)
+            throws IOException
+    {
+        this.channel = SocketChannel.open();
+        if (receiveBufferBytes > 0) {
+            channel.setOption(StandardSocketOptions.SO_RCVBUF, receiveBufferBytes);
+        }
+        channel.connect(address);
         if (address instanceof InetSocketAddress) {
             // As the server: a request sent in two writes (an option header, then its data) must not wait
             // for the peer's delayed ACK (40 ms and more once the connection is interactive).
@@ -77,7 +88,14 @@ final class NbdTestClient
     static NbdTestClient open(SocketAddress address, String export)
             throws IOException
     {
-        NbdTestClient client = new NbdTestClient(address);
+        return open(address, export, 0);
+    }
+
+    /** As {@link #open(SocketAddress, String)}, with the socket's receive buffer fixed at {@code receiveBufferBytes} (0: the system's). */
+    static NbdTestClient open(SocketAddress address, String export, int receiveBufferBytes)
+            throws IOException
+    {
+        NbdTestClient client = new NbdTestClient(address, receiveBufferBytes);
         client.readGreeting();
         client.sendClientFlags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
         client.sendOption(OPT_GO, infoRequest(export));

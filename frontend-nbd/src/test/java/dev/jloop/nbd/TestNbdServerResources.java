@@ -80,11 +80,14 @@ class TestNbdServerResources
             // Each asks for the whole pool and never reads: what the sockets do not buffer holds pages.
             // The eight requests go in one write, so that the reader hands their replies to the writer
             // thread and reads on; a few it would write itself, blocking before it takes more pages.
+            // Their receive buffers are fixed and small: autotuned, one could grow to tcp_rmem's
+            // maximum (32 MiB on some systems) and take all its replies before the reply timeout.
             for (int i = 0; i < 4; i++) {
-                NbdTestClient client = NbdTestClient.open(address(), "disk");
+                NbdTestClient client = NbdTestClient.open(address(), "disk", 64 << 10);
                 stalled.add(client);
                 client.sendRaw(reads(8, READ_LENGTH));
             }
+            long stalledAt = System.nanoTime();
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
             while (pagePool.usedBytes() < pagePool.capacity() - READ_LENGTH && System.nanoTime() < deadline) {
                 Thread.sleep(10);
@@ -102,6 +105,10 @@ class TestNbdServerResources
             long waitedMillis = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
             assertTrue(waitedMillis < 15_000, "served after " + waitedMillis + " ms");
             assertTrue(pagePool.usedBytes() <= pagePool.capacity());
+            // The stalled clients still have replies the sockets cannot take: give the reply timeout (1 s)
+            // time to see them before reading, which would take them.
+            long sinceStall = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - stalledAt);
+            Thread.sleep(Math.max(0, 2500 - sinceStall));
             int closed = 0;
             for (NbdTestClient client : stalled) {
                 // what was sent before the close, then the end; or, where pages came back in time, every reply
