@@ -43,7 +43,7 @@ class ServeHelpIT
                 withoutExample.add(option);
             }
         }
-        for (String expected : List.of("--export", "--tls", "--tls-cert", "--tls-key", "--tls-ca", "--tls-certificates", "--tls-verify-peer",
+        for (String expected : List.of("--export", "--tls", "--tls-cert", "--tls-key", "--tls-ca", "--tls-certificates", "--tls-verify-peer", "--tls-engine",
                 "--run", "--stdio", "--max-connections", "--handshake-timeout", "--listen", "--socket", "--size", "--read-only")) {
             assertTrue(options.contains(expected), expected + " missing from:\n" + help.stdout());
         }

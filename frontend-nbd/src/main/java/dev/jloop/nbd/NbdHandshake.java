@@ -200,7 +200,7 @@ final class NbdHandshake
                     }
                     else {
                         options.ack(opt);
-                        options.startTls(tls);
+                        options.startTls(tls, peer);
                         tlsStarted = true;
                         // the spec: what was negotiated before TLS does not carry over
                         structuredReplies = false;

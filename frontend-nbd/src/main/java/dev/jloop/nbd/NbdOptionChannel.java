@@ -22,6 +22,13 @@ final class NbdOptionChannel
     private NbdChannel channel;
     private final ByteBuffer header = ByteBuffer.allocate(20);
 
+    /**
+     * The unsent cap of a TLS connection ({@link NbdUringLoop#limitUnsent}), served on threads whose
+     * writes block at the cap: 128 KiB against none, 32 and 256 KiB took nbdcopy's reading out over
+     * TLS from 1.04 to 0.94 s, a tenth less (docs/nbd.md, "TLS").
+     */
+    static final int TLS_UNSENT_LIMIT = 128 << 10;
+
     NbdOptionChannel(NbdChannel channel)
     {
         this.channel = requireNonNull(channel, "channel is null");
@@ -33,11 +40,19 @@ final class NbdOptionChannel
         return channel;
     }
 
-    /** Runs the TLS handshake; from then on the connection is encrypted. */
-    void startTls(NbdTls tls)
+    /**
+     * Runs the TLS handshake; from then on the connection is encrypted, and over TCP its socket holds at
+     * most {@value #TLS_UNSENT_LIMIT} bytes unsent.
+     */
+    void startTls(NbdTls tls, String peer)
             throws IOException
     {
-        channel = tls.startTls(channel);
+        NbdChannel transport = channel;
+        channel = tls.startTls(transport);
+        int socketFd = UnsafeAccess.fd(transport.socket());
+        if (socketFd >= 0) {
+            NbdUringLoop.limitUnsent(transport, socketFd, peer, TLS_UNSENT_LIMIT);
+        }
     }
 
     /** Exactly {@code length} bytes, ready to be read. */

@@ -158,7 +158,7 @@ public final class NbdServer
         acceptThread.setDaemon(true);
         acceptThread.start();
         log.info("NBD server listening on {}{}, connections on {}", uri,
-                settings.tls().mode() == NbdTls.Mode.OFF ? "" : " (TLS " + settings.tls().mode().name().toLowerCase(Locale.ROOT) + ")",
+                settings.tls().mode() == NbdTls.Mode.OFF ? "" : " (TLS " + settings.tls().mode().name().toLowerCase(Locale.ROOT) + " on " + tls.engine() + ")",
                 settings.uringLoop() ? "io_uring loops (TLS on threads)" : "threads");
     }
 

@@ -355,7 +355,7 @@ final class NbdUringLoop
         if (socketFd < 0) {
             return null;
         }
-        limitUnsent(channel, socketFd, peer);
+        limitUnsent(channel, socketFd, peer, UNSENT_LIMIT);
         BackingFile file = device.backingFile();
         RingBorrower borrower = file instanceof RingBorrower ? (RingBorrower) file : null;
         FixedBuffers fixedBuffers = FixedBuffers.NONE;
@@ -397,9 +397,10 @@ final class NbdUringLoop
      * path and wakes the loop. With the cap the loop sends the rest itself as room opens (the ring polls
      * the socket for it): nbdcopy reading out over TCP spent a quarter less CPU, and went from 0.8x
      * nbdkit's speed to 1.2-1.5x (docs/nbd.md, "The connection's socket"). Small replies never reach
-     * the cap; the threads loop's blocking writes would wait at it, so it is the io_uring loop's alone.
+     * the cap. The threads loop's blocking writes would wait at it, so plain connections there go
+     * without; TLS connections have one of their own ({@link NbdOptionChannel#TLS_UNSENT_LIMIT}).
      */
-    static void limitUnsent(NbdChannel channel, int socketFd, String peer)
+    static void limitUnsent(NbdChannel channel, int socketFd, String peer, int limit)
     {
         try {
             if (!(channel.socket().getLocalAddress() instanceof InetSocketAddress)) {
@@ -409,7 +410,7 @@ final class NbdUringLoop
         catch (IOException e) {
             return;
         }
-        int res = Posix.setSocketOption(socketFd, Posix.IPPROTO_TCP, Posix.TCP_NOTSENT_LOWAT, UNSENT_LIMIT);
+        int res = Posix.setSocketOption(socketFd, Posix.IPPROTO_TCP, Posix.TCP_NOTSENT_LOWAT, limit);
         if (res < 0) {
             log.debug("{}: TCP_NOTSENT_LOWAT not set: {}", peer, Errors.describe(res));
         }

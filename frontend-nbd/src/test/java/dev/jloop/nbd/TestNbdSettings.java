@@ -130,8 +130,13 @@ class TestNbdSettings
         assertEquals(NbdTls.Mode.ON, verifying.mode());
         assertEquals(Path.of("/etc/pki/jloop/ca-cert.pem"), verifying.ca());
         assertTrue(verifying.verifyPeer());
+        assertEquals(NbdTls.Engine.AUTO, verifying.engine());
+        assertEquals(NbdTls.Engine.JDK, tlsWithDirectory("on", NbdSettings.TLS_ENGINE, "jdk").engine());
+        assertEquals(NbdTls.Engine.BORINGSSL, tlsWithDirectory("require", NbdSettings.TLS_ENGINE, "boringssl").engine());
 
-        assertMistake("TLS certificates or peer verification given, but --tls is off: add --tls on or --tls require",
+        assertMistake("TLS certificates, peer verification or a TLS engine given, but --tls is off: add --tls on or --tls require",
+                Map.of(NbdSettings.TLS_ENGINE, "jdk"));
+        assertMistake("TLS certificates, peer verification or a TLS engine given, but --tls is off: add --tls on or --tls require",
                 Map.of(NbdSettings.TLS_CERTIFICATES, "/etc/pki/jloop"));
         assertMistake("--tls on needs a certificate and key: give --tls-cert and --tls-key, or a --tls-certificates directory",
                 Map.of(NbdSettings.TLS, "on", NbdSettings.TLS_CERT, "/c.pem"));

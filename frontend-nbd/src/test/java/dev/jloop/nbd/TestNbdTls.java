@@ -2,6 +2,8 @@ package dev.jloop.nbd;
 
 import dev.jloop.api.Export;
 import dev.jloop.nbd.pem.PemFiles;
+import dev.jloop.nbd.tls.NbdTls;
+import dev.jloop.nbd.tls.TlsSettings;
 import dev.jloop.testkit.TargetTempDirFactory;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -68,7 +70,11 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** NBD_OPT_STARTTLS and the TLS modes, with the JDK's own TLS client on the other end. */
+/**
+ * NBD_OPT_STARTTLS and the TLS modes, with the JDK's own TLS client on the other end, and the server
+ * on its default TLS engine (BoringSSL on Linux x86-64 and ARM64); {@link TestNbdTlsOnJdk} runs the
+ * same on the JDK's.
+ */
 class TestNbdTls
         extends AbstractNbdServerTest
 {
@@ -86,9 +92,23 @@ class TestNbdTls
         client = TestKeys.create(keys, "client", "EC");
     }
 
+    /** The {@code --tls-engine} the server runs on. */
+    String engine()
+    {
+        return "auto";
+    }
+
+    /** The engine {@link #engine()} comes to here. */
+    private String expectedEngine()
+    {
+        boolean boringSslPlatform = System.getProperty("os.name").equals("Linux") && List.of("amd64", "aarch64").contains(System.getProperty("os.arch"));
+        return engine().equals("auto") ? (boringSslPlatform ? "boringssl" : "jdk") : engine();
+    }
+
     private Map<String, String> tls(String mode)
     {
         Map<String, String> options = new HashMap<>();
+        options.put("tls-engine", engine());
         options.put("tls", mode);
         options.put("tls-cert", server.certificate.toString());
         options.put("tls-key", server.pkcs8Key.toString());
@@ -287,8 +307,7 @@ class TestNbdTls
                     : new String[] {"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"};
             nbd.startTls(clientContext(false), OPT_STARTTLS, protocol, suites);
             assertEquals(protocol, nbd.protocol());
-            String expected = aesIntrinsics() ? suites[1] : suites[0];
-            assertEquals(expected, nbd.cipherSuite());
+            assertEquals(expectedSuite(protocol, suites), nbd.cipherSuite());
             assertEquals(DISK_SIZE, nbd.go("disk"));
 
             Random random = new Random(11);
@@ -335,6 +354,41 @@ class TestNbdTls
             next.startTls(clientContext(false), OPT_STARTTLS);
             assertEquals(DISK_SIZE, next.go("disk"));
             roundTrips(next);
+        }
+    }
+
+    /**
+     * The JDK's TLS orders the suites itself (AES-128 first where it has AES intrinsics); BoringSSL
+     * follows the client's order in TLS 1.3, and its own in TLS 1.2 (AES-128 first).
+     */
+    private String expectedSuite(String protocol, String[] suites)
+    {
+        if (expectedEngine().equals("jdk")) {
+            return aesIntrinsics() ? suites[1] : suites[0];
+        }
+        return protocol.equals("TLSv1.3") ? suites[0] : suites[1];
+    }
+
+    @Test
+    void servesOnTheEngineAskedFor()
+    {
+        TlsSettings settings = new TlsSettings(NbdTls.Mode.REQUIRE, server.certificate, server.pkcs8Key, null,
+                NbdTls.Engine.valueOf(engine().toUpperCase(java.util.Locale.ROOT)));
+        assertEquals(expectedEngine(), NbdTls.load(settings).engine());
+    }
+
+    /** Over TCP a TLS connection's socket holds at most {@link NbdOptionChannel#TLS_UNSENT_LIMIT} unsent. */
+    @Test
+    void tlsConnectionsHoldLittleUnsent()
+            throws Exception
+    {
+        startServer(tls("require"));
+        int before = TestNbdUringLoop.socketsWithUnsentLimit(NbdOptionChannel.TLS_UNSENT_LIMIT);
+        try (TlsClient nbd = TlsClient.connect(address())) {
+            nbd.startTls(clientContext(false), OPT_STARTTLS);
+            assertEquals(DISK_SIZE, nbd.go("disk"));
+            assertEquals(before + 1, TestNbdUringLoop.socketsWithUnsentLimit(NbdOptionChannel.TLS_UNSENT_LIMIT),
+                    "the TLS connection's socket does not carry TCP_NOTSENT_LOWAT");
         }
     }
 

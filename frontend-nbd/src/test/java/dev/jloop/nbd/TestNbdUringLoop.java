@@ -94,18 +94,19 @@ class TestNbdUringLoop
             throws Exception
     {
         startLoopServer(Map.of());
-        int before = socketsWithUnsentLimit();
+        int before = socketsWithUnsentLimit(NbdUringLoop.UNSENT_LIMIT);
         try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
             assertArrayEquals(new byte[512], client.read(0, 512));
-            assertEquals(before + 1, socketsWithUnsentLimit(), "the served socket does not carry TCP_NOTSENT_LOWAT");
+            assertEquals(before + 1, socketsWithUnsentLimit(NbdUringLoop.UNSENT_LIMIT), "the served socket does not carry TCP_NOTSENT_LOWAT");
         }
     }
 
-    private static int socketsWithUnsentLimit()
+    /** This process's sockets that hold at most {@code limit} bytes unsent. */
+    static int socketsWithUnsentLimit(int limit)
     {
         int count = 0;
         for (int fd = 0; fd < 4096; fd++) {
-            if (Posix.socketOption(fd, Posix.IPPROTO_TCP, Posix.TCP_NOTSENT_LOWAT) == NbdUringLoop.UNSENT_LIMIT) {
+            if (Posix.socketOption(fd, Posix.IPPROTO_TCP, Posix.TCP_NOTSENT_LOWAT) == limit) {
                 count++;
             }
         }

@@ -2,47 +2,27 @@ package dev.jloop.nbd.tls;
 
 import dev.jloop.nbd.channel.NbdChannel;
 import dev.jloop.nbd.pem.PemFiles;
-import com.sun.management.HotSpotDiagnosticMXBean;
-
-import javax.net.ssl.KeyManagerFactory;
-import javax.net.ssl.SSLContext;
-import javax.net.ssl.SSLEngine;
-import javax.net.ssl.SSLParameters;
-import javax.net.ssl.TrustManager;
-import javax.net.ssl.TrustManagerFactory;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
-import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.GeneralSecurityException;
-import java.security.KeyStore;
 import java.security.PrivateKey;
 import java.security.PublicKey;
 import java.security.Signature;
-import java.security.cert.Certificate;
 import java.security.cert.X509Certificate;
-import java.util.ArrayList;
-import java.util.Arrays;
-import java.util.Comparator;
-import java.util.HashMap;
 import java.util.List;
-import java.util.Map;
 
 import static java.util.Objects.requireNonNull;
 
 /**
- * TLS as the server offers it: the mode, and the X.509 server credentials (JSSE) that NBD_OPT_STARTTLS
- * switches a connection to.
+ * TLS as the server offers it: the mode, and the X.509 server credentials that NBD_OPT_STARTTLS
+ * switches a connection to, on BoringSSL ({@link BoringSslEngines}) or the JDK's TLS
+ * ({@link JdkTlsEngines}).
  *
- * <p>Only certificates: JSSE implements no TLS-PSK cipher suites (RFC 4279) and no external PSKs
- * for TLS 1.3, so the PSK mode of nbdkit and qemu-nbd ({@code --tls-psk}) is not offered.
- *
- * <p>The server, not the client, picks the cipher suite, from the JDK's enabled ones in an order
- * made for bulk data ({@link #preferredOrder}): AES-128-GCM first where the JVM runs AES on the
- * processor's AES instructions, ChaCha20-Poly1305 first where it cannot. GnuTLS clients (nbdcopy,
- * qemu) list AES-256-GCM first, which costs a tenth more per byte; ChaCha20 has no intrinsic before
- * JDK 20 and runs at less than a tenth of AES-GCM's speed there.
+ * <p>Only certificates: the PSK mode of nbdkit and qemu-nbd ({@code --tls-psk}) is not offered.
  */
 public final class NbdTls
 {
@@ -57,19 +37,28 @@ public final class NbdTls
         REQUIRE
     }
 
+    /** Which implementation of TLS carries the records, as {@code --tls-engine} says. */
+    public enum Engine
+    {
+        /** BoringSSL where its native library loads (Linux on x86-64 and ARM64), the JDK's TLS elsewhere. */
+        AUTO,
+        JDK,
+        BORINGSSL
+    }
+
     public static final NbdTls OFF = new NbdTls(Mode.OFF, null, false);
 
-    private final Mode mode;
-    private final SSLContext context;
-    private final boolean verifyPeer;
-    private final String[] cipherSuites;
+    private static final Logger log = LoggerFactory.getLogger(NbdTls.class);
 
-    private NbdTls(Mode mode, SSLContext context, boolean verifyPeer)
+    private final Mode mode;
+    private final TlsEngines engines;
+    private final boolean verifyPeer;
+
+    private NbdTls(Mode mode, TlsEngines engines, boolean verifyPeer)
     {
         this.mode = requireNonNull(mode, "mode is null");
-        this.context = context;
+        this.engines = engines;
         this.verifyPeer = verifyPeer;
-        this.cipherSuites = context == null ? null : preferredOrder(context.getDefaultSSLParameters().getCipherSuites(), aesIntrinsics());
     }
 
     /**
@@ -85,9 +74,17 @@ public final class NbdTls
         if (chain.isEmpty()) {
             throw new IllegalArgumentException("no certificate in " + settings.cert());
         }
-        NbdTls tls = new NbdTls(settings.mode(), sslContext(chain, settings.cert(), settings.key(), settings.ca()), settings.verifyPeer());
-        TlsWarmUp.startOnce(tls.context, tls.cipherSuites, chain.get(0));
-        return tls;
+        PrivateKey key = read(settings.key(), "tls-key", PemFiles::privateKey);
+        checkKeyMatches(key, chain.get(0).getPublicKey(), settings.cert(), settings.key());
+        List<X509Certificate> authorities = null;
+        if (settings.ca() != null) {
+            authorities = read(settings.ca(), "tls-ca", PemFiles::certificates);
+            if (authorities.isEmpty()) {
+                throw new IllegalArgumentException("no certificate in " + settings.ca());
+            }
+        }
+        TlsEngines engines = engines(settings.engine(), key, chain, authorities, settings.cert(), settings.key());
+        return new NbdTls(settings.mode(), engines, settings.verifyPeer());
     }
 
     public Mode mode()
@@ -107,98 +104,34 @@ public final class NbdTls
     public NbdChannel startTls(NbdChannel transport)
             throws IOException
     {
-        if (context == null) {
+        if (engines == null) {
             throw new IllegalStateException("TLS is off");
         }
-        SSLEngine engine = context.createSSLEngine();
-        engine.setUseClientMode(false);
-        SSLParameters parameters = engine.getSSLParameters();
-        parameters.setCipherSuites(cipherSuites);
-        parameters.setUseCipherSuitesOrder(true);
-        parameters.setNeedClientAuth(verifyPeer);
-        engine.setSSLParameters(parameters);
-        return TlsNbdChannel.handshake(transport, engine);
+        return TlsNbdChannel.handshake(transport, engines);
     }
 
-    /**
-     * The suites in the order the server prefers them: within each key exchange (the suites of TLS
-     * 1.3 are one group), the fastest bulk cipher for this processor first; the groups and the
-     * other suites keep the JDK's order, so forward secrecy still comes first.
-     */
-    static String[] preferredOrder(String[] suites, boolean aesIntrinsics)
+    /** The implementation serving TLS ({@code jdk} or {@code boringssl}); null when TLS is off. */
+    public String engine()
     {
-        Map<String, Integer> groups = new HashMap<>();
-        for (String suite : suites) {
-            groups.putIfAbsent(keyExchange(suite), groups.size());
-        }
-        List<String> ordered = new ArrayList<>(Arrays.asList(suites));
-        ordered.sort(Comparator.<String>comparingInt(suite -> groups.get(keyExchange(suite)))
-                .thenComparingInt(suite -> cipherRank(suite, aesIntrinsics)));
-        return ordered.toArray(new String[0]);
+        return engines == null ? null : engines.name();
     }
 
-    private static String keyExchange(String suite)
-    {
-        int with = suite.indexOf("_WITH_");
-        return with < 0 ? "TLS13" : suite.substring(0, with);
-    }
-
-    private static int cipherRank(String suite, boolean aesIntrinsics)
-    {
-        if (suite.contains("_AES_128_GCM_")) {
-            return aesIntrinsics ? 0 : 1;
-        }
-        if (suite.contains("_AES_256_GCM_")) {
-            return aesIntrinsics ? 1 : 2;
-        }
-        if (suite.contains("_CHACHA20_POLY1305_")) {
-            return aesIntrinsics ? 2 : 0;
-        }
-        return 3;
-    }
-
-    /** Whether HotSpot runs AES on the processor's instructions (AES-NI, ARMv8 AES: {@code -XX:+UseAES}, on by default where they exist); assumed so where it cannot say. */
-    private static boolean aesIntrinsics()
+    private static TlsEngines engines(Engine engine, PrivateKey key, List<X509Certificate> chain, List<X509Certificate> authorities,
+            Path certFile, Path keyFile)
     {
         try {
-            HotSpotDiagnosticMXBean hotSpot = ManagementFactory.getPlatformMXBean(HotSpotDiagnosticMXBean.class);
-            return hotSpot == null || Boolean.parseBoolean(hotSpot.getVMOption("UseAES").getValue());
-        }
-        catch (RuntimeException | LinkageError e) {
-            return true;
-        }
-    }
-
-    private static SSLContext sslContext(List<X509Certificate> chain, Path certFile, Path keyFile, Path caFile)
-    {
-        PrivateKey key = read(keyFile, "tls-key", PemFiles::privateKey);
-        checkKeyMatches(key, chain.get(0).getPublicKey(), certFile, keyFile);
-        try {
-            char[] password = new char[0];
-            KeyStore keys = KeyStore.getInstance("PKCS12");
-            keys.load(null, null);
-            keys.setKeyEntry("server", key, password, chain.toArray(new Certificate[0]));
-            KeyManagerFactory keyManagers = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
-            keyManagers.init(keys, password);
-
-            TrustManager[] trustManagers = null;
-            if (caFile != null) {
-                List<X509Certificate> authorities = read(caFile, "tls-ca", PemFiles::certificates);
-                if (authorities.isEmpty()) {
-                    throw new IllegalArgumentException("no certificate in " + caFile);
+            if (engine != Engine.JDK) {
+                Throwable unavailable = BoringSslEngines.unavailabilityCause();
+                if (unavailable == null) {
+                    return BoringSslEngines.create(key, chain, authorities);
                 }
-                KeyStore trusted = KeyStore.getInstance("PKCS12");
-                trusted.load(null, null);
-                for (int i = 0; i < authorities.size(); i++) {
-                    trusted.setCertificateEntry("ca-" + i, authorities.get(i));
+                if (engine == Engine.BORINGSSL) {
+                    throw new IllegalArgumentException("--tls-engine boringssl: BoringSSL's native library does not load here ("
+                            + unavailable + "); --tls-engine jdk uses the JDK's TLS", unavailable);
                 }
-                TrustManagerFactory factory = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
-                factory.init(trusted);
-                trustManagers = factory.getTrustManagers();
+                log.info("TLS on the JDK's implementation: BoringSSL's native library does not load here ({})", unavailable.toString());
             }
-            SSLContext context = SSLContext.getInstance("TLS");
-            context.init(keyManagers.getKeyManagers(), trustManagers, null);
-            return context;
+            return JdkTlsEngines.create(key, chain, authorities);
         }
         catch (GeneralSecurityException | IOException e) {
             throw new IllegalArgumentException("cannot set up TLS with " + certFile + " and " + keyFile + ": " + e.getMessage(), e);

@@ -11,6 +11,8 @@ import java.io.EOFException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.ClosedChannelException;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.ReentrantLock;
 
 import static java.util.Objects.requireNonNull;
@@ -34,10 +36,16 @@ import static java.util.Objects.requireNonNull;
  *   <li>{@link #netIn} takes several records per read from the transport, and is compacted only
  *   before a read, never after each record.
  *   <li>A large reply is wrapped into full-size records, up to {@value #RECORDS_PER_BUFFER} of
- *   them per transport write.
- *   <li>The ciphertext buffers are on the heap: the JDK's AES-GCM works faster there than on direct
- *   buffers (JDK 17: about 3.7 against 2.9 GB/s a core; JDK 25: 6 against 2.7 when wrapping), which
- *   pays for the copy to a direct buffer that the socket write or read then makes.
+ *   them per transport write. Buffers shorter than a record with more data behind them (a reply's
+ *   header, the tail of its payload, small replies) are copied together into {@link #plainOut} and
+ *   wrapped as one record: BoringSSL's engine, like any in the JDK's compatibility mode, wraps one
+ *   buffer per record, so a header would otherwise be a record of its own, costing its overhead here
+ *   and a record's work in the client.
+ *   <li>The ciphertext buffers are direct or on the heap, as the engine works faster
+ *   ({@link TlsEngines#directBuffers}): BoringSSL reads and writes direct memory in place, and the
+ *   socket then needs no copy; the JDK's AES-GCM runs faster on the heap (JDK 17: about 3.7 against
+ *   2.9 GB/s a core; JDK 25: 6 against 2.7 when wrapping), which pays for the copy to a direct buffer
+ *   that the socket write or read then makes.
  * </ul>
  */
 final class TlsNbdChannel
@@ -50,9 +58,13 @@ final class TlsNbdChannel
      * out) per TLS connection, on the heap.
      */
     static final int RECORDS_PER_BUFFER = 8;
+    /** The most plain text one TLS record carries (RFC 8446, 5.1). */
+    static final int MAX_RECORD_PLAIN_TEXT = 16384;
 
     private final NbdChannel transport;
+    private final TlsEngines engines;
     private final SSLEngine engine;
+    private final boolean direct;
     private final ReentrantLock readLock = new ReentrantLock();
     private final ReentrantLock writeLock = new ReentrantLock();
     /** Ciphertext read from the transport and not yet unwrapped; in read mode. */
@@ -61,36 +73,75 @@ final class TlsNbdChannel
     private ByteBuffer appIn;
     /** Ciphertext to write; in write mode between uses. */
     private ByteBuffer netOut;
+    /** Plain text of short buffers gathered into one record; in write mode, empty between writes. Under the write lock. */
+    private final ByteBuffer plainOut;
+    /**
+     * The channel's own reference, dropped by {@link #close}, and one for each read or write under
+     * way: the engine's memory is freed when the last goes, so a close from another thread (the
+     * reply timeout's) never waits for a stuck reader or writer, nor frees memory they still use.
+     */
+    private final AtomicInteger references = new AtomicInteger(1);
+    private final AtomicBoolean closed = new AtomicBoolean();
     private boolean inputEnded;
     // Under the read lock: one-element arrays for the single-buffer calls, not one per record.
     private final ByteBuffer[] readOne = new ByteBuffer[1];
     private final ByteBuffer[] appInOne = new ByteBuffer[1];
 
-    private TlsNbdChannel(NbdChannel transport, SSLEngine engine)
+    private TlsNbdChannel(NbdChannel transport, TlsEngines engines, SSLEngine engine)
     {
         this.transport = requireNonNull(transport, "transport is null");
+        this.engines = requireNonNull(engines, "engines is null");
         this.engine = requireNonNull(engine, "engine is null");
+        this.direct = engines.directBuffers();
         int packet = engine.getSession().getPacketBufferSize();
-        this.netIn = ByteBuffer.allocate(packet * RECORDS_PER_BUFFER).flip();
-        this.appIn = ByteBuffer.allocate(engine.getSession().getApplicationBufferSize()).flip();
-        this.netOut = ByteBuffer.allocate(packet * RECORDS_PER_BUFFER);
+        this.netIn = allocate(packet * RECORDS_PER_BUFFER).flip();
+        this.appIn = allocate(engine.getSession().getApplicationBufferSize()).flip();
+        this.netOut = allocate(packet * RECORDS_PER_BUFFER);
+        this.plainOut = allocate(MAX_RECORD_PLAIN_TEXT);
     }
 
-    /** Runs the TLS handshake on the calling thread; the channel is ready for data when this returns. */
-    static TlsNbdChannel handshake(NbdChannel transport, SSLEngine engine)
+    /**
+     * Runs the TLS handshake on the calling thread with a new engine of {@code engines}; the channel
+     * is ready for data when this returns.
+     */
+    static TlsNbdChannel handshake(NbdChannel transport, TlsEngines engines)
             throws IOException
     {
-        TlsNbdChannel channel = new TlsNbdChannel(transport, engine);
+        SSLEngine engine = engines.newEngine();
+        TlsNbdChannel channel;
+        try {
+            channel = new TlsNbdChannel(transport, engines, engine);
+        }
+        catch (RuntimeException e) {
+            engines.release(engine);
+            throw e;
+        }
+        boolean done = false;
+        try {
+            channel.handshake();
+            done = true;
+            return channel;
+        }
+        finally {
+            if (!done) {
+                channel.dereference();
+            }
+        }
+    }
+
+    private void handshake()
+            throws IOException
+    {
         engine.beginHandshake();
-        channel.readLock.lock();
-        channel.writeLock.lock();
+        readLock.lock();
+        writeLock.lock();
         try {
             HandshakeStatus status = engine.getHandshakeStatus();
             while (status != HandshakeStatus.FINISHED && status != HandshakeStatus.NOT_HANDSHAKING) {
                 switch (status) {
                     case NEED_UNWRAP:
                     case NEED_UNWRAP_AGAIN: {
-                        SSLEngineResult result = channel.unwrapToAppIn();
+                        SSLEngineResult result = unwrapToAppIn();
                         if (result == null || result.getStatus() == SSLEngineResult.Status.CLOSED) {
                             throw new EOFException("client closed the connection during the TLS handshake");
                         }
@@ -98,7 +149,7 @@ final class TlsNbdChannel
                         break;
                     }
                     case NEED_WRAP:
-                        status = channel.wrapAndFlush(new ByteBuffer[] {EMPTY}, 0, 1).getHandshakeStatus();
+                        status = wrapAndFlush(new ByteBuffer[] {EMPTY}, 0, 1).getHandshakeStatus();
                         break;
                     case NEED_TASK:
                         runTasks(engine);
@@ -110,20 +161,20 @@ final class TlsNbdChannel
             }
         }
         catch (SSLException e) {
-            channel.sendAlert();
+            sendAlert();
             throw e;
         }
         finally {
-            channel.writeLock.unlock();
-            channel.readLock.unlock();
+            writeLock.unlock();
+            readLock.unlock();
         }
-        return channel;
     }
 
     @Override
     public int read(ByteBuffer buffer)
             throws IOException
     {
+        reference();
         readLock.lock();
         try {
             readOne[0] = buffer;
@@ -132,6 +183,7 @@ final class TlsNbdChannel
         finally {
             readOne[0] = null;
             readLock.unlock();
+            dereference();
         }
     }
 
@@ -139,7 +191,13 @@ final class TlsNbdChannel
     public long read(ByteBuffer[] buffers, int offset, int length)
             throws IOException
     {
-        return read(buffers, offset, length, true);
+        reference();
+        try {
+            return read(buffers, offset, length, true);
+        }
+        finally {
+            dereference();
+        }
     }
 
     /**
@@ -223,10 +281,11 @@ final class TlsNbdChannel
     public long write(ByteBuffer[] buffers, int offset, int length)
             throws IOException
     {
+        reference();
         writeLock.lock();
         try {
             long total = 0;
-            while (hasRemaining(buffers, offset, length)) {
+            while (hasRemaining(buffers, offset, length) || plainOut.position() > 0) {
                 SSLEngineResult result = wrapAndFlush(buffers, offset, length);
                 if (result.getStatus() == SSLEngineResult.Status.CLOSED) {
                     throw new ClosedChannelException();
@@ -237,6 +296,7 @@ final class TlsNbdChannel
         }
         finally {
             writeLock.unlock();
+            dereference();
         }
     }
 
@@ -247,11 +307,18 @@ final class TlsNbdChannel
         transport.shutdownInput();
     }
 
-    /** Sends close_notify when no write is under way (a stalled writer must not hold up the close), then closes the socket. */
+    /**
+     * Sends close_notify when no write is under way (a stalled writer must not hold up the close), then
+     * closes the socket; the first close only, which holds the channel's own reference until done.
+     */
     @Override
     public void close()
             throws IOException
     {
+        if (!closed.compareAndSet(false, true)) {
+            transport.close();
+            return;
+        }
         try {
             if (writeLock.tryLock()) {
                 try {
@@ -272,7 +339,34 @@ final class TlsNbdChannel
             }
         }
         finally {
-            transport.close();
+            try {
+                transport.close();
+            }
+            finally {
+                dereference();
+            }
+        }
+    }
+
+    /** Takes a reference for a read or write; a channel whose engine is freed is closed. */
+    private void reference()
+            throws ClosedChannelException
+    {
+        while (true) {
+            int count = references.get();
+            if (count == 0) {
+                throw new ClosedChannelException();
+            }
+            if (references.compareAndSet(count, count + 1)) {
+                return;
+            }
+        }
+    }
+
+    private void dereference()
+    {
+        if (references.decrementAndGet() == 0) {
+            engines.release(engine);
         }
     }
 
@@ -394,27 +488,54 @@ final class TlsNbdChannel
         }
     }
 
-    /** Wraps what fits of the buffers into records and writes them out. Under the write lock. */
+    /**
+     * Wraps what fits of the buffers into records and writes them out. Under the write lock. Returns
+     * when the buffers are all wrapped, or at the first status but OK or handshake status but
+     * NOT_HANDSHAKING, with {@link #plainOut} empty unless the engine is closed.
+     */
     private SSLEngineResult wrapAndFlush(ByteBuffer[] buffers, int offset, int length)
             throws IOException
     {
         netOut.clear();
         SSLEngineResult result;
         long consumed = 0;
-        HandshakeStatus status;
         while (true) {
-            result = engine.wrap(buffers, offset, length, netOut);
-            consumed += result.bytesConsumed();
+            int packet = engine.getSession().getPacketBufferSize();
+            if (netOut.remaining() < packet) {
+                if (netOut.position() > 0) {
+                    // full: write out, the caller comes back for the rest
+                    result = new SSLEngineResult(SSLEngineResult.Status.OK, HandshakeStatus.NOT_HANDSHAKING, 0, 0);
+                    break;
+                }
+                // the session's packet size grew
+                netOut = allocate(packet * RECORDS_PER_BUFFER);
+            }
+            if (plainOut.position() == 0 && shortOfRecord(buffers, offset, length)) {
+                consumed += gather(buffers, offset, length);
+            }
+            if (plainOut.position() > 0) {
+                plainOut.flip();
+                try {
+                    result = engine.wrap(plainOut, netOut);
+                }
+                finally {
+                    plainOut.compact();
+                }
+            }
+            else {
+                result = engine.wrap(buffers, offset, length, netOut);
+                consumed += result.bytesConsumed();
+            }
             if (result.getStatus() == SSLEngineResult.Status.BUFFER_OVERFLOW) {
                 if (netOut.position() == 0) {
-                    netOut = ByteBuffer.allocate(engine.getSession().getPacketBufferSize() * RECORDS_PER_BUFFER);
+                    // less room than the engine asks for a record, although a packet's worth
+                    netOut = allocate(netOut.capacity() * 2);
                     continue;
                 }
                 break;
             }
-            status = result.getHandshakeStatus();
-            if (result.getStatus() != SSLEngineResult.Status.OK || status != HandshakeStatus.NOT_HANDSHAKING
-                    || !hasRemaining(buffers, offset, length)) {
+            if (result.getStatus() != SSLEngineResult.Status.OK || result.getHandshakeStatus() != HandshakeStatus.NOT_HANDSHAKING
+                    || (plainOut.position() == 0 && !hasRemaining(buffers, offset, length))) {
                 break;
             }
         }
@@ -423,6 +544,32 @@ final class TlsNbdChannel
             transport.write(netOut);
         }
         return new SSLEngineResult(result.getStatus(), result.getHandshakeStatus(), (int) consumed, 0);
+    }
+
+    /** Whether the first buffer with data holds less than a record and more data follows it. */
+    private static boolean shortOfRecord(ByteBuffer[] buffers, int offset, int length)
+    {
+        int end = offset + length;
+        int first = offset;
+        while (first < end && !buffers[first].hasRemaining()) {
+            first++;
+        }
+        return first < end && buffers[first].remaining() < MAX_RECORD_PLAIN_TEXT && hasRemaining(buffers, first + 1, end - first - 1);
+    }
+
+    /** Copies from the buffers into {@link #plainOut} until it holds a record's worth or they are empty; returns the bytes copied. */
+    private int gather(ByteBuffer[] buffers, int offset, int length)
+    {
+        int copied = 0;
+        for (int i = offset; i < offset + length && plainOut.hasRemaining(); i++) {
+            ByteBuffer buffer = buffers[i];
+            int n = Math.min(buffer.remaining(), plainOut.remaining());
+            plainOut.put(plainOut.position(), buffer, buffer.position(), n);
+            plainOut.position(plainOut.position() + n);
+            buffer.position(buffer.position() + n);
+            copied += n;
+        }
+        return copied;
     }
 
     private static boolean hasRemaining(ByteBuffer[] buffers, int offset, int length)
@@ -435,10 +582,15 @@ final class TlsNbdChannel
         return false;
     }
 
-    /** A bigger buffer with the same contents; {@code readMode} says whether position..limit or 0..position hold them. */
-    private static ByteBuffer grow(ByteBuffer buffer, int atLeast, boolean readMode)
+    private ByteBuffer allocate(int capacity)
     {
-        ByteBuffer bigger = ByteBuffer.allocate(Math.max(atLeast, buffer.capacity()) + buffer.capacity());
+        return direct ? ByteBuffer.allocateDirect(capacity) : ByteBuffer.allocate(capacity);
+    }
+
+    /** A bigger buffer with the same contents; {@code readMode} says whether position..limit or 0..position hold them. */
+    private ByteBuffer grow(ByteBuffer buffer, int atLeast, boolean readMode)
+    {
+        ByteBuffer bigger = allocate(Math.max(atLeast, buffer.capacity()) + buffer.capacity());
         if (readMode) {
             bigger.put(buffer).flip();
         }

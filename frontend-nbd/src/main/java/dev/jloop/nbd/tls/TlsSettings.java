@@ -12,14 +12,16 @@ import static java.util.Objects.requireNonNull;
  * @param key its private key, PEM; null when TLS is off
  * @param ca the CA certificates, PEM, that client certificates must chain to; null when clients are
  *     not asked for a certificate
+ * @param engine the implementation of TLS to serve it with
  */
-public record TlsSettings(NbdTls.Mode mode, Path cert, Path key, Path ca)
+public record TlsSettings(NbdTls.Mode mode, Path cert, Path key, Path ca, NbdTls.Engine engine)
 {
-    public static final TlsSettings OFF = new TlsSettings(NbdTls.Mode.OFF, null, null, null);
+    public static final TlsSettings OFF = new TlsSettings(NbdTls.Mode.OFF, null, null, null, NbdTls.Engine.AUTO);
 
     public TlsSettings
     {
         requireNonNull(mode, "mode is null");
+        requireNonNull(engine, "engine is null");
         if (mode != NbdTls.Mode.OFF) {
             requireNonNull(cert, "cert is null");
             requireNonNull(key, "key is null");

@@ -23,13 +23,13 @@ class TestCipherSuiteOrder
                 "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
                 "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
                 "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384", "TLS_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_256_GCM_SHA384"},
-                NbdTls.preferredOrder(JDK_ORDER, true));
+                JdkTlsEngines.preferredOrder(JDK_ORDER, true));
     }
 
     @Test
     void chaCha20FirstWithoutAesInstructions()
     {
-        String[] order = NbdTls.preferredOrder(JDK_ORDER, false);
+        String[] order = JdkTlsEngines.preferredOrder(JDK_ORDER, false);
         assertEquals(List.of("TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"), List.of(order).subList(0, 3));
         assertEquals("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", order[6]);
         // key exchanges keep the JDK's order: forward secrecy first

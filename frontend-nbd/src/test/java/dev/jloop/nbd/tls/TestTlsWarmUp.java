@@ -27,9 +27,9 @@ class TestTlsWarmUp
         keyManagers.init(server.keyStore, server.password());
         SSLContext context = SSLContext.getInstance("TLS");
         context.init(keyManagers.getKeyManagers(), null, null);
-        String[] suites = NbdTls.preferredOrder(context.getDefaultSSLParameters().getCipherSuites(), true);
+        String[] suites = JdkTlsEngines.preferredOrder(context.getDefaultSSLParameters().getCipherSuites(), true);
         assertEquals("TLS_AES_128_GCM_SHA256", new TlsWarmUp(context, suites, server.x509).warmUp(500));
-        String[] withoutAes = NbdTls.preferredOrder(context.getDefaultSSLParameters().getCipherSuites(), false);
+        String[] withoutAes = JdkTlsEngines.preferredOrder(context.getDefaultSSLParameters().getCipherSuites(), false);
         assertEquals("TLS_CHACHA20_POLY1305_SHA256", new TlsWarmUp(context, withoutAes, server.x509).warmUp(500));
     }
 }
