@@ -74,6 +74,7 @@ class UblkCommandIT
                 List.of("--tls-ca", "ca-cert.pem"),
                 List.of("--tls-certificates", "pki"),
                 List.of("--tls-verify-peer"),
+                List.of("--tls-engine", "jdk"),
                 List.of("--handshake-timeout", "30"),
                 List.of("--reply-timeout", "30"));
         for (List<String> option : nbdOnly) {

@@ -55,7 +55,7 @@ final class TlsNbdChannel
     /**
      * Full-size TLS records the ciphertext buffers hold: this many per transport write of a large
      * reply, and at most this many taken per transport read. Each is about 16.7 KiB, twice (in and
-     * out) per TLS connection, on the heap.
+     * out) per TLS connection, direct or on the heap as the engine prefers.
      */
     static final int RECORDS_PER_BUFFER = 8;
     /** The most plain text one TLS record carries (RFC 8446, 5.1). */
@@ -267,14 +267,19 @@ final class TlsNbdChannel
     {
         long copied = 0;
         for (int i = offset; i < offset + length && appIn.hasRemaining(); i++) {
-            ByteBuffer buffer = buffers[i];
-            int n = Math.min(buffer.remaining(), appIn.remaining());
-            buffer.put(buffer.position(), appIn, appIn.position(), n);
-            buffer.position(buffer.position() + n);
-            appIn.position(appIn.position() + n);
-            copied += n;
+            copied += transfer(appIn, buffers[i]);
         }
         return copied;
+    }
+
+    /** Copies what fits of {@code from} into {@code to}, advancing both; returns the bytes copied. */
+    private static int transfer(ByteBuffer from, ByteBuffer to)
+    {
+        int n = Math.min(from.remaining(), to.remaining());
+        to.put(to.position(), from, from.position(), n);
+        to.position(to.position() + n);
+        from.position(from.position() + n);
+        return n;
     }
 
     @Override
@@ -562,12 +567,7 @@ final class TlsNbdChannel
     {
         int copied = 0;
         for (int i = offset; i < offset + length && plainOut.hasRemaining(); i++) {
-            ByteBuffer buffer = buffers[i];
-            int n = Math.min(buffer.remaining(), plainOut.remaining());
-            plainOut.put(plainOut.position(), buffer, buffer.position(), n);
-            plainOut.position(plainOut.position() + n);
-            buffer.position(buffer.position() + n);
-            copied += n;
+            copied += transfer(buffers[i], plainOut);
         }
         return copied;
     }
