@@ -64,8 +64,9 @@ import static java.util.Objects.requireNonNull;
  * <p>Data paths: a direct iterator (KVEC, BVEC) aligned as the file needs goes straight to the ring:
  * READ/WRITE for one segment (READ_FIXED/WRITE_FIXED when it lies in buffers given to
  * {@link #registerBuffers}), READV/WRITEV for several (at most {@value #IOV_PER_SLOT} per SQE; a longer
- * vector is a short transfer). Buffered (not {@code O_DIRECT}) writes of up to 64 KiB without FUA are
- * a {@code pwrite} in the submitting thread instead (see {@link #writeBuffered}). One operation is one
+ * vector is a short transfer). Buffered (not {@code O_DIRECT}) writes without FUA of up to 64 KiB
+ * from a connection's loop, up to 256 KiB from any other thread, are a {@code pwrite} in the
+ * submitting thread instead (see {@link #writeBuffered}). One operation is one
  * SQE, and its CQE's result is the operation's: a short read or write completes as such, with the
  * iterator advanced by what the kernel transferred, and the loop device resubmits the rest (the one
  * level of resubmission {@link BackingFile} allows); a read returning 0 is end of file. An
@@ -106,8 +107,19 @@ public final class IoUringBackingFile
     static final int IOV_PER_SLOT = 64;
     private static final int BLOCK = BounceIo.DIRECT_BLOCK_SIZE;
     private static final int BOUNCE_SIZE = 256 * 1024;
-    /** Buffered writes up to this size are a pwrite in the submitting thread; larger ones overlap with it on the ring. */
-    private static final long INLINE_WRITE_MAX = 64 * 1024;
+    /**
+     * Buffered writes up to this size are a pwrite in a connection loop's thread (which has lent its ring
+     * to the file); larger ones overlap with it on the ring, where the loop reaps them itself: 256 KiB
+     * writes at QD8 on one connection went a tenth faster on the ring, and 1 MiB at QD4 too.
+     */
+    private static final long LOOP_INLINE_WRITE_MAX = 64 * 1024;
+    /**
+     * Buffered writes up to this size are a pwrite in any other submitting thread (a TLS connection's
+     * reader, the device's worker), whose ring write would also be completed by the file's completion
+     * thread, one more hand-off: 256 KiB (nbdcopy's requests) inline took a quarter off the server's CPU
+     * writing in over TLS (docs/benchmarks.md, "TLS on BoringSSL").
+     */
+    private static final long INLINE_WRITE_MAX = 256 * 1024;
     /** {@link #progress}: the operation is on the ring again, as it was. */
     private static final long RETRIED = Long.MIN_VALUE;
     /** {@link #queueLent}: no slot free now; the operation goes the file's own way. */
@@ -274,10 +286,10 @@ public final class IoUringBackingFile
             return 0;
         }
         boolean dsync = (kiocb.flags() & Kiocb.IOCB_DSYNC) != 0;
-        if (!direct && !dsync && iter.isDirect() && iter.count() <= INLINE_WRITE_MAX) {
+        LentRing lent = lentRings.get();
+        if (!direct && !dsync && iter.isDirect() && iter.count() <= (lent != null ? LOOP_INLINE_WRITE_MAX : INLINE_WRITE_MAX)) {
             return writeBuffered(iter, pos);
         }
-        LentRing lent = lentRings.get();
         boolean nowait = mustNotWait(lent, kiocb);
         if (!goesStraight(iter, pos)) {
             long res = bounces.get().writeIter(iter, pos, nowait);
@@ -539,11 +551,12 @@ public final class IoUringBackingFile
     }
 
     /**
-     * A small write into the page cache, done here with {@code pwrite}. ext4 and most other file systems
-     * cannot take a buffered write without blocking ({@code FMODE_BUF_WASYNC}), so io_uring would hand
-     * each one to an io-wq worker, serialised per file: a thread hand-off and a wakeup to save a copy of
-     * a few microseconds. Large writes stay on the ring, where the worker's copy overlaps with the
-     * submitter's next request; durable (FUA) writes too, where their fdatasync waits.
+     * A write of up to {@link #LOOP_INLINE_WRITE_MAX} or {@link #INLINE_WRITE_MAX} into the page cache,
+     * done here with {@code pwrite}. ext4 and most other file systems cannot take a buffered write
+     * without blocking ({@code FMODE_BUF_WASYNC}), so io_uring would hand each one to an io-wq worker,
+     * serialised per file: a thread hand-off and a wakeup to save a copy of some microseconds (tens for
+     * 256 KiB). Larger writes stay on the ring, where the worker's copy overlaps with the submitter's
+     * next request; durable (FUA) writes too, where their fdatasync waits.
      */
     private long writeBuffered(IovIter iter, long pos)
     {
