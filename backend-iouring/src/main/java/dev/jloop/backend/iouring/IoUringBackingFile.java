@@ -28,6 +28,7 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.LockSupport;
@@ -109,17 +110,22 @@ public final class IoUringBackingFile
     private static final int BOUNCE_SIZE = 256 * 1024;
     /**
      * Buffered writes up to this size are a pwrite in a connection loop's thread (which has lent its ring
-     * to the file); larger ones overlap with it on the ring, where the loop reaps them itself: 256 KiB
-     * writes at QD8 on one connection went a tenth faster on the ring, and 1 MiB at QD4 too.
+     * to the file) while fewer loops than processors lend theirs; larger ones overlap with the loop on
+     * the ring, where it reaps them itself: 256 KiB writes at QD8 on one connection went a tenth faster
+     * on the ring, and 1 MiB at QD4 too.
      */
     private static final long LOOP_INLINE_WRITE_MAX = 64 * 1024;
     /**
      * Buffered writes up to this size are a pwrite in any other submitting thread (a TLS connection's
      * reader, the device's worker), whose ring write would also be completed by the file's completion
      * thread, one more hand-off: 256 KiB (nbdcopy's requests) inline took a quarter off the server's CPU
-     * writing in over TLS (docs/benchmarks.md, "TLS on BoringSSL").
+     * writing in over TLS (docs/benchmarks.md, "TLS on BoringSSL"). So are they in a loop's thread once
+     * at least as many loops as processors lend their rings: the loops keep every core busy themselves,
+     * and a hand-off to an io-wq worker only adds switches (nbdcopy writing in over 4 connections spent a
+     * quarter less server CPU, docs/benchmarks.md, "Inline writes in busy loops").
      */
     private static final long INLINE_WRITE_MAX = 256 * 1024;
+    private static final int PROCESSORS = Runtime.getRuntime().availableProcessors();
     /** {@link #progress}: the operation is on the ring again, as it was. */
     private static final long RETRIED = Long.MIN_VALUE;
     /** {@link #queueLent}: no slot free now; the operation goes the file's own way. */
@@ -152,6 +158,8 @@ public final class IoUringBackingFile
     /** The ring the current thread lent this file ({@link #borrow}), or null. */
     private final ThreadLocal<LentRing> lentRings = new ThreadLocal<>();
     private final CompletionHandler lentHandler = this::handle;
+    /** Threads that lent this file their rings now. */
+    private final AtomicInteger lenders = new AtomicInteger();
     private final ThreadLocal<SyncBounce> bounces;
     /** Aligned {@code O_DIRECT} writes on the ring hold their blocks shared, read-modify-writes and fallocates exclusively. */
     private final BlockRangeLock blockLock;
@@ -287,7 +295,7 @@ public final class IoUringBackingFile
         }
         boolean dsync = (kiocb.flags() & Kiocb.IOCB_DSYNC) != 0;
         LentRing lent = lentRings.get();
-        if (!direct && !dsync && iter.isDirect() && iter.count() <= (lent != null ? LOOP_INLINE_WRITE_MAX : INLINE_WRITE_MAX)) {
+        if (!direct && !dsync && iter.isDirect() && iter.count() <= (lent != null && lenders.get() < PROCESSORS ? LOOP_INLINE_WRITE_MAX : INLINE_WRITE_MAX)) {
             return writeBuffered(iter, pos);
         }
         boolean nowait = mustNotWait(lent, kiocb);
@@ -509,6 +517,9 @@ public final class IoUringBackingFile
             return false;
         }
         ring.borrowedBy(lentHandler);
+        if (lentRings.get() == null) {
+            lenders.incrementAndGet();
+        }
         lentRings.set(ring);
         return true;
     }
@@ -518,6 +529,7 @@ public final class IoUringBackingFile
     {
         if (lentRings.get() == ring) {
             lentRings.remove();
+            lenders.decrementAndGet();
         }
     }
 

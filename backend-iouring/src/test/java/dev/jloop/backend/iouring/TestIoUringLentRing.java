@@ -14,6 +14,7 @@ import dev.jloop.uring.LentRing;
 import dev.jloop.uring.Ring;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -21,9 +22,12 @@ import org.junit.jupiter.params.provider.ValueSource;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Map;
 import java.util.Random;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -31,6 +35,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The file's operations on a ring its submitter lent ({@link LentRing}), the way an event loop drives
@@ -188,6 +193,82 @@ class TestIoUringLentRing
         else {
             assertEquals(fileEnters, file.submitCalls(), "buffered FUA write, fsync and fallocate went on the file's own ring");
         }
+    }
+
+    /**
+     * A buffered 256 KiB write goes on the lent ring while fewer loops than processors lend theirs, and
+     * is written in the submitting thread once as many do, until they give their rings back.
+     */
+    @Test
+    void largeBufferedWritesAreInlineWhileEveryProcessorHasALoop()
+            throws Exception
+    {
+        int processors = Runtime.getRuntime().availableProcessors();
+        assumeTrue(processors > 1, "one processor: a single loop already has it to itself");
+        open(false);
+        int length = 256 << 10;
+        long[] results = new long[3];
+        // each write is driven to its end before anything is asserted: a write left on the lent ring would hold the file's close
+        submit(write(1, 0, length), results, 0);
+        int onRing = lent.inFlight();
+        driveUntil(1);
+        assertEquals(1, onRing, "one loop on " + processors + " processors wrote inline");
+
+        // as many loops as processors, each lending a ring from its own thread
+        CountDownLatch lentAll = new CountDownLatch(processors - 1);
+        CountDownLatch giveBack = new CountDownLatch(1);
+        List<Thread> loops = new ArrayList<>();
+        for (int i = 1; i < processors; i++) {
+            Thread loop = new Thread(() -> {
+                try (Ring own = Ring.builder(4).open()) {
+                    LentRing ownLent = new LentRing(own, Thread.currentThread(), 2, 0);
+                    assertTrue(file.borrow(ownLent));
+                    lentAll.countDown();
+                    giveBack.await();
+                    file.giveBack(ownLent);
+                }
+                catch (Exception e) {
+                    throw new AssertionError(e);
+                }
+            });
+            loop.start();
+            loops.add(loop);
+        }
+        try {
+            assertTrue(lentAll.await(10, TimeUnit.SECONDS));
+            submit(write(2, length, length), results, 1);
+            onRing = lent.inFlight();
+            driveUntil(2);
+            assertEquals(0, onRing, "with every processor's loop lending, the write went on the ring");
+        }
+        finally {
+            giveBack.countDown();
+            for (Thread loop : loops) {
+                loop.join(10_000);
+            }
+        }
+        submit(write(3, 2 * length, length), results, 2);
+        onRing = lent.inFlight();
+        driveUntil(3);
+        assertEquals(1, onRing, "the loops gave their rings back, yet the write was inline");
+
+        assertArrayEquals(new long[] {length, length, length}, results);
+        byte[] expected = content.clone();
+        for (int i = 0; i < 3; i++) {
+            Arrays.fill(expected, i * length, (i + 1) * length, (byte) (i + 1));
+        }
+        assertArrayEquals(expected, Files.readAllBytes(path));
+    }
+
+    /** A buffered write of {@code length} bytes of {@code value} at {@code offset}. */
+    private Kiocb write(int value, long offset, int length)
+    {
+        ByteBuffer data = DirectMemory.allocateAligned(length);
+        while (data.hasRemaining()) {
+            data.put((byte) value);
+        }
+        data.clear();
+        return aio.alloc().initRw(Kiocb.Op.WRITE, file, KvecIter.of(Direction.SOURCE, data), offset, 0);
     }
 
     private static byte[] bytes(ByteBuffer buffer)
