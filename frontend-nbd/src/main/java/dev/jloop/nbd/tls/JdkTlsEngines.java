@@ -92,12 +92,18 @@ final class JdkTlsEngines
     @Override
     public SSLEngine newEngine()
     {
+        return serverEngine(context, cipherSuites, verifyPeer);
+    }
+
+    /** A server's engine of {@code context} that picks from {@code cipherSuites} in their order. */
+    static SSLEngine serverEngine(SSLContext context, String[] cipherSuites, boolean needClientAuth)
+    {
         SSLEngine engine = context.createSSLEngine();
         engine.setUseClientMode(false);
         SSLParameters parameters = engine.getSSLParameters();
         parameters.setCipherSuites(cipherSuites);
         parameters.setUseCipherSuitesOrder(true);
-        parameters.setNeedClientAuth(verifyPeer);
+        parameters.setNeedClientAuth(needClientAuth);
         engine.setSSLParameters(parameters);
         return engine;
     }

@@ -64,7 +64,6 @@ final class TlsNbdChannel
     private final NbdChannel transport;
     private final TlsEngines engines;
     private final SSLEngine engine;
-    private final boolean direct;
     private final ReentrantLock readLock = new ReentrantLock();
     private final ReentrantLock writeLock = new ReentrantLock();
     /** Ciphertext read from the transport and not yet unwrapped; in read mode. */
@@ -92,7 +91,6 @@ final class TlsNbdChannel
         this.transport = requireNonNull(transport, "transport is null");
         this.engines = requireNonNull(engines, "engines is null");
         this.engine = requireNonNull(engine, "engine is null");
-        this.direct = engines.directBuffers();
         int packet = engine.getSession().getPacketBufferSize();
         this.netIn = allocate(packet * RECORDS_PER_BUFFER).flip();
         this.appIn = allocate(engine.getSession().getApplicationBufferSize()).flip();
@@ -112,7 +110,8 @@ final class TlsNbdChannel
         try {
             channel = new TlsNbdChannel(transport, engines, engine);
         }
-        catch (RuntimeException e) {
+        catch (RuntimeException | Error e) {
+            // as an OutOfMemoryError for the direct buffers: the engine's native memory is ours to free
             engines.release(engine);
             throw e;
         }
@@ -584,7 +583,7 @@ final class TlsNbdChannel
 
     private ByteBuffer allocate(int capacity)
     {
-        return direct ? ByteBuffer.allocateDirect(capacity) : ByteBuffer.allocate(capacity);
+        return engines.directBuffers() ? ByteBuffer.allocateDirect(capacity) : ByteBuffer.allocate(capacity);
     }
 
     /** A bigger buffer with the same contents; {@code readMode} says whether position..limit or 0..position hold them. */

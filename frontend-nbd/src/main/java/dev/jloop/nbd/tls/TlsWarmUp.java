@@ -8,7 +8,6 @@ import javax.net.ssl.SSLEngine;
 import javax.net.ssl.SSLEngineResult;
 import javax.net.ssl.SSLEngineResult.HandshakeStatus;
 import javax.net.ssl.SSLException;
-import javax.net.ssl.SSLParameters;
 import javax.net.ssl.TrustManagerFactory;
 
 import java.nio.ByteBuffer;
@@ -78,12 +77,7 @@ final class TlsWarmUp
     String warmUp(int records)
             throws Exception
     {
-        SSLEngine server = context.createSSLEngine();
-        server.setUseClientMode(false);
-        SSLParameters parameters = server.getSSLParameters();
-        parameters.setCipherSuites(cipherSuites);
-        parameters.setUseCipherSuitesOrder(true);
-        server.setSSLParameters(parameters);
+        SSLEngine server = JdkTlsEngines.serverEngine(context, cipherSuites, false);
 
         // The client trusts the server's own certificate: nothing here leaves the process.
         KeyStore trusted = KeyStore.getInstance("PKCS12");
