@@ -75,6 +75,12 @@ final class TlsNbdChannel
     /** Plain text of short buffers gathered into one record; in write mode, empty between writes. Under the write lock. */
     private final ByteBuffer plainOut;
     /**
+     * The most plain text the engine puts in one record, as learnt from the first gathered record it
+     * wrapped short: the JDK's engine stops 17 bytes below the protocol's 16 KiB on TLS 1.3, and a
+     * gathered record of 16 KiB would then be followed by one of 17 bytes. Under the write lock.
+     */
+    private int recordPlainText = MAX_RECORD_PLAIN_TEXT;
+    /**
      * The channel's own reference, dropped by {@link #close}, and one for each read or write under
      * way: the engine's memory is freed when the last goes, so a close from another thread (the
      * reply timeout's) never waits for a stuck reader or writer, nor frees memory they still use.
@@ -514,16 +520,21 @@ final class TlsNbdChannel
                 // the session's packet size grew
                 netOut = allocate(packet * RECORDS_PER_BUFFER);
             }
-            if (plainOut.position() == 0 && shortOfRecord(buffers, offset, length)) {
+            if (plainOut.position() == 0 && shortOfRecord(buffers, offset, length, recordPlainText)) {
                 consumed += gather(buffers, offset, length);
             }
             if (plainOut.position() > 0) {
                 plainOut.flip();
+                int gathered = plainOut.remaining();
                 try {
                     result = engine.wrap(plainOut, netOut);
                 }
                 finally {
                     plainOut.compact();
+                }
+                if (result.getStatus() == SSLEngineResult.Status.OK && result.bytesConsumed() > 0 && result.bytesConsumed() < gathered
+                        && gathered == recordPlainText) {
+                    recordPlainText = result.bytesConsumed();
                 }
             }
             else {
@@ -551,19 +562,20 @@ final class TlsNbdChannel
     }
 
     /** Whether the first buffer with data holds less than a record and more data follows it. */
-    private static boolean shortOfRecord(ByteBuffer[] buffers, int offset, int length)
+    private static boolean shortOfRecord(ByteBuffer[] buffers, int offset, int length, int recordPlainText)
     {
         int end = offset + length;
         int first = offset;
         while (first < end && !buffers[first].hasRemaining()) {
             first++;
         }
-        return first < end && buffers[first].remaining() < MAX_RECORD_PLAIN_TEXT && hasRemaining(buffers, first + 1, end - first - 1);
+        return first < end && buffers[first].remaining() < recordPlainText && hasRemaining(buffers, first + 1, end - first - 1);
     }
 
     /** Copies from the buffers into {@link #plainOut} until it holds a record's worth or they are empty; returns the bytes copied. */
     private int gather(ByteBuffer[] buffers, int offset, int length)
     {
+        plainOut.limit(recordPlainText);
         int copied = 0;
         for (int i = offset; i < offset + length && plainOut.hasRemaining(); i++) {
             copied += transfer(buffers[i], plainOut);
