@@ -1,5 +1,8 @@
 package dev.jloop.nbd;
 
+import javax.net.ssl.TrustManager;
+import javax.net.ssl.TrustManagerFactory;
+
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
@@ -34,6 +37,18 @@ public final class TestKeys
         this.x509 = x509;
         this.key = key;
         this.keyStore = keyStore;
+    }
+
+    /** The trust managers of a client that trusts this certificate alone. */
+    public TrustManager[] trustManagers()
+            throws GeneralSecurityException, IOException
+    {
+        KeyStore trusted = KeyStore.getInstance("PKCS12");
+        trusted.load(null, null);
+        trusted.setCertificateEntry("server", x509);
+        TrustManagerFactory trust = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        trust.init(trusted);
+        return trust.getTrustManagers();
     }
 
     /** A key pair ({@code RSA} or {@code EC}) and a self-signed certificate for {@code localhost} / 127.0.0.1. */
