@@ -121,8 +121,8 @@ public final class IoUringBackingFile
      * thread, one more hand-off: 256 KiB (nbdcopy's requests) inline took a quarter off the server's CPU
      * writing in over TLS (docs/benchmarks.md, "TLS on BoringSSL"). So are they in a loop's thread once
      * at least as many loops as processors lend their rings: the loops keep every core busy themselves,
-     * and a hand-off to an io-wq worker only adds switches (nbdcopy writing in over 4 connections spent a
-     * quarter less server CPU, docs/benchmarks.md, "Inline writes in busy loops").
+     * and a hand-off to an io-wq worker only adds switches (nbdcopy writing in over 2 connections on 2
+     * processors: up to a quarter less server CPU, docs/benchmarks.md, "Inline writes in busy loops").
      */
     private static final long INLINE_WRITE_MAX = 256 * 1024;
     private static final int PROCESSORS = Runtime.getRuntime().availableProcessors();
