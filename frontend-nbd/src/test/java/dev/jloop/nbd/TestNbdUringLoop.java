@@ -450,6 +450,38 @@ class TestNbdUringLoop
         }
     }
 
+    /**
+     * A client with one long request at a time (256 KiB WRITEs and READs) is never watched for: its
+     * requests take long enough that polling would only spin.
+     */
+    @Test
+    void aClientWithOneLongRequestAtATimeIsNotPolledFor()
+            throws Exception
+    {
+        int count = 200;
+        int length = 256 * 1024;
+        LoopDevice device = new LoopDevice(MemoryBackingFile.builder(8L * length).queued(2).build(), new AioKernel(), "queued");
+        try {
+            server = NbdServer.start(NbdTestConfig.tcp(Map.of(NbdSettings.NBD_LOOP, "io_uring", NbdSettings.BUSY_POLL, "100000")),
+                    List.of(new Export("disk", "", device)), pagePool);
+            long before = BusyPoll.found();
+            try (NbdTestClient client = NbdTestClient.open(address(), "disk")) {
+                for (int i = 0; i < count; i++) {
+                    byte[] data = pattern(length, i);
+                    long offset = (long) (i % 8) * length;
+                    assertEquals(0, client.roundTrip(0, CMD_WRITE, offset, data.length, data));
+                    assertArrayEquals(data, client.read(offset, data.length), "read " + i);
+                }
+            }
+            assertEquals(0, BusyPoll.found() - before, "completions found by polling for 256 KiB requests");
+        }
+        finally {
+            server.close();
+            server = null;
+            device.close();
+        }
+    }
+
     private static void header(ByteBuffer buffer, int flags, int type, long cookie, long offset, int length)
     {
         buffer.putInt(REQUEST_MAGIC)
