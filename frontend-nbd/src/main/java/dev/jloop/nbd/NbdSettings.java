@@ -115,7 +115,7 @@ public final class NbdSettings
                             + "auto is multishot where the kernel has it",
                     "--nbd-recv multishot"),
             PluginOption.of(BUSY_POLL, COUNT, "50",
-                    "microseconds the io_uring loop of a client that sends one request at a time watches for the next "
+                    "microseconds the io_uring loop of a client that sends one request (of 128 KiB at most) at a time watches for the next "
                             + "completion before it sleeps, like the kernel's net.core.busy_poll: such a client is answered "
                             + "sooner, for CPU spent watching, where a core is free for it: each connection measures whether it is, and polls "
                             + "only then; never over a --direct file; at most one loop fewer than there are CPUs polls at once; 0: never",
