@@ -41,10 +41,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  */
 class TestTlsNbdChannel
 {
+    private static final byte[] HELLO = {'N', 'B', 'D', '!'};
+
     @TempDir(factory = TargetTempDirFactory.class)
     Path keys;
-
-    private static final byte[] HELLO = {'N', 'B', 'D', '!'};
 
     private final ExecutorService threads = Executors.newCachedThreadPool();
 
@@ -264,20 +264,10 @@ class TestTlsNbdChannel
                     }
                 }
                 else if (status == HandshakeStatus.NEED_WRAP) {
-                    netOut.clear();
-                    engine.wrap(ByteBuffer.allocate(0), netOut);
-                    netOut.flip();
-                    while (netOut.hasRemaining()) {
-                        socket.write(netOut);
-                    }
+                    wrapAndWrite(ByteBuffer.allocate(0));
                 }
                 else if (status == HandshakeStatus.NEED_UNWRAP) {
-                    netIn.flip();
-                    SSLEngineResult result = engine.unwrap(netIn, sink);
-                    netIn.compact();
-                    if (result.getStatus() == SSLEngineResult.Status.BUFFER_UNDERFLOW && socket.read(netIn) < 0) {
-                        throw new IOException("server closed during the handshake");
-                    }
+                    receiveRecord(sink);
                 }
                 else {
                     return;
@@ -288,18 +278,26 @@ class TestTlsNbdChannel
         void send(byte[] bytes)
                 throws IOException
         {
-            netOut.clear();
-            SSLEngineResult result = engine.wrap(ByteBuffer.wrap(bytes), netOut);
+            SSLEngineResult result = wrapAndWrite(ByteBuffer.wrap(bytes));
             if (result.getStatus() != SSLEngineResult.Status.OK || result.bytesConsumed() != bytes.length) {
                 throw new IOException("wrap: " + result);
             }
+        }
+
+        /** Wraps what the engine takes of {@code plain} (or a handshake message) and writes it out. */
+        private SSLEngineResult wrapAndWrite(ByteBuffer plain)
+                throws IOException
+        {
+            netOut.clear();
+            SSLEngineResult result = engine.wrap(plain, netOut);
             netOut.flip();
             while (netOut.hasRemaining()) {
                 socket.write(netOut);
             }
+            return result;
         }
 
-        /** Unwraps the next record into {@code into}; returns the application bytes it carried (0 for a session ticket). */
+        /** Unwraps the next record into {@code into}; returns the application bytes it carried (0 for a handshake message or a session ticket). */
         int receiveRecord(ByteBuffer into)
                 throws IOException
         {
