@@ -471,6 +471,12 @@ final class TlsNbdChannel
                 case BUFFER_OVERFLOW:
                     return result;
                 case BUFFER_UNDERFLOW:
+                    if (result.getHandshakeStatus() == HandshakeStatus.FINISHED) {
+                        // netty's engine finishes the handshake inside the unwrap of the client's last
+                        // flight but reports it only when asked again: this is that asking, and waiting
+                        // for more input instead would wait for the client's next option
+                        return result;
+                    }
                     if (!readTransport()) {
                         return null;
                     }

@@ -183,9 +183,9 @@ class TestTlsNbdChannel
             Future<TlsNbdChannel> serverHandshake = threads.submit(() -> TlsNbdChannel.handshake(NbdChannel.of(serverSocket), counting));
             try {
                 client.handshake();
-                // An NBD client speaks first after the handshake; netty's BoringSSL engine reports its handshake finished only once that record comes
-                client.send(HELLO);
+                // the server's handshake ends with the client's Finished, before the client says anything more
                 TlsNbdChannel channel = serverHandshake.get(30, TimeUnit.SECONDS);
+                client.send(HELLO);
                 ByteBuffer hello = ByteBuffer.allocate(HELLO.length);
                 while (hello.hasRemaining()) {
                     assertTrue(channel.read(hello) > 0, "end of input before the client's first bytes");
