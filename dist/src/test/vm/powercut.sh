@@ -236,7 +236,8 @@ for boot in $(seq 1 "$boots"); do
     vm=$!
     running=$boot_dir/powercut-guest/work/running
     while [ ! -e "$running" ] && kill -0 "$vm" 2>/dev/null; do
-        [ -n "$qemu_pid" ] || qemu_pid=$(cat "$boot_dir/qemu.pid" 2>/dev/null || true)
+        # read again each time: vm-run.sh boots again when the kernel dies while booting
+        qemu_pid=$(cat "$boot_dir/qemu.pid" 2>/dev/null || true)
         sleep 0.5
     done
     if [ ! -e "$running" ]; then

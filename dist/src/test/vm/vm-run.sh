@@ -20,7 +20,7 @@
 #
 # env: JLOOP_VM_CACHE  kernel + initramfs cache (default /var/cache/jloop-vm, else ~/.cache/jloop-vm)
 #      KVER            kernel version, e.g. 6.12.117+deb12-amd64 (default: newest cached, else newest in apt)
-#      VM_TIMEOUT      seconds for the whole VM (default 1500); SCENARIO_TIMEOUT per scenario (default 900)
+#      VM_TIMEOUT      seconds for each boot of the VM (default 1500); SCENARIO_TIMEOUT per scenario (default 900)
 #      SMP MEM         guest CPUs (default 2) and MiB (default 3072)
 #      VM_ENV          extra "NAME=value ..." exported to the scenarios (e.g. "NBD_BACKENDS=nio")
 set -euo pipefail
@@ -179,19 +179,34 @@ cp "$here/vm-guest.sh" "$out/vm-guest.sh"
 smp=${SMP:-2}
 mem=${MEM:-3072}
 say "booting qemu (tcg, $smp CPUs, ${mem} MiB, $((${#drives[@]} / 2)) disk(s)) for ${#scenarios[@]} scenario(s), console in $out/console.log"
-set +e
-# qemu sometimes stays paused after a guest failure instead of exiting: timeout ends it.
-timeout -k 10 "${VM_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg,thread=multi,tb-size=512 -cpu max \
-    -smp "$smp" -m "$mem" -nodefaults -no-user-config -display none -no-reboot -monitor none -nic none \
-    -serial "file:$out/console.log" -pidfile "$out/qemu.pid" ${drives[@]+"${drives[@]}"} \
-    -kernel "$kroot/boot/vmlinuz-$KVER" -initrd "$initramfs" \
-    -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off" \
-    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-    -virtfs "local,path=$out,mount_tag=out,security_model=none" \
-    -device virtio-rng-pci </dev/null >"$out/qemu.log" 2>&1
-qemu_rc=$?
-set -e
-say "qemu exited with $qemu_rc"
+# A guest kernel that dies before the first scenario starts is qemu's doing, not the scenarios': TCG
+# now and then lets a vCPU run into the int3 of the kernel's own text patching while it boots ("Oops:
+# int3"). Nothing of jloop's has run then, so that boot is tried again, three boots at most; the
+# console of each one that died is kept beside console.log.
+boots=1
+while true; do
+    set +e
+    # qemu sometimes stays paused after a guest failure instead of exiting: timeout ends it.
+    timeout -k 10 "${VM_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg,thread=multi,tb-size=512 -cpu max \
+        -smp "$smp" -m "$mem" -nodefaults -no-user-config -display none -no-reboot -monitor none -nic none \
+        -serial "file:$out/console.log" -pidfile "$out/qemu.pid" ${drives[@]+"${drives[@]}"} \
+        -kernel "$kroot/boot/vmlinuz-$KVER" -initrd "$initramfs" \
+        -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off" \
+        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+        -virtfs "local,path=$out,mount_tag=out,security_model=none" \
+        -device virtio-rng-pci </dev/null >"$out/qemu.log" 2>&1
+    qemu_rc=$?
+    set -e
+    say "qemu exited with $qemu_rc"
+    if [ -f "$out/done" ] || [ "$boots" -ge 3 ] || grep -q 'scenario .*: start' "$out/console.log" \
+        || ! grep -qE 'Oops|Kernel panic' "$out/console.log"; then
+        break
+    fi
+    say "the guest's kernel died before the first scenario (boot $boots, console in $out/console-$boots.log):"
+    grep -m 2 -E 'Oops|Kernel panic' "$out/console.log" >&2 || true
+    mv "$out/console.log" "$out/console-$boots.log"
+    boots=$((boots + 1))
+done
 if [ ! -f "$out/done" ]; then
     say "the guest did not finish (qemu exit $qemu_rc, 124 = timeout); last console lines:"
     tail -n 40 "$out/console.log" "$out/qemu.log" >&2 || true
